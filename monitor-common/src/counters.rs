@@ -1,0 +1,254 @@
+//! Layout of the kernel's per-CPU counter arrays and the label each slot exports.
+//!
+//! The kernel only ever adds one at an index computed here; the agent sums the
+//! per-CPU values and names the index with the `LABEL` tables, so the two sides
+//! cannot disagree on what a slot means.
+
+/// Which way the packet crossed the monitored interface.
+#[repr(u32)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Ingress = 0,
+    Egress = 1,
+}
+
+impl Direction {
+    pub const COUNT: usize = 2;
+    pub const ALL: [Self; Self::COUNT] = [Self::Ingress, Self::Egress];
+
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Ingress => "ingress",
+            Self::Egress => "egress",
+        }
+    }
+}
+
+/// What a packet was, as `sipflow_packets_total{class}` reports it.
+#[repr(u32)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum PacketClass {
+    SipRequest = 0,
+    SipResponse = 1,
+    /// CRLFCRLF on a stream (RFC 5626 §4.4.1).
+    KeepalivePing = 2,
+    /// A lone CRLF on a stream, the answer to a ping.
+    KeepalivePong = 3,
+    StunRequest = 4,
+    StunResponse = 5,
+    StunError = 6,
+    /// A SYN, FIN or RST without payload on a SIP port, or any segment on a TLS port.
+    TcpControl = 7,
+    /// An IP fragment other than the first: no transport header to read.
+    Fragment = 8,
+    /// Truncated or inconsistent: lengths past the end, bad IHL, bad TCP data offset.
+    Malformed = 9,
+    Other = 10,
+}
+
+impl PacketClass {
+    pub const COUNT: usize = 11;
+    pub const ALL: [Self; Self::COUNT] = [
+        Self::SipRequest,
+        Self::SipResponse,
+        Self::KeepalivePing,
+        Self::KeepalivePong,
+        Self::StunRequest,
+        Self::StunResponse,
+        Self::StunError,
+        Self::TcpControl,
+        Self::Fragment,
+        Self::Malformed,
+        Self::Other,
+    ];
+
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::SipRequest => "sip_request",
+            Self::SipResponse => "sip_response",
+            Self::KeepalivePing => "keepalive_ping",
+            Self::KeepalivePong => "keepalive_pong",
+            Self::StunRequest => "stun_request",
+            Self::StunResponse => "stun_response",
+            Self::StunError => "stun_error",
+            Self::TcpControl => "tcp_control",
+            Self::Fragment => "fragment",
+            Self::Malformed => "malformed",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// A SIP request method: the 14 of the core RFCs, then every extension token.
+#[repr(u32)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Method {
+    Invite = 0,
+    Ack = 1,
+    Bye = 2,
+    Cancel = 3,
+    Register = 4,
+    Options = 5,
+    Prack = 6,
+    Subscribe = 7,
+    Notify = 8,
+    Publish = 9,
+    Info = 10,
+    Refer = 11,
+    Message = 12,
+    Update = 13,
+    Other = 14,
+}
+
+impl Method {
+    pub const COUNT: usize = 15;
+    /// The standard methods with their tokens (case-sensitive, RFC 3261 §7.1).
+    pub const STANDARD: [(Self, &'static [u8]); 14] = [
+        (Self::Invite, b"INVITE"),
+        (Self::Ack, b"ACK"),
+        (Self::Bye, b"BYE"),
+        (Self::Cancel, b"CANCEL"),
+        (Self::Register, b"REGISTER"),
+        (Self::Options, b"OPTIONS"),
+        (Self::Prack, b"PRACK"),
+        (Self::Subscribe, b"SUBSCRIBE"),
+        (Self::Notify, b"NOTIFY"),
+        (Self::Publish, b"PUBLISH"),
+        (Self::Info, b"INFO"),
+        (Self::Refer, b"REFER"),
+        (Self::Message, b"MESSAGE"),
+        (Self::Update, b"UPDATE"),
+    ];
+
+    /// The standard methods as fixed arrays: tables in BPF programs cannot hold
+    /// pointers (nothing relocates them), so the kernel matches against these.
+    pub const TOKENS: [MethodToken; 14] = {
+        let mut out = [MethodToken {
+            method: Self::Other,
+            len: 0,
+            bytes: [0; MAX_STANDARD_METHOD_LEN],
+        }; 14];
+        let mut m = 0;
+        while m < Self::STANDARD.len() {
+            let (method, name) = Self::STANDARD[m];
+            let mut bytes = [0; MAX_STANDARD_METHOD_LEN];
+            let mut i = 0;
+            while i < name.len() {
+                bytes[i] = name[i];
+                i += 1;
+            }
+            out[m] = MethodToken {
+                method,
+                len: name.len(),
+                bytes,
+            };
+            m += 1;
+        }
+        out
+    };
+
+    pub const fn from_index(index: usize) -> Self {
+        if index < Self::STANDARD.len() {
+            Self::STANDARD[index].0
+        } else {
+            Self::Other
+        }
+    }
+
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Invite => "INVITE",
+            Self::Ack => "ACK",
+            Self::Bye => "BYE",
+            Self::Cancel => "CANCEL",
+            Self::Register => "REGISTER",
+            Self::Options => "OPTIONS",
+            Self::Prack => "PRACK",
+            Self::Subscribe => "SUBSCRIBE",
+            Self::Notify => "NOTIFY",
+            Self::Publish => "PUBLISH",
+            Self::Info => "INFO",
+            Self::Refer => "REFER",
+            Self::Message => "MESSAGE",
+            Self::Update => "UPDATE",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// SUBSCRIBE is the longest standard method.
+pub const MAX_STANDARD_METHOD_LEN: usize = 9;
+
+/// A standard method's token without pointers, for the kernel.
+#[derive(Copy, Clone, Debug)]
+pub struct MethodToken {
+    pub method: Method,
+    pub len: usize,
+    pub bytes: [u8; MAX_STANDARD_METHOD_LEN],
+}
+
+/// Status codes the response counters hold a slot for (RFC 3261 §7.2: 100-699).
+pub const MIN_STATUS_CODE: u16 = 100;
+pub const MAX_STATUS_CODE: u16 = 699;
+pub const STATUS_CODE_SLOTS: usize = (MAX_STATUS_CODE - MIN_STATUS_CODE + 1) as usize;
+
+pub const PACKET_SLOTS: u32 = (Direction::COUNT * PacketClass::COUNT) as u32;
+pub const REQUEST_SLOTS: u32 = (Direction::COUNT * Method::COUNT) as u32;
+pub const RESPONSE_SLOTS: u32 = (Direction::COUNT * STATUS_CODE_SLOTS) as u32;
+
+pub const fn packet_index(direction: Direction, class: PacketClass) -> u32 {
+    direction as u32 * PacketClass::COUNT as u32 + class as u32
+}
+
+pub const fn request_index(direction: Direction, method: Method) -> u32 {
+    direction as u32 * Method::COUNT as u32 + method as u32
+}
+
+/// `None` for a code outside 100-699, which the kernel never classifies as a response.
+pub const fn response_index(direction: Direction, code: u16) -> Option<u32> {
+    if code < MIN_STATUS_CODE || code > MAX_STATUS_CODE {
+        return None;
+    }
+    Some(direction as u32 * STATUS_CODE_SLOTS as u32 + (code - MIN_STATUS_CODE) as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_slot_has_one_index() {
+        let mut seen = [false; PACKET_SLOTS as usize];
+        for d in Direction::ALL {
+            for c in PacketClass::ALL {
+                let i = packet_index(d, c) as usize;
+                assert!(!seen[i], "slot {i} used twice");
+                seen[i] = true;
+            }
+        }
+        assert!(seen.iter().all(|s| *s));
+    }
+
+    #[test]
+    fn method_table_matches_enum() {
+        for (i, (m, token)) in Method::STANDARD.iter().enumerate() {
+            assert_eq!(*m as usize, i);
+            assert_eq!(m.label().as_bytes(), *token);
+            assert_eq!(Method::from_index(i), *m);
+        }
+        assert_eq!(Method::from_index(14), Method::Other);
+        for (token, (m, name)) in Method::TOKENS.iter().zip(Method::STANDARD) {
+            assert_eq!(token.method, m);
+            assert_eq!(&token.bytes[..token.len], name);
+        }
+    }
+
+    #[test]
+    fn response_slots_cover_100_to_699() {
+        assert_eq!(response_index(Direction::Ingress, 99), None);
+        assert_eq!(response_index(Direction::Ingress, 100), Some(0));
+        assert_eq!(response_index(Direction::Ingress, 699), Some(599));
+        assert_eq!(response_index(Direction::Egress, 100), Some(600));
+        assert_eq!(response_index(Direction::Egress, 700), None);
+    }
+}

@@ -1,0 +1,16 @@
+//! Names of the kernel's maps and programs, as the agent looks them up.
+
+/// XDP program attached to every monitored interface.
+pub const XDP_PROGRAM: &str = "sipflow_xdp";
+
+/// `PerCpuArray<u64>` indexed by [`crate::counters::packet_index`].
+pub const PACKETS: &str = "PACKETS";
+/// `PerCpuArray<u64>` indexed by [`crate::counters::request_index`].
+pub const REQUESTS: &str = "REQUESTS";
+/// `PerCpuArray<u64>` indexed by [`crate::counters::response_index`].
+pub const RESPONSES: &str = "RESPONSES";
+/// `HashMap<u16, u8>`: SIP port (host byte order) to [`crate::ports::PortKind`].
+pub const SIP_PORTS: &str = "SIP_PORTS";
+
+/// Most ports `--sip-port` may configure; the map is sized for it.
+pub const MAX_SIP_PORTS: u32 = 64;

@@ -1,0 +1,81 @@
+//! Bounds-checked access to packet memory: every read goes through [`read`].
+
+/// Bytes of payload copied out for classification. A SIP start line longer
+/// than this is judged on its method token alone.
+pub const WINDOW: usize = 256;
+pub type Window = [u8; WINDOW];
+
+/// No header we read lies further into the frame than this (two VLAN tags,
+/// IPv6 with eight extension headers, TCP with options). Checking it first
+/// gives the verifier an upper bound for every variable offset.
+pub const MAX_HEADER_OFFSET: usize = 1024;
+
+/// Packet memory as a program type exposes it: XDP, TC, or a slice in tests.
+pub trait Frame {
+    /// Address of the first byte of the frame.
+    fn start(&self) -> usize;
+    /// Address one past the last byte of the frame.
+    fn end(&self) -> usize;
+    /// Copies `len` bytes (1..=WINDOW) starting at `offset` into `window`.
+    fn load_window(&self, offset: usize, len: usize, window: &mut Window) -> bool;
+}
+
+/// Reads a `T` at `offset`, or `None` when it would pass the end of the frame.
+#[inline(always)]
+pub fn read<T: Copy>(frame: &impl Frame, offset: usize) -> Option<T> {
+    if offset > MAX_HEADER_OFFSET {
+        return None;
+    }
+    let at = frame.start() + offset;
+    if at + core::mem::size_of::<T>() > frame.end() {
+        return None;
+    }
+    // SAFETY: [at, at + size_of::<T>()) lies inside the frame, checked above.
+    Some(unsafe { (at as *const T).read_unaligned() })
+}
+
+#[inline(always)]
+pub fn read_u8(frame: &impl Frame, offset: usize) -> Option<u8> {
+    read::<u8>(frame, offset)
+}
+
+/// A network-order u16.
+#[inline(always)]
+pub fn read_be16(frame: &impl Frame, offset: usize) -> Option<u16> {
+    read::<[u8; 2]>(frame, offset).map(u16::from_be_bytes)
+}
+
+/// A network-order u16 at `at` of a header already read out of the frame.
+#[inline(always)]
+pub fn be16<const N: usize>(header: &[u8; N], at: usize) -> u16 {
+    u16::from_be_bytes([header[at], header[at + 1]])
+}
+
+/// Frame length in bytes.
+#[inline(always)]
+pub fn len(frame: &impl Frame) -> usize {
+    frame.end() - frame.start()
+}
+
+/// A byte slice seen as a frame, for host tests.
+#[cfg(test)]
+pub struct SliceFrame<'a>(pub &'a [u8]);
+
+#[cfg(test)]
+impl Frame for SliceFrame<'_> {
+    fn start(&self) -> usize {
+        self.0.as_ptr() as usize
+    }
+    fn end(&self) -> usize {
+        self.0.as_ptr() as usize + self.0.len()
+    }
+    fn load_window(&self, offset: usize, len: usize, window: &mut Window) -> bool {
+        match self.0.get(offset..offset + len) {
+            Some(bytes) if len <= WINDOW => {
+                window[..len].copy_from_slice(bytes);
+                true
+            }
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Walks a frame from Ethernet down to the transport payload.
+
+use crate::{
+    eth,
+    frame::{self, Frame},
+    ipv4, ipv6, tcp, udp,
+};
+
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// A UDP datagram or TCP segment, located in the frame.
+pub struct Segment {
+    pub transport: Transport,
+    /// 4 or 6.
+    pub family: u8,
+    /// IPv4 addresses sit in the first four bytes.
+    pub source: [u8; 16],
+    pub destination: [u8; 16],
+    pub source_port: u16,
+    pub destination_port: u16,
+    /// TCP flags; 0 for UDP.
+    pub tcp_flags: u8,
+    pub payload_offset: usize,
+    /// Payload bytes present in this packet (of a first fragment: up to its end).
+    pub payload_len: usize,
+    pub vlan_id: u16,
+    /// The first fragment of a fragmented datagram: classified, and counted as a fragment too.
+    pub first_fragment: bool,
+}
+
+pub enum Parsed {
+    Segment(Segment),
+    /// A fragment other than the first: it has no transport header to read.
+    LaterFragment,
+    /// Not IP, or IP carrying neither UDP nor TCP.
+    Untracked,
+    /// Truncated or inconsistent headers.
+    Malformed,
+}
+
+/// Where the network layer put the transport header.
+struct Network {
+    family: u8,
+    source: [u8; 16],
+    destination: [u8; 16],
+    protocol: u8,
+    transport_offset: usize,
+    /// Offset one past the datagram's last byte.
+    end: usize,
+    more_fragments: bool,
+    fragment_offset: u16,
+}
+
+#[inline(always)]
+pub fn parse(frame: &impl Frame) -> Parsed {
+    let Some(ethernet) = eth::parse(frame) else {
+        return Parsed::Malformed;
+    };
+    let network = match ethernet.ethertype {
+        eth::ETHERTYPE_IPV4 => network_v4(frame, ethernet.l3_offset),
+        eth::ETHERTYPE_IPV6 => network_v6(frame, ethernet.l3_offset),
+        _ => return Parsed::Untracked,
+    };
+    let Some(network) = network else {
+        return Parsed::Malformed;
+    };
+    if network.end > frame::len(frame) || network.transport_offset > network.end {
+        return Parsed::Malformed;
+    }
+    if network.fragment_offset != 0 {
+        return Parsed::LaterFragment;
+    }
+    let first_fragment = network.more_fragments;
+    let (transport, source_port, destination_port, tcp_flags, payload_offset, payload_end) =
+        match network.protocol {
+            IPPROTO_UDP => {
+                let Some(header) = udp::parse(frame, network.transport_offset) else {
+                    return Parsed::Malformed;
+                };
+                let udp_end = network.transport_offset + header.length;
+                // A first fragment holds only the start of the datagram's payload.
+                let payload_end = if first_fragment {
+                    network.end
+                } else if udp_end > network.end {
+                    return Parsed::Malformed;
+                } else {
+                    udp_end
+                };
+                (
+                    Transport::Udp,
+                    header.source_port,
+                    header.destination_port,
+                    0,
+                    network.transport_offset + udp::HEADER_LEN,
+                    payload_end,
+                )
+            }
+            IPPROTO_TCP => {
+                let Some(header) = tcp::parse(frame, network.transport_offset) else {
+                    return Parsed::Malformed;
+                };
+                (
+                    Transport::Tcp,
+                    header.source_port,
+                    header.destination_port,
+                    header.flags,
+                    network.transport_offset + header.header_len,
+                    network.end,
+                )
+            }
+            _ => return Parsed::Untracked,
+        };
+    if payload_offset > payload_end {
+        return Parsed::Malformed;
+    }
+    Parsed::Segment(Segment {
+        transport,
+        family: network.family,
+        source: network.source,
+        destination: network.destination,
+        source_port,
+        destination_port,
+        tcp_flags,
+        payload_offset,
+        payload_len: payload_end - payload_offset,
+        vlan_id: ethernet.vlan_id,
+        first_fragment,
+    })
+}
+
+#[inline(always)]
+fn network_v4(frame: &impl Frame, offset: usize) -> Option<Network> {
+    let header = ipv4::parse(frame, offset)?;
+    let [s0, s1, s2, s3] = header.source;
+    let [d0, d1, d2, d3] = header.destination;
+    let source = [s0, s1, s2, s3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let destination = [d0, d1, d2, d3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    Some(Network {
+        family: 4,
+        source,
+        destination,
+        protocol: header.protocol,
+        transport_offset: offset + header.header_len,
+        end: offset + header.total_len,
+        more_fragments: header.more_fragments,
+        fragment_offset: header.fragment_offset,
+    })
+}
+
+#[inline(always)]
+fn network_v6(frame: &impl Frame, offset: usize) -> Option<Network> {
+    let header = ipv6::parse(frame, offset)?;
+    Some(Network {
+        family: 6,
+        source: header.source,
+        destination: header.destination,
+        protocol: header.protocol,
+        transport_offset: header.transport_offset,
+        end: offset + header.total_len,
+        more_fragments: header.more_fragments,
+        fragment_offset: header.fragment_offset,
+    })
+}

@@ -1,0 +1,38 @@
+//! TCP (RFC 9293): ports, header length, and the flags a flow's liveness needs.
+
+use crate::frame::{Frame, be16, read};
+
+pub const MIN_HEADER_LEN: usize = 20;
+pub const SOURCE_PORT_OFFSET: usize = 0;
+pub const DESTINATION_PORT_OFFSET: usize = 2;
+pub const DATA_OFFSET_OFFSET: usize = 12;
+pub const FLAGS_OFFSET: usize = 13;
+
+pub const FIN: u8 = 0x01;
+pub const SYN: u8 = 0x02;
+pub const RST: u8 = 0x04;
+pub const ACK: u8 = 0x10;
+
+pub struct Tcp {
+    pub source_port: u16,
+    pub destination_port: u16,
+    pub header_len: usize,
+    pub flags: u8,
+}
+
+/// `None` when truncated or when the data offset is below 5 words.
+#[inline(always)]
+pub fn parse(frame: &impl Frame, offset: usize) -> Option<Tcp> {
+    let h: [u8; MIN_HEADER_LEN] = read(frame, offset)?;
+    let header_len = ((h[DATA_OFFSET_OFFSET] >> 4) as usize) * 4;
+    if header_len < MIN_HEADER_LEN {
+        return None;
+    }
+    // Options need no read: packet::parse checks that the payload starts inside the datagram.
+    Some(Tcp {
+        source_port: be16(&h, SOURCE_PORT_OFFSET),
+        destination_port: be16(&h, DESTINATION_PORT_OFFSET),
+        header_len,
+        flags: h[FLAGS_OFFSET],
+    })
+}

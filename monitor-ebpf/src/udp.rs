@@ -1,0 +1,29 @@
+//! UDP (RFC 768).
+
+use crate::frame::{Frame, be16, read};
+
+pub const HEADER_LEN: usize = 8;
+pub const SOURCE_PORT_OFFSET: usize = 0;
+pub const DESTINATION_PORT_OFFSET: usize = 2;
+pub const LENGTH_OFFSET: usize = 4;
+
+pub struct Udp {
+    pub source_port: u16,
+    pub destination_port: u16,
+    /// Header plus payload, as the header states it.
+    pub length: usize,
+}
+
+#[inline(always)]
+pub fn parse(frame: &impl Frame, offset: usize) -> Option<Udp> {
+    let h: [u8; HEADER_LEN] = read(frame, offset)?;
+    let length = be16(&h, LENGTH_OFFSET) as usize;
+    if length < HEADER_LEN {
+        return None;
+    }
+    Some(Udp {
+        source_port: be16(&h, SOURCE_PORT_OFFSET),
+        destination_port: be16(&h, DESTINATION_PORT_OFFSET),
+        length,
+    })
+}

@@ -1,0 +1,155 @@
+//! Loads the kernel programs onto an interface: one instance per interface, so
+//! each interface has its own maps and counters.
+
+use std::ffi::CString;
+
+use aya::{
+    Ebpf,
+    maps::HashMap,
+    programs::{Xdp, XdpMode, xdp::XdpLinkId},
+};
+use monitor_common::{
+    maps::{MAX_SIP_PORTS, SIP_PORTS, XDP_PROGRAM},
+    ports::PortKind,
+};
+use tracing::{info, warn};
+
+use crate::{
+    cli::XdpModeArg, ebpf_object::EBPF_OBJECT, failure::Failure, kernel_maps::KernelCounters,
+};
+
+/// The kernel programs, attached to one interface. Dropping it detaches them.
+pub struct Attached {
+    pub iface: String,
+    /// `native` or `generic`: how XDP runs on this interface.
+    pub mode: &'static str,
+    ebpf: Ebpf,
+    link: Option<XdpLinkId>,
+}
+
+/// The SIP ports the kernel should treat as SIP, by kind.
+pub struct SipPorts {
+    pub plain: Vec<u16>,
+    pub tls: Vec<u16>,
+}
+
+pub fn interface_exists(iface: &str) -> bool {
+    CString::new(iface)
+        // SAFETY: a valid NUL-terminated string; the call only reads it.
+        .map(|name| unsafe { libc::if_nametoindex(name.as_ptr()) } != 0)
+        .unwrap_or(false)
+}
+
+/// Loads, configures and attaches; returns the attachment and its counters.
+pub fn attach(
+    iface: &str,
+    ports: &SipPorts,
+    mode: XdpModeArg,
+) -> Result<(Attached, KernelCounters), Failure> {
+    if !interface_exists(iface) {
+        return Err(Failure::UnknownInterface(iface.to_string()));
+    }
+    if EBPF_OBJECT.is_empty() {
+        return Err(Failure::NoKernelObject);
+    }
+    let load_failure = |reason: String| Failure::Load {
+        iface: iface.to_string(),
+        reason,
+    };
+    let mut ebpf = Ebpf::load(EBPF_OBJECT).map_err(|e| load_failure(e.to_string()))?;
+    configure_ports(&mut ebpf, ports).map_err(load_failure)?;
+    let program: &mut Xdp = ebpf
+        .program_mut(XDP_PROGRAM)
+        .ok_or_else(|| load_failure(format!("program {XDP_PROGRAM} is missing")))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| load_failure(e.to_string()))?;
+    program.load().map_err(|e| {
+        tracing::debug!(iface, log = %error_chain(&e), "the verifier's full answer");
+        load_failure(verifier_reason(&e))
+    })?;
+
+    let (link, used) = match mode {
+        XdpModeArg::Native => (attach_mode(program, iface, XdpMode::Driver)?, "native"),
+        XdpModeArg::Generic => (attach_mode(program, iface, XdpMode::Skb)?, "generic"),
+        XdpModeArg::Auto => match attach_mode(program, iface, XdpMode::Driver) {
+            Ok(link) => (link, "native"),
+            Err(native) => {
+                warn!(iface, error = %native, "native XDP is not available; falling back to generic XDP");
+                (attach_mode(program, iface, XdpMode::Skb)?, "generic")
+            }
+        },
+    };
+    info!(iface, mode = used, "attached XDP program");
+    let counters = KernelCounters::take_from(&mut ebpf).map_err(|e| load_failure(e.to_string()))?;
+    Ok((
+        Attached {
+            iface: iface.to_string(),
+            mode: used,
+            ebpf,
+            link: Some(link),
+        },
+        counters,
+    ))
+}
+
+fn attach_mode(program: &mut Xdp, iface: &str, mode: XdpMode) -> Result<XdpLinkId, Failure> {
+    program.attach(iface, mode).map_err(|e| Failure::Attach {
+        iface: iface.to_string(),
+        mode: if mode == XdpMode::Driver {
+            "native"
+        } else {
+            "generic"
+        },
+        reason: error_chain(&e),
+    })
+}
+
+fn configure_ports(ebpf: &mut Ebpf, ports: &SipPorts) -> Result<(), String> {
+    if ports.plain.len() + ports.tls.len() > MAX_SIP_PORTS as usize {
+        return Err(format!(
+            "at most {MAX_SIP_PORTS} SIP ports can be monitored"
+        ));
+    }
+    let map = ebpf.map_mut(SIP_PORTS).ok_or("map SIP_PORTS is missing")?;
+    let mut map: HashMap<_, u16, u8> = HashMap::try_from(map).map_err(|e| e.to_string())?;
+    for (list, kind) in [(&ports.plain, PortKind::Plain), (&ports.tls, PortKind::Tls)] {
+        for port in list {
+            map.insert(port, kind as u8, 0).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// The verifier's log is long; its last lines say why it refused.
+fn verifier_reason(error: &aya::programs::ProgramError) -> String {
+    let text = error_chain(error);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(3)..].join(" ")
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl Attached {
+    /// Detaches the XDP program now, rather than when the value is dropped.
+    pub fn detach(mut self) {
+        if let (Some(link), Some(program)) = (self.link.take(), self.ebpf.program_mut(XDP_PROGRAM))
+        {
+            let program: Result<&mut Xdp, _> = program.try_into();
+            if let Ok(program) = program {
+                match program.detach(link) {
+                    Ok(()) => info!(iface = self.iface, "detached XDP program"),
+                    Err(e) => warn!(iface = self.iface, error = %e, "detaching XDP failed"),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! The command line (SPEC.md, "The command line").
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use monitor_common::ports::{DEFAULT_SIP_PORT, DEFAULT_SIPS_PORT};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sipflow",
+    version,
+    about = "Passive SIP flow monitor: XDP classifies SIP, RFC 5626 keepalives and STUN per flow; \
+             the agent exports Prometheus metrics and the flows an edge proxy would answer 430 for.",
+    long_about = None
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Attach to interfaces and serve /metrics, /flows and /healthz until SIGINT or SIGTERM.
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Interface to monitor (repeat for several). XDP sees the packets that arrive on it.
+    #[arg(short = 'i', long = "iface", value_name = "IFACE", required = true)]
+    pub ifaces: Vec<String>,
+
+    /// SIP port in clear text, UDP and TCP (repeatable). Default: 5060.
+    #[arg(long = "sip-port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub sip_ports: Vec<u16>,
+
+    /// SIP over TLS port, tracked at the TCP level only (repeatable). Default: 5061.
+    #[arg(long = "sips-port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub sips_ports: Vec<u16>,
+
+    /// How to attach XDP: `native` (in the driver), `generic` (in the stack), or `auto`
+    /// (native, falling back to generic with a warning).
+    #[arg(long, value_enum, default_value_t = XdpModeArg::Auto)]
+    pub xdp_mode: XdpModeArg,
+
+    /// Address for the HTTP endpoint (/metrics, /flows, /healthz). Exposing it beyond
+    /// loopback is your explicit choice.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9560")]
+    pub listen: SocketAddr,
+
+    /// Log lines as human-readable text or as JSON objects.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// How often to read the kernel's maps, e.g. `1s` or `500ms`.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub sweep_interval: Duration,
+}
+
+impl RunArgs {
+    /// Clear-text SIP ports, with the default when none was given.
+    pub fn plain_ports(&self) -> Vec<u16> {
+        if self.sip_ports.is_empty() {
+            vec![DEFAULT_SIP_PORT]
+        } else {
+            self.sip_ports.clone()
+        }
+    }
+
+    /// TLS SIP ports, with the default when none was given.
+    pub fn tls_ports(&self) -> Vec<u16> {
+        if self.sips_ports.is_empty() {
+            vec![DEFAULT_SIPS_PORT]
+        } else {
+            self.sips_ports.clone()
+        }
+    }
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XdpModeArg {
+    Auto,
+    Native,
+    Generic,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A duration such as `90s`, `500ms`, `2m`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration; write it like 30s, 500ms or 2m"))?;
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(number)),
+        "ms" => Ok(Duration::from_millis(number)),
+        "m" => Ok(Duration::from_secs(number * 60)),
+        "h" => Ok(Duration::from_secs(number * 3600)),
+        _ => Err(format!("`{text}` has an unknown unit; use ms, s, m or h")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("3 weeks").is_err());
+    }
+
+    #[test]
+    fn port_defaults_and_zero() {
+        let cli = Cli::try_parse_from(["sipflow", "run", "-i", "eth0"]).unwrap();
+        let Command::Run(run) = cli.command;
+        assert_eq!(run.plain_ports(), vec![5060]);
+        assert_eq!(run.tls_ports(), vec![5061]);
+        assert!(Cli::try_parse_from(["sipflow", "run", "-i", "eth0", "--sip-port", "0"]).is_err());
+        assert!(Cli::try_parse_from(["sipflow", "run"]).is_err());
+    }
+}

@@ -1,0 +1,176 @@
+//! The Prometheus metrics of SPEC.md, fed from kernel counter snapshots.
+//!
+//! The kernel's counters are cumulative; each snapshot adds its growth since
+//! the previous one to the exported counters, so several interfaces sum up
+//! and a counter never goes backwards.
+
+use std::collections::HashMap;
+
+use monitor_common::counters::{
+    Direction, MIN_STATUS_CODE, Method, PacketClass, STATUS_CODE_SLOTS, packet_index,
+};
+use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+use crate::kernel_maps::CounterSnapshot;
+
+pub struct Metrics {
+    registry: Registry,
+    packets: IntCounterVec,
+    requests: IntCounterVec,
+    responses: IntCounterVec,
+    /// The last snapshot seen per interface.
+    last: HashMap<String, CounterSnapshot>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let packets = IntCounterVec::new(
+            Opts::new(
+                "sipflow_packets_total",
+                "Packets seen on monitored interfaces, by class.",
+            ),
+            &["iface", "direction", "class"],
+        )
+        .expect("valid metric");
+        let requests = IntCounterVec::new(
+            Opts::new("sipflow_requests_total", "SIP requests seen, by method."),
+            &["method"],
+        )
+        .expect("valid metric");
+        let responses = IntCounterVec::new(
+            Opts::new(
+                "sipflow_responses_total",
+                "SIP responses seen, by exact status code.",
+            ),
+            &["code"],
+        )
+        .expect("valid metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "sipflow_build_info",
+                "Always 1; labels tell which sipflow is running.",
+            ),
+            &["version"],
+        )
+        .expect("valid metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        for collector in [&packets, &requests, &responses] {
+            registry
+                .register(Box::new(collector.clone()))
+                .expect("unique metric");
+        }
+        registry
+            .register(Box::new(build_info))
+            .expect("unique metric");
+        Self {
+            registry,
+            packets,
+            requests,
+            responses,
+            last: HashMap::new(),
+        }
+    }
+
+    /// Adds what the kernel counted on `iface` since the previous snapshot.
+    pub fn record(&mut self, iface: &str, now: &CounterSnapshot) {
+        let last = self.last.entry(iface.to_string()).or_default();
+        let growth = |values: &[u64], before: &[u64], i: usize| {
+            values
+                .get(i)
+                .copied()
+                .unwrap_or(0)
+                .saturating_sub(before.get(i).copied().unwrap_or(0))
+        };
+        for direction in Direction::ALL {
+            for class in PacketClass::ALL {
+                let i = packet_index(direction, class) as usize;
+                self.packets
+                    .with_label_values(&[iface, direction.label(), class.label()])
+                    .inc_by(growth(&now.packets, &last.packets, i));
+            }
+        }
+        for (i, _) in now.requests.iter().enumerate() {
+            let method = Method::from_index(i % Method::COUNT);
+            self.requests
+                .with_label_values(&[method.label()])
+                .inc_by(growth(&now.requests, &last.requests, i));
+        }
+        for (i, _) in now.responses.iter().enumerate() {
+            let added = growth(&now.responses, &last.responses, i);
+            if added > 0 {
+                let code = MIN_STATUS_CODE as usize + i % STATUS_CODE_SLOTS;
+                self.responses
+                    .with_label_values(&[&code.to_string()])
+                    .inc_by(added);
+            }
+        }
+        *last = now.clone();
+    }
+
+    /// The Prometheus text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("encoding to a Vec");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use monitor_common::counters::{
+        PACKET_SLOTS, REQUEST_SLOTS, RESPONSE_SLOTS, request_index, response_index,
+    };
+
+    fn snapshot() -> CounterSnapshot {
+        CounterSnapshot {
+            packets: vec![0; PACKET_SLOTS as usize],
+            requests: vec![0; REQUEST_SLOTS as usize],
+            responses: vec![0; RESPONSE_SLOTS as usize],
+        }
+    }
+
+    #[test]
+    fn growth_is_added_and_labels_are_bounded() {
+        let mut metrics = Metrics::new();
+        let mut s = snapshot();
+        s.packets[packet_index(Direction::Ingress, PacketClass::SipRequest) as usize] = 3;
+        s.requests[request_index(Direction::Ingress, Method::Register) as usize] = 3;
+        s.responses[response_index(Direction::Ingress, 430).unwrap() as usize] = 2;
+        metrics.record("eth0", &s);
+        metrics.record("eth0", &s);
+        s.responses[response_index(Direction::Egress, 430).unwrap() as usize] = 1;
+        metrics.record("eth0", &s);
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                r#"sipflow_packets_total{class="sip_request",direction="ingress",iface="eth0"} 3"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"sipflow_requests_total{method="REGISTER"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"sipflow_responses_total{code="430"} 3"#),
+            "{text}"
+        );
+        assert!(
+            !text.contains(r#"code="300""#),
+            "codes never seen are not exported"
+        );
+        assert!(text.contains(r#"sipflow_build_info{version=""#));
+    }
+}

@@ -1,0 +1,4 @@
+//! What sipflow shows the outside: Prometheus metrics and the HTTP endpoint.
+
+pub mod http;
+pub mod metrics;

@@ -1,0 +1,46 @@
+//! Every way `sipflow` can fail, each as one sentence that says what is wrong
+//! and how to fix it. main() prints it and exits non-zero; nothing panics.
+
+use std::net::SocketAddr;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error(
+        "sipflow needs root or the capabilities CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON to load XDP programs; run it with sudo"
+    )]
+    NotPrivileged,
+    #[error(
+        "interface `{0}` does not exist; list the interfaces with `ip link` and pass one with -i"
+    )]
+    UnknownInterface(String),
+    #[error("cannot listen on {addr}: {reason}; choose another address with --listen")]
+    Listen { addr: SocketAddr, reason: String },
+    #[error(
+        "this sipflow binary was built without its kernel programs (AYA_BUILD_SKIP); rebuild it with `cargo build`"
+    )]
+    NoKernelObject,
+    #[error(
+        "the kernel refused sipflow's programs on `{iface}`: {reason}; run `sipflow check -i {iface}`"
+    )]
+    Load { iface: String, reason: String },
+    #[error("cannot attach XDP to `{iface}` in {mode} mode: {reason}")]
+    Attach {
+        iface: String,
+        mode: &'static str,
+        reason: String,
+    },
+    #[error("reading the kernel's maps failed: {0}")]
+    ReadMaps(String),
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl Failure {
+    /// Exit status: 2 for usage errors (as clap uses), 1 for the rest.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::UnknownInterface(_) | Self::Listen { .. } => 2,
+            _ => 1,
+        }
+    }
+}

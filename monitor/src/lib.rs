@@ -1,0 +1,15 @@
+//! sipflow's agent: one module per step of a packet's way through it.
+//!
+//! [`attach`] loads the kernel programs onto interfaces, [`kernel_maps`] reads
+//! what they counted, [`export`] serves it over HTTP; [`run`] ties them
+//! together for `sipflow run`. [`failure`] turns every way of failing into one
+//! plain sentence for the operator.
+
+pub mod attach;
+pub mod cli;
+pub mod ebpf_object;
+pub mod export;
+pub mod failure;
+pub mod kernel_maps;
+pub mod privileges;
+pub mod run;

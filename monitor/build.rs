@@ -13,7 +13,7 @@ use std::{env, path::Path, process::Command};
 use aya_build::{Package, Toolchain};
 
 const LINKED_TOOLCHAIN: &str = "bpf-debian";
-const OBJECT_NAME: &str = "sipflow";
+const OBJECT_NAME: &str = "sipflow-ebpf";
 
 fn main() {
     println!("cargo:rerun-if-env-changed=SIPFLOW_EBPF_TOOLCHAIN");

@@ -38,7 +38,7 @@ pub fn classify(window: &Window, loaded: usize, payload_len: usize) -> Option<St
         return None;
     }
     let body = u16::from_be_bytes([window[LENGTH_OFFSET], window[LENGTH_OFFSET + 1]]) as usize;
-    if body % 4 != 0 || HEADER_LEN + body != payload_len {
+    if !body.is_multiple_of(4) || HEADER_LEN + body != payload_len {
         return None;
     }
     Some(match u16::from_be_bytes([window[0], window[1]]) {

@@ -1,1 +1,51 @@
-fn main() {}
+//! Developer tasks: `cargo xtask setup | build | test | demo`.
+//!
+//! xtask depends on nothing of sipflow's own, so it builds on a machine that
+//! does not have the eBPF toolchain yet; `setup` is what installs it.
+
+mod run;
+mod setup;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "sipflow's developer tasks")]
+struct Xtask {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing need (idempotent; quick when all is there).
+    Setup,
+    /// Build the release binary, kernel programs embedded: target/release/sipflow.
+    Build,
+    /// Run every test: unit, kernel (BPF_PROG_TEST_RUN) and namespace tests, plus fmt and clippy. Needs root.
+    Test,
+    /// Build a namespace lab, attach sipflow, send SIP through it and show what sipflow saw. Needs root.
+    Demo,
+}
+
+fn main() {
+    let task = Xtask::parse().task;
+    let result: Result<()> = match task {
+        Task::Setup => setup::setup(),
+        Task::Build => {
+            setup::setup().and_then(|()| run::cargo(&["build", "--release", "-p", "monitor"]))
+        }
+        Task::Test => {
+            run::require_root("the tests load BPF programs and create network namespaces")
+                .and_then(|()| setup::setup())
+                .and_then(|()| run::test())
+        }
+        Task::Demo => run::require_root("the demo attaches XDP and creates network namespaces")
+            .and_then(|()| setup::setup())
+            .and_then(|()| run::demo()),
+    };
+    if let Err(e) = result {
+        eprintln!("xtask: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,230 @@
+//! A two-host lab: a "client" and a "server" network namespace joined by a veth
+//! pair, addressed from the documentation ranges. Everything it creates (the
+//! namespaces, their links, the processes it started) goes away when it drops,
+//! also when a test fails.
+
+use std::{
+    fs::File,
+    os::fd::AsRawFd,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+/// The interface name inside each namespace.
+pub const CLIENT_IF: &str = "sip0";
+pub const SERVER_IF: &str = "sip0";
+pub const CLIENT_V4: &str = "192.0.2.1";
+pub const SERVER_V4: &str = "192.0.2.2";
+pub const CLIENT_V6: &str = "2001:db8::1";
+pub const SERVER_V6: &str = "2001:db8::2";
+
+pub struct Lab {
+    pub client: String,
+    pub server: String,
+    children: Vec<Child>,
+}
+
+fn ip(args: &[&str]) {
+    let status = Command::new("ip")
+        .args(args)
+        .status()
+        .expect("run ip (package iproute2)");
+    assert!(status.success(), "ip {} failed", args.join(" "));
+}
+
+impl Lab {
+    /// Creates the namespaces; `tag` keeps parallel tests apart.
+    pub fn new(tag: &str) -> Self {
+        crate::require_root();
+        let id = std::process::id();
+        let lab = Self {
+            client: format!("sf-{tag}-{id}-c"),
+            server: format!("sf-{tag}-{id}-s"),
+            children: Vec::new(),
+        };
+        // From here on, Drop removes whatever was made.
+        ip(&["netns", "add", &lab.client]);
+        ip(&["netns", "add", &lab.server]);
+        let (c, s) = (
+            format!("sfc{id}{}", tag.len()),
+            format!("sfs{id}{}", tag.len()),
+        );
+        ip(&[
+            "link",
+            "add",
+            &c,
+            "netns",
+            &lab.client,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &s,
+            "netns",
+            &lab.server,
+        ]);
+        for (ns, link, name, v4, v6) in [
+            (&lab.client, &c, CLIENT_IF, CLIENT_V4, CLIENT_V6),
+            (&lab.server, &s, SERVER_IF, SERVER_V4, SERVER_V6),
+        ] {
+            ip(&["-n", ns, "link", "set", link, "name", name]);
+            ip(&["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", name]);
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                name,
+                "nodad",
+            ]);
+            ip(&["-n", ns, "link", "set", name, "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        lab
+    }
+
+    /// Starts `program args` inside `namespace`; the lab kills it when it drops.
+    pub fn spawn(&mut self, namespace: &str, program: &str, args: &[&str]) -> &mut Child {
+        let child = Command::new("ip")
+            .args(["netns", "exec", namespace, program])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {program}: {e}"));
+        self.children.push(child);
+        self.children.last_mut().expect("just pushed")
+    }
+
+    /// The processes started with [`Lab::spawn`], in order.
+    pub fn spawned(&mut self) -> &mut Vec<Child> {
+        &mut self.children
+    }
+
+    /// Runs `f` on a thread that has entered `namespace`: sockets it creates stay there.
+    pub fn in_namespace<T: Send>(namespace: &str, f: impl FnOnce() -> T + Send) -> T {
+        let path = PathBuf::from("/var/run/netns").join(namespace);
+        thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let file = File::open(&path).expect("namespace file");
+                    // SAFETY: a valid namespace fd; setns changes only this thread's namespace.
+                    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                    assert_eq!(rc, 0, "setns into {namespace}");
+                    f()
+                })
+                .join()
+                .expect("namespace thread")
+        })
+    }
+
+    /// `ip -n NS link show IF` output: tells whether an XDP program is attached.
+    pub fn link_show(namespace: &str, iface: &str) -> String {
+        let out = Command::new("ip")
+            .args(["-n", namespace, "link", "show", iface])
+            .output()
+            .expect("ip link show");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for ns in [&self.client, &self.server] {
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// HTTP GET over TCP from inside `namespace`; returns the status and the body.
+pub fn http_get(namespace: &str, url: &str) -> Option<(u16, String)> {
+    let url = url.to_string();
+    Lab::in_namespace(namespace, move || {
+        let config = ureq::config::Config::builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build();
+        let agent = ureq::Agent::new_with_config(config);
+        let mut response = agent.get(&url).call().ok()?;
+        let status = response.status().as_u16();
+        let body = response.body_mut().read_to_string().ok()?;
+        Some((status, body))
+    })
+}
+
+/// Polls `url` until it answers 200, the deadline passes, or `child` exits.
+pub fn wait_healthy(namespace: &str, url: &str, child: &mut Child, deadline: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < deadline {
+        if let Some((200, _)) = http_get(namespace, url) {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut stderr = String::new();
+            if let Some(mut err) = child.stderr.take() {
+                use std::io::Read;
+                let _ = err.read_to_string(&mut stderr);
+            }
+            panic!("sipflow exited with {status} before it was healthy: {stderr}");
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{url} did not answer 200 within {deadline:?}");
+}
+
+/// The `sipflow` binary next to the test executable (target/<profile>/sipflow), or $SIPFLOW_BIN.
+pub fn sipflow_bin() -> String {
+    if let Ok(path) = std::env::var("SIPFLOW_BIN") {
+        return path;
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    // Tests run from target/<profile>/deps, the demo from target/<profile>.
+    let mut dir = exe.parent().expect("exe dir");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("profile dir");
+    }
+    let path = dir.join("sipflow");
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (cargo xtask test does)",
+        path.display()
+    );
+    path.to_string_lossy().into_owned()
+}
+
+/// The value of one sample in a Prometheus text exposition, matched on every given label.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (series_name, label_text) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            if series_name != name {
+                return None;
+            }
+            let pairs: Vec<(&str, &str)> = label_text
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .filter_map(|p| p.split_once('=').map(|(k, v)| (k, v.trim_matches('"'))))
+                .collect();
+            labels
+                .iter()
+                .all(|want| pairs.contains(want))
+                .then(|| value.parse().ok())?
+        })
+}

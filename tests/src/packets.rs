@@ -1,0 +1,146 @@
+//! Frames for the tests, built with etherparse rather than by hand where it can.
+
+use etherparse::{PacketBuilder, VlanId};
+
+pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
+pub const SERVER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
+/// Documentation ranges (RFC 5737, RFC 3849): never real hosts.
+pub const CLIENT_V4: [u8; 4] = [192, 0, 2, 1];
+pub const SERVER_V4: [u8; 4] = [192, 0, 2, 2];
+pub const CLIENT_V6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+pub const SERVER_V6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+pub const CLIENT_PORT: u16 = 40000;
+pub const SIP_PORT: u16 = 5060;
+pub const SIPS_PORT: u16 = 5061;
+
+pub const INVITE: &[u8] = b"INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:40000;branch=z9hG4bK1\r\nCall-ID: a@b\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+pub const REGISTER: &[u8] = b"REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/TCP 192.0.2.1:40000;branch=z9hG4bK2\r\nCall-ID: r@b\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n";
+pub const FLOW_FAILED: &[u8] = b"SIP/2.0 430 Flow Failed\r\nVia: SIP/2.0/UDP 192.0.2.1:40000;branch=z9hG4bK1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+pub const MULTIPLE_CHOICES: &[u8] = b"SIP/2.0 300 Multiple Choices\r\nContact: <sip:a@192.0.2.9>\r\nContact: <sip:a@192.0.2.10>\r\nContent-Length: 0\r\n\r\n";
+
+fn finish<B>(builder: B, payload: &[u8], write: impl FnOnce(B, &mut Vec<u8>, &[u8])) -> Vec<u8> {
+    let mut out = Vec::new();
+    write(builder, &mut out, payload);
+    out
+}
+
+/// UDP over IPv4, client to server.
+pub fn udp4(source_port: u16, destination_port: u16, payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
+        .ipv4(CLIENT_V4, SERVER_V4, 64)
+        .udp(source_port, destination_port);
+    finish(b, payload, |b, out, p| b.write(out, p).expect("build"))
+}
+
+/// UDP over IPv6.
+pub fn udp6(source_port: u16, destination_port: u16, payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
+        .ipv6(CLIENT_V6, SERVER_V6, 64)
+        .udp(source_port, destination_port);
+    finish(b, payload, |b, out, p| b.write(out, p).expect("build"))
+}
+
+/// UDP over IPv6 behind one or two VLAN tags (802.1Q, or 802.1ad outside 802.1Q).
+pub fn udp6_vlan(tags: &[u16], source_port: u16, destination_port: u16, payload: &[u8]) -> Vec<u8> {
+    let base = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC);
+    let id = |v: u16| VlanId::try_new(v).expect("vlan id");
+    let b = match tags {
+        [one] => base.single_vlan(id(*one)).ipv6(CLIENT_V6, SERVER_V6, 64),
+        [outer, inner] => base
+            .double_vlan(id(*outer), id(*inner))
+            .ipv6(CLIENT_V6, SERVER_V6, 64),
+        _ => panic!("one or two tags"),
+    }
+    .udp(source_port, destination_port);
+    finish(b, payload, |b, out, p| b.write(out, p).expect("build"))
+}
+
+/// UDP over IPv4 behind one or two VLAN tags.
+pub fn udp4_vlan(tags: &[u16], source_port: u16, destination_port: u16, payload: &[u8]) -> Vec<u8> {
+    let base = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC);
+    let id = |v: u16| VlanId::try_new(v).expect("vlan id");
+    let b = match tags {
+        [one] => base.single_vlan(id(*one)).ipv4(CLIENT_V4, SERVER_V4, 64),
+        [outer, inner] => base
+            .double_vlan(id(*outer), id(*inner))
+            .ipv4(CLIENT_V4, SERVER_V4, 64),
+        _ => panic!("one or two tags"),
+    }
+    .udp(source_port, destination_port);
+    finish(b, payload, |b, out, p| b.write(out, p).expect("build"))
+}
+
+/// TCP flags for [`tcp4`].
+#[derive(Clone, Copy, Default)]
+pub struct Flags {
+    pub syn: bool,
+    pub fin: bool,
+    pub rst: bool,
+}
+
+/// TCP over IPv4 with an ACK and the given extra flags.
+pub fn tcp4(source_port: u16, destination_port: u16, flags: Flags, payload: &[u8]) -> Vec<u8> {
+    let mut b = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
+        .ipv4(CLIENT_V4, SERVER_V4, 64)
+        .tcp(source_port, destination_port, 1000, 65535)
+        .ack(1);
+    if flags.syn {
+        b = b.syn();
+    }
+    if flags.fin {
+        b = b.fin();
+    }
+    if flags.rst {
+        b = b.rst();
+    }
+    finish(b, payload, |b, out, p| b.write(out, p).expect("build"))
+}
+
+/// Offsets into an untagged IPv4 frame, for the tests that damage headers on purpose.
+pub const IPV4_OFFSET: usize = 14;
+pub const IPV6_OFFSET: usize = 14;
+
+/// An IPv4 frame with `options` (a multiple of 4 bytes) inserted after the fixed header.
+pub fn with_ipv4_options(frame: &[u8], options: &[u8]) -> Vec<u8> {
+    assert_eq!(options.len() % 4, 0);
+    let ihl_at = IPV4_OFFSET;
+    let mut out = frame[..IPV4_OFFSET + 20].to_vec();
+    out.extend_from_slice(options);
+    out.extend_from_slice(&frame[IPV4_OFFSET + 20..]);
+    out[ihl_at] = 0x40 | (((20 + options.len()) / 4) as u8);
+    let total =
+        u16::from_be_bytes([out[IPV4_OFFSET + 2], out[IPV4_OFFSET + 3]]) + options.len() as u16;
+    out[IPV4_OFFSET + 2..IPV4_OFFSET + 4].copy_from_slice(&total.to_be_bytes());
+    out
+}
+
+/// An IPv6 frame with a destination-options header (8 bytes of padding) before its transport header.
+pub fn with_ipv6_destination_options(frame: &[u8]) -> Vec<u8> {
+    const DESTINATION_OPTIONS: u8 = 60;
+    let next = frame[IPV6_OFFSET + 6];
+    let mut out = frame[..IPV6_OFFSET + 40].to_vec();
+    // next header, length 0 (8 bytes), PadN option filling the rest.
+    out.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
+    out.extend_from_slice(&frame[IPV6_OFFSET + 40..]);
+    out[IPV6_OFFSET + 6] = DESTINATION_OPTIONS;
+    let payload = u16::from_be_bytes([out[IPV6_OFFSET + 4], out[IPV6_OFFSET + 5]]) + 8;
+    out[IPV6_OFFSET + 4..IPV6_OFFSET + 6].copy_from_slice(&payload.to_be_bytes());
+    out
+}
+
+/// Marks an IPv4 frame as a fragment: `offset` in 8-byte units, `more` fragments to come.
+pub fn as_ipv4_fragment(frame: &[u8], offset: u16, more: bool) -> Vec<u8> {
+    let mut out = frame.to_vec();
+    let field = offset | if more { 0x2000 } else { 0 };
+    out[IPV4_OFFSET + 6..IPV4_OFFSET + 8].copy_from_slice(&field.to_be_bytes());
+    out
+}
+
+/// A STUN message of `kind` (RFC 8489 §5) with an empty body.
+pub fn stun(kind: u16) -> Vec<u8> {
+    let mut m = kind.to_be_bytes().to_vec();
+    m.extend_from_slice(&0u16.to_be_bytes());
+    m.extend_from_slice(&0x2112_a442u32.to_be_bytes());
+    m.extend_from_slice(&[0x5a; 12]);
+    m
+}

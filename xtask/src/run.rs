@@ -1,0 +1,112 @@
+//! Running cargo and the built programs.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context, Result, bail};
+
+pub fn require_root(why: &str) -> Result<()> {
+    let uid = Command::new("id").arg("-u").output().context("run id -u")?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        bail!("run this as root ({why}), e.g. `sudo -E cargo xtask ...`");
+    }
+    Ok(())
+}
+
+pub fn cargo(args: &[&str]) -> Result<()> {
+    let status = Command::new(env!("CARGO"))
+        .args(args)
+        .status()
+        .with_context(|| format!("run cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Style first (cheap), then every test; the namespace tests need the sipflow binary built.
+pub fn test() -> Result<()> {
+    cargo(&["fmt", "--all", "--check"]).context("run `cargo fmt --all` to fix the formatting")?;
+    // The kernel crate's binary only builds for the BPF target; its library is linted on the host.
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "monitor-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    cargo(&[
+        "clippy",
+        "-p",
+        "monitor-ebpf",
+        "--lib",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    cargo(&["build", "-p", "monitor", "--bins"])?;
+    let mut tally = Tally::default();
+    // The kernel crate's parsing code also runs on the host.
+    cargo_test(&["test", "-p", "monitor-ebpf", "--lib"], &mut tally)?;
+    // The default members: everything but the kernel crate's BPF binary.
+    cargo_test(&["test"], &mut tally)?;
+    // One closing line for all the runs above, so the total is plain.
+    println!("tests: {} passed, {} failed", tally.passed, tally.failed);
+    Ok(())
+}
+
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+}
+
+/// Runs cargo test, echoing its output and adding up its `test result:` lines.
+fn cargo_test(args: &[&str], tally: &mut Tally) -> Result<()> {
+    let mut child = Command::new(env!("CARGO"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("run cargo {}", args.join(" ")))?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let count = |word: &str| {
+                rest.split(';')
+                    .find_map(|part| part.trim().strip_suffix(word).map(str::trim))
+                    .and_then(|n| n.rsplit(' ').next()?.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            tally.passed += count("passed");
+            tally.failed += count("failed");
+        }
+    }
+    if !child.wait()?.success() {
+        println!(
+            "tests: {} passed, {} failed",
+            tally.passed,
+            tally.failed.max(1)
+        );
+        bail!("cargo {} failed", args.join(" "));
+    }
+    Ok(())
+}
+
+pub fn demo() -> Result<()> {
+    cargo(&["build", "-p", "monitor", "--bins"])?;
+    cargo(&[
+        "run",
+        "--quiet",
+        "-p",
+        "sipflow-tests",
+        "--bin",
+        "sipflow-demo",
+    ])
+}

@@ -1,0 +1,150 @@
+//! Installs, idempotently, what sipflow's kernel side and its lab need on a
+//! Debian or Ubuntu host (../shared/TOOLCHAIN.md):
+//!
+//! - a compiler that can build `core` for the BPF target: a rustup nightly with
+//!   rust-src where one is installed, else Debian's rustc-web + rust-web-src,
+//!   linked into rustup as the toolchain `bpf-debian`;
+//! - bpf-linker (built against Debian's LLVM 22 on the Debian route);
+//! - the lab's tools: iproute2, sipp, tshark.
+//!
+//! Every step checks first and does nothing when its result is there.
+
+use std::{path::Path, process::Command};
+
+use anyhow::{Context, Result, bail};
+
+const LINKED_TOOLCHAIN: &str = "bpf-debian";
+const BPF_LINKER_VERSION: &str = "0.13.0";
+/// Debian's compiler, standard library source and LLVM for bpf-linker.
+const TOOLCHAIN_PACKAGES: &[&str] = &[
+    "rustc-web",
+    "cargo-web",
+    "rust-web-src",
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+];
+/// What the tests and the demo run: namespaces, real SIP peers, a reference counter.
+const LAB_PACKAGES: &[&str] = &["iproute2", "sip-tester", "tshark"];
+
+pub fn setup() -> Result<()> {
+    let nightly = toolchain_listed("nightly") && has_rust_src("nightly");
+    let mut packages: Vec<&str> = LAB_PACKAGES.to_vec();
+    if !nightly {
+        packages.extend_from_slice(TOOLCHAIN_PACKAGES);
+    }
+    apt_install(&packages)?;
+    if !nightly && !toolchain_listed(LINKED_TOOLCHAIN) {
+        run(
+            "rustup",
+            &["toolchain", "link", LINKED_TOOLCHAIN, "/usr"],
+            &[],
+        )?;
+    }
+    if !nightly && !has_rust_src(LINKED_TOOLCHAIN) {
+        bail!(
+            "the toolchain {LINKED_TOOLCHAIN} has no standard library source; is rust-web-src installed?"
+        );
+    }
+    if !bpf_linker_installed() {
+        eprintln!("xtask: installing bpf-linker {BPF_LINKER_VERSION} (about a minute and a half)");
+        let version = format!("={BPF_LINKER_VERSION}");
+        if nightly {
+            run(
+                "cargo",
+                &["install", "bpf-linker", "--locked", "--version", &version],
+                &[],
+            )?;
+        } else {
+            run(
+                "cargo",
+                &[
+                    "install",
+                    "bpf-linker",
+                    "--locked",
+                    "--version",
+                    &version,
+                    "--no-default-features",
+                    "--features",
+                    "llvm-22",
+                ],
+                &[("LLVM_PREFIX", "/usr/lib/llvm-22")],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> Result<()> {
+    let status = Command::new(program)
+        .args(args)
+        .envs(env.iter().copied())
+        .status()
+        .with_context(|| format!("run {program}"))?;
+    if !status.success() {
+        bail!("{program} {} failed", args.join(" "));
+    }
+    Ok(())
+}
+
+fn installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+fn apt_install(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !Path::new("/usr/bin/apt-get").exists() {
+        bail!(
+            "install these packages with your distribution's tools: {}",
+            missing.join(" ")
+        );
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    let noninteractive = [("DEBIAN_FRONTEND", "noninteractive")];
+    run("apt-get", &["update", "-q"], &noninteractive)?;
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend_from_slice(&missing);
+    run("apt-get", &args, &noninteractive)
+}
+
+fn toolchain_listed(name: &str) -> bool {
+    Command::new("rustup")
+        .args(["toolchain", "list"])
+        .output()
+        .is_ok_and(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.starts_with(name))
+        })
+}
+
+fn has_rust_src(toolchain: &str) -> bool {
+    if !toolchain_listed(toolchain) {
+        return false;
+    }
+    Command::new("rustup")
+        .args(["run", toolchain, "rustc", "--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .is_some_and(|sysroot| {
+            Path::new(&sysroot)
+                .join("lib/rustlib/src/rust/library/core/Cargo.toml")
+                .exists()
+        })
+}
+
+fn bpf_linker_installed() -> bool {
+    Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}

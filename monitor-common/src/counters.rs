@@ -187,6 +187,25 @@ pub struct MethodToken {
     pub bytes: [u8; MAX_STANDARD_METHOD_LEN],
 }
 
+/// Counts the kernel keeps about itself, so that loss and capacity are visible.
+#[repr(u32)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum KernelStat {
+    /// Entries the kernel added to FLOWS; with the agent's deletions and the
+    /// map's size this tells how many the LRU evicted.
+    FlowsCreated = 0,
+    /// Heads dropped because the ring buffer was full.
+    EventsLost = 1,
+    /// Heads sent to the agent.
+    EventsSent = 2,
+    /// TCP segments holding more SIP messages than the kernel follows.
+    MessageBoundReached = 3,
+}
+
+impl KernelStat {
+    pub const COUNT: usize = 4;
+}
+
 /// Status codes the response counters hold a slot for (RFC 3261 §7.2: 100-699).
 pub const MIN_STATUS_CODE: u16 = 100;
 pub const MAX_STATUS_CODE: u16 = 699;

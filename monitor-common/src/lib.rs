@@ -6,5 +6,7 @@
 #![no_std]
 
 pub mod counters;
+pub mod events;
+pub mod flow;
 pub mod maps;
 pub mod ports;

@@ -14,3 +14,14 @@ pub const SIP_PORTS: &str = "SIP_PORTS";
 
 /// Most ports `--sip-port` may configure; the map is sized for it.
 pub const MAX_SIP_PORTS: u32 = 64;
+
+/// `LruHashMap<FlowKey, FlowState>`: one entry per flow on a SIP port.
+pub const FLOWS: &str = "FLOWS";
+/// Default size of `FLOWS` (`--max-flows` changes it at load time).
+pub const DEFAULT_MAX_FLOWS: u32 = 65536;
+/// `RingBuf` of `events::HeadEvent`.
+pub const EVENTS: &str = "EVENTS";
+/// Size of `EVENTS` in bytes: about a thousand heads in flight.
+pub const EVENTS_BYTES: u32 = 1 << 20;
+/// `PerCpuArray<u64>` indexed by `counters::KernelStat`.
+pub const STATS: &str = "STATS";

@@ -16,8 +16,8 @@ pub trait Frame {
     fn start(&self) -> usize;
     /// Address one past the last byte of the frame.
     fn end(&self) -> usize;
-    /// Copies `len` bytes (1..=WINDOW) starting at `offset` into `window`.
-    fn load_window(&self, offset: usize, len: usize, window: &mut Window) -> bool;
+    /// Copies `len` bytes (1..=N) starting at `offset` into `dst`.
+    fn load_bytes<const N: usize>(&self, offset: usize, len: usize, dst: &mut [u8; N]) -> bool;
 }
 
 /// Reads a `T` at `offset`, or `None` when it would pass the end of the frame.
@@ -69,10 +69,10 @@ impl Frame for SliceFrame<'_> {
     fn end(&self) -> usize {
         self.0.as_ptr() as usize + self.0.len()
     }
-    fn load_window(&self, offset: usize, len: usize, window: &mut Window) -> bool {
+    fn load_bytes<const N: usize>(&self, offset: usize, len: usize, dst: &mut [u8; N]) -> bool {
         match self.0.get(offset..offset + len) {
-            Some(bytes) if len <= WINDOW => {
-                window[..len].copy_from_slice(bytes);
+            Some(bytes) if len <= N => {
+                dst[..len].copy_from_slice(bytes);
                 true
             }
             _ => false,

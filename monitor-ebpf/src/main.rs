@@ -4,6 +4,8 @@
 #![no_std]
 #![no_main]
 
+mod events;
+mod flow;
 mod maps;
 mod observe;
 mod xdp_frame;

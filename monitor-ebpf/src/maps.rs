@@ -2,11 +2,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use monitor_common::{
-    counters::{PACKET_SLOTS, REQUEST_SLOTS, RESPONSE_SLOTS},
-    maps::MAX_SIP_PORTS,
+    counters::{KernelStat, PACKET_SLOTS, REQUEST_SLOTS, RESPONSE_SLOTS},
+    flow::{FlowKey, FlowState},
+    maps::{DEFAULT_MAX_FLOWS, EVENTS_BYTES, MAX_SIP_PORTS},
 };
 use monitor_ebpf::frame::Window;
 
@@ -22,9 +23,22 @@ pub static REQUESTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(REQUEST_SL
 #[map]
 pub static RESPONSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(RESPONSE_SLOTS, 0);
 
+/// What the kernel counts about itself (`KernelStat`).
+#[map]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(KernelStat::COUNT as u32, 0);
+
 /// Ports the agent configured (`--sip-port`), host byte order, to a `PortKind`.
 #[map]
 pub static SIP_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_SIP_PORTS, 0);
+
+/// Every flow on a SIP port; the least recently used goes when it is full.
+#[map]
+pub static FLOWS: LruHashMap<FlowKey, FlowState> =
+    LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);
+
+/// Heads of REGISTERs, their responses, 3xx and 430, for the agent.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
 /// Per-CPU working memory for one packet.
 pub struct Scratch {
@@ -35,6 +49,15 @@ pub struct Scratch {
     /// classifier is verified once rather than once per header layout that led to it.
     pub payload_offset: u32,
     pub payload_len: u32,
+    /// The flow this packet belongs to, built before classification for the same reason.
+    pub key: FlowKey,
+    /// 1 when the client sent the packet.
+    pub from_client: u8,
+    pub tcp_flags: u8,
+    /// Frame length, for the flow's byte counts.
+    pub frame_len: u32,
+    /// A new flow's first state, built here rather than on the stack.
+    pub new_flow: FlowState,
 }
 
 #[map]
@@ -47,4 +70,9 @@ pub fn bump(counters: &PerCpuArray<u64>, index: u32) {
         // SAFETY: a valid per-CPU slot; only this CPU writes it while the program runs.
         unsafe { *slot += 1 };
     }
+}
+
+#[inline(always)]
+pub fn bump_stat(stat: KernelStat) {
+    bump(&STATS, stat as u32);
 }

@@ -1,19 +1,22 @@
-//! The per-packet path: parse, decide whether the packet is on a SIP port,
-//! classify its payload, count it.
+//! The per-packet path: parse, find the flow's server side, classify the
+//! payload, count it, and update the flow.
 
 use monitor_common::{
     counters::{Direction, PacketClass, packet_index, request_index, response_index},
     ports::PortKind,
 };
 use monitor_ebpf::{
-    frame::{Frame, MAX_HEADER_OFFSET, WINDOW},
+    frame::{self, Frame, MAX_HEADER_OFFSET, WINDOW},
     packet::{self, Parsed, Segment, Transport},
     payload::{self, Payload},
     stun::Stun,
     tcp,
 };
 
-use crate::maps::{PACKETS, REQUESTS, RESPONSES, SCRATCH, SIP_PORTS, bump};
+use crate::{
+    flow,
+    maps::{PACKETS, REQUESTS, RESPONSES, SCRATCH, Scratch, bump},
+};
 
 /// No IP datagram carries more.
 const MAX_PAYLOAD: usize = 65535;
@@ -25,7 +28,7 @@ pub fn observe(frame: &impl Frame, direction: Direction) {
             if segment.first_fragment {
                 count(direction, PacketClass::Fragment);
             }
-            classify_segment(frame, &segment, direction)
+            observe_segment(frame, &segment, direction)
         }
         Parsed::LaterFragment => PacketClass::Fragment,
         Parsed::Untracked => PacketClass::Other,
@@ -39,48 +42,59 @@ fn count(direction: Direction, class: PacketClass) {
     bump(&PACKETS, packet_index(direction, class));
 }
 
-/// The kind of the SIP port on either end, server side first.
 #[inline(always)]
-fn sip_port(segment: &Segment) -> Option<PortKind> {
-    // SAFETY: values are plain bytes, read once.
-    let kind = unsafe { SIP_PORTS.get(&segment.destination_port) }
-        .or_else(|| unsafe { SIP_PORTS.get(&segment.source_port) })?;
-    PortKind::from_u8(*kind)
-}
-
-#[inline(always)]
-fn classify_segment(frame: &impl Frame, segment: &Segment, direction: Direction) -> PacketClass {
-    let Some(port) = sip_port(segment) else {
+fn observe_segment(frame: &impl Frame, segment: &Segment, direction: Direction) -> PacketClass {
+    let Some(side) = flow::server_side(segment) else {
         return PacketClass::Other;
     };
-    let control = segment.transport == Transport::Tcp
-        && segment.tcp_flags & (tcp::SYN | tcp::FIN | tcp::RST) != 0;
-    if port == PortKind::Tls {
-        return if control {
-            PacketClass::TcpControl
-        } else {
-            PacketClass::Other
-        };
-    }
-    if segment.payload_len == 0 {
-        return if control {
-            PacketClass::TcpControl
-        } else {
-            PacketClass::Other
-        };
-    }
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return PacketClass::Other;
     };
     // SAFETY: this CPU's scratch slot, used only for the duration of this packet.
     let scratch = unsafe { &mut *scratch };
+    flow::key_into(&mut scratch.key, segment, &side);
+    scratch.from_client = side.server_is_destination as u8;
+    scratch.tcp_flags = segment.tcp_flags;
+    scratch.frame_len = frame::len(frame) as u32;
     scratch.payload_offset = segment.payload_offset as u32;
     scratch.payload_len = segment.payload_len as u32;
-    // SAFETY: plain reads of the fields just written; volatile so they are really re-read.
+
+    let payload = classify(frame, scratch, side.kind, segment.transport, direction);
+    flow::update(frame, scratch, payload, direction);
+
+    let control = scratch.tcp_flags & (tcp::SYN | tcp::FIN | tcp::RST) != 0;
+    match payload {
+        Payload::Request(_) => PacketClass::SipRequest,
+        Payload::Response(_) => PacketClass::SipResponse,
+        Payload::Ping => PacketClass::KeepalivePing,
+        Payload::Pong => PacketClass::KeepalivePong,
+        Payload::Stun(Stun::Request) => PacketClass::StunRequest,
+        Payload::Stun(Stun::Success) => PacketClass::StunResponse,
+        Payload::Stun(Stun::Error) => PacketClass::StunError,
+        Payload::Stun(Stun::Other) | Payload::Other if control => PacketClass::TcpControl,
+        Payload::Stun(Stun::Other) | Payload::Other => PacketClass::Other,
+    }
+}
+
+/// What the payload is; counts requests by method and responses by code. Leaves
+/// the message's offset and length in the scratch slot for the flow update.
+#[inline(always)]
+fn classify(
+    frame: &impl Frame,
+    scratch: &mut Scratch,
+    kind: PortKind,
+    transport: Transport,
+    direction: Direction,
+) -> Payload {
+    if kind == PortKind::Tls {
+        return Payload::Other;
+    }
+    // SAFETY: plain reads of fields just written; volatile so that they are re-read
+    // from map memory (see `Scratch`).
     let mut offset = unsafe { core::ptr::read_volatile(&scratch.payload_offset) } as usize;
     let mut payload_len = unsafe { core::ptr::read_volatile(&scratch.payload_len) } as usize;
-    if offset > MAX_HEADER_OFFSET || payload_len > MAX_PAYLOAD {
-        return PacketClass::Malformed;
+    if offset > MAX_HEADER_OFFSET || payload_len > MAX_PAYLOAD || payload_len == 0 {
+        return Payload::Other;
     }
     let window = &mut scratch.window;
     let mut loaded = if payload_len < WINDOW {
@@ -88,10 +102,10 @@ fn classify_segment(frame: &impl Frame, segment: &Segment, direction: Direction)
     } else {
         WINDOW
     };
-    if !frame.load_window(offset, loaded, window) {
-        return PacketClass::Malformed;
+    if !frame.load_bytes(offset, loaded, window) {
+        return Payload::Other;
     }
-    if segment.transport == Transport::Tcp {
+    if transport == Transport::Tcp {
         // Start the window at the message, past CRLFs left between messages.
         let skip = payload::leading_crlf(window, loaded, payload_len);
         if skip > 0 {
@@ -102,27 +116,22 @@ fn classify_segment(frame: &impl Frame, segment: &Segment, direction: Direction)
             } else {
                 WINDOW
             };
-            if !frame.load_window(offset, loaded, window) {
-                return PacketClass::Malformed;
+            if !frame.load_bytes(offset, loaded, window) {
+                return Payload::Other;
             }
         }
     }
-    match payload::classify(window, loaded, payload_len, segment.transport) {
-        Payload::Request(method) => {
-            bump(&REQUESTS, request_index(direction, method));
-            PacketClass::SipRequest
-        }
+    let payload = payload::classify(window, loaded, payload_len, transport);
+    match payload {
+        Payload::Request(method) => bump(&REQUESTS, request_index(direction, method)),
         Payload::Response(code) => {
             if let Some(index) = response_index(direction, code) {
                 bump(&RESPONSES, index);
             }
-            PacketClass::SipResponse
         }
-        Payload::Ping => PacketClass::KeepalivePing,
-        Payload::Pong => PacketClass::KeepalivePong,
-        Payload::Stun(Stun::Request) => PacketClass::StunRequest,
-        Payload::Stun(Stun::Success) => PacketClass::StunResponse,
-        Payload::Stun(Stun::Error) => PacketClass::StunError,
-        Payload::Stun(Stun::Other) | Payload::Other => PacketClass::Other,
+        _ => {}
     }
+    scratch.payload_offset = offset as u32;
+    scratch.payload_len = payload_len as u32;
+    payload
 }

@@ -4,12 +4,12 @@
 use std::ffi::CString;
 
 use aya::{
-    Ebpf,
+    Ebpf, EbpfLoader,
     maps::HashMap,
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
 use monitor_common::{
-    maps::{MAX_SIP_PORTS, SIP_PORTS, XDP_PROGRAM},
+    maps::{FLOWS, MAX_SIP_PORTS, SIP_PORTS, XDP_PROGRAM},
     ports::PortKind,
 };
 use tracing::{info, warn};
@@ -40,34 +40,48 @@ pub fn interface_exists(iface: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Loads the kernel programs (not yet attached) with the SIP ports configured
+/// and the flow map sized to `max_flows`.
+pub fn load(ports: &SipPorts, max_flows: u32) -> Result<Ebpf, String> {
+    if EBPF_OBJECT.is_empty() {
+        return Err(Failure::NoKernelObject.to_string());
+    }
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries(FLOWS, max_flows)
+        .load(EBPF_OBJECT)
+        .map_err(|e| error_chain(&e))?;
+    configure_ports(&mut ebpf, ports)?;
+    let program: &mut Xdp = ebpf
+        .program_mut(XDP_PROGRAM)
+        .ok_or_else(|| format!("program {XDP_PROGRAM} is missing"))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+    program.load().map_err(|e| {
+        tracing::debug!(log = %error_chain(&e), "the verifier's full answer");
+        verifier_reason(&e)
+    })?;
+    Ok(ebpf)
+}
+
 /// Loads, configures and attaches; returns the attachment and its counters.
 pub fn attach(
     iface: &str,
     ports: &SipPorts,
+    max_flows: u32,
     mode: XdpModeArg,
 ) -> Result<(Attached, KernelCounters), Failure> {
     if !interface_exists(iface) {
         return Err(Failure::UnknownInterface(iface.to_string()));
     }
-    if EBPF_OBJECT.is_empty() {
-        return Err(Failure::NoKernelObject);
-    }
     let load_failure = |reason: String| Failure::Load {
         iface: iface.to_string(),
         reason,
     };
-    let mut ebpf = Ebpf::load(EBPF_OBJECT).map_err(|e| load_failure(e.to_string()))?;
-    configure_ports(&mut ebpf, ports).map_err(load_failure)?;
+    let mut ebpf = load(ports, max_flows).map_err(load_failure)?;
     let program: &mut Xdp = ebpf
         .program_mut(XDP_PROGRAM)
-        .ok_or_else(|| load_failure(format!("program {XDP_PROGRAM} is missing")))?
-        .try_into()
-        .map_err(|e: aya::programs::ProgramError| load_failure(e.to_string()))?;
-    program.load().map_err(|e| {
-        tracing::debug!(iface, log = %error_chain(&e), "the verifier's full answer");
-        load_failure(verifier_reason(&e))
-    })?;
-
+        .and_then(|p| p.try_into().ok())
+        .ok_or_else(|| load_failure(format!("program {XDP_PROGRAM} is missing")))?;
     let (link, used) = match mode {
         XdpModeArg::Native => (attach_mode(program, iface, XdpMode::Driver)?, "native"),
         XdpModeArg::Generic => (attach_mode(program, iface, XdpMode::Skb)?, "generic"),
@@ -139,6 +153,11 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 impl Attached {
+    /// The loaded instance, for taking its other maps.
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
     /// Detaches the XDP program now, rather than when the value is dropped.
     pub fn detach(mut self) {
         if let (Some(link), Some(program)) = (self.link.take(), self.ebpf.program_mut(XDP_PROGRAM))

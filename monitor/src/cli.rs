@@ -48,6 +48,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9560")]
     pub listen: SocketAddr,
 
+    /// Most flows the kernel tracks at once (its LRU map's size); the least
+    /// recently used flow makes room for a new one, and that is counted.
+    #[arg(long, value_name = "N", default_value_t = monitor_common::maps::DEFAULT_MAX_FLOWS,
+          value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+    pub max_flows: u32,
+
     /// Log lines as human-readable text or as JSON objects.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -1,16 +1,27 @@
-//! Reads what the kernel counted.
+//! Reads what the kernel counted and tracked.
 
 use aya::{
     Ebpf,
-    maps::{MapData, MapError, PerCpuArray},
+    maps::{HashMap, Map, MapData, MapError, PerCpuArray},
 };
-use monitor_common::maps::{PACKETS, REQUESTS, RESPONSES};
+use monitor_common::{
+    counters::KernelStat,
+    flow::{FlowKey, FlowState},
+    maps::{FLOWS, PACKETS, REQUESTS, RESPONSES, STATS},
+};
+
+fn take(ebpf: &mut Ebpf, name: &str) -> Result<Map, MapError> {
+    ebpf.take_map(name).ok_or_else(|| MapError::InvalidName {
+        name: name.to_string(),
+    })
+}
 
 /// The per-CPU counter arrays of one attached instance.
 pub struct KernelCounters {
     packets: PerCpuArray<MapData, u64>,
     requests: PerCpuArray<MapData, u64>,
     responses: PerCpuArray<MapData, u64>,
+    stats: PerCpuArray<MapData, u64>,
 }
 
 /// Per-CPU sums, indexed as monitor_common::counters lays the slots out.
@@ -19,21 +30,25 @@ pub struct CounterSnapshot {
     pub packets: Vec<u64>,
     pub requests: Vec<u64>,
     pub responses: Vec<u64>,
+    /// Indexed by `KernelStat`.
+    pub stats: Vec<u64>,
+}
+
+impl CounterSnapshot {
+    pub fn stat(&self, stat: KernelStat) -> u64 {
+        self.stats.get(stat as usize).copied().unwrap_or(0)
+    }
 }
 
 impl KernelCounters {
     /// Takes the counter maps out of a loaded instance.
     pub fn take_from(ebpf: &mut Ebpf) -> Result<Self, MapError> {
-        let mut take = |name: &str| -> Result<PerCpuArray<MapData, u64>, MapError> {
-            let map = ebpf.take_map(name).ok_or_else(|| MapError::InvalidName {
-                name: name.to_string(),
-            })?;
-            PerCpuArray::try_from(map)
-        };
+        let mut array = |name: &str| PerCpuArray::try_from(take(ebpf, name)?);
         Ok(Self {
-            packets: take(PACKETS)?,
-            requests: take(REQUESTS)?,
-            responses: take(RESPONSES)?,
+            packets: array(PACKETS)?,
+            requests: array(REQUESTS)?,
+            responses: array(RESPONSES)?,
+            stats: array(STATS)?,
         })
     }
 
@@ -42,6 +57,7 @@ impl KernelCounters {
             packets: sum_per_cpu(&self.packets)?,
             requests: sum_per_cpu(&self.requests)?,
             responses: sum_per_cpu(&self.responses)?,
+            stats: sum_per_cpu(&self.stats)?,
         })
     }
 }
@@ -51,4 +67,37 @@ fn sum_per_cpu(array: &PerCpuArray<MapData, u64>) -> Result<Vec<u64>, MapError> 
         .iter()
         .map(|values| values.map(|v| v.iter().sum()))
         .collect()
+}
+
+/// The kernel's `FLOWS` map.
+pub struct FlowTable {
+    map: HashMap<MapData, FlowKey, FlowState>,
+    /// Entries this agent removed: with the kernel's creations and the live
+    /// count, they tell how many the LRU evicted.
+    removed: u64,
+}
+
+impl FlowTable {
+    pub fn take_from(ebpf: &mut Ebpf) -> Result<Self, MapError> {
+        Ok(Self {
+            map: HashMap::try_from(take(ebpf, FLOWS)?)?,
+            removed: 0,
+        })
+    }
+
+    /// Every flow now in the map. Entries that vanish while it is read are skipped.
+    pub fn snapshot(&self) -> Vec<(FlowKey, FlowState)> {
+        self.map.iter().filter_map(Result::ok).collect()
+    }
+
+    /// Forgets a flow the agent is done with.
+    pub fn remove(&mut self, key: &FlowKey) {
+        if self.map.remove(key).is_ok() {
+            self.removed += 1;
+        }
+    }
+
+    pub fn removed(&self) -> u64 {
+        self.removed
+    }
 }

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod ebpf_object;
 pub mod export;
 pub mod failure;
+pub mod head_events;
 pub mod kernel_maps;
 pub mod privileges;
 pub mod run;

@@ -43,7 +43,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     let mut attached = Vec::new();
     let mut counters = Vec::new();
     for iface in &args.ifaces {
-        let (a, c) = attach::attach(iface, &ports, args.xdp_mode)?;
+        let (a, c) = attach::attach(iface, &ports, args.max_flows, args.xdp_mode)?;
         attached.push(a);
         counters.push((iface.clone(), c));
     }

@@ -3,16 +3,14 @@
 
 use aya::{
     Ebpf,
-    maps::HashMap,
+    maps::{MapData, RingBuf},
     programs::{TestRun, TestRunOptions, Xdp},
 };
-use monitor_common::{
-    maps::{SIP_PORTS, XDP_PROGRAM},
-    ports::PortKind,
-};
+use monitor_common::maps::{DEFAULT_MAX_FLOWS, EVENTS, XDP_PROGRAM};
 use sipflow::{
-    ebpf_object::EBPF_OBJECT,
-    kernel_maps::{CounterSnapshot, KernelCounters},
+    attach::{self, SipPorts},
+    head_events::{self, Head},
+    kernel_maps::{CounterSnapshot, FlowTable, KernelCounters},
 };
 
 use crate::packets::{SIP_PORT, SIPS_PORT};
@@ -22,31 +20,39 @@ pub const XDP_PASS: u32 = 2;
 pub struct LoadedXdp {
     ebpf: Ebpf,
     counters: KernelCounters,
+    pub flows: FlowTable,
+    events: RingBuf<MapData>,
 }
 
 impl LoadedXdp {
     /// Loads the program with 5060 as a SIP port and 5061 as a TLS one.
     pub fn load() -> Self {
+        Self::load_with_max_flows(DEFAULT_MAX_FLOWS)
+    }
+
+    /// The same, with the flow map sized to `max_flows`.
+    pub fn load_with_max_flows(max_flows: u32) -> Self {
         crate::require_root();
-        let mut ebpf = Ebpf::load(EBPF_OBJECT).expect("load the embedded object");
-        {
-            let mut ports: HashMap<_, u16, u8> =
-                HashMap::try_from(ebpf.map_mut(SIP_PORTS).expect("SIP_PORTS")).expect("hash map");
-            ports
-                .insert(SIP_PORT, PortKind::Plain as u8, 0)
-                .expect("insert");
-            ports
-                .insert(SIPS_PORT, PortKind::Tls as u8, 0)
-                .expect("insert");
-        }
-        let program: &mut Xdp = ebpf
-            .program_mut(XDP_PROGRAM)
-            .expect("program")
-            .try_into()
-            .expect("xdp");
-        program.load().expect("the verifier accepts the program");
+        let ports = SipPorts {
+            plain: vec![SIP_PORT],
+            tls: vec![SIPS_PORT],
+        };
+        let mut ebpf = attach::load(&ports, max_flows).expect("the verifier accepts the program");
         let counters = KernelCounters::take_from(&mut ebpf).expect("counter maps");
-        Self { ebpf, counters }
+        let flows = FlowTable::take_from(&mut ebpf).expect("flow map");
+        let events =
+            RingBuf::try_from(ebpf.take_map(EVENTS).expect("EVENTS")).expect("ring buffer");
+        Self {
+            ebpf,
+            counters,
+            flows,
+            events,
+        }
+    }
+
+    /// The heads the program sent since the last call.
+    pub fn heads(&mut self) -> Vec<Head> {
+        head_events::drain(&mut self.events)
     }
 
     fn program(&self) -> &Xdp {

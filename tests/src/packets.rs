@@ -16,6 +16,8 @@ pub const SIPS_PORT: u16 = 5061;
 pub const INVITE: &[u8] = b"INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:40000;branch=z9hG4bK1\r\nCall-ID: a@b\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
 pub const REGISTER: &[u8] = b"REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/TCP 192.0.2.1:40000;branch=z9hG4bK2\r\nCall-ID: r@b\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n";
 pub const FLOW_FAILED: &[u8] = b"SIP/2.0 430 Flow Failed\r\nVia: SIP/2.0/UDP 192.0.2.1:40000;branch=z9hG4bK1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+pub const REGISTER_OK: &[u8] = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP 192.0.2.1:40000;branch=z9hG4bK2\r\nCall-ID: r@b\r\nCSeq: 1 REGISTER\r\nFlow-Timer: 25\r\nContent-Length: 0\r\n\r\n";
+pub const RINGING: &[u8] = b"SIP/2.0 180 Ringing\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
 pub const MULTIPLE_CHOICES: &[u8] = b"SIP/2.0 300 Multiple Choices\r\nContact: <sip:a@192.0.2.9>\r\nContact: <sip:a@192.0.2.10>\r\nContent-Length: 0\r\n\r\n";
 
 fn finish<B>(builder: B, payload: &[u8], write: impl FnOnce(B, &mut Vec<u8>, &[u8])) -> Vec<u8> {
@@ -29,6 +31,18 @@ pub fn udp4(source_port: u16, destination_port: u16, payload: &[u8]) -> Vec<u8> 
     let b = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
         .ipv4(CLIENT_V4, SERVER_V4, 64)
         .udp(source_port, destination_port);
+    finish(b, payload, |b, out, p| b.write(out, p).expect("build"))
+}
+
+/// UDP over IPv4 between any two addresses.
+pub fn udp4_between(
+    source: ([u8; 4], u16),
+    destination: ([u8; 4], u16),
+    payload: &[u8],
+) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
+        .ipv4(source.0, destination.0, 64)
+        .udp(source.1, destination.1);
     finish(b, payload, |b, out, p| b.write(out, p).expect("build"))
 }
 
@@ -78,10 +92,41 @@ pub struct Flags {
     pub rst: bool,
 }
 
-/// TCP over IPv4 with an ACK and the given extra flags.
+/// TCP over IPv4 from the client's address, with an ACK and the given extra flags.
 pub fn tcp4(source_port: u16, destination_port: u16, flags: Flags, payload: &[u8]) -> Vec<u8> {
+    tcp4_between(
+        (CLIENT_V4, source_port),
+        (SERVER_V4, destination_port),
+        flags,
+        payload,
+    )
+}
+
+/// TCP over IPv4 from the server's address back to the client.
+pub fn tcp4_from_server(
+    source_port: u16,
+    destination_port: u16,
+    flags: Flags,
+    payload: &[u8],
+) -> Vec<u8> {
+    tcp4_between(
+        (SERVER_V4, source_port),
+        (CLIENT_V4, destination_port),
+        flags,
+        payload,
+    )
+}
+
+/// TCP over IPv4 between any two addresses.
+pub fn tcp4_between(
+    source: ([u8; 4], u16),
+    destination: ([u8; 4], u16),
+    flags: Flags,
+    payload: &[u8],
+) -> Vec<u8> {
+    let (source_port, destination_port) = (source.1, destination.1);
     let mut b = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
-        .ipv4(CLIENT_V4, SERVER_V4, 64)
+        .ipv4(source.0, destination.0, 64)
         .tcp(source_port, destination_port, 1000, 65535)
         .ack(1);
     if flags.syn {

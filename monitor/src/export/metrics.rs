@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use monitor_common::counters::{
-    Direction, MIN_STATUS_CODE, Method, PacketClass, STATUS_CODE_SLOTS, packet_index,
+    Direction, KernelStat, MIN_STATUS_CODE, Method, PacketClass, STATUS_CODE_SLOTS, packet_index,
 };
 use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
@@ -18,8 +18,31 @@ pub struct Metrics {
     packets: IntCounterVec,
     requests: IntCounterVec,
     responses: IntCounterVec,
+    events_lost: IntCounterVec,
+    evictions: IntCounterVec,
+    map_entries: IntGaugeVec,
+    map_capacity: IntGaugeVec,
     /// The last snapshot seen per interface.
     last: HashMap<String, CounterSnapshot>,
+    /// Evictions already exported, per interface.
+    last_evicted: HashMap<String, u64>,
+}
+
+/// How full an interface's flow map is, as the sweep saw it.
+pub struct FlowMapFill {
+    pub live: u64,
+    pub capacity: u64,
+    /// Flows the kernel created, and the agent removed, since load.
+    pub created: u64,
+    pub removed: u64,
+}
+
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
+}
+
+fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
 }
 
 impl Default for Metrics {
@@ -63,19 +86,46 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        for collector in [&packets, &requests, &responses] {
+        let events_lost = counter_vec(
+            "sipflow_events_lost_total",
+            "Message heads the kernel dropped because the ring buffer to the agent was full.",
+            &["iface"],
+        );
+        let evictions = counter_vec(
+            "sipflow_flow_evictions_total",
+            "Flows the kernel's LRU map evicted to make room (raise --max-flows if this grows).",
+            &["iface"],
+        );
+        let map_entries = gauge_vec(
+            "sipflow_map_entries",
+            "Entries in a kernel map.",
+            &["iface", "map"],
+        );
+        let map_capacity = gauge_vec(
+            "sipflow_map_capacity",
+            "Size of a kernel map.",
+            &["iface", "map"],
+        );
+        for collector in [&packets, &requests, &responses, &events_lost, &evictions] {
             registry
                 .register(Box::new(collector.clone()))
                 .expect("unique metric");
         }
-        registry
-            .register(Box::new(build_info))
-            .expect("unique metric");
+        for collector in [&build_info, &map_entries, &map_capacity] {
+            registry
+                .register(Box::new(collector.clone()))
+                .expect("unique metric");
+        }
         Self {
             registry,
             packets,
             requests,
             responses,
+            events_lost,
+            evictions,
+            map_entries,
+            map_capacity,
+            last_evicted: HashMap::new(),
             last: HashMap::new(),
         }
     }
@@ -113,7 +163,33 @@ impl Metrics {
                     .inc_by(added);
             }
         }
+        let lost = KernelStat::EventsLost as usize;
+        self.events_lost
+            .with_label_values(&[iface])
+            .inc_by(growth(&now.stats, &last.stats, lost));
         *last = now.clone();
+    }
+
+    /// Exports the flow map's fill and the evictions it implies: whatever the
+    /// kernel created that is neither in the map nor removed by the agent.
+    pub fn record_flow_map(&mut self, iface: &str, fill: &FlowMapFill) {
+        self.map_entries
+            .with_label_values(&[iface, "flows"])
+            .set(fill.live as i64);
+        self.map_capacity
+            .with_label_values(&[iface, "flows"])
+            .set(fill.capacity as i64);
+        let evicted = fill.created.saturating_sub(fill.removed + fill.live);
+        let exported = self.last_evicted.entry(iface.to_string()).or_default();
+        // The map is read while packets arrive: only ever count up.
+        if evicted > *exported {
+            self.evictions
+                .with_label_values(&[iface])
+                .inc_by(evicted - *exported);
+            *exported = evicted;
+        } else {
+            self.evictions.with_label_values(&[iface]).inc_by(0);
+        }
     }
 
     /// The Prometheus text exposition format.
@@ -138,6 +214,7 @@ mod tests {
             packets: vec![0; PACKET_SLOTS as usize],
             requests: vec![0; REQUEST_SLOTS as usize],
             responses: vec![0; RESPONSE_SLOTS as usize],
+            stats: vec![0; KernelStat::COUNT],
         }
     }
 
@@ -172,5 +249,32 @@ mod tests {
             "codes never seen are not exported"
         );
         assert!(text.contains(r#"sipflow_build_info{version=""#));
+    }
+
+    #[test]
+    fn evictions_are_what_the_kernel_created_minus_what_is_accounted_for() {
+        let mut metrics = Metrics::new();
+        let fill = |live, created, removed| FlowMapFill {
+            live,
+            capacity: 16,
+            created,
+            removed,
+        };
+        metrics.record_flow_map("eth0", &fill(16, 100, 0));
+        metrics.record_flow_map("eth0", &fill(15, 100, 1));
+        metrics.record_flow_map("eth0", &fill(16, 110, 4));
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"sipflow_flow_evictions_total{iface="eth0"} 90"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"sipflow_map_entries{iface="eth0",map="flows"} 16"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"sipflow_map_capacity{iface="eth0",map="flows"} 16"#),
+            "{text}"
+        );
     }
 }

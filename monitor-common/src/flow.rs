@@ -1,0 +1,146 @@
+//! A flow as RFC 5626 §2.1 defines it (a TCP connection, or for UDP the pair of
+//! address:port of both peers), keyed so that both directions share one entry:
+//! the server side is the one on a configured SIP port.
+
+/// How the flow carries SIP.
+#[repr(u8)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum FlowTransport {
+    Udp = 1,
+    Tcp = 2,
+    /// TCP on a TLS port: payload opaque, tracked from TCP flags and timing.
+    Tls = 3,
+}
+
+impl FlowTransport {
+    pub const fn from_u8(value: u8) -> Option<Self> {
+        match value {
+            1 => Some(Self::Udp),
+            2 => Some(Self::Tcp),
+            3 => Some(Self::Tls),
+            _ => None,
+        }
+    }
+
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Udp => "udp",
+            Self::Tcp => "tcp",
+            Self::Tls => "tls",
+        }
+    }
+
+    pub const fn is_stream(self) -> bool {
+        !matches!(self, Self::Udp)
+    }
+}
+
+/// Key of the `FLOWS` map. IPv4 addresses sit in the first four bytes.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub server_addr: [u8; 16],
+    pub client_addr: [u8; 16],
+    pub server_port: u16,
+    pub client_port: u16,
+    /// Outer VLAN id, 0 when untagged.
+    pub vlan_id: u16,
+    /// 4 or 6.
+    pub family: u8,
+    /// A [`FlowTransport`].
+    pub transport: u8,
+}
+
+/// `FlowState::last_method` before any request was seen.
+pub const NO_METHOD: u8 = u8::MAX;
+
+/// Value of the `FLOWS` map: what the kernel saw of a flow. Times are
+/// CLOCK_BOOTTIME nanoseconds (`bpf_ktime_get_boot_ns`), 0 for never.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct FlowState {
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+    /// The client's last sign of life as RFC 5626 counts it: a SIP message, a ping or a STUN request.
+    pub last_client_activity_ns: u64,
+    /// Last SIP message in either direction.
+    pub last_sip_ns: u64,
+    pub last_ping_ns: u64,
+    pub last_pong_ns: u64,
+    /// The oldest ping not yet followed by a pong, 0 when all were answered.
+    pub unanswered_ping_ns: u64,
+    pub last_stun_request_ns: u64,
+    pub last_stun_response_ns: u64,
+    /// The oldest STUN request not yet answered, 0 when all were answered.
+    pub unanswered_stun_ns: u64,
+    pub last_stun_error_ns: u64,
+    pub fin_from_client_ns: u64,
+    pub fin_from_server_ns: u64,
+    pub rst_ns: u64,
+    pub packets_from_client: u64,
+    pub packets_from_server: u64,
+    pub bytes_from_client: u64,
+    pub bytes_from_server: u64,
+    /// STUN requests since the last response (retransmissions included).
+    pub stun_unanswered: u32,
+    pub last_status: u16,
+    /// A `Method` index, or [`NO_METHOD`].
+    pub last_method: u8,
+    /// Every TCP flag seen on the flow, OR-ed.
+    pub tcp_flags: u8,
+    /// A REGISTER went over the flow and its final response has not: the
+    /// response's head goes to the agent too.
+    pub register_pending: u8,
+    pub _reserved: [u8; 7],
+}
+
+impl FlowState {
+    pub const fn new(now_ns: u64) -> Self {
+        Self {
+            first_seen_ns: now_ns,
+            last_seen_ns: now_ns,
+            last_client_activity_ns: 0,
+            last_sip_ns: 0,
+            last_ping_ns: 0,
+            last_pong_ns: 0,
+            unanswered_ping_ns: 0,
+            last_stun_request_ns: 0,
+            last_stun_response_ns: 0,
+            unanswered_stun_ns: 0,
+            last_stun_error_ns: 0,
+            fin_from_client_ns: 0,
+            fin_from_server_ns: 0,
+            rst_ns: 0,
+            packets_from_client: 0,
+            packets_from_server: 0,
+            bytes_from_client: 0,
+            bytes_from_server: 0,
+            stun_unanswered: 0,
+            last_status: 0,
+            last_method: NO_METHOD,
+            tcp_flags: 0,
+            register_pending: 0,
+            _reserved: [0; 7],
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for FlowKey {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for FlowState {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{align_of, size_of};
+
+    /// The kernel and the agent read these bytes alike only while the layout holds.
+    #[test]
+    fn layouts_have_no_hidden_padding() {
+        assert_eq!(size_of::<FlowKey>(), 40);
+        assert_eq!(align_of::<FlowKey>(), 2);
+        assert_eq!(size_of::<FlowState>(), 18 * 8 + 4 + 2 + 1 + 1 + 1 + 7);
+        assert_eq!(align_of::<FlowState>(), 8);
+    }
+}

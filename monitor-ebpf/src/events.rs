@@ -1,0 +1,41 @@
+//! Heads of the messages the agent parses (REGISTER, its response, 3xx, 430),
+//! sent through the `EVENTS` ring buffer. A full buffer drops the head and counts it.
+
+use monitor_common::{
+    counters::{Direction, KernelStat},
+    events::{HEAD_MAX, HeadEvent},
+};
+use monitor_ebpf::frame::Frame;
+
+use crate::maps::{EVENTS, Scratch, bump_stat};
+
+#[inline(always)]
+pub fn send_head(frame: &impl Frame, scratch: &Scratch, direction: Direction, now: u64) {
+    // SAFETY: plain reads of the scratch slot (volatile: see `Scratch`).
+    let offset = unsafe { core::ptr::read_volatile(&scratch.payload_offset) } as usize;
+    let payload_len = unsafe { core::ptr::read_volatile(&scratch.payload_len) } as usize;
+    let len = if payload_len < HEAD_MAX {
+        payload_len
+    } else {
+        HEAD_MAX
+    };
+    let Some(mut entry) = EVENTS.reserve::<HeadEvent>(0) else {
+        bump_stat(KernelStat::EventsLost);
+        return;
+    };
+    // SAFETY: the reserved entry is ours until submitted or discarded; every field
+    // but the unused tail of `head` is written before it is submitted.
+    let event = unsafe { &mut *entry.as_mut_ptr() };
+    if len == 0 || !frame.load_bytes(offset, len, &mut event.head) {
+        entry.discard(0);
+        return;
+    }
+    event.key = scratch.key;
+    event.timestamp_ns = now;
+    event.payload_len = payload_len as u32;
+    event.head_len = len as u16;
+    event.direction = direction as u8;
+    event.from_client = scratch.from_client;
+    entry.submit(0);
+    bump_stat(KernelStat::EventsSent);
+}

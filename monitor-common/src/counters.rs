@@ -200,10 +200,13 @@ pub enum KernelStat {
     EventsSent = 2,
     /// TCP segments holding more SIP messages than the kernel follows.
     MessageBoundReached = 3,
+    /// First fragments: counted under their own class and under `fragment`, so
+    /// that packets counted = packets seen + first fragments, exactly.
+    FirstFragments = 4,
 }
 
 impl KernelStat {
-    pub const COUNT: usize = 4;
+    pub const COUNT: usize = 5;
 }
 
 /// Status codes the response counters hold a slot for (RFC 3261 §7.2: 100-699).

@@ -2,7 +2,7 @@
 //! payload, count it, and update the flow.
 
 use monitor_common::{
-    counters::{Direction, PacketClass, packet_index, request_index, response_index},
+    counters::{Direction, KernelStat, PacketClass, packet_index, request_index, response_index},
     ports::PortKind,
 };
 use monitor_ebpf::{
@@ -15,7 +15,7 @@ use monitor_ebpf::{
 
 use crate::{
     flow,
-    maps::{PACKETS, REQUESTS, RESPONSES, SCRATCH, Scratch, bump},
+    maps::{PACKETS, REQUESTS, RESPONSES, SCRATCH, Scratch, bump, bump_stat},
 };
 
 /// No IP datagram carries more.
@@ -27,6 +27,7 @@ pub fn observe(frame: &impl Frame, direction: Direction) {
         Parsed::Segment(segment) => {
             if segment.first_fragment {
                 count(direction, PacketClass::Fragment);
+                bump_stat(KernelStat::FirstFragments);
             }
             observe_segment(frame, &segment, direction)
         }

@@ -12,7 +12,7 @@ pub const VERSION: &[u8; 7] = b"SIP/2.0";
 pub const STATUS_LINE_MIN: usize = 12;
 const STATUS_CODE_OFFSET: usize = 8;
 /// Longer tokens than this are not taken for a method (the longest standard one has 9).
-pub const MAX_METHOD_LEN: usize = 32;
+pub const MAX_METHOD_LEN: usize = 48;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum StartLine {

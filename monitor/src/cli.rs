@@ -22,6 +22,28 @@ pub struct Cli {
 pub enum Command {
     /// Attach to interfaces and serve /metrics, /flows and /healthz until SIGINT or SIGTERM.
     Run(RunArgs),
+    /// Ask the running agent for its flows and print them as a table (or JSON).
+    Flows(FlowsArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct FlowsArgs {
+    /// Only the flows in this state.
+    #[arg(long, value_enum)]
+    pub state: Option<FlowStateArg>,
+
+    /// Print the agent's JSON as it is, rather than a table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Where the agent listens (its --listen).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9560")]
+    pub agent: SocketAddr,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowStateArg {
+    Failed,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -58,12 +80,41 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
-    /// How often to read the kernel's maps, e.g. `1s` or `500ms`.
+    /// Keepalive interval assumed when the registrar sent no Flow-Timer (RFC 5626
+    /// §4.4). Default: 120s on TCP and TLS, 29s on UDP.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub flow_timer: Option<Duration>,
+
+    /// Time added to the keepalive interval before a silent flow is called failed.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub grace: Duration,
+
+    /// A ping with no pong for this long fails the flow (needs the server's side: --egress or a tap).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub pong_timeout: Duration,
+
+    /// How long a failed flow stays listed in /flows after it failed.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub retention: Duration,
+
+    /// How often to read the kernel's maps and decide verdicts, e.g. `1s` or `500ms`.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub sweep_interval: Duration,
 }
 
 impl RunArgs {
+    /// The liveness timers these options give.
+    pub fn timers(&self) -> crate::liveness::verdict::Timers {
+        let defaults = crate::liveness::verdict::Timers::default();
+        crate::liveness::verdict::Timers {
+            stream_keepalive: self.flow_timer.unwrap_or(defaults.stream_keepalive),
+            udp_keepalive: self.flow_timer.unwrap_or(defaults.udp_keepalive),
+            grace: self.grace,
+            pong_timeout: self.pong_timeout,
+            ..defaults
+        }
+    }
+
     /// Clear-text SIP ports, with the default when none was given.
     pub fn plain_ports(&self) -> Vec<u16> {
         if self.sip_ports.is_empty() {
@@ -138,7 +189,9 @@ mod tests {
     #[test]
     fn port_defaults_and_zero() {
         let cli = Cli::try_parse_from(["sipflow", "run", "-i", "eth0"]).unwrap();
-        let Command::Run(run) = cli.command;
+        let Command::Run(run) = cli.command else {
+            panic!("run")
+        };
         assert_eq!(run.plain_ports(), vec![5060]);
         assert_eq!(run.tls_ports(), vec![5061]);
         assert!(Cli::try_parse_from(["sipflow", "run", "-i", "eth0", "--sip-port", "0"]).is_err());

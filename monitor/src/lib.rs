@@ -7,10 +7,14 @@
 
 pub mod attach;
 pub mod cli;
+pub mod clock;
 pub mod ebpf_object;
 pub mod export;
 pub mod failure;
+pub mod flows_command;
 pub mod head_events;
 pub mod kernel_maps;
+pub mod liveness;
 pub mod privileges;
 pub mod run;
+pub mod sip_head;

@@ -5,12 +5,13 @@ use clap::Parser;
 use sipflow::{
     cli::{Cli, Command, LogFormat},
     failure::Failure,
-    run,
+    flows_command, run,
 };
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Flows(args) => flows_command::flows(&args),
         Command::Run(args) => {
             init_logging(args.log_format);
             tokio::runtime::Builder::new_current_thread()

@@ -1,4 +1,5 @@
-//! `sipflow run`: attach, serve, detach on SIGINT or SIGTERM.
+//! `sipflow run`: attach, read the kernel's maps, decide, serve; detach on
+//! SIGINT or SIGTERM.
 
 use std::sync::{Arc, Mutex};
 
@@ -6,16 +7,19 @@ use tokio::{
     net::TcpListener,
     signal::unix::{SignalKind, signal},
 };
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::{
     attach::{self, SipPorts},
     cli::RunArgs,
     export::{
-        http::{AgentState, router},
+        http::{AgentState, Instance, router},
         metrics::Metrics,
     },
     failure::Failure,
+    head_events::HeadEvents,
+    kernel_maps::FlowTable,
+    liveness::tracker::Tracker,
     privileges,
 };
 
@@ -41,32 +45,68 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         tls: args.tls_ports(),
     };
     let mut attached = Vec::new();
-    let mut counters = Vec::new();
+    let mut instances = Vec::new();
+    let mut event_sources = Vec::new();
     for iface in &args.ifaces {
-        let (a, c) = attach::attach(iface, &ports, args.max_flows, args.xdp_mode)?;
+        let (mut a, counters) = attach::attach(iface, &ports, args.max_flows, args.xdp_mode)?;
+        let maps_failure = |reason: String| Failure::Load {
+            iface: iface.clone(),
+            reason,
+        };
+        let flows = FlowTable::take_from(a.ebpf_mut()).map_err(|e| maps_failure(e.to_string()))?;
+        let events = HeadEvents::take_from(a.ebpf_mut()).map_err(maps_failure)?;
+        instances.push(Instance {
+            iface: iface.clone(),
+            counters,
+            flows: Mutex::new(flows),
+            max_flows: args.max_flows,
+        });
+        event_sources.push((iface.clone(), events));
         attached.push(a);
-        counters.push((iface.clone(), c));
     }
     let state = Arc::new(AgentState {
         metrics: Mutex::new(Metrics::new()),
-        counters,
+        instances,
+        tracker: Mutex::new(Tracker::new(args.timers(), args.retention)),
     });
 
+    let mut tasks = Vec::new();
+    for (iface, mut events) in event_sources {
+        let state = state.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                match events.next_batch().await {
+                    Ok(heads) => {
+                        let mut tracker = state.tracker.lock().expect("tracker lock");
+                        for head in &heads {
+                            tracker.on_head(&iface, head);
+                        }
+                    }
+                    Err(e) => {
+                        warn!(iface, error = %e, "reading the ring buffer failed; registrations are no longer followed");
+                        return;
+                    }
+                }
+            }
+        }));
+    }
     let sweep_state = state.clone();
     let interval = args.sweep_interval;
-    let sweep = tokio::spawn(async move {
+    tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
         loop {
             tick.tick().await;
-            sweep_state.refresh();
+            sweep_state.sweep();
         }
-    });
+    }));
 
-    info!(listen = %args.listen, "serving /metrics and /healthz");
+    info!(listen = %args.listen, "serving /metrics, /flows and /healthz");
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await;
-    sweep.abort();
+    for task in tasks {
+        task.abort();
+    }
     for a in attached {
         a.detach();
     }

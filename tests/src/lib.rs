@@ -4,6 +4,7 @@
 pub mod kernel;
 pub mod netns;
 pub mod packets;
+pub mod peers;
 
 /// Tests here load BPF programs and create namespaces: they need root.
 pub fn require_root() {

@@ -1,54 +1,162 @@
-//! GET /metrics and GET /healthz.
+//! GET /metrics, GET /flows (?state=failed) and GET /healthz.
 
 use std::sync::{Arc, Mutex};
 
-use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
-use tracing::warn;
+use axum::{
+    Json, Router,
+    extract::{Query, State},
+    http::StatusCode,
+    response::IntoResponse,
+    routing::get,
+};
+use serde::Deserialize;
+use tracing::{info, warn};
 
-use super::metrics::Metrics;
-use crate::kernel_maps::KernelCounters;
+use super::metrics::{FlowMapFill, Metrics};
+use crate::{
+    clock::boot_time_ns,
+    kernel_maps::{FlowTable, KernelCounters},
+    liveness::{registrations::FlowId, tracker::Tracker},
+};
 
-/// What the HTTP handlers and the sweep share.
+/// One attached interface's maps.
+pub struct Instance {
+    pub iface: String,
+    pub counters: KernelCounters,
+    pub flows: Mutex<FlowTable>,
+    pub max_flows: u32,
+}
+
+/// What the HTTP handlers, the sweep and the event readers share.
 pub struct AgentState {
     pub metrics: Mutex<Metrics>,
-    /// Counters per attached interface.
-    pub counters: Vec<(String, KernelCounters)>,
+    pub instances: Vec<Instance>,
+    pub tracker: Mutex<Tracker>,
 }
 
 impl AgentState {
     /// Reads every interface's counters into the metrics; false when a read failed.
-    pub fn refresh(&self) -> bool {
+    pub fn refresh_counters(&self) -> bool {
         let mut metrics = self.metrics.lock().expect("metrics lock");
         let mut healthy = true;
-        for (iface, counters) in &self.counters {
-            match counters.read() {
-                Ok(snapshot) => metrics.record(iface, &snapshot),
+        for instance in &self.instances {
+            match instance.counters.read() {
+                Ok(snapshot) => metrics.record(&instance.iface, &snapshot),
                 Err(e) => {
-                    warn!(iface, error = %e, "reading the kernel's counters failed");
+                    warn!(iface = instance.iface, error = %e, "reading the kernel's counters failed");
                     healthy = false;
                 }
             }
         }
         healthy
     }
+
+    /// Reads every flow map and decides: one log line per verdict.
+    pub fn sweep(&self) {
+        self.refresh_counters();
+        for instance in &self.instances {
+            let now = boot_time_ns();
+            let mut flows = instance.flows.lock().expect("flows lock");
+            let snapshot = flows.snapshot();
+            let live = snapshot.len() as u64;
+            let mut tracker = self.tracker.lock().expect("tracker lock");
+            let sweep = tracker.sweep(&instance.iface, snapshot, now);
+            for v in &sweep.verdicts {
+                info!(
+                    iface = v.flow.iface,
+                    flow = %describe(&v.flow),
+                    reason = v.failure.reason.label(),
+                    aor = v.aor.as_deref().unwrap_or("-"),
+                    would_430 = v.would_430,
+                    delay_s = format!("{:.1}", v.delay_s),
+                    "flow failed"
+                );
+            }
+            for id in &sweep.recovered {
+                info!(iface = id.iface, flow = %describe(id), "flow came back");
+            }
+            for key in &sweep.expired {
+                flows.remove(key);
+            }
+            let census = tracker.census();
+            drop(tracker);
+            let created = instance
+                .counters
+                .read()
+                .map(|s| s.stat(monitor_common::counters::KernelStat::FlowsCreated));
+            let mut metrics = self.metrics.lock().expect("metrics lock");
+            metrics.record_verdicts(&sweep.verdicts);
+            metrics.record_census(&census);
+            if let Ok(created) = created {
+                metrics.record_flow_map(
+                    &instance.iface,
+                    &FlowMapFill {
+                        live,
+                        capacity: instance.max_flows.into(),
+                        created,
+                        removed: flows.removed(),
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// "tcp 192.0.2.1:40000 -> 192.0.2.2:5060": client first, as packets of the flow start.
+pub fn describe(flow: &FlowId) -> String {
+    use crate::liveness::tracker::socket_addr;
+    let k = &flow.key;
+    let transport =
+        monitor_common::flow::FlowTransport::from_u8(k.transport).map_or("?", |t| t.label());
+    format!(
+        "{transport} {} -> {}",
+        socket_addr(k.family, &k.client_addr, k.client_port),
+        socket_addr(k.family, &k.server_addr, k.server_port)
+    )
 }
 
 pub fn router(state: Arc<AgentState>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
+        .route("/flows", get(flows))
         .route("/healthz", get(healthz))
         .with_state(state)
 }
 
 async fn metrics(State(state): State<Arc<AgentState>>) -> impl IntoResponse {
-    state.refresh();
+    state.refresh_counters();
     let body = state.metrics.lock().expect("metrics lock").encode();
     ([("content-type", "text/plain; version=0.0.4")], body)
 }
 
+#[derive(Deserialize)]
+struct FlowsQuery {
+    state: Option<String>,
+}
+
+async fn flows(
+    State(state): State<Arc<AgentState>>,
+    Query(query): Query<FlowsQuery>,
+) -> impl IntoResponse {
+    let only_failed = match query.state.as_deref() {
+        None | Some("all") => false,
+        Some("failed") => true,
+        Some(other) => {
+            let message = format!("unknown state `{other}`; use state=failed or leave it out\n");
+            return (StatusCode::BAD_REQUEST, message).into_response();
+        }
+    };
+    let view = state
+        .tracker
+        .lock()
+        .expect("tracker lock")
+        .view(boot_time_ns(), only_failed);
+    Json(view).into_response()
+}
+
 /// 200 while the programs are attached (they are, as long as the agent runs) and the maps read.
 async fn healthz(State(state): State<Arc<AgentState>>) -> impl IntoResponse {
-    if state.refresh() {
+    if state.refresh_counters() {
         (StatusCode::OK, "ok\n")
     } else {
         (

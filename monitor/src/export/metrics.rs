@@ -11,7 +11,13 @@ use monitor_common::counters::{
 };
 use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
-use crate::kernel_maps::CounterSnapshot;
+use crate::{
+    kernel_maps::CounterSnapshot,
+    liveness::{
+        tracker::{Census, Verdict},
+        verdict::Reason,
+    },
+};
 
 pub struct Metrics {
     registry: Registry,
@@ -20,6 +26,10 @@ pub struct Metrics {
     responses: IntCounterVec,
     events_lost: IntCounterVec,
     evictions: IntCounterVec,
+    flows: IntGaugeVec,
+    failures: IntCounterVec,
+    would_430: IntGaugeVec,
+    registrations: IntGaugeVec,
     map_entries: IntGaugeVec,
     map_capacity: IntGaugeVec,
     /// The last snapshot seen per interface.
@@ -106,12 +116,49 @@ impl Metrics {
             "Size of a kernel map.",
             &["iface", "map"],
         );
-        for collector in [&packets, &requests, &responses, &events_lost, &evictions] {
+        let flows = gauge_vec(
+            "sipflow_flows",
+            "Flows the agent tracks, by transport and state.",
+            &["transport", "state"],
+        );
+        let failures = counter_vec(
+            "sipflow_flow_failures_total",
+            "Flows that failed in the sense of RFC 5626, by reason.",
+            &["reason"],
+        );
+        let would_430 = gauge_vec(
+            "sipflow_flows_would_430",
+            "Failed flows that still carry a registration: an edge proxy would answer 430 Flow Failed over them.",
+            &["transport"],
+        );
+        let registrations = gauge_vec(
+            "sipflow_registrations",
+            "Bindings seen in REGISTERs, by whether they use RFC 5626 outbound (reg-id and +sip.instance).",
+            &["outbound"],
+        );
+        for reason in Reason::ALL {
+            failures.with_label_values(&[reason.label()]).inc_by(0);
+        }
+        for collector in [
+            &packets,
+            &requests,
+            &responses,
+            &events_lost,
+            &evictions,
+            &failures,
+        ] {
             registry
                 .register(Box::new(collector.clone()))
                 .expect("unique metric");
         }
-        for collector in [&build_info, &map_entries, &map_capacity] {
+        for collector in [
+            &build_info,
+            &map_entries,
+            &map_capacity,
+            &flows,
+            &would_430,
+            &registrations,
+        ] {
             registry
                 .register(Box::new(collector.clone()))
                 .expect("unique metric");
@@ -123,6 +170,10 @@ impl Metrics {
             responses,
             events_lost,
             evictions,
+            flows,
+            failures,
+            would_430,
+            registrations,
             map_entries,
             map_capacity,
             last_evicted: HashMap::new(),
@@ -189,6 +240,30 @@ impl Metrics {
             *exported = evicted;
         } else {
             self.evictions.with_label_values(&[iface]).inc_by(0);
+        }
+    }
+
+    /// Counts a sweep's verdicts.
+    pub fn record_verdicts(&mut self, verdicts: &[Verdict]) {
+        for v in verdicts {
+            self.failures
+                .with_label_values(&[v.failure.reason.label()])
+                .inc();
+        }
+    }
+
+    /// Sets the flow, 430 and registration gauges from the tracker's census.
+    pub fn record_census(&mut self, census: &Census) {
+        for ((transport, state), n) in &census.flows {
+            self.flows.with_label_values(&[transport, state]).set(*n);
+        }
+        for (transport, n) in &census.would_430 {
+            self.would_430.with_label_values(&[transport]).set(*n);
+        }
+        for (outbound, n) in &census.registrations {
+            self.registrations
+                .with_label_values(&[if *outbound { "true" } else { "false" }])
+                .set(*n);
         }
     }
 

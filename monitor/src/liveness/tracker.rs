@@ -1,0 +1,521 @@
+//! Every flow's story across sweeps: the kernel's latest state, its verdict,
+//! the bindings it carries, and whether an edge proxy would answer 430 for it.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    time::Duration,
+};
+
+use monitor_common::flow::{FlowKey, FlowState, FlowTransport};
+use serde::Serialize;
+
+use super::{
+    registrations::{BindingKey, Change, FlowId, Registrations},
+    verdict::{self, Failure, Reason, Timers},
+};
+use crate::{head_events::Head, sip_head};
+
+/// How long a REGISTER may wait for a visible answer before it is taken as accepted.
+pub const REGISTER_SETTLE: Duration = Duration::from_secs(2);
+
+pub struct Tracker {
+    flows: HashMap<FlowId, TrackedFlow>,
+    pub registrations: Registrations,
+    timers: Timers,
+    /// How long a failed flow stays listed (and in the kernel's map) after it failed.
+    retention: Duration,
+    /// Flows whose binding moved elsewhere, and when.
+    replaced: HashMap<FlowId, u64>,
+}
+
+#[derive(Clone, Debug)]
+pub struct TrackedFlow {
+    pub state: FlowState,
+    pub failure: Option<Failure>,
+}
+
+/// A verdict reached in a sweep: one log line and one count each.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verdict {
+    pub flow: FlowId,
+    pub failure: Failure,
+    pub aor: Option<String>,
+    pub would_430: bool,
+    /// Seconds from the failure to the verdict.
+    pub delay_s: f64,
+}
+
+/// What a sweep found, and what the agent should do about it.
+#[derive(Default, Debug)]
+pub struct Sweep {
+    pub verdicts: Vec<Verdict>,
+    /// UDP flows that failed and then came back.
+    pub recovered: Vec<FlowId>,
+    /// Flows past their retention: remove them from the kernel's map.
+    pub expired: Vec<FlowKey>,
+}
+
+/// The counts the gauges export.
+#[derive(Default, Debug, PartialEq, Eq)]
+pub struct Census {
+    /// (transport, state) -> flows
+    pub flows: BTreeMap<(&'static str, &'static str), i64>,
+    /// transport -> failed flows that would warrant 430
+    pub would_430: BTreeMap<&'static str, i64>,
+    /// outbound? -> bindings
+    pub registrations: BTreeMap<bool, i64>,
+}
+
+/// One flow as GET /flows shows it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct FlowView {
+    pub iface: String,
+    pub transport: &'static str,
+    /// The SIP server's side.
+    pub local: String,
+    /// The client's side.
+    pub remote: String,
+    pub vlan: u16,
+    pub state: &'static str,
+    pub reason: Option<&'static str>,
+    pub seconds_since_last_packet: f64,
+    /// Since the client's last ping, STUN request or SIP message; null when none was seen.
+    pub seconds_since_last_keepalive: Option<f64>,
+    /// The keepalive interval in force: the registrar's Flow-Timer, else the default.
+    pub flow_timer: u64,
+    pub flow_timer_from_registrar: bool,
+    pub aor: Option<String>,
+    pub instance: Option<String>,
+    pub reg_id: Option<u32>,
+    pub would_430: bool,
+    pub packets_from_client: u64,
+    pub packets_from_server: u64,
+}
+
+fn seconds(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+pub fn socket_addr(family: u8, addr: &[u8; 16], port: u16) -> SocketAddr {
+    let ip = if family == 4 {
+        IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(*addr))
+    };
+    SocketAddr::new(ip, port)
+}
+
+fn transport_of(key: &FlowKey) -> FlowTransport {
+    FlowTransport::from_u8(key.transport).unwrap_or(FlowTransport::Udp)
+}
+
+impl Tracker {
+    pub fn new(timers: Timers, retention: Duration) -> Self {
+        Self {
+            flows: HashMap::new(),
+            registrations: Registrations::default(),
+            timers,
+            retention,
+            replaced: HashMap::new(),
+        }
+    }
+
+    /// Feeds a message head from the kernel. Heads that don't parse are ignored.
+    pub fn on_head(&mut self, iface: &str, head: &Head) {
+        let Ok(parsed) = sip_head::parse(&head.bytes) else {
+            return;
+        };
+        let flow = FlowId {
+            iface: iface.to_string(),
+            key: head.key,
+        };
+        let changes = self
+            .registrations
+            .on_head(&flow, &parsed, head.timestamp_ns);
+        self.note(changes, head.timestamp_ns);
+    }
+
+    fn note(&mut self, changes: Vec<Change>, at_ns: u64) {
+        for change in changes {
+            if let Change::Replaced { old, .. } = change {
+                self.replaced.entry(old).or_insert(at_ns);
+            }
+        }
+    }
+
+    /// The Flow-Timer in force on a flow: the largest its bindings carry.
+    fn flow_timer(&self, flow: &FlowId) -> Option<u32> {
+        self.registrations
+            .bindings_on(flow)
+            .filter_map(|(_, b)| b.flow_timer)
+            .max()
+    }
+
+    fn first_binding<'a>(&'a self, flow: &'a FlowId) -> Option<&'a BindingKey> {
+        self.registrations.bindings_on(flow).map(|(k, _)| k).min()
+    }
+
+    /// Whether a failed flow would warrant 430: it still carries a binding that
+    /// was not moved elsewhere (RFC 5626 §5.3.1).
+    fn would_430(&self, flow: &FlowId, failure: &Failure) -> bool {
+        failure.reason != Reason::Replaced && self.registrations.bindings_on(flow).next().is_some()
+    }
+
+    /// Takes the kernel's view of `iface`'s flows at `now_ns` and decides.
+    pub fn sweep(
+        &mut self,
+        iface: &str,
+        snapshot: Vec<(FlowKey, FlowState)>,
+        now_ns: u64,
+    ) -> Sweep {
+        // Flows the kernel no longer has (evicted or removed) leave the story.
+        let present: std::collections::HashSet<FlowKey> =
+            snapshot.iter().map(|(k, _)| *k).collect();
+        self.flows
+            .retain(|id, _| id.iface != iface || present.contains(&id.key));
+        for (key, state) in snapshot {
+            let id = FlowId {
+                iface: iface.to_string(),
+                key,
+            };
+            self.flows
+                .entry(id)
+                .and_modify(|f| f.state = state)
+                .or_insert(TrackedFlow {
+                    state,
+                    failure: None,
+                });
+        }
+
+        let flows = &self.flows;
+        let changes = self
+            .registrations
+            .settle_unanswered(now_ns, REGISTER_SETTLE, |id| {
+                flows
+                    .get(id)
+                    .is_some_and(|f| f.state.packets_from_server > 0)
+            });
+        self.note(changes, now_ns);
+        self.registrations.expire(now_ns);
+
+        let mut sweep = Sweep::default();
+        let ids: Vec<FlowId> = self
+            .flows
+            .keys()
+            .filter(|id| id.iface == iface)
+            .cloned()
+            .collect();
+        for id in ids {
+            let transport = transport_of(&id.key);
+            let flow_timer = self.flow_timer(&id);
+            let replaced_at = self.replaced.get(&id).copied();
+            let flow = &self.flows[&id];
+            match flow.failure {
+                None => {
+                    let judged =
+                        verdict::judge(transport, &flow.state, flow_timer, &self.timers, now_ns);
+                    let replaced = replaced_at.map(|at_ns| Failure {
+                        reason: Reason::Replaced,
+                        at_ns,
+                    });
+                    let failure = [judged, replaced]
+                        .into_iter()
+                        .flatten()
+                        .min_by_key(|f| f.at_ns);
+                    if let Some(failure) = failure {
+                        let v = Verdict {
+                            flow: id.clone(),
+                            failure,
+                            aor: self.first_binding(&id).map(|k| k.aor().to_string()),
+                            would_430: self.would_430(&id, &failure),
+                            delay_s: seconds(now_ns.saturating_sub(failure.at_ns)),
+                        };
+                        self.flows.get_mut(&id).expect("listed").failure = Some(failure);
+                        sweep.verdicts.push(v);
+                    }
+                }
+                Some(failure) => {
+                    if verdict::came_back(transport, &flow.state, &failure) {
+                        self.flows.get_mut(&id).expect("listed").failure = None;
+                        self.replaced.remove(&id);
+                        sweep.recovered.push(id);
+                    } else if now_ns.saturating_sub(failure.at_ns)
+                        > self.retention.as_nanos() as u64
+                    {
+                        self.flows.remove(&id);
+                        self.replaced.remove(&id);
+                        sweep.expired.push(id.key);
+                    }
+                }
+            }
+        }
+        sweep
+    }
+
+    pub fn census(&self) -> Census {
+        let mut census = Census::default();
+        for transport in [FlowTransport::Udp, FlowTransport::Tcp, FlowTransport::Tls] {
+            for state in ["alive", "failed"] {
+                census.flows.insert((transport.label(), state), 0);
+            }
+            census.would_430.insert(transport.label(), 0);
+        }
+        for (id, flow) in &self.flows {
+            let transport = transport_of(&id.key).label();
+            let state = if flow.failure.is_some() {
+                "failed"
+            } else {
+                "alive"
+            };
+            *census.flows.entry((transport, state)).or_default() += 1;
+            if let Some(failure) = &flow.failure
+                && self.would_430(id, failure)
+            {
+                *census.would_430.entry(transport).or_default() += 1;
+            }
+        }
+        census.registrations.insert(true, 0);
+        census.registrations.insert(false, 0);
+        for (key, _) in self.registrations.all() {
+            *census.registrations.entry(key.is_outbound()).or_default() += 1;
+        }
+        census
+    }
+
+    /// Every flow as the API shows it, failed ones first, then by address.
+    pub fn view(&self, now_ns: u64, only_failed: bool) -> Vec<FlowView> {
+        let mut out: Vec<FlowView> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| !only_failed || f.failure.is_some())
+            .map(|(id, flow)| {
+                let transport = transport_of(&id.key);
+                let key = &id.key;
+                let s = &flow.state;
+                let flow_timer = self.flow_timer(id);
+                let binding = self.first_binding(id);
+                let (instance, reg_id) = match binding {
+                    Some(BindingKey::Outbound {
+                        instance, reg_id, ..
+                    }) => (Some(instance.clone()), Some(*reg_id)),
+                    _ => (None, None),
+                };
+                FlowView {
+                    iface: id.iface.clone(),
+                    transport: transport.label(),
+                    local: socket_addr(key.family, &key.server_addr, key.server_port).to_string(),
+                    remote: socket_addr(key.family, &key.client_addr, key.client_port).to_string(),
+                    vlan: key.vlan_id,
+                    state: if flow.failure.is_some() {
+                        "failed"
+                    } else {
+                        "alive"
+                    },
+                    reason: flow.failure.map(|f| f.reason.label()),
+                    seconds_since_last_packet: seconds(now_ns.saturating_sub(s.last_seen_ns)),
+                    seconds_since_last_keepalive: (s.last_client_activity_ns != 0)
+                        .then(|| seconds(now_ns.saturating_sub(s.last_client_activity_ns))),
+                    flow_timer: self.timers.keepalive(transport, flow_timer).as_secs(),
+                    flow_timer_from_registrar: flow_timer.is_some(),
+                    aor: binding.map(|k| k.aor().to_string()),
+                    instance,
+                    reg_id,
+                    would_430: flow.failure.as_ref().is_some_and(|f| self.would_430(id, f)),
+                    packets_from_client: s.packets_from_client,
+                    packets_from_server: s.packets_from_server,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            (a.state != "failed", &a.iface, &a.remote).cmp(&(
+                b.state != "failed",
+                &b.iface,
+                &b.remote,
+            ))
+        });
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use monitor_common::counters::Direction;
+
+    const S: u64 = 1_000_000_000;
+
+    fn key(client_port: u16, transport: FlowTransport) -> FlowKey {
+        let mut server_addr = [0; 16];
+        server_addr[..4].copy_from_slice(&[192, 0, 2, 2]);
+        let mut client_addr = [0; 16];
+        client_addr[..4].copy_from_slice(&[192, 0, 2, 1]);
+        FlowKey {
+            server_addr,
+            client_addr,
+            server_port: 5060,
+            client_port,
+            vlan_id: 0,
+            family: 4,
+            transport: transport as u8,
+        }
+    }
+
+    fn head(key: FlowKey, at: u64, text: &str) -> Head {
+        Head {
+            key,
+            timestamp_ns: at,
+            direction: Direction::Ingress,
+            from_client: true,
+            bytes: text.as_bytes().to_vec(),
+            cut: false,
+        }
+    }
+
+    fn register(cseq: u32) -> String {
+        format!(
+            "REGISTER sip:example.com SIP/2.0\r\nTo: <sip:alice@example.com>\r\nFrom: <sip:alice@example.com>;tag=a\r\n\
+             Call-ID: reg-1\r\nCSeq: {cseq} REGISTER\r\nSupported: outbound\r\n\
+             Contact: <sip:alice@192.0.2.1;transport=tcp;ob>;reg-id=1;+sip.instance=\"<urn:uuid:a>\"\r\nExpires: 600\r\n\r\n"
+        )
+    }
+
+    fn ok(cseq: u32, flow_timer: u32) -> String {
+        format!(
+            "SIP/2.0 200 OK\r\nTo: <sip:alice@example.com>;tag=b\r\nFrom: <sip:alice@example.com>;tag=a\r\n\
+             Call-ID: reg-1\r\nCSeq: {cseq} REGISTER\r\nRequire: outbound\r\nFlow-Timer: {flow_timer}\r\n\
+             Contact: <sip:alice@192.0.2.1;transport=tcp;ob>;reg-id=1;+sip.instance=\"<urn:uuid:a>\";expires=600\r\n\r\n"
+        )
+    }
+
+    fn alive_at(at: u64) -> FlowState {
+        let mut s = FlowState::new(at);
+        s.last_client_activity_ns = at;
+        s.packets_from_client = 1;
+        s.packets_from_server = 1;
+        s
+    }
+
+    fn tracker() -> Tracker {
+        Tracker::new(Timers::default(), Duration::from_secs(300))
+    }
+
+    #[test]
+    fn a_registered_flow_that_falls_silent_would_warrant_430() {
+        let mut t = tracker();
+        let k = key(40000, FlowTransport::Tcp);
+        t.on_head("eth0", &head(k, S, &register(1)));
+        t.on_head("eth0", &head(k, S, &ok(1, 5)));
+        assert!(
+            t.sweep("eth0", vec![(k, alive_at(S))], 2 * S)
+                .verdicts
+                .is_empty()
+        );
+        // Flow-Timer 5 + grace 10: failed at 16 s, seen by the sweep at 17 s.
+        let sweep = t.sweep("eth0", vec![(k, alive_at(S))], 17 * S);
+        assert_eq!(sweep.verdicts.len(), 1);
+        let v = &sweep.verdicts[0];
+        assert_eq!(
+            v.failure,
+            Failure {
+                reason: Reason::KeepaliveTimeout,
+                at_ns: 16 * S
+            }
+        );
+        assert!(v.would_430);
+        assert_eq!(v.aor.as_deref(), Some("sip:alice@example.com"));
+        assert_eq!(v.delay_s, 1.0);
+        let census = t.census();
+        assert_eq!(census.would_430["tcp"], 1);
+        assert_eq!(census.flows[&("tcp", "failed")], 1);
+        assert_eq!(census.registrations[&true], 1);
+        let view = t.view(17 * S, true);
+        assert_eq!(view.len(), 1);
+        assert_eq!(
+            (view[0].reason, view[0].would_430, view[0].flow_timer),
+            (Some("keepalive_timeout"), true, 5)
+        );
+        assert_eq!(view[0].reg_id, Some(1));
+        assert_eq!(view[0].instance.as_deref(), Some("<urn:uuid:a>"));
+        assert_eq!(view[0].remote, "192.0.2.1:40000");
+        // A verdict is reached once.
+        assert!(
+            t.sweep("eth0", vec![(k, alive_at(S))], 18 * S)
+                .verdicts
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn an_unregistered_flow_fails_without_430() {
+        let mut t = tracker();
+        let k = key(40000, FlowTransport::Udp);
+        let sweep = t.sweep("eth0", vec![(k, alive_at(S))], 41 * S);
+        assert_eq!(sweep.verdicts.len(), 1);
+        assert!(!sweep.verdicts[0].would_430);
+    }
+
+    #[test]
+    fn re_registering_over_a_new_flow_replaces_the_old_one() {
+        let mut t = tracker();
+        let (old, new) = (
+            key(40000, FlowTransport::Tcp),
+            key(40001, FlowTransport::Tcp),
+        );
+        t.on_head("eth0", &head(old, S, &register(1)));
+        t.on_head("eth0", &head(old, S, &ok(1, 60)));
+        t.on_head("eth0", &head(new, 3 * S, &register(2)));
+        t.on_head("eth0", &head(new, 3 * S, &ok(2, 60)));
+        let sweep = t.sweep(
+            "eth0",
+            vec![(old, alive_at(S)), (new, alive_at(3 * S))],
+            4 * S,
+        );
+        assert_eq!(sweep.verdicts.len(), 1);
+        assert_eq!(sweep.verdicts[0].flow.key, old);
+        assert_eq!(sweep.verdicts[0].failure.reason, Reason::Replaced);
+        assert!(
+            !sweep.verdicts[0].would_430,
+            "the binding lives on the new flow"
+        );
+    }
+
+    #[test]
+    fn udp_comes_back_and_failed_flows_expire_after_retention() {
+        let mut t = tracker();
+        let k = key(40000, FlowTransport::Udp);
+        assert_eq!(
+            t.sweep("eth0", vec![(k, alive_at(S))], 41 * S)
+                .verdicts
+                .len(),
+            1
+        );
+        let sweep = t.sweep("eth0", vec![(k, alive_at(50 * S))], 50 * S);
+        assert_eq!(sweep.recovered.len(), 1);
+        assert_eq!(t.census().flows[&("udp", "alive")], 1);
+        assert_eq!(
+            t.sweep("eth0", vec![(k, alive_at(50 * S))], 90 * S)
+                .verdicts
+                .len(),
+            1
+        );
+        let sweep = t.sweep("eth0", vec![(k, alive_at(50 * S))], 90 * S + 301 * S);
+        assert_eq!(sweep.expired, vec![k]);
+        assert!(t.view(400 * S, false).is_empty());
+    }
+
+    #[test]
+    fn flows_gone_from_the_kernel_leave() {
+        let mut t = tracker();
+        let k = key(40000, FlowTransport::Tcp);
+        t.sweep("eth0", vec![(k, alive_at(S))], 2 * S);
+        t.sweep("eth1", vec![], 2 * S);
+        assert_eq!(
+            t.view(2 * S, false).len(),
+            1,
+            "another interface's sweep keeps it"
+        );
+        t.sweep("eth0", vec![], 3 * S);
+        assert!(t.view(3 * S, false).is_empty());
+    }
+}

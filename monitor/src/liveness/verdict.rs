@@ -1,0 +1,361 @@
+//! One flow's verdict from what the kernel saw of it (RFC 5626 §4.4, §5.4).
+//!
+//! Pure: the time is an argument, so every transition is tested with an
+//! injected clock.
+
+use std::time::Duration;
+
+use monitor_common::flow::{FlowState, FlowTransport};
+use serde::Serialize;
+
+/// Why a flow is considered failed (SPEC.md, "Liveness model").
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// An RST in either direction on a stream.
+    TcpReset,
+    /// A FIN: the connection is closing.
+    TcpFin,
+    /// Nothing from the client (no ping, no SIP, no STUN) for the keepalive interval plus grace.
+    KeepaliveTimeout,
+    /// A ping with no pong within the pong timeout (RFC 5626 §4.4.1), where the server side is seen.
+    PongTimeout,
+    /// A STUN Binding request unanswered past its retransmissions (RFC 5626 §4.4.2).
+    StunTimeout,
+    /// A STUN error response to a keepalive.
+    StunError,
+    /// The same AOR + instance + reg-id registered again over another flow (RFC 5626 §6).
+    Replaced,
+}
+
+impl Reason {
+    pub const ALL: [Self; 7] = [
+        Self::TcpReset,
+        Self::TcpFin,
+        Self::KeepaliveTimeout,
+        Self::PongTimeout,
+        Self::StunTimeout,
+        Self::StunError,
+        Self::Replaced,
+    ];
+
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::TcpReset => "tcp_reset",
+            Self::TcpFin => "tcp_fin",
+            Self::KeepaliveTimeout => "keepalive_timeout",
+            Self::PongTimeout => "pong_timeout",
+            Self::StunTimeout => "stun_timeout",
+            Self::StunError => "stun_error",
+            Self::Replaced => "replaced",
+        }
+    }
+}
+
+/// How long to wait before calling a flow dead.
+#[derive(Clone, Debug)]
+pub struct Timers {
+    /// Keepalive interval on streams when no Flow-Timer was seen (clients ping every 95-120 s).
+    pub stream_keepalive: Duration,
+    /// Keepalive interval on UDP when no Flow-Timer was seen (clients send STUN every 24-29 s).
+    pub udp_keepalive: Duration,
+    /// Added to the interval before a silent flow is called dead (RFC 5626 §4.4: "a little more than N").
+    pub grace: Duration,
+    /// A ping unanswered this long fails the flow (RFC 5626 §4.4.1: 10 s).
+    pub pong_timeout: Duration,
+    /// A STUN transaction's whole retransmission schedule (RFC 8489 §6.2.1: Rc = 7, RTO = 500 ms, Rm = 16: 39.5 s).
+    pub stun_timeout: Duration,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Self {
+            stream_keepalive: Duration::from_secs(120),
+            udp_keepalive: Duration::from_secs(29),
+            grace: Duration::from_secs(10),
+            pong_timeout: Duration::from_secs(10),
+            stun_timeout: Duration::from_millis(39_500),
+        }
+    }
+}
+
+/// A failure and when it happened (CLOCK_BOOTTIME ns).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub reason: Reason,
+    pub at_ns: u64,
+}
+
+fn ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Timers {
+    /// The keepalive interval in force: the registrar's Flow-Timer, else the default for the transport.
+    pub fn keepalive(&self, transport: FlowTransport, flow_timer: Option<u32>) -> Duration {
+        match (flow_timer, transport.is_stream()) {
+            (Some(seconds), _) => Duration::from_secs(seconds.into()),
+            (None, true) => self.stream_keepalive,
+            (None, false) => self.udp_keepalive,
+        }
+    }
+}
+
+/// The flow's failure at `now_ns`, if it has failed; the earliest one when several apply.
+///
+/// Pong and STUN timeouts need the server's side of the flow to be visible
+/// (egress attached, or a tap): without it, a missing answer proves nothing.
+pub fn judge(
+    transport: FlowTransport,
+    state: &FlowState,
+    flow_timer: Option<u32>,
+    timers: &Timers,
+    now_ns: u64,
+) -> Option<Failure> {
+    let mut failures: Vec<Failure> = Vec::new();
+    let mut fail = |reason, at_ns: u64| failures.push(Failure { reason, at_ns });
+    let server_seen = state.packets_from_server > 0;
+
+    if transport.is_stream() {
+        if state.rst_ns != 0 {
+            fail(Reason::TcpReset, state.rst_ns);
+        }
+        let fin = [state.fin_from_client_ns, state.fin_from_server_ns]
+            .into_iter()
+            .filter(|t| *t != 0)
+            .min();
+        if let Some(at) = fin {
+            fail(Reason::TcpFin, at);
+        }
+        if server_seen && state.unanswered_ping_ns != 0 {
+            let deadline = state.unanswered_ping_ns + ns(timers.pong_timeout);
+            if now_ns > deadline {
+                fail(Reason::PongTimeout, deadline);
+            }
+        }
+    } else {
+        if state.last_stun_error_ns != 0 && state.last_stun_error_ns >= state.last_stun_response_ns
+        {
+            fail(Reason::StunError, state.last_stun_error_ns);
+        }
+        if server_seen && state.unanswered_stun_ns != 0 {
+            let deadline = state.unanswered_stun_ns + ns(timers.stun_timeout);
+            if now_ns > deadline {
+                fail(Reason::StunTimeout, deadline);
+            }
+        }
+    }
+
+    // A flow that never showed client activity is measured from when it was first seen.
+    let last_activity = state.last_client_activity_ns.max(state.first_seen_ns);
+    let deadline = last_activity + ns(timers.keepalive(transport, flow_timer) + timers.grace);
+    if now_ns > deadline {
+        fail(Reason::KeepaliveTimeout, deadline);
+    }
+    failures.into_iter().min_by_key(|f| f.at_ns)
+}
+
+/// Whether a failed flow has come back: new client activity on a UDP flow
+/// after it failed (a TCP connection never comes back).
+pub fn came_back(transport: FlowTransport, state: &FlowState, failure: &Failure) -> bool {
+    !transport.is_stream()
+        && failure.reason != Reason::Replaced
+        && failure.reason != Reason::StunError
+        && state.last_client_activity_ns > failure.at_ns
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    fn fresh(at: u64) -> FlowState {
+        FlowState::new(at)
+    }
+
+    fn timers() -> Timers {
+        Timers::default()
+    }
+
+    #[test]
+    fn a_pinging_stream_stays_alive() {
+        let mut s = fresh(S);
+        for t in (S..600 * S).step_by(100 * S as usize) {
+            s.last_client_activity_ns = t;
+            s.last_ping_ns = t;
+            assert_eq!(
+                judge(FlowTransport::Tcp, &s, None, &timers(), t + 50 * S),
+                None
+            );
+        }
+    }
+
+    #[test]
+    fn silence_past_flow_timer_and_grace_is_keepalive_timeout() {
+        let mut s = fresh(S);
+        s.last_client_activity_ns = 2 * S;
+        let t = timers();
+        // Flow-Timer 25 + grace 10: dead after 37 s, not before.
+        assert_eq!(judge(FlowTransport::Tcp, &s, Some(25), &t, 37 * S), None);
+        let f = judge(FlowTransport::Tcp, &s, Some(25), &t, 37 * S + 1).unwrap();
+        assert_eq!(
+            f,
+            Failure {
+                reason: Reason::KeepaliveTimeout,
+                at_ns: 37 * S
+            }
+        );
+        // Without Flow-Timer: 120 s on streams, 29 s on UDP.
+        assert_eq!(judge(FlowTransport::Tcp, &s, None, &t, 100 * S), None);
+        assert!(judge(FlowTransport::Tcp, &s, None, &t, 133 * S).is_some());
+        assert_eq!(judge(FlowTransport::Udp, &s, None, &t, 41 * S), None);
+        assert_eq!(
+            judge(FlowTransport::Udp, &s, None, &t, 42 * S)
+                .unwrap()
+                .reason,
+            Reason::KeepaliveTimeout
+        );
+    }
+
+    #[test]
+    fn a_flow_never_heard_from_counts_from_first_sight() {
+        let s = fresh(5 * S);
+        assert_eq!(judge(FlowTransport::Udp, &s, None, &timers(), 44 * S), None);
+        assert_eq!(
+            judge(FlowTransport::Udp, &s, None, &timers(), 45 * S)
+                .unwrap()
+                .at_ns,
+            44 * S
+        );
+    }
+
+    #[test]
+    fn rst_and_fin_fail_streams_at_once() {
+        let mut s = fresh(S);
+        s.last_client_activity_ns = 2 * S;
+        s.rst_ns = 3 * S;
+        assert_eq!(
+            judge(FlowTransport::Tcp, &s, None, &timers(), 3 * S),
+            Some(Failure {
+                reason: Reason::TcpReset,
+                at_ns: 3 * S
+            })
+        );
+        let mut s = fresh(S);
+        s.fin_from_client_ns = 4 * S;
+        assert_eq!(
+            judge(FlowTransport::Tls, &s, None, &timers(), 4 * S)
+                .unwrap()
+                .reason,
+            Reason::TcpFin
+        );
+        let mut s = fresh(S);
+        s.fin_from_server_ns = 4 * S;
+        assert_eq!(
+            judge(FlowTransport::Tcp, &s, None, &timers(), 4 * S)
+                .unwrap()
+                .reason,
+            Reason::TcpFin
+        );
+    }
+
+    #[test]
+    fn the_earliest_failure_wins() {
+        let mut s = fresh(S);
+        s.rst_ns = 200 * S;
+        // Silent since 1 s: the keepalive timeout (131 s) came before the RST.
+        assert_eq!(
+            judge(FlowTransport::Tcp, &s, None, &timers(), 201 * S)
+                .unwrap()
+                .reason,
+            Reason::KeepaliveTimeout
+        );
+    }
+
+    #[test]
+    fn pong_timeout_needs_the_server_side() {
+        let mut s = fresh(S);
+        s.last_client_activity_ns = 10 * S;
+        s.unanswered_ping_ns = 10 * S;
+        assert_eq!(
+            judge(FlowTransport::Tcp, &s, None, &timers(), 30 * S),
+            None,
+            "no server side seen: unknown"
+        );
+        s.packets_from_server = 3;
+        assert_eq!(
+            judge(FlowTransport::Tcp, &s, None, &timers(), 20 * S),
+            None,
+            "10 s not yet over"
+        );
+        assert_eq!(
+            judge(FlowTransport::Tcp, &s, None, &timers(), 20 * S + 1),
+            Some(Failure {
+                reason: Reason::PongTimeout,
+                at_ns: 20 * S
+            })
+        );
+        s.unanswered_ping_ns = 0;
+        assert_eq!(
+            judge(FlowTransport::Tcp, &s, None, &timers(), 30 * S),
+            None,
+            "answered"
+        );
+    }
+
+    #[test]
+    fn stun_timeout_and_error_on_udp() {
+        let mut s = fresh(S);
+        s.last_client_activity_ns = 20 * S;
+        s.unanswered_stun_ns = 10 * S;
+        s.packets_from_server = 1;
+        assert_eq!(
+            judge(FlowTransport::Udp, &s, Some(60), &timers(), 49 * S),
+            None
+        );
+        assert_eq!(
+            judge(FlowTransport::Udp, &s, Some(60), &timers(), 50 * S)
+                .unwrap()
+                .reason,
+            Reason::StunTimeout
+        );
+
+        let mut s = fresh(S);
+        s.last_client_activity_ns = 20 * S;
+        s.last_stun_error_ns = 21 * S;
+        s.last_stun_response_ns = 21 * S;
+        assert_eq!(
+            judge(FlowTransport::Udp, &s, None, &timers(), 22 * S)
+                .unwrap()
+                .reason,
+            Reason::StunError
+        );
+        s.last_stun_response_ns = 25 * S;
+        assert_eq!(
+            judge(FlowTransport::Udp, &s, None, &timers(), 26 * S),
+            None,
+            "a later success clears it"
+        );
+    }
+
+    #[test]
+    fn udp_comes_back_tcp_does_not() {
+        let mut s = fresh(S);
+        let failure = Failure {
+            reason: Reason::KeepaliveTimeout,
+            at_ns: 40 * S,
+        };
+        s.last_client_activity_ns = 50 * S;
+        assert!(came_back(FlowTransport::Udp, &s, &failure));
+        assert!(!came_back(FlowTransport::Tcp, &s, &failure));
+        s.last_client_activity_ns = 30 * S;
+        assert!(!came_back(FlowTransport::Udp, &s, &failure));
+        let replaced = Failure {
+            reason: Reason::Replaced,
+            at_ns: 40 * S,
+        };
+        s.last_client_activity_ns = 50 * S;
+        assert!(!came_back(FlowTransport::Udp, &s, &replaced));
+    }
+}

@@ -1,0 +1,132 @@
+//! Robustness: random bytes and random mutations of the real-world samples
+//! never panic, and each parse returns at once. A fixed-seed xorshift keeps
+//! it reproducible; a time budget keeps it to about two seconds.
+
+use std::time::{Duration, Instant};
+
+use super::parse;
+use super::tests::SAMPLES;
+
+/// Marsaglia's xorshift64.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    fn byte(&mut self) -> u8 {
+        const SPECIAL: &[u8] = b";,\"<>:\r\n \t\\=*@?";
+        if self.next() & 1 == 0 {
+            SPECIAL[self.below(SPECIAL.len())]
+        } else {
+            self.next() as u8
+        }
+    }
+}
+
+/// A slow parse here means something super-linear, not a loaded machine.
+const PER_PARSE_LIMIT: Duration = Duration::from_millis(250);
+
+fn check(input: &[u8]) {
+    let started = Instant::now();
+    let result = parse(input);
+    let took = started.elapsed();
+    assert!(took < PER_PARSE_LIMIT, "{took:?} on {input:?}");
+    if let Ok(head) = &result {
+        let has_empty_line =
+            input.windows(2).any(|w| w == b"\n\n") || input.windows(3).any(|w| w == b"\n\r\n");
+        assert!(head.truncated || has_empty_line, "{input:?}");
+        for c in &head.contacts {
+            assert!(!c.uri.is_empty() && !c.uri.contains([' ', '\t', '\r', '\n']));
+        }
+    }
+}
+
+fn mutate(rng: &mut Rng, input: &mut Vec<u8>) {
+    for _ in 0..1 + rng.below(8) {
+        let at = rng.below(input.len() + 1);
+        match rng.below(5) {
+            0 if at < input.len() => input[at] ^= 1 << rng.below(8),
+            1 => input.truncate(at),
+            2 => input.insert(at, rng.byte()),
+            3 => {
+                let end = (at + rng.below(32)).min(input.len());
+                input.drain(at..end);
+            }
+            _ => {
+                let end = (at + rng.below(64)).min(input.len());
+                let copy = input[at..end].to_vec();
+                if input.len() + copy.len() <= 4096 {
+                    input.splice(at..at, copy);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn every_prefix_of_every_sample_parses_without_panic() {
+    for sample in SAMPLES {
+        for end in 0..=sample.len() {
+            check(&sample[..end]);
+        }
+    }
+}
+
+#[test]
+fn random_bytes_and_mutations_never_panic() {
+    let mut rng = Rng(0x5eed_f10f_0000_5626);
+    let budget = Duration::from_millis(1500);
+    let started = Instant::now();
+    let mut runs = 0u64;
+    while started.elapsed() < budget && runs < 2_000_000 {
+        let input = if runs & 3 == 0 {
+            (0..rng.below(1200)).map(|_| rng.byte()).collect()
+        } else {
+            let mut input = SAMPLES[rng.below(SAMPLES.len())].to_vec();
+            mutate(&mut rng, &mut input);
+            input
+        };
+        check(&input);
+        runs += 1;
+    }
+    assert!(runs > 1000, "only {runs} inputs in {budget:?}");
+}
+
+#[test]
+fn pathological_inputs_stay_fast() {
+    let repeated = |prefix: &[u8], unit: &[u8]| {
+        let mut input = prefix.to_vec();
+        while input.len() < 64 * 1024 {
+            input.extend_from_slice(unit);
+        }
+        input
+    };
+    let start = b"SIP/2.0 200 OK\r\n";
+    for unit in [
+        &b"\""[..],
+        b"<",
+        b";",
+        b",",
+        b"\\\"",
+        b"\r\n ",
+        b"\n\t;a=\"b\"",
+        b"\"a\",<sip:a@b>;x=1,",
+    ] {
+        check(&repeated(&[&start[..], b"Contact: "].concat(), unit));
+        check(&repeated(&[&start[..], b"Path: "].concat(), unit));
+        check(&repeated(start, unit));
+    }
+    check(&repeated(b"", b"\r\n"));
+    check(&repeated(b"", b"x"));
+}

@@ -1,0 +1,185 @@
+//! Small real SIP peers for the namespace tests, where sipp cannot do what a
+//! test needs (RFC 5626 CRLF keepalives, STUN over the SIP flow).
+
+use std::{
+    io::{Read, Write},
+    net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::Duration,
+};
+
+/// An outbound REGISTER (RFC 5626 §4.2): reg-id, +sip.instance, ;ob, Supported: outbound.
+pub fn outbound_register(
+    user: &str,
+    transport: &str,
+    local: SocketAddr,
+    instance: &str,
+    call_id: &str,
+) -> Vec<u8> {
+    format!(
+        "REGISTER sip:example.com SIP/2.0\r\n\
+         Via: SIP/2.0/{transport} {local};branch=z9hG4bK-{call_id}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:{user}@example.com>;tag=t-{call_id}\r\n\
+         To: <sip:{user}@example.com>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 REGISTER\r\n\
+         Supported: path, outbound\r\n\
+         Contact: <sip:{user}@{local};transport={t};ob>;reg-id=1;+sip.instance=\"<urn:uuid:{instance}>\"\r\n\
+         Expires: 600\r\n\
+         Content-Length: 0\r\n\r\n",
+        t = transport.to_lowercase()
+    )
+    .into_bytes()
+}
+
+/// A registrar-ish TCP server: answers every REGISTER with 200 OK and Flow-Timer,
+/// every CRLFCRLF ping with a CRLF pong (RFC 5626 §4.4.1). Runs until dropped.
+pub struct TcpServer {
+    stop: Arc<AtomicBool>,
+    pub addr: SocketAddr,
+}
+
+impl TcpServer {
+    /// `listener` must already be bound in the server's namespace.
+    pub fn start(listener: TcpListener, flow_timer: u32) -> Self {
+        let addr = listener.local_addr().expect("local addr");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let stop = Arc::new(AtomicBool::new(false));
+        let running = stop.clone();
+        thread::spawn(move || {
+            while !running.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let running = running.clone();
+                        thread::spawn(move || serve(stream, flow_timer, &running));
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        Self { stop, addr }
+    }
+}
+
+impl Drop for TcpServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn serve(mut stream: TcpStream, flow_timer: u32, stop: &AtomicBool) {
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .ok();
+    let mut buf = vec![0u8; 4096];
+    while !stop.load(Ordering::Relaxed) {
+        let n = match stream.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(_) => return,
+        };
+        let data = &buf[..n];
+        let reply: Vec<u8> = if data == b"\r\n\r\n" {
+            b"\r\n".to_vec()
+        } else if data.starts_with(b"REGISTER ") {
+            ok_for(data, flow_timer)
+        } else {
+            continue;
+        };
+        if stream.write_all(&reply).is_err() {
+            return;
+        }
+    }
+}
+
+/// A 200 OK to a REGISTER, echoing its Via, From, To, Call-ID, CSeq and Contact.
+pub fn ok_for(request: &[u8], flow_timer: u32) -> Vec<u8> {
+    let text = String::from_utf8_lossy(request);
+    let mut out = String::from("SIP/2.0 200 OK\r\n");
+    for line in text.split("\r\n") {
+        let name = line.split(':').next().unwrap_or("").to_ascii_lowercase();
+        if ["via", "from", "call-id", "cseq", "contact"].contains(&name.as_str()) {
+            out.push_str(line);
+            out.push_str("\r\n");
+        } else if name == "to" {
+            out.push_str(line);
+            out.push_str(";tag=registrar\r\n");
+        }
+    }
+    out.push_str(&format!(
+        "Require: outbound\r\nFlow-Timer: {flow_timer}\r\nContent-Length: 0\r\n\r\n"
+    ));
+    out.into_bytes()
+}
+
+/// A UDP server on the SIP port: answers STUN Binding requests with a success
+/// response and REGISTERs with 200 OK.
+pub fn udp_server(socket: UdpSocket, flow_timer: u32, stop: Arc<AtomicBool>) {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .ok();
+    thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while !stop.load(Ordering::Relaxed) {
+            let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                continue;
+            };
+            let data = &buf[..n];
+            if n >= 20 && data[0] == 0x00 && data[1] == 0x01 {
+                let mut answer = data[..20].to_vec();
+                answer[0] = 0x01;
+                answer[2] = 0;
+                answer[3] = 0;
+                let _ = socket.send_to(&answer, from);
+            } else if data.starts_with(b"REGISTER ") {
+                let _ = socket.send_to(&ok_for(data, flow_timer), from);
+            }
+        }
+    });
+}
+
+/// A STUN Binding request (RFC 8489) with transaction id `id`.
+pub fn stun_binding_request(id: u32) -> Vec<u8> {
+    let mut m = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+    m.extend_from_slice(&[0; 8]);
+    m.extend_from_slice(&id.to_be_bytes());
+    m
+}
+
+/// Closes with an RST rather than a FIN: SO_LINGER with a zero timeout.
+pub fn reset(stream: TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket and a correctly sized option value.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const linger).cast(),
+            size_of::<libc::linger>() as u32,
+        );
+    }
+    drop(stream);
+}
+
+/// Closes the sending side: a FIN.
+pub fn finish(stream: &TcpStream) {
+    let _ = stream.shutdown(Shutdown::Write);
+}

@@ -85,3 +85,12 @@ fn help_and_version() {
         assert!(help.contains(option), "run --help explains {option}");
     }
 }
+
+#[test]
+fn flows_without_an_agent() {
+    let output = Command::new(sipflow_bin())
+        .args(["flows", "--agent", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_one_sentence(&output, 1, "cannot reach the agent at 127.0.0.1:1");
+}

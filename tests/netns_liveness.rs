@@ -245,6 +245,34 @@ fn verdicts_for_silent_killed_and_stopped_clients_and_none_for_a_healthy_one() {
         })
         .expect("listed");
     assert_eq!(healthy_flow["state"], "alive");
+    // `sipflow flows` prints the same as a table, from the agent's namespace.
+    let table = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &server,
+            &sipflow_bin(),
+            "flows",
+            "--state",
+            "failed",
+        ])
+        .output()
+        .expect("sipflow flows");
+    let table = String::from_utf8_lossy(&table.stdout);
+    let rows: Vec<&str> = table.lines().collect();
+    assert!(
+        rows[0].starts_with("IFACE") && rows[0].contains("REASON") && rows[0].contains("430"),
+        "{table}"
+    );
+    assert_eq!(rows.len(), 5, "a header and four failed flows:\n{table}");
+    for reason in ["keepalive_timeout", "tcp_reset", "tcp_fin"] {
+        assert!(table.contains(reason), "{table}");
+    }
+    assert!(
+        rows[1..].iter().all(|r| r.contains(" failed ")),
+        "--state failed lists failed flows only:\n{table}"
+    );
+
     let (_, metrics) = http_get(&server, "http://127.0.0.1:9560/metrics").unwrap();
     assert!(
         metrics.contains(r#"sipflow_flow_failures_total{reason="tcp_reset"} 1"#),

@@ -3,6 +3,9 @@
 /// XDP program attached to every monitored interface.
 pub const XDP_PROGRAM: &str = "sipflow_xdp";
 
+/// An XDP program that only passes: the benchmark's yardstick.
+pub const PASS_PROGRAM: &str = "sipflow_pass";
+
 /// `PerCpuArray<u64>` indexed by [`crate::counters::packet_index`].
 pub const PACKETS: &str = "PACKETS";
 /// `PerCpuArray<u64>` indexed by [`crate::counters::request_index`].

@@ -19,6 +19,13 @@ pub fn sipflow_xdp(ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// Does nothing but pass: the benchmark's yardstick, so that per-packet
+/// figures can be compared across machines as a ratio. Never attached.
+#[xdp]
+pub fn sipflow_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

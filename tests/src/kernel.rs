@@ -6,7 +6,7 @@ use aya::{
     maps::{MapData, RingBuf},
     programs::{TestRun, TestRunOptions, Xdp},
 };
-use monitor_common::maps::{DEFAULT_MAX_FLOWS, EVENTS, XDP_PROGRAM};
+use monitor_common::maps::{DEFAULT_MAX_FLOWS, EVENTS, PASS_PROGRAM, XDP_PROGRAM};
 use sipflow::{
     attach::{self, SipPorts},
     head_events::{self, Head},
@@ -16,6 +16,16 @@ use sipflow::{
 use crate::packets::{SIP_PORT, SIPS_PORT};
 
 pub const XDP_PASS: u32 = 2;
+
+fn run_program(program: &Xdp, frame: &[u8], repeat: u32) -> (u32, std::time::Duration) {
+    let options = TestRunOptions {
+        data_in: Some(frame),
+        repeat,
+        ..Default::default()
+    };
+    let result = program.test_run(options).expect("BPF_PROG_TEST_RUN");
+    (result.return_value, result.duration)
+}
 
 pub struct LoadedXdp {
     ebpf: Ebpf,
@@ -70,13 +80,21 @@ impl LoadedXdp {
 
     /// Runs `repeat` times; returns the verdict and the kernel's mean time per run.
     pub fn run_repeat(&self, frame: &[u8], repeat: u32) -> (u32, std::time::Duration) {
-        let options = TestRunOptions {
-            data_in: Some(frame),
-            repeat,
-            ..Default::default()
-        };
-        let result = self.program().test_run(options).expect("BPF_PROG_TEST_RUN");
-        (result.return_value, result.duration)
+        run_program(self.program(), frame, repeat)
+    }
+
+    /// The same for the do-nothing XDP program of the same object (loaded on first use).
+    pub fn run_pass_repeat(&mut self, frame: &[u8], repeat: u32) -> (u32, std::time::Duration) {
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(PASS_PROGRAM)
+            .expect("pass program")
+            .try_into()
+            .expect("xdp");
+        if program.fd().is_err() {
+            program.load().expect("load the pass program");
+        }
+        run_program(program, frame, repeat)
     }
 
     pub fn counters(&self) -> CounterSnapshot {

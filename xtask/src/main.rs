@@ -26,6 +26,12 @@ enum Task {
     Test,
     /// Build a namespace lab, attach sipflow, send SIP through it and show what sipflow saw. Needs root.
     Demo,
+    /// Measure the XDP program's cost per packet class; writes target/bench/. Needs root.
+    Bench {
+        /// Runs per packet class (BPF_PROG_TEST_RUN repeat).
+        #[arg(long, default_value_t = 1_000_000)]
+        repeat: u32,
+    },
 }
 
 fn main() {
@@ -40,6 +46,9 @@ fn main() {
                 .and_then(|()| setup::setup())
                 .and_then(|()| run::test())
         }
+        Task::Bench { repeat } => run::require_root("the benchmark loads BPF programs")
+            .and_then(|()| setup::setup())
+            .and_then(|()| run::bench(repeat)),
         Task::Demo => run::require_root("the demo attaches XDP and creates network namespaces")
             .and_then(|()| setup::setup())
             .and_then(|()| run::demo()),

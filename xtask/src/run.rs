@@ -99,6 +99,20 @@ fn cargo_test(args: &[&str], tally: &mut Tally) -> Result<()> {
     Ok(())
 }
 
+pub fn bench(repeat: u32) -> Result<()> {
+    cargo(&["build", "-p", "monitor", "--bins"])?;
+    cargo(&[
+        "run",
+        "--quiet",
+        "-p",
+        "sipflow-tests",
+        "--bin",
+        "sipflow-bench",
+        "--",
+        &repeat.to_string(),
+    ])
+}
+
 pub fn demo() -> Result<()> {
     cargo(&["build", "-p", "monitor", "--bins"])?;
     cargo(&[

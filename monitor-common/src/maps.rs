@@ -3,6 +3,9 @@
 /// XDP program attached to every monitored interface.
 pub const XDP_PROGRAM: &str = "sipflow_xdp";
 
+/// TC egress program (`--egress`).
+pub const TC_EGRESS_PROGRAM: &str = "sipflow_tc_egress";
+
 /// An XDP program that only passes: the benchmark's yardstick.
 pub const PASS_PROGRAM: &str = "sipflow_pass";
 

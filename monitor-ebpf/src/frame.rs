@@ -51,6 +51,20 @@ pub fn be16<const N: usize>(header: &[u8; N], at: usize) -> u16 {
     u16::from_be_bytes([header[at], header[at + 1]])
 }
 
+/// `len` unchanged for 1..=N, in a form whose range the verifier can see.
+///
+/// The compiler may merge a caller's checks on `len` into arithmetic the
+/// verifier cannot follow (it then believes a helper's size may be 0).
+/// Re-reading the value opaquely stops the compiler from using what it knew,
+/// and the mask shows the verifier a size within [1, N].
+#[inline(always)]
+pub fn verifier_size<const N: usize>(len: usize) -> usize {
+    const { assert!(N.is_power_of_two()) };
+    // SAFETY: a read of a local.
+    let len = unsafe { core::ptr::read_volatile(&len) };
+    ((len - 1) & (N - 1)) + 1
+}
+
 /// Frame length in bytes.
 #[inline(always)]
 pub fn len(frame: &impl Frame) -> usize {

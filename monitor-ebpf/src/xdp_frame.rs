@@ -1,7 +1,7 @@
 //! XDP packet memory behind the [`Frame`] accessor.
 
 use aya_ebpf::{helpers::generated::bpf_xdp_load_bytes, programs::XdpContext};
-use monitor_ebpf::frame::Frame;
+use monitor_ebpf::frame::{Frame, verifier_size};
 
 pub struct XdpFrame<'a>(pub &'a XdpContext);
 
@@ -33,18 +33,4 @@ impl Frame for XdpFrame<'_> {
         };
         rc == 0
     }
-}
-
-/// `len` unchanged for 1..=N, in a form whose range the verifier can see.
-///
-/// The compiler may merge the caller's checks on `len` into arithmetic the
-/// verifier cannot follow (it then believes the size may be 0). Re-reading the
-/// value opaquely stops the compiler from using what it knew, and the mask
-/// shows the verifier a size within [1, N].
-#[inline(always)]
-pub fn verifier_size<const N: usize>(len: usize) -> usize {
-    const { assert!(N.is_power_of_two()) };
-    // SAFETY: a read of a local.
-    let len = unsafe { core::ptr::read_volatile(&len) };
-    ((len - 1) & (N - 1)) + 1
 }

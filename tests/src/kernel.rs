@@ -4,9 +4,11 @@
 use aya::{
     Ebpf,
     maps::{MapData, RingBuf},
-    programs::{TestRun, TestRunOptions, Xdp},
+    programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
-use monitor_common::maps::{DEFAULT_MAX_FLOWS, EVENTS, PASS_PROGRAM, XDP_PROGRAM};
+use monitor_common::maps::{
+    DEFAULT_MAX_FLOWS, EVENTS, PASS_PROGRAM, TC_EGRESS_PROGRAM, XDP_PROGRAM,
+};
 use sipflow::{
     attach::{self, SipPorts},
     head_events::{self, Head},
@@ -16,6 +18,8 @@ use sipflow::{
 use crate::packets::{SIP_PORT, SIPS_PORT};
 
 pub const XDP_PASS: u32 = 2;
+/// TC_ACT_UNSPEC (-1): "the next program decides, else pass", as BPF_PROG_TEST_RUN reports it.
+pub const TC_ACT_UNSPEC: u32 = u32::MAX;
 
 fn run_program(program: &Xdp, frame: &[u8], repeat: u32) -> (u32, std::time::Duration) {
     let options = TestRunOptions {
@@ -81,6 +85,28 @@ impl LoadedXdp {
     /// Runs `repeat` times; returns the verdict and the kernel's mean time per run.
     pub fn run_repeat(&self, frame: &[u8], repeat: u32) -> (u32, std::time::Duration) {
         run_program(self.program(), frame, repeat)
+    }
+
+    /// Runs the TC egress program once on `frame` (loaded on first use); returns its verdict.
+    pub fn run_tc(&mut self, frame: &[u8]) -> u32 {
+        let program: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(TC_EGRESS_PROGRAM)
+            .expect("tc program")
+            .try_into()
+            .expect("classifier");
+        if program.fd().is_err() {
+            program.load().expect("the verifier accepts the TC program");
+        }
+        let options = TestRunOptions {
+            data_in: Some(frame),
+            repeat: 1,
+            ..Default::default()
+        };
+        program
+            .test_run(options)
+            .expect("BPF_PROG_TEST_RUN")
+            .return_value
     }
 
     /// The same for the do-nothing XDP program of the same object (loaded on first use).

@@ -14,8 +14,14 @@ pub const MAX_HEADER_OFFSET: usize = 1024;
 pub trait Frame {
     /// Address of the first byte of the frame.
     fn start(&self) -> usize;
-    /// Address one past the last byte of the frame.
+    /// Address one past the last byte readable in place.
     fn end(&self) -> usize;
+    /// The frame's whole length. Beyond `end()` for a socket buffer whose
+    /// payload sits in pages: those bytes are reached with `load_bytes`.
+    #[inline(always)]
+    fn total_len(&self) -> usize {
+        self.end() - self.start()
+    }
     /// Copies `len` bytes (1..=N) starting at `offset` into `dst`.
     fn load_bytes<const N: usize>(&self, offset: usize, len: usize, dst: &mut [u8; N]) -> bool;
 }
@@ -65,10 +71,10 @@ pub fn verifier_size<const N: usize>(len: usize) -> usize {
     ((len - 1) & (N - 1)) + 1
 }
 
-/// Frame length in bytes.
+/// Frame length in bytes, paged parts included.
 #[inline(always)]
 pub fn len(frame: &impl Frame) -> usize {
-    frame.end() - frame.start()
+    frame.total_len()
 }
 
 /// A byte slice seen as a frame, for host tests.

@@ -35,6 +35,11 @@ impl Frame for TcFrame<'_> {
     }
 
     #[inline(always)]
+    fn total_len(&self) -> usize {
+        self.0.len() as usize
+    }
+
+    #[inline(always)]
     fn load_bytes<const N: usize>(&self, offset: usize, len: usize, dst: &mut [u8; N]) -> bool {
         if len == 0 || len > N {
             return false;

@@ -6,10 +6,12 @@ use std::ffi::CString;
 use aya::{
     Ebpf, EbpfLoader,
     maps::HashMap,
-    programs::{Xdp, XdpMode, xdp::XdpLinkId},
+    programs::{
+        SchedClassifier, TcAttachType, Xdp, XdpMode, tc, tc::SchedClassifierLinkId, xdp::XdpLinkId,
+    },
 };
 use monitor_common::{
-    maps::{FLOWS, MAX_SIP_PORTS, SIP_PORTS, XDP_PROGRAM},
+    maps::{FLOWS, MAX_SIP_PORTS, SIP_PORTS, TC_EGRESS_PROGRAM, XDP_PROGRAM},
     ports::PortKind,
 };
 use tracing::{info, warn};
@@ -25,6 +27,7 @@ pub struct Attached {
     pub mode: &'static str,
     ebpf: Ebpf,
     link: Option<XdpLinkId>,
+    egress: Option<SchedClassifierLinkId>,
 }
 
 /// The SIP ports the kernel should treat as SIP, by kind.
@@ -101,6 +104,7 @@ pub fn attach(
             mode: used,
             ebpf,
             link: Some(link),
+            egress: None,
         },
         counters,
     ))
@@ -153,13 +157,49 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 impl Attached {
+    /// Also attaches the TC egress program, so the host's own responses, pongs,
+    /// FINs and RSTs reach the same flows.
+    pub fn attach_egress(&mut self) -> Result<(), Failure> {
+        let iface = self.iface.clone();
+        let failure = |reason: String| Failure::Attach {
+            iface: iface.clone(),
+            mode: "TC egress",
+            reason,
+        };
+        let program: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(TC_EGRESS_PROGRAM)
+            .and_then(|p| p.try_into().ok())
+            .ok_or_else(|| failure(format!("program {TC_EGRESS_PROGRAM} is missing")))?;
+        program.load().map_err(|e| failure(verifier_reason(&e)))?;
+        // Kernels before 6.6 attach through the clsact qdisc; it may be there already.
+        let _ = tc::qdisc_add_clsact(&self.iface);
+        let link = program
+            .attach(&self.iface, TcAttachType::Egress)
+            .map_err(|e| failure(error_chain(&e)))?;
+        info!(iface = self.iface, "attached TC egress program");
+        self.egress = Some(link);
+        Ok(())
+    }
+
     /// The loaded instance, for taking its other maps.
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf
     }
 
-    /// Detaches the XDP program now, rather than when the value is dropped.
+    /// Detaches the programs now, rather than when the value is dropped.
     pub fn detach(mut self) {
+        if let (Some(link), Some(program)) =
+            (self.egress.take(), self.ebpf.program_mut(TC_EGRESS_PROGRAM))
+        {
+            let program: Result<&mut SchedClassifier, _> = program.try_into();
+            if let Ok(program) = program {
+                match program.detach(link) {
+                    Ok(()) => info!(iface = self.iface, "detached TC egress program"),
+                    Err(e) => warn!(iface = self.iface, error = %e, "detaching TC egress failed"),
+                }
+            }
+        }
         if let (Some(link), Some(program)) = (self.link.take(), self.ebpf.program_mut(XDP_PROGRAM))
         {
             let program: Result<&mut Xdp, _> = program.try_into();

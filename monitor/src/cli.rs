@@ -60,6 +60,12 @@ pub struct RunArgs {
     #[arg(long = "sips-port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub sips_ports: Vec<u16>,
 
+    /// Also attach a TC egress program, so the host's own responses, pongs, FINs
+    /// and RSTs are seen: registrations are confirmed by their 2xx (Flow-Timer
+    /// included), and pong and STUN timeouts can be judged.
+    #[arg(long)]
+    pub egress: bool,
+
     /// How to attach XDP: `native` (in the driver), `generic` (in the stack), or `auto`
     /// (native, falling back to generic with a warning).
     #[arg(long, value_enum, default_value_t = XdpModeArg::Auto)]

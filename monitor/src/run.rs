@@ -49,6 +49,9 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     let mut event_sources = Vec::new();
     for iface in &args.ifaces {
         let (mut a, counters) = attach::attach(iface, &ports, args.max_flows, args.xdp_mode)?;
+        if args.egress {
+            a.attach_egress()?;
+        }
         let maps_failure = |reason: String| Failure::Load {
             iface: iface.clone(),
             reason,

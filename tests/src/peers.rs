@@ -38,7 +38,8 @@ pub fn outbound_register(
 }
 
 /// A registrar-ish TCP server: answers every REGISTER with 200 OK and Flow-Timer,
-/// every CRLFCRLF ping with a CRLF pong (RFC 5626 §4.4.1). Runs until dropped.
+/// every CRLFCRLF ping with a CRLF pong (RFC 5626 §4.4.1) unless told not to,
+/// and every INVITE with 430 Flow Failed. Runs until dropped.
 pub struct TcpServer {
     stop: Arc<AtomicBool>,
     pub addr: SocketAddr,
@@ -47,6 +48,11 @@ pub struct TcpServer {
 impl TcpServer {
     /// `listener` must already be bound in the server's namespace.
     pub fn start(listener: TcpListener, flow_timer: u32) -> Self {
+        Self::start_with(listener, flow_timer, true)
+    }
+
+    /// The same; `pongs` false makes a server that never answers pings.
+    pub fn start_with(listener: TcpListener, flow_timer: u32, pongs: bool) -> Self {
         let addr = listener.local_addr().expect("local addr");
         listener.set_nonblocking(true).expect("nonblocking");
         let stop = Arc::new(AtomicBool::new(false));
@@ -56,7 +62,7 @@ impl TcpServer {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         let running = running.clone();
-                        thread::spawn(move || serve(stream, flow_timer, &running));
+                        thread::spawn(move || serve(stream, flow_timer, pongs, &running));
                     }
                     Err(_) => thread::sleep(Duration::from_millis(20)),
                 }
@@ -72,7 +78,7 @@ impl Drop for TcpServer {
     }
 }
 
-fn serve(mut stream: TcpStream, flow_timer: u32, stop: &AtomicBool) {
+fn serve(mut stream: TcpStream, flow_timer: u32, pongs: bool, stop: &AtomicBool) {
     stream
         .set_read_timeout(Some(Duration::from_millis(100)))
         .ok();
@@ -92,10 +98,12 @@ fn serve(mut stream: TcpStream, flow_timer: u32, stop: &AtomicBool) {
             Err(_) => return,
         };
         let data = &buf[..n];
-        let reply: Vec<u8> = if data == b"\r\n\r\n" {
+        let reply: Vec<u8> = if data == b"\r\n\r\n" && pongs {
             b"\r\n".to_vec()
         } else if data.starts_with(b"REGISTER ") {
             ok_for(data, flow_timer)
+        } else if data.starts_with(b"INVITE ") {
+            b"SIP/2.0 430 Flow Failed\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n".to_vec()
         } else {
             continue;
         };

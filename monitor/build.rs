@@ -33,11 +33,7 @@ fn main() {
     };
     let root_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../monitor-ebpf");
     let root_dir = root_dir.to_str().expect("UTF-8 path");
-    let package = Package {
-        name: "monitor-ebpf",
-        root_dir,
-        ..Default::default()
-    };
+    let package = Package { name: "monitor-ebpf", root_dir, ..Default::default() };
     if let Err(err) = aya_build::build_ebpf([package], Toolchain::Custom(&toolchain)) {
         eprintln!("error: building the kernel programs failed: {err:#}");
         std::process::exit(1);
@@ -84,9 +80,5 @@ fn has_rust_src(toolchain: &str) -> bool {
         .ok()
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .is_some_and(|sysroot| {
-            Path::new(&sysroot)
-                .join("lib/rustlib/src/rust/library/core/Cargo.toml")
-                .exists()
-        })
+        .is_some_and(|sysroot| Path::new(&sysroot).join("lib/rustlib/src/rust/library/core/Cargo.toml").exists())
 }

@@ -10,41 +10,17 @@ use sipflow_tests::{
 };
 
 fn main() {
-    let repeat: u32 = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(1_000_000);
+    let repeat: u32 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
     let mut xdp = LoadedXdp::load();
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        (
-            "SIP request (UDP INVITE)",
-            udp4(CLIENT_PORT, SIP_PORT, INVITE),
-        ),
-        (
-            "SIP response (UDP 430)",
-            udp4(SIP_PORT, CLIENT_PORT, FLOW_FAILED),
-        ),
-        (
-            "SIP request (TCP REGISTER, head to ring buffer)",
-            tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), REGISTER),
-        ),
-        (
-            "keepalive ping (TCP CRLFCRLF)",
-            tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), b"\r\n\r\n"),
-        ),
-        (
-            "STUN Binding request",
-            udp4(CLIENT_PORT, SIP_PORT, &stun(0x0001)),
-        ),
+        ("SIP request (UDP INVITE)", udp4(CLIENT_PORT, SIP_PORT, INVITE)),
+        ("SIP response (UDP 430)", udp4(SIP_PORT, CLIENT_PORT, FLOW_FAILED)),
+        ("SIP request (TCP REGISTER, head to ring buffer)", tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), REGISTER)),
+        ("keepalive ping (TCP CRLFCRLF)", tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), b"\r\n\r\n")),
+        ("STUN Binding request", udp4(CLIENT_PORT, SIP_PORT, &stun(0x0001))),
         ("non-SIP UDP (port 53)", udp4(CLIENT_PORT, 53, b"not sip")),
-        (
-            "TCP ACK on the SIP port",
-            tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), b""),
-        ),
-        (
-            "IPv6 + QinQ SIP request",
-            udp6_vlan(&[100, 200], CLIENT_PORT, SIP_PORT, INVITE),
-        ),
+        ("TCP ACK on the SIP port", tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), b"")),
+        ("IPv6 + QinQ SIP request", udp6_vlan(&[100, 200], CLIENT_PORT, SIP_PORT, INVITE)),
     ];
     let (verdict, pass) = xdp.run_pass_repeat(&cases[0].1, repeat);
     assert_eq!(verdict, XDP_PASS);
@@ -55,9 +31,7 @@ fn main() {
          | packet | ns | x an empty XDP_PASS program |\n| --- | ---: | ---: |\n\
          | empty XDP_PASS program | {pass_ns:.0} | 1.0 |\n"
     );
-    let mut json = vec![format!(
-        r#"{{"packet":"empty XDP_PASS program","ns":{pass_ns}}}"#
-    )];
+    let mut json = vec![format!(r#"{{"packet":"empty XDP_PASS program","ns":{pass_ns}}}"#)];
     for (name, frame) in &cases {
         let (verdict, mean) = xdp.run_repeat(frame, repeat);
         assert_eq!(verdict, XDP_PASS, "{name}");
@@ -71,7 +45,6 @@ fn main() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir).expect("target/bench");
     std::fs::write(dir.join("test_run.md"), &md).expect("write markdown");
-    std::fs::write(dir.join("test_run.json"), format!("[{}]\n", json.join(",")))
-        .expect("write json");
+    std::fs::write(dir.join("test_run.json"), format!("[{}]\n", json.join(","))).expect("write json");
     println!("\nwritten to {}", dir.join("test_run.{md,json}").display());
 }

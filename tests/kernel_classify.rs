@@ -1,9 +1,7 @@
 //! The XDP program on crafted frames through BPF_PROG_TEST_RUN: every frame
 //! passes, and lands in exactly the counters it should.
 
-use monitor_common::counters::{
-    Direction, Method, PacketClass, packet_index, request_index, response_index,
-};
+use monitor_common::counters::{Direction, Method, PacketClass, packet_index, request_index, response_index};
 use sipflow_tests::{
     kernel::{LoadedXdp, TC_ACT_UNSPEC, XDP_PASS},
     packets::*,
@@ -17,25 +15,13 @@ struct Expect {
 }
 
 const fn class(c: &'static [PacketClass]) -> Expect {
-    Expect {
-        classes: c,
-        method: None,
-        code: None,
-    }
+    Expect { classes: c, method: None, code: None }
 }
 const fn request(m: Method) -> Expect {
-    Expect {
-        classes: &[PacketClass::SipRequest],
-        method: Some(m),
-        code: None,
-    }
+    Expect { classes: &[PacketClass::SipRequest], method: Some(m), code: None }
 }
 const fn response(code: u16) -> Expect {
-    Expect {
-        classes: &[PacketClass::SipResponse],
-        method: None,
-        code: Some(code),
-    }
+    Expect { classes: &[PacketClass::SipResponse], method: None, code: Some(code) }
 }
 
 fn cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
@@ -46,166 +32,39 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
     let mut bad_tcp_offset = tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), INVITE);
     bad_tcp_offset[IPV4_OFFSET + 20 + 12] = 0x40;
     let mut udp_len_past_end = udp4(CLIENT_PORT, SIP_PORT, INVITE);
-    udp_len_past_end[IPV4_OFFSET + 20 + 4..IPV4_OFFSET + 20 + 6]
-        .copy_from_slice(&2000u16.to_be_bytes());
+    udp_len_past_end[IPV4_OFFSET + 20 + 4..IPV4_OFFSET + 20 + 6].copy_from_slice(&2000u16.to_be_bytes());
     let mut ip_len_past_end = udp4(CLIENT_PORT, SIP_PORT, INVITE);
     ip_len_past_end[IPV4_OFFSET + 2..IPV4_OFFSET + 4].copy_from_slice(&3000u16.to_be_bytes());
     let mut arp = udp4(CLIENT_PORT, SIP_PORT, b"x");
     arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
 
     vec![
-        (
-            "UDP INVITE",
-            udp4(CLIENT_PORT, SIP_PORT, INVITE),
-            request(Method::Invite),
-        ),
-        (
-            "UDP 430 from the server",
-            udp4(SIP_PORT, CLIENT_PORT, FLOW_FAILED),
-            response(430),
-        ),
-        (
-            "UDP 300",
-            udp4(SIP_PORT, CLIENT_PORT, MULTIPLE_CHOICES),
-            response(300),
-        ),
-        (
-            "UDP extension method",
-            udp4(CLIENT_PORT, SIP_PORT, b"FOO sip:a@b SIP/2.0\r\n\r\n"),
-            request(Method::Other),
-        ),
-        (
-            "UDP non-SIP on the SIP port",
-            udp4(CLIENT_PORT, SIP_PORT, b"hello world"),
-            class(&[Other]),
-        ),
-        (
-            "UDP SIP on another port",
-            udp4(CLIENT_PORT, 5080, INVITE),
-            class(&[Other]),
-        ),
-        (
-            "UDP empty on the SIP port",
-            udp4(CLIENT_PORT, SIP_PORT, b""),
-            class(&[Other]),
-        ),
-        (
-            "TCP REGISTER",
-            tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), REGISTER),
-            request(Method::Register),
-        ),
+        ("UDP INVITE", udp4(CLIENT_PORT, SIP_PORT, INVITE), request(Method::Invite)),
+        ("UDP 430 from the server", udp4(SIP_PORT, CLIENT_PORT, FLOW_FAILED), response(430)),
+        ("UDP 300", udp4(SIP_PORT, CLIENT_PORT, MULTIPLE_CHOICES), response(300)),
+        ("UDP extension method", udp4(CLIENT_PORT, SIP_PORT, b"FOO sip:a@b SIP/2.0\r\n\r\n"), request(Method::Other)),
+        ("UDP non-SIP on the SIP port", udp4(CLIENT_PORT, SIP_PORT, b"hello world"), class(&[Other])),
+        ("UDP SIP on another port", udp4(CLIENT_PORT, 5080, INVITE), class(&[Other])),
+        ("UDP empty on the SIP port", udp4(CLIENT_PORT, SIP_PORT, b""), class(&[Other])),
+        ("TCP REGISTER", tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), REGISTER), request(Method::Register)),
         (
             "TCP REGISTER after CRLFs",
-            tcp4(
-                CLIENT_PORT,
-                SIP_PORT,
-                Flags::default(),
-                &[b"\r\n\r\n\r\n".as_slice(), REGISTER].concat(),
-            ),
+            tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), &[b"\r\n\r\n\r\n".as_slice(), REGISTER].concat()),
             request(Method::Register),
         ),
-        (
-            "TCP ping",
-            tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), b"\r\n\r\n"),
-            class(&[KeepalivePing]),
-        ),
-        (
-            "TCP pong",
-            tcp4(SIP_PORT, CLIENT_PORT, Flags::default(), b"\r\n"),
-            class(&[KeepalivePong]),
-        ),
-        (
-            "TCP SYN",
-            tcp4(
-                CLIENT_PORT,
-                SIP_PORT,
-                Flags {
-                    syn: true,
-                    ..Flags::default()
-                },
-                b"",
-            ),
-            class(&[TcpControl]),
-        ),
-        (
-            "TCP FIN",
-            tcp4(
-                CLIENT_PORT,
-                SIP_PORT,
-                Flags {
-                    fin: true,
-                    ..Flags::default()
-                },
-                b"",
-            ),
-            class(&[TcpControl]),
-        ),
-        (
-            "TCP RST",
-            tcp4(
-                SIP_PORT,
-                CLIENT_PORT,
-                Flags {
-                    rst: true,
-                    ..Flags::default()
-                },
-                b"",
-            ),
-            class(&[TcpControl]),
-        ),
-        (
-            "TCP bare ACK",
-            tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), b""),
-            class(&[Other]),
-        ),
-        (
-            "TLS payload",
-            tcp4(
-                CLIENT_PORT,
-                SIPS_PORT,
-                Flags::default(),
-                b"\x17\x03\x03\x00\x10",
-            ),
-            class(&[Other]),
-        ),
-        (
-            "TLS SYN",
-            tcp4(
-                CLIENT_PORT,
-                SIPS_PORT,
-                Flags {
-                    syn: true,
-                    ..Flags::default()
-                },
-                b"",
-            ),
-            class(&[TcpControl]),
-        ),
-        (
-            "TLS carrying SIP-looking bytes",
-            tcp4(CLIENT_PORT, SIPS_PORT, Flags::default(), INVITE),
-            class(&[Other]),
-        ),
-        (
-            "STUN request",
-            udp4(CLIENT_PORT, SIP_PORT, &stun(0x0001)),
-            class(&[StunRequest]),
-        ),
-        (
-            "STUN success",
-            udp4(SIP_PORT, CLIENT_PORT, &stun(0x0101)),
-            class(&[StunResponse]),
-        ),
-        (
-            "STUN error",
-            udp4(SIP_PORT, CLIENT_PORT, &stun(0x0111)),
-            class(&[StunError]),
-        ),
-        (
-            "IPv6 INVITE",
-            udp6(CLIENT_PORT, SIP_PORT, INVITE),
-            request(Method::Invite),
-        ),
+        ("TCP ping", tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), b"\r\n\r\n"), class(&[KeepalivePing])),
+        ("TCP pong", tcp4(SIP_PORT, CLIENT_PORT, Flags::default(), b"\r\n"), class(&[KeepalivePong])),
+        ("TCP SYN", tcp4(CLIENT_PORT, SIP_PORT, Flags { syn: true, ..Flags::default() }, b""), class(&[TcpControl])),
+        ("TCP FIN", tcp4(CLIENT_PORT, SIP_PORT, Flags { fin: true, ..Flags::default() }, b""), class(&[TcpControl])),
+        ("TCP RST", tcp4(SIP_PORT, CLIENT_PORT, Flags { rst: true, ..Flags::default() }, b""), class(&[TcpControl])),
+        ("TCP bare ACK", tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), b""), class(&[Other])),
+        ("TLS payload", tcp4(CLIENT_PORT, SIPS_PORT, Flags::default(), b"\x17\x03\x03\x00\x10"), class(&[Other])),
+        ("TLS SYN", tcp4(CLIENT_PORT, SIPS_PORT, Flags { syn: true, ..Flags::default() }, b""), class(&[TcpControl])),
+        ("TLS carrying SIP-looking bytes", tcp4(CLIENT_PORT, SIPS_PORT, Flags::default(), INVITE), class(&[Other])),
+        ("STUN request", udp4(CLIENT_PORT, SIP_PORT, &stun(0x0001)), class(&[StunRequest])),
+        ("STUN success", udp4(SIP_PORT, CLIENT_PORT, &stun(0x0101)), class(&[StunResponse])),
+        ("STUN error", udp4(SIP_PORT, CLIENT_PORT, &stun(0x0111)), class(&[StunError])),
+        ("IPv6 INVITE", udp6(CLIENT_PORT, SIP_PORT, INVITE), request(Method::Invite)),
         (
             "IPv6 with a destination-options header",
             with_ipv6_destination_options(&udp6(CLIENT_PORT, SIP_PORT, INVITE)),
@@ -213,22 +72,12 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
         ),
         (
             "VLAN IPv4 MESSAGE",
-            udp4_vlan(
-                &[42],
-                CLIENT_PORT,
-                SIP_PORT,
-                b"MESSAGE sip:a@b SIP/2.0\r\n\r\n",
-            ),
+            udp4_vlan(&[42], CLIENT_PORT, SIP_PORT, b"MESSAGE sip:a@b SIP/2.0\r\n\r\n"),
             request(Method::Message),
         ),
         (
             "QinQ IPv6 OPTIONS",
-            udp6_vlan(
-                &[100, 200],
-                CLIENT_PORT,
-                SIP_PORT,
-                b"OPTIONS sip:a@b SIP/2.0\r\n\r\n",
-            ),
+            udp6_vlan(&[100, 200], CLIENT_PORT, SIP_PORT, b"OPTIONS sip:a@b SIP/2.0\r\n\r\n"),
             request(Method::Options),
         ),
         (
@@ -239,11 +88,7 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
         (
             "first IPv4 fragment",
             as_ipv4_fragment(&udp4(CLIENT_PORT, SIP_PORT, INVITE), 0, true),
-            Expect {
-                classes: &[SipRequest, Fragment],
-                method: Some(Method::Invite),
-                code: None,
-            },
+            Expect { classes: &[SipRequest, Fragment], method: Some(Method::Invite), code: None },
         ),
         (
             "later IPv4 fragment that looks like SIP",
@@ -251,46 +96,14 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
             class(&[Fragment]),
         ),
         ("ARP", arp, class(&[Other])),
-        (
-            "Ethernet header only",
-            truncate(udp4(CLIENT_PORT, SIP_PORT, INVITE), 14),
-            class(&[Malformed]),
-        ),
-        (
-            "IPv4 header cut",
-            truncate(udp4(CLIENT_PORT, SIP_PORT, INVITE), 30),
-            class(&[Malformed]),
-        ),
-        (
-            "UDP header cut",
-            truncate(udp4(CLIENT_PORT, SIP_PORT, INVITE), 38),
-            class(&[Malformed]),
-        ),
-        (
-            "IHL past the end of the datagram",
-            bad_ihl,
-            class(&[Malformed]),
-        ),
-        (
-            "TCP data offset below 5",
-            bad_tcp_offset,
-            class(&[Malformed]),
-        ),
-        (
-            "UDP length past the datagram",
-            udp_len_past_end,
-            class(&[Malformed]),
-        ),
-        (
-            "IP total length past the frame",
-            ip_len_past_end,
-            class(&[Malformed]),
-        ),
-        (
-            "VLAN tag cut",
-            truncate(udp4_vlan(&[7], CLIENT_PORT, SIP_PORT, INVITE), 16),
-            class(&[Malformed]),
-        ),
+        ("Ethernet header only", truncate(udp4(CLIENT_PORT, SIP_PORT, INVITE), 14), class(&[Malformed])),
+        ("IPv4 header cut", truncate(udp4(CLIENT_PORT, SIP_PORT, INVITE), 30), class(&[Malformed])),
+        ("UDP header cut", truncate(udp4(CLIENT_PORT, SIP_PORT, INVITE), 38), class(&[Malformed])),
+        ("IHL past the end of the datagram", bad_ihl, class(&[Malformed])),
+        ("TCP data offset below 5", bad_tcp_offset, class(&[Malformed])),
+        ("UDP length past the datagram", udp_len_past_end, class(&[Malformed])),
+        ("IP total length past the frame", ip_len_past_end, class(&[Malformed])),
+        ("VLAN tag cut", truncate(udp4_vlan(&[7], CLIENT_PORT, SIP_PORT, INVITE), 16), class(&[Malformed])),
     ]
 }
 
@@ -320,39 +133,21 @@ fn check_cases(
         }
         assert_eq!(run(&frame), pass, "{name}: not passed");
         let after = counters();
-        let grew = |b: &[u64], a: &[u64]| -> Vec<usize> {
-            (0..a.len()).filter(|&i| a[i] != b[i]).collect()
-        };
+        let grew = |b: &[u64], a: &[u64]| -> Vec<usize> { (0..a.len()).filter(|&i| a[i] != b[i]).collect() };
 
-        let mut want_packets: Vec<usize> = expect
-            .classes
-            .iter()
-            .map(|c| packet_index(direction, *c) as usize)
-            .collect();
+        let mut want_packets: Vec<usize> =
+            expect.classes.iter().map(|c| packet_index(direction, *c) as usize).collect();
         want_packets.sort();
-        let want_requests: Vec<usize> = expect
-            .method
-            .map(|m| request_index(direction, m) as usize)
-            .into_iter()
-            .collect();
-        let want_responses: Vec<usize> = expect
-            .code
-            .and_then(|c| response_index(direction, c))
-            .map(|i| i as usize)
-            .into_iter()
-            .collect();
+        let want_requests: Vec<usize> =
+            expect.method.map(|m| request_index(direction, m) as usize).into_iter().collect();
+        let want_responses: Vec<usize> =
+            expect.code.and_then(|c| response_index(direction, c)).map(|i| i as usize).into_iter().collect();
         let got = (
             grew(&before.packets, &after.packets),
             grew(&before.requests, &after.requests),
             grew(&before.responses, &after.responses),
         );
-        if got
-            != (
-                want_packets.clone(),
-                want_requests.clone(),
-                want_responses.clone(),
-            )
-        {
+        if got != (want_packets.clone(), want_requests.clone(), want_responses.clone()) {
             failures.push(format!(
                 "{name}: counters that grew {got:?}, wanted {:?}",
                 (want_packets, want_requests, want_responses)
@@ -365,12 +160,7 @@ fn check_cases(
 #[test]
 fn every_case_passes_and_counts_where_it_should() {
     let xdp = LoadedXdp::load();
-    check_cases(
-        |f| xdp.run(f),
-        || xdp.counters(),
-        XDP_PASS,
-        Direction::Ingress,
-    );
+    check_cases(|f| xdp.run(f), || xdp.counters(), XDP_PASS, Direction::Ingress);
 }
 
 /// The TC egress program shares the classifier: same cases, egress slots, and
@@ -378,12 +168,7 @@ fn every_case_passes_and_counts_where_it_should() {
 #[test]
 fn egress_classifies_the_same_and_lets_everything_through() {
     let programs = std::cell::RefCell::new(LoadedXdp::load());
-    check_cases(
-        |f| programs.borrow_mut().run_tc(f),
-        || programs.borrow().counters(),
-        TC_ACT_UNSPEC,
-        Direction::Egress,
-    );
+    check_cases(|f| programs.borrow_mut().run_tc(f), || programs.borrow().counters(), TC_ACT_UNSPEC, Direction::Egress);
 }
 
 #[test]
@@ -392,14 +177,8 @@ fn counts_add_up_over_repeats() {
     let (verdict, _) = xdp.run_repeat(&udp4(CLIENT_PORT, SIP_PORT, INVITE), 1000);
     assert_eq!(verdict, XDP_PASS);
     let counters = xdp.counters();
-    assert_eq!(
-        counters.packets[packet_index(Direction::Ingress, PacketClass::SipRequest) as usize],
-        1000
-    );
-    assert_eq!(
-        counters.requests[request_index(Direction::Ingress, Method::Invite) as usize],
-        1000
-    );
+    assert_eq!(counters.packets[packet_index(Direction::Ingress, PacketClass::SipRequest) as usize], 1000);
+    assert_eq!(counters.requests[request_index(Direction::Ingress, Method::Invite) as usize], 1000);
     assert_eq!(counters.packets.iter().sum::<u64>(), 1000);
 }
 
@@ -407,18 +186,10 @@ fn counts_add_up_over_repeats() {
 fn every_standard_method_over_tcp_and_udp() {
     let xdp = LoadedXdp::load();
     for (method, token) in Method::STANDARD {
-        let message = [
-            token,
-            b" sip:bob@example.com SIP/2.0\r\nContent-Length: 0\r\n\r\n",
-        ]
-        .concat();
+        let message = [token, b" sip:bob@example.com SIP/2.0\r\nContent-Length: 0\r\n\r\n"].concat();
         xdp.run(&udp4(CLIENT_PORT, SIP_PORT, &message));
         xdp.run(&tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), &message));
-        assert_eq!(
-            xdp.counters().requests[request_index(Direction::Ingress, method) as usize],
-            2,
-            "{method:?}"
-        );
+        assert_eq!(xdp.counters().requests[request_index(Direction::Ingress, method) as usize], 2, "{method:?}");
     }
 }
 
@@ -427,10 +198,7 @@ fn every_status_code_is_counted_exactly() {
     let xdp = LoadedXdp::load();
     for code in 100..=699u16 {
         let message = format!("SIP/2.0 {code} Whatever\r\nContent-Length: 0\r\n\r\n");
-        assert_eq!(
-            xdp.run(&udp4(SIP_PORT, CLIENT_PORT, message.as_bytes())),
-            XDP_PASS
-        );
+        assert_eq!(xdp.run(&udp4(SIP_PORT, CLIENT_PORT, message.as_bytes())), XDP_PASS);
     }
     let counters = xdp.counters();
     for code in 100..=699u16 {

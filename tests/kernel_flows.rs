@@ -42,10 +42,7 @@ fn run_all(xdp: &LoadedXdp, frames: &[Vec<u8>]) {
 #[test]
 fn register_over_tcp_is_one_flow_and_two_heads() {
     let mut xdp = LoadedXdp::load();
-    let syn = Flags {
-        syn: true,
-        ..Flags::default()
-    };
+    let syn = Flags { syn: true, ..Flags::default() };
     run_all(
         &xdp,
         &[
@@ -56,17 +53,12 @@ fn register_over_tcp_is_one_flow_and_two_heads() {
     );
     let (k, state) = only_flow(&xdp);
     assert_eq!(k, key(FlowTransport::Tcp));
-    assert_eq!(
-        (state.packets_from_client, state.packets_from_server),
-        (2, 1)
-    );
+    assert_eq!((state.packets_from_client, state.packets_from_server), (2, 1));
     assert_eq!(state.last_method, Method::Register as u8);
     assert_eq!(state.last_status, 200);
     assert_eq!(state.register_pending, 0, "the 200 answered the REGISTER");
     assert_ne!(state.tcp_flags & 0x02, 0, "SYN seen");
-    assert!(
-        state.last_client_activity_ns >= state.first_seen_ns && state.last_client_activity_ns > 0
-    );
+    assert!(state.last_client_activity_ns >= state.first_seen_ns && state.last_client_activity_ns > 0);
 
     let heads = xdp.heads();
     assert_eq!(heads.len(), 2, "{heads:?}");
@@ -74,11 +66,7 @@ fn register_over_tcp_is_one_flow_and_two_heads() {
     assert!(heads[0].from_client);
     assert_eq!(heads[1].bytes, REGISTER_OK);
     assert!(!heads[1].from_client);
-    assert!(
-        heads
-            .iter()
-            .all(|h| h.key == key(FlowTransport::Tcp) && !h.cut)
-    );
+    assert!(heads.iter().all(|h| h.key == key(FlowTransport::Tcp) && !h.cut));
     assert_eq!(xdp.counters().stat(KernelStat::EventsSent), 2);
 }
 
@@ -94,54 +82,29 @@ fn udp_both_directions_share_one_entry() {
     );
     let (k, state) = only_flow(&xdp);
     assert_eq!(k, key(FlowTransport::Udp));
-    assert_eq!(
-        (state.packets_from_client, state.packets_from_server),
-        (1, 1)
-    );
+    assert_eq!((state.packets_from_client, state.packets_from_server), (1, 1));
     assert_eq!(xdp.counters().stat(KernelStat::FlowsCreated), 1);
 }
 
 #[test]
 fn pings_pongs_and_stun_keep_their_times() {
     let xdp = LoadedXdp::load();
-    run_all(
-        &xdp,
-        &[tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), b"\r\n\r\n")],
-    );
+    run_all(&xdp, &[tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), b"\r\n\r\n")]);
     let (_, state) = only_flow(&xdp);
     assert_ne!(state.unanswered_ping_ns, 0, "a ping waits for its pong");
     assert_eq!(state.last_client_activity_ns, state.last_ping_ns);
-    run_all(
-        &xdp,
-        &[tcp4_from_server(
-            SIP_PORT,
-            CLIENT_PORT,
-            Flags::default(),
-            b"\r\n",
-        )],
-    );
+    run_all(&xdp, &[tcp4_from_server(SIP_PORT, CLIENT_PORT, Flags::default(), b"\r\n")]);
     let (_, state) = only_flow(&xdp);
     assert_eq!(state.unanswered_ping_ns, 0, "answered");
     assert!(state.last_pong_ns >= state.last_ping_ns);
 
     let xdp = LoadedXdp::load();
-    let request = udp4_between(
-        (CLIENT_V4, CLIENT_PORT),
-        (SERVER_V4, SIP_PORT),
-        &stun(0x0001),
-    );
+    let request = udp4_between((CLIENT_V4, CLIENT_PORT), (SERVER_V4, SIP_PORT), &stun(0x0001));
     run_all(&xdp, &[request.clone(), request]);
     let (_, state) = only_flow(&xdp);
     assert_eq!(state.stun_unanswered, 2, "a request and its retransmission");
     assert_ne!(state.unanswered_stun_ns, 0);
-    run_all(
-        &xdp,
-        &[udp4_between(
-            (SERVER_V4, SIP_PORT),
-            (CLIENT_V4, CLIENT_PORT),
-            &stun(0x0111),
-        )],
-    );
+    run_all(&xdp, &[udp4_between((SERVER_V4, SIP_PORT), (CLIENT_V4, CLIENT_PORT), &stun(0x0111))]);
     let (_, state) = only_flow(&xdp);
     assert_eq!((state.stun_unanswered, state.unanswered_stun_ns), (0, 0));
     assert_ne!(state.last_stun_error_ns, 0);
@@ -150,33 +113,11 @@ fn pings_pongs_and_stun_keep_their_times() {
 #[test]
 fn fin_and_rst_are_recorded_by_side() {
     let xdp = LoadedXdp::load();
-    run_all(
-        &xdp,
-        &[tcp4(
-            CLIENT_PORT,
-            SIP_PORT,
-            Flags {
-                fin: true,
-                ..Flags::default()
-            },
-            b"",
-        )],
-    );
+    run_all(&xdp, &[tcp4(CLIENT_PORT, SIP_PORT, Flags { fin: true, ..Flags::default() }, b"")]);
     let (_, state) = only_flow(&xdp);
     assert_ne!(state.fin_from_client_ns, 0);
     assert_eq!((state.fin_from_server_ns, state.rst_ns), (0, 0));
-    run_all(
-        &xdp,
-        &[tcp4_from_server(
-            SIP_PORT,
-            CLIENT_PORT,
-            Flags {
-                rst: true,
-                ..Flags::default()
-            },
-            b"",
-        )],
-    );
+    run_all(&xdp, &[tcp4_from_server(SIP_PORT, CLIENT_PORT, Flags { rst: true, ..Flags::default() }, b"")]);
     let (_, state) = only_flow(&xdp);
     assert_ne!(state.rst_ns, 0);
 }
@@ -187,12 +128,7 @@ fn heads_of_3xx_and_430_but_not_of_other_responses() {
     let from_server = |m: &[u8]| udp4_between((SERVER_V4, SIP_PORT), (CLIENT_V4, CLIENT_PORT), m);
     run_all(
         &xdp,
-        &[
-            from_server(RINGING),
-            from_server(MULTIPLE_CHOICES),
-            from_server(FLOW_FAILED),
-            from_server(RINGING),
-        ],
+        &[from_server(RINGING), from_server(MULTIPLE_CHOICES), from_server(FLOW_FAILED), from_server(RINGING)],
     );
     let heads: Vec<Vec<u8>> = xdp.heads().into_iter().map(|h| h.bytes).collect();
     assert_eq!(heads, vec![MULTIPLE_CHOICES.to_vec(), FLOW_FAILED.to_vec()]);
@@ -203,15 +139,10 @@ fn a_long_register_is_cut_at_the_head_limit() {
     let mut xdp = LoadedXdp::load();
     let mut register = REGISTER[..REGISTER.len() - 2].to_vec();
     while register.len() < 1300 {
-        register.extend_from_slice(
-            b"X-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n",
-        );
+        register.extend_from_slice(b"X-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
     }
     register.extend_from_slice(b"\r\n");
-    run_all(
-        &xdp,
-        &[tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), &register)],
-    );
+    run_all(&xdp, &[tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), &register)]);
     let heads = xdp.heads();
     assert_eq!(heads.len(), 1);
     assert_eq!(heads[0].bytes, &register[..1024]);
@@ -222,11 +153,7 @@ fn a_long_register_is_cut_at_the_head_limit() {
 fn a_full_lru_evicts_and_the_creations_are_counted() {
     let xdp = LoadedXdp::load_with_max_flows(16);
     for client in 0..100u16 {
-        let frame = udp4_between(
-            ([192, 0, 2, 100], 20000 + client),
-            (SERVER_V4, SIP_PORT),
-            INVITE,
-        );
+        let frame = udp4_between(([192, 0, 2, 100], 20000 + client), (SERVER_V4, SIP_PORT), INVITE);
         assert_eq!(xdp.run(&frame), XDP_PASS);
     }
     let live = xdp.flows.snapshot().len();
@@ -242,10 +169,7 @@ fn a_full_ring_buffer_drops_and_counts() {
     let (verdict, _) = xdp.run_repeat(&frame, sent);
     assert_eq!(verdict, XDP_PASS);
     let counters = xdp.counters();
-    let (delivered, lost) = (
-        counters.stat(KernelStat::EventsSent),
-        counters.stat(KernelStat::EventsLost),
-    );
+    let (delivered, lost) = (counters.stat(KernelStat::EventsSent), counters.stat(KernelStat::EventsLost));
     assert!(lost > 0, "1 MiB holds fewer than {sent} heads");
     assert_eq!(delivered + lost, sent as u64);
 }

@@ -92,8 +92,7 @@ fn rfc4475_torture_messages() {
                 PacketClass::SipRequest
             }
             (true, "response") => {
-                let i =
-                    response_index(Direction::Ingress, m.detail.parse().unwrap()).unwrap() as usize;
+                let i = response_index(Direction::Ingress, m.detail.parse().unwrap()).unwrap() as usize;
                 if after.responses[i] != before.responses[i] + 1 {
                     failures.push(format!("{}: not counted as {}", m.name, m.detail));
                 }
@@ -136,26 +135,13 @@ fn seeds() -> Vec<Vec<u8>> {
         udp4_vlan(&[5], CLIENT_PORT, SIP_PORT, MULTIPLE_CHOICES),
         tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), REGISTER),
         tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), b"\r\n\r\n"),
-        tcp4(
-            CLIENT_PORT,
-            SIP_PORT,
-            Flags {
-                syn: true,
-                ..Flags::default()
-            },
-            b"",
-        ),
+        tcp4(CLIENT_PORT, SIP_PORT, Flags { syn: true, ..Flags::default() }, b""),
         udp4(CLIENT_PORT, SIP_PORT, &stun(0x0001)),
         with_ipv4_options(&udp4(CLIENT_PORT, SIP_PORT, INVITE), &[1, 1, 1, 0]),
         with_ipv6_destination_options(&udp6(CLIENT_PORT, SIP_PORT, INVITE)),
         as_ipv4_fragment(&udp4(CLIENT_PORT, SIP_PORT, INVITE), 0, true),
     ];
-    seeds.extend(
-        torture_messages()
-            .into_iter()
-            .take(10)
-            .map(|m| udp4(CLIENT_PORT, SIP_PORT, &m.bytes)),
-    );
+    seeds.extend(torture_messages().into_iter().take(10).map(|m| udp4(CLIENT_PORT, SIP_PORT, &m.bytes)));
     seeds
 }
 
@@ -205,21 +191,12 @@ fn random_and_mutated_frames_always_pass_and_count_once() {
                 let seed = &seeds[rng.below(seeds.len())];
                 mutate(&mut rng, seed)
             };
-            assert_eq!(
-                xdp.run(&frame),
-                XDP_PASS,
-                "batch {batch} frame {n}: {frame:02x?}"
-            );
+            assert_eq!(xdp.run(&frame), XDP_PASS, "batch {batch} frame {n}: {frame:02x?}");
         }
         let after = xdp.counters();
         let counted: u64 = after.packets.iter().sum::<u64>() - before.packets.iter().sum::<u64>();
-        let first_fragments =
-            after.stat(KernelStat::FirstFragments) - before.stat(KernelStat::FirstFragments);
-        assert_eq!(
-            counted,
-            BATCH as u64 + first_fragments,
-            "batch {batch}: every frame counted once"
-        );
+        let first_fragments = after.stat(KernelStat::FirstFragments) - before.stat(KernelStat::FirstFragments);
+        assert_eq!(counted, BATCH as u64 + first_fragments, "batch {batch}: every frame counted once");
         before = after;
     }
 }

@@ -21,34 +21,18 @@ const GRACE_S: f64 = 1.0;
 const SWEEP_S: f64 = 0.2;
 
 fn connect(client: &str) -> TcpStream {
-    let stream = Lab::in_namespace(client, || {
-        TcpStream::connect((SERVER_V4, 5060)).expect("connect")
-    });
-    stream
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
+    let stream = Lab::in_namespace(client, || TcpStream::connect((SERVER_V4, 5060)).expect("connect"));
+    stream.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
     stream
 }
 
 /// Sends a REGISTER and waits for the registrar's answer.
 fn register(stream: &mut TcpStream, user: &str) {
     let local = stream.local_addr().unwrap();
-    stream
-        .write_all(&peers::outbound_register(
-            user,
-            "TCP",
-            local,
-            user,
-            &format!("{user}-reg"),
-        ))
-        .unwrap();
+    stream.write_all(&peers::outbound_register(user, "TCP", local, user, &format!("{user}-reg"))).unwrap();
     let mut buf = [0u8; 2048];
     let n = stream.read(&mut buf).expect("the registrar answers");
-    assert!(
-        buf[..n].starts_with(b"SIP/2.0 200"),
-        "{}",
-        String::from_utf8_lossy(&buf[..n])
-    );
+    assert!(buf[..n].starts_with(b"SIP/2.0 200"), "{}", String::from_utf8_lossy(&buf[..n]));
 }
 
 fn ping(stream: &mut TcpStream) {
@@ -68,10 +52,7 @@ struct Seen {
 fn verdicts_for_silent_killed_and_stopped_clients_and_none_for_a_healthy_one() {
     let mut lab = Lab::new("live");
     let (client, server) = (lab.client.clone(), lab.server.clone());
-    let (timer, grace) = (
-        format!("{FLOW_TIMER_S}s").replace(".0", ""),
-        format!("{GRACE_S}s").replace(".0", ""),
-    );
+    let (timer, grace) = (format!("{FLOW_TIMER_S}s").replace(".0", ""), format!("{GRACE_S}s").replace(".0", ""));
     let agent = lab.spawn(
         &server,
         &sipflow_bin(),
@@ -89,23 +70,11 @@ fn verdicts_for_silent_killed_and_stopped_clients_and_none_for_a_healthy_one() {
             "200ms",
         ],
     );
-    wait_healthy(
-        &server,
-        "http://127.0.0.1:9560/healthz",
-        agent,
-        Duration::from_secs(30),
-    );
+    wait_healthy(&server, "http://127.0.0.1:9560/healthz", agent, Duration::from_secs(30));
 
     let stop = Arc::new(AtomicBool::new(false));
-    let _tcp_server = TcpServer::start(
-        Lab::in_namespace(&server, || TcpListener::bind((SERVER_V4, 5060)).unwrap()),
-        3,
-    );
-    peers::udp_server(
-        Lab::in_namespace(&server, || UdpSocket::bind((SERVER_V4, 5060)).unwrap()),
-        3,
-        stop.clone(),
-    );
+    let _tcp_server = TcpServer::start(Lab::in_namespace(&server, || TcpListener::bind((SERVER_V4, 5060)).unwrap()), 3);
+    peers::udp_server(Lab::in_namespace(&server, || UdpSocket::bind((SERVER_V4, 5060)).unwrap()), 3, stop.clone());
 
     let start = Instant::now();
     let mut silent = connect(&client);
@@ -121,20 +90,12 @@ fn verdicts_for_silent_killed_and_stopped_clients_and_none_for_a_healthy_one() {
         (port(&healthy), "healthy"),
         (udp.local_addr().unwrap().port(), "udp"),
     ]);
-    for (stream, user) in [
-        (&mut silent, "alice"),
-        (&mut killed, "bob"),
-        (&mut closed, "carol"),
-        (&mut healthy, "erin"),
-    ] {
+    for (stream, user) in [(&mut silent, "alice"), (&mut killed, "bob"), (&mut closed, "carol"), (&mut healthy, "erin")]
+    {
         register(stream, user);
     }
     let udp_local: SocketAddr = udp.local_addr().unwrap();
-    udp.send_to(
-        &peers::outbound_register("dave", "UDP", udp_local, "dave", "dave-reg"),
-        (SERVER_V4, 5060),
-    )
-    .unwrap();
+    udp.send_to(&peers::outbound_register("dave", "UDP", udp_local, "dave", "dave-reg"), (SERVER_V4, 5060)).unwrap();
 
     // Keepalives for 2.5 s; then the silent client stops, the killed one is reset,
     // the closed one sends a FIN, the UDP one stops its STUN; the healthy one goes on.
@@ -145,8 +106,7 @@ fn verdicts_for_silent_killed_and_stopped_clients_and_none_for_a_healthy_one() {
         ping(&mut silent);
         last_silent_ping = Instant::now();
         ping(&mut healthy);
-        udp.send_to(&peers::stun_binding_request(tick), (SERVER_V4, 5060))
-            .unwrap();
+        udp.send_to(&peers::stun_binding_request(tick), (SERVER_V4, 5060)).unwrap();
         last_udp_stun = Instant::now();
         tick += 1;
         thread::sleep(Duration::from_millis(500));
@@ -164,8 +124,7 @@ fn verdicts_for_silent_killed_and_stopped_clients_and_none_for_a_healthy_one() {
             ping(&mut healthy);
             next_ping = Instant::now() + Duration::from_millis(500);
         }
-        let (_, body) =
-            http_get(&server, "http://127.0.0.1:9560/flows?state=failed").expect("GET /flows");
+        let (_, body) = http_get(&server, "http://127.0.0.1:9560/flows?state=failed").expect("GET /flows");
         let flows: Vec<serde_json::Value> = serde_json::from_str(&body).expect("JSON");
         for f in flows {
             let remote: SocketAddr = f["remote"].as_str().unwrap().parse().unwrap();
@@ -183,12 +142,9 @@ fn verdicts_for_silent_killed_and_stopped_clients_and_none_for_a_healthy_one() {
 
     let delay = |name: &str, since: Instant| seen[name].at.duration_since(since).as_secs_f64();
     println!("verdict delays (s), measured from the failure:");
-    for (name, since) in [
-        ("silent", last_silent_ping),
-        ("killed", killed_at),
-        ("closed", closed_at),
-        ("udp", last_udp_stun),
-    ] {
+    for (name, since) in
+        [("silent", last_silent_ping), ("killed", killed_at), ("closed", closed_at), ("udp", last_udp_stun)]
+    {
         if seen.contains_key(name) {
             println!(
                 "  {name:<7} {:<17} {:.2} would_430={}",
@@ -198,24 +154,13 @@ fn verdicts_for_silent_killed_and_stopped_clients_and_none_for_a_healthy_one() {
             );
         }
     }
-    assert!(
-        !seen.contains_key("healthy"),
-        "a client that keeps pinging is never flagged: {seen:?}"
-    );
-    for (name, reason) in [
-        ("silent", "keepalive_timeout"),
-        ("killed", "tcp_reset"),
-        ("closed", "tcp_fin"),
-        ("udp", "keepalive_timeout"),
-    ] {
-        let s = seen
-            .get(name)
-            .unwrap_or_else(|| panic!("no verdict for the {name} client: {seen:?}"));
+    assert!(!seen.contains_key("healthy"), "a client that keeps pinging is never flagged: {seen:?}");
+    for (name, reason) in
+        [("silent", "keepalive_timeout"), ("killed", "tcp_reset"), ("closed", "tcp_fin"), ("udp", "keepalive_timeout")]
+    {
+        let s = seen.get(name).unwrap_or_else(|| panic!("no verdict for the {name} client: {seen:?}"));
         assert_eq!(s.reason, reason, "{name}");
-        assert!(
-            s.would_430,
-            "{name}: a registered flow that failed would warrant 430"
-        );
+        assert!(s.would_430, "{name}: a registered flow that failed would warrant 430");
     }
     // Never before Flow-Timer + grace; within it plus one sweep (and the 100 ms poll), with slack for a busy machine.
     let limit = FLOW_TIMER_S + GRACE_S;
@@ -230,60 +175,26 @@ fn verdicts_for_silent_killed_and_stopped_clients_and_none_for_a_healthy_one() {
     // The agent logged one line per verdict, and still reports the healthy flow alive.
     let (_, all) = http_get(&server, "http://127.0.0.1:9560/flows").expect("GET /flows");
     let all: Vec<serde_json::Value> = serde_json::from_str(&all).unwrap();
-    let healthy_port = ports
-        .iter()
-        .find(|(_, n)| **n == "healthy")
-        .map(|(p, _)| *p)
-        .unwrap();
-    let healthy_flow = all
-        .iter()
-        .find(|f| {
-            f["remote"]
-                .as_str()
-                .unwrap()
-                .ends_with(&format!(":{healthy_port}"))
-        })
-        .expect("listed");
+    let healthy_port = ports.iter().find(|(_, n)| **n == "healthy").map(|(p, _)| *p).unwrap();
+    let healthy_flow =
+        all.iter().find(|f| f["remote"].as_str().unwrap().ends_with(&format!(":{healthy_port}"))).expect("listed");
     assert_eq!(healthy_flow["state"], "alive");
     // `sipflow flows` prints the same as a table, from the agent's namespace.
     let table = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &server,
-            &sipflow_bin(),
-            "flows",
-            "--state",
-            "failed",
-        ])
+        .args(["netns", "exec", &server, &sipflow_bin(), "flows", "--state", "failed"])
         .output()
         .expect("sipflow flows");
     let table = String::from_utf8_lossy(&table.stdout);
     let rows: Vec<&str> = table.lines().collect();
-    assert!(
-        rows[0].starts_with("IFACE") && rows[0].contains("REASON") && rows[0].contains("430"),
-        "{table}"
-    );
+    assert!(rows[0].starts_with("IFACE") && rows[0].contains("REASON") && rows[0].contains("430"), "{table}");
     assert_eq!(rows.len(), 5, "a header and four failed flows:\n{table}");
     for reason in ["keepalive_timeout", "tcp_reset", "tcp_fin"] {
         assert!(table.contains(reason), "{table}");
     }
-    assert!(
-        rows[1..].iter().all(|r| r.contains(" failed ")),
-        "--state failed lists failed flows only:\n{table}"
-    );
+    assert!(rows[1..].iter().all(|r| r.contains(" failed ")), "--state failed lists failed flows only:\n{table}");
 
     let (_, metrics) = http_get(&server, "http://127.0.0.1:9560/metrics").unwrap();
-    assert!(
-        metrics.contains(r#"sipflow_flow_failures_total{reason="tcp_reset"} 1"#),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains(r#"sipflow_flows_would_430{transport="tcp"} 3"#),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains(r#"sipflow_registrations{outbound="true"} 5"#),
-        "{metrics}"
-    );
+    assert!(metrics.contains(r#"sipflow_flow_failures_total{reason="tcp_reset"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"sipflow_flows_would_430{transport="tcp"} 3"#), "{metrics}");
+    assert!(metrics.contains(r#"sipflow_registrations{outbound="true"} 5"#), "{metrics}");
 }

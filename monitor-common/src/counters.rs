@@ -123,11 +123,7 @@ impl Method {
     /// The standard methods as fixed arrays: tables in BPF programs cannot hold
     /// pointers (nothing relocates them), so the kernel matches against these.
     pub const TOKENS: [MethodToken; 14] = {
-        let mut out = [MethodToken {
-            method: Self::Other,
-            len: 0,
-            bytes: [0; MAX_STANDARD_METHOD_LEN],
-        }; 14];
+        let mut out = [MethodToken { method: Self::Other, len: 0, bytes: [0; MAX_STANDARD_METHOD_LEN] }; 14];
         let mut m = 0;
         while m < Self::STANDARD.len() {
             let (method, name) = Self::STANDARD[m];
@@ -137,22 +133,14 @@ impl Method {
                 bytes[i] = name[i];
                 i += 1;
             }
-            out[m] = MethodToken {
-                method,
-                len: name.len(),
-                bytes,
-            };
+            out[m] = MethodToken { method, len: name.len(), bytes };
             m += 1;
         }
         out
     };
 
     pub const fn from_index(index: usize) -> Self {
-        if index < Self::STANDARD.len() {
-            Self::STANDARD[index].0
-        } else {
-            Self::Other
-        }
+        if index < Self::STANDARD.len() { Self::STANDARD[index].0 } else { Self::Other }
     }
 
     pub const fn label(self) -> &'static str {

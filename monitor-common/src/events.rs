@@ -33,10 +33,7 @@ mod tests {
 
     #[test]
     fn layout() {
-        assert_eq!(
-            core::mem::size_of::<HeadEvent>(),
-            40 + 8 + 4 + 2 + 1 + 1 + HEAD_MAX
-        );
+        assert_eq!(core::mem::size_of::<HeadEvent>(), 40 + 8 + 4 + 2 + 1 + 1 + HEAD_MAX);
         assert_eq!(core::mem::align_of::<HeadEvent>(), 8);
     }
 }

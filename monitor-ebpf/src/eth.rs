@@ -42,9 +42,5 @@ pub fn parse(frame: &impl Frame) -> Option<Ethernet> {
         ethertype = read_be16(frame, l3_offset + 2)?;
         l3_offset += VLAN_TAG_LEN;
     }
-    Some(Ethernet {
-        ethertype,
-        l3_offset,
-        vlan_id,
-    })
+    Some(Ethernet { ethertype, l3_offset, vlan_id })
 }

@@ -14,11 +14,7 @@ pub fn send_head(frame: &impl Frame, scratch: &Scratch, direction: Direction, no
     // SAFETY: plain reads of the scratch slot (volatile: see `Scratch`).
     let offset = unsafe { core::ptr::read_volatile(&scratch.payload_offset) } as usize;
     let payload_len = unsafe { core::ptr::read_volatile(&scratch.payload_len) } as usize;
-    let len = if payload_len < HEAD_MAX {
-        payload_len
-    } else {
-        HEAD_MAX
-    };
+    let len = if payload_len < HEAD_MAX { payload_len } else { HEAD_MAX };
     let Some(mut entry) = EVENTS.reserve::<HeadEvent>(0) else {
         bump_stat(KernelStat::EventsLost);
         return;

@@ -41,10 +41,7 @@ pub fn server_side(segment: &Segment) -> Option<Side> {
         (Some(d), Some(_)) => (d, destination_is_lower(segment)),
         (None, None) => return None,
     };
-    Some(Side {
-        kind: PortKind::from_u8(kind)?,
-        server_is_destination,
-    })
+    Some(Side { kind: PortKind::from_u8(kind)?, server_is_destination })
 }
 
 #[inline(always)]
@@ -94,10 +91,7 @@ pub fn update(frame: &impl Frame, scratch: &mut Scratch, payload: Payload, direc
         Some(state) => state,
         None => {
             scratch.new_flow = FlowState::new(now);
-            if FLOWS
-                .insert(&scratch.key, &scratch.new_flow, BPF_NOEXIST as u64)
-                .is_ok()
-            {
+            if FLOWS.insert(&scratch.key, &scratch.new_flow, BPF_NOEXIST as u64).is_ok() {
                 bump_stat(KernelStat::FlowsCreated);
             }
             match FLOWS.get_ptr_mut(&scratch.key) {

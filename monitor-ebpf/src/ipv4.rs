@@ -46,12 +46,7 @@ pub fn parse(frame: &impl Frame, offset: usize) -> Option<Ipv4> {
         protocol: h[PROTOCOL_OFFSET],
         more_fragments: flags_fragment & MORE_FRAGMENTS != 0,
         fragment_offset: flags_fragment & FRAGMENT_OFFSET_MASK,
-        source: [
-            h[SOURCE_OFFSET],
-            h[SOURCE_OFFSET + 1],
-            h[SOURCE_OFFSET + 2],
-            h[SOURCE_OFFSET + 3],
-        ],
+        source: [h[SOURCE_OFFSET], h[SOURCE_OFFSET + 1], h[SOURCE_OFFSET + 2], h[SOURCE_OFFSET + 3]],
         destination: [
             h[DESTINATION_OFFSET],
             h[DESTINATION_OFFSET + 1],

@@ -50,10 +50,7 @@ pub fn parse(frame: &impl Frame, offset: usize) -> Option<Ipv6> {
     let mut fragment_offset = 0;
     let mut walked = 0;
     while walked < MAX_EXTENSION_HEADERS {
-        if !matches!(
-            protocol,
-            HOP_BY_HOP | ROUTING | DESTINATION_OPTIONS | AUTHENTICATION | FRAGMENT
-        ) {
+        if !matches!(protocol, HOP_BY_HOP | ROUTING | DESTINATION_OPTIONS | AUTHENTICATION | FRAGMENT) {
             break;
         }
         // Every extension header starts with its next header and its length.

@@ -33,8 +33,7 @@ pub static SIP_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_SIP_PORTS
 
 /// Every flow on a SIP port; the least recently used goes when it is full.
 #[map]
-pub static FLOWS: LruHashMap<FlowKey, FlowState> =
-    LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);
+pub static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);
 
 /// Heads of REGISTERs, their responses, 3xx and 430, for the agent.
 #[map]

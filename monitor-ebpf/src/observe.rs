@@ -98,11 +98,7 @@ fn classify(
         return Payload::Other;
     }
     let window = &mut scratch.window;
-    let mut loaded = if payload_len < WINDOW {
-        payload_len
-    } else {
-        WINDOW
-    };
+    let mut loaded = if payload_len < WINDOW { payload_len } else { WINDOW };
     if !frame.load_bytes(offset, loaded, window) {
         return Payload::Other;
     }
@@ -112,11 +108,7 @@ fn classify(
         if skip > 0 {
             offset += skip;
             payload_len -= skip;
-            loaded = if payload_len < WINDOW {
-                payload_len
-            } else {
-                WINDOW
-            };
+            loaded = if payload_len < WINDOW { payload_len } else { WINDOW };
             if !frame.load_bytes(offset, loaded, window) {
                 return Payload::Other;
             }

@@ -27,12 +27,7 @@ pub enum Payload {
 /// `loaded` bytes of the window hold the payload's start; `payload_len` is its full size.
 /// On a stream, leading CRLFs must already be skipped ([`leading_crlf`]).
 #[inline(always)]
-pub fn classify(
-    window: &Window,
-    loaded: usize,
-    payload_len: usize,
-    transport: Transport,
-) -> Payload {
+pub fn classify(window: &Window, loaded: usize, payload_len: usize, transport: Transport) -> Payload {
     match transport {
         Transport::Udp => {
             if let Some(kind) = stun::classify(window, loaded, payload_len) {
@@ -99,11 +94,7 @@ mod tests {
             (w, n)
         };
         let (w, n) = load(bytes);
-        let skip = if transport == Transport::Tcp {
-            leading_crlf(&w, n, bytes.len())
-        } else {
-            0
-        };
+        let skip = if transport == Transport::Tcp { leading_crlf(&w, n, bytes.len()) } else { 0 };
         let (w, n) = load(&bytes[skip..]);
         classify(&w, n, bytes.len() - skip, transport)
     }
@@ -117,9 +108,6 @@ mod tests {
 
     #[test]
     fn leading_crlf_before_a_message() {
-        assert_eq!(
-            run(b"\r\n\r\nOPTIONS sip:a@b SIP/2.0\r\n", Transport::Tcp),
-            Payload::Request(Method::Options)
-        );
+        assert_eq!(run(b"\r\n\r\nOPTIONS sip:a@b SIP/2.0\r\n", Transport::Tcp), Payload::Request(Method::Options));
     }
 }

@@ -56,22 +56,12 @@ fn status_line(window: &Window, len: usize) -> Option<u16> {
     if window[VERSION.len()] != b' ' || window[STATUS_LINE_MIN - 1] != b' ' {
         return None;
     }
-    let digits = [
-        window[STATUS_CODE_OFFSET],
-        window[STATUS_CODE_OFFSET + 1],
-        window[STATUS_CODE_OFFSET + 2],
-    ];
+    let digits = [window[STATUS_CODE_OFFSET], window[STATUS_CODE_OFFSET + 1], window[STATUS_CODE_OFFSET + 2]];
     if !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let code = digits
-        .iter()
-        .fold(0u16, |code, d| code * 10 + (d - b'0') as u16);
-    if (100..=699).contains(&code) {
-        Some(code)
-    } else {
-        None
-    }
+    let code = digits.iter().fold(0u16, |code, d| code * 10 + (d - b'0') as u16);
+    if (100..=699).contains(&code) { Some(code) } else { None }
 }
 
 /// " SIP/2.0" followed by CR ends the first line, after a non-empty Request-URI.
@@ -102,8 +92,7 @@ fn ends_with_version(window: &Window, len: usize) -> bool {
                 }
                 k += 1;
             }
-            return window[(v - 1) & (WINDOW - 1)] == b' '
-                && window[(v - 2) & (WINDOW - 1)] != b' ';
+            return window[(v - 1) & (WINDOW - 1)] == b' ' && window[(v - 2) & (WINDOW - 1)] != b' ';
         }
         i += 1;
     }
@@ -152,11 +141,7 @@ fn extension_method(window: &Window, len: usize) -> bool {
 /// RFC 3261 §25.1 token characters.
 #[inline(always)]
 const fn is_token(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-        )
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~')
 }
 
 #[cfg(test)]
@@ -177,30 +162,18 @@ mod tests {
             line.extend_from_slice(b" sip:alice@example.com SIP/2.0\r\nVia: x\r\n");
             assert_eq!(classify(&line), StartLine::Request(method), "{line:?}");
         }
-        assert_eq!(
-            classify(b"FOO sip:a@b SIP/2.0\r\n"),
-            StartLine::Request(Method::Other)
-        );
+        assert_eq!(classify(b"FOO sip:a@b SIP/2.0\r\n"), StartLine::Request(Method::Other));
     }
 
     #[test]
     fn methods_are_case_sensitive() {
-        assert_eq!(
-            classify(b"invite sip:a@b SIP/2.0\r\n"),
-            StartLine::Request(Method::Other)
-        );
+        assert_eq!(classify(b"invite sip:a@b SIP/2.0\r\n"), StartLine::Request(Method::Other));
     }
 
     #[test]
     fn responses_by_code() {
-        assert_eq!(
-            classify(b"SIP/2.0 300 Multiple Choices\r\n"),
-            StartLine::Response(300)
-        );
-        assert_eq!(
-            classify(b"SIP/2.0 430 Flow Failed\r\n"),
-            StartLine::Response(430)
-        );
+        assert_eq!(classify(b"SIP/2.0 300 Multiple Choices\r\n"), StartLine::Response(300));
+        assert_eq!(classify(b"SIP/2.0 430 Flow Failed\r\n"), StartLine::Response(430));
         assert_eq!(classify(b"SIP/2.0 200 \r\n"), StartLine::Response(200));
     }
 

@@ -48,12 +48,7 @@ impl Frame for TcFrame<'_> {
         // SAFETY: the helper checks offset + len against the packet, paged parts
         // included; `dst` holds N >= len bytes.
         let rc = unsafe {
-            bpf_skb_load_bytes(
-                self.0.skb.skb as *const _,
-                offset as u32,
-                dst.as_mut_ptr().cast(),
-                len as u32,
-            )
+            bpf_skb_load_bytes(self.0.skb.skb as *const _, offset as u32, dst.as_mut_ptr().cast(), len as u32)
         };
         rc == 0
     }

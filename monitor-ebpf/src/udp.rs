@@ -21,9 +21,5 @@ pub fn parse(frame: &impl Frame, offset: usize) -> Option<Udp> {
     if length < HEADER_LEN {
         return None;
     }
-    Some(Udp {
-        source_port: be16(&h, SOURCE_PORT_OFFSET),
-        destination_port: be16(&h, DESTINATION_PORT_OFFSET),
-        length,
-    })
+    Some(Udp { source_port: be16(&h, SOURCE_PORT_OFFSET), destination_port: be16(&h, DESTINATION_PORT_OFFSET), length })
 }

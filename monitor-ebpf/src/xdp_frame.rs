@@ -23,14 +23,7 @@ impl Frame for XdpFrame<'_> {
         }
         let len = verifier_size::<N>(len);
         // SAFETY: the helper checks offset + len against the packet; `dst` holds N >= len bytes.
-        let rc = unsafe {
-            bpf_xdp_load_bytes(
-                self.0.ctx,
-                offset as u32,
-                dst.as_mut_ptr().cast(),
-                len as u32,
-            )
-        };
+        let rc = unsafe { bpf_xdp_load_bytes(self.0.ctx, offset as u32, dst.as_mut_ptr().cast(), len as u32) };
         rc == 0
     }
 }

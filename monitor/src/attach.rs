@@ -6,9 +6,7 @@ use std::ffi::CString;
 use aya::{
     Ebpf, EbpfLoader,
     maps::HashMap,
-    programs::{
-        SchedClassifier, TcAttachType, Xdp, XdpMode, tc, tc::SchedClassifierLinkId, xdp::XdpLinkId,
-    },
+    programs::{SchedClassifier, TcAttachType, Xdp, XdpMode, tc, tc::SchedClassifierLinkId, xdp::XdpLinkId},
 };
 use monitor_common::{
     maps::{FLOWS, MAX_SIP_PORTS, SIP_PORTS, TC_EGRESS_PROGRAM, XDP_PROGRAM},
@@ -16,9 +14,7 @@ use monitor_common::{
 };
 use tracing::{info, warn};
 
-use crate::{
-    cli::XdpModeArg, ebpf_object::EBPF_OBJECT, failure::Failure, kernel_maps::KernelCounters,
-};
+use crate::{cli::XdpModeArg, ebpf_object::EBPF_OBJECT, failure::Failure, kernel_maps::KernelCounters};
 
 /// The kernel programs, attached to one interface. Dropping it detaches them.
 pub struct Attached {
@@ -49,10 +45,8 @@ pub fn load(ports: &SipPorts, max_flows: u32) -> Result<Ebpf, String> {
     if EBPF_OBJECT.is_empty() {
         return Err(Failure::NoKernelObject.to_string());
     }
-    let mut ebpf = EbpfLoader::new()
-        .map_max_entries(FLOWS, max_flows)
-        .load(EBPF_OBJECT)
-        .map_err(|e| error_chain(&e))?;
+    let mut ebpf =
+        EbpfLoader::new().map_max_entries(FLOWS, max_flows).load(EBPF_OBJECT).map_err(|e| error_chain(&e))?;
     configure_ports(&mut ebpf, ports)?;
     let program: &mut Xdp = ebpf
         .program_mut(XDP_PROGRAM)
@@ -76,10 +70,7 @@ pub fn attach(
     if !interface_exists(iface) {
         return Err(Failure::UnknownInterface(iface.to_string()));
     }
-    let load_failure = |reason: String| Failure::Load {
-        iface: iface.to_string(),
-        reason,
-    };
+    let load_failure = |reason: String| Failure::Load { iface: iface.to_string(), reason };
     let mut ebpf = load(ports, max_flows).map_err(load_failure)?;
     let program: &mut Xdp = ebpf
         .program_mut(XDP_PROGRAM)
@@ -98,35 +89,20 @@ pub fn attach(
     };
     info!(iface, mode = used, "attached XDP program");
     let counters = KernelCounters::take_from(&mut ebpf).map_err(|e| load_failure(e.to_string()))?;
-    Ok((
-        Attached {
-            iface: iface.to_string(),
-            mode: used,
-            ebpf,
-            link: Some(link),
-            egress: None,
-        },
-        counters,
-    ))
+    Ok((Attached { iface: iface.to_string(), mode: used, ebpf, link: Some(link), egress: None }, counters))
 }
 
 fn attach_mode(program: &mut Xdp, iface: &str, mode: XdpMode) -> Result<XdpLinkId, Failure> {
     program.attach(iface, mode).map_err(|e| Failure::Attach {
         iface: iface.to_string(),
-        mode: if mode == XdpMode::Driver {
-            "native"
-        } else {
-            "generic"
-        },
+        mode: if mode == XdpMode::Driver { "native" } else { "generic" },
         reason: error_chain(&e),
     })
 }
 
 fn configure_ports(ebpf: &mut Ebpf, ports: &SipPorts) -> Result<(), String> {
     if ports.plain.len() + ports.tls.len() > MAX_SIP_PORTS as usize {
-        return Err(format!(
-            "at most {MAX_SIP_PORTS} SIP ports can be monitored"
-        ));
+        return Err(format!("at most {MAX_SIP_PORTS} SIP ports can be monitored"));
     }
     let map = ebpf.map_mut(SIP_PORTS).ok_or("map SIP_PORTS is missing")?;
     let mut map: HashMap<_, u16, u8> = HashMap::try_from(map).map_err(|e| e.to_string())?;
@@ -161,11 +137,7 @@ impl Attached {
     /// FINs and RSTs reach the same flows.
     pub fn attach_egress(&mut self) -> Result<(), Failure> {
         let iface = self.iface.clone();
-        let failure = |reason: String| Failure::Attach {
-            iface: iface.clone(),
-            mode: "TC egress",
-            reason,
-        };
+        let failure = |reason: String| Failure::Attach { iface: iface.clone(), mode: "TC egress", reason };
         let program: &mut SchedClassifier = self
             .ebpf
             .program_mut(TC_EGRESS_PROGRAM)
@@ -174,9 +146,7 @@ impl Attached {
         program.load().map_err(|e| failure(verifier_reason(&e)))?;
         // Kernels before 6.6 attach through the clsact qdisc; it may be there already.
         let _ = tc::qdisc_add_clsact(&self.iface);
-        let link = program
-            .attach(&self.iface, TcAttachType::Egress)
-            .map_err(|e| failure(error_chain(&e)))?;
+        let link = program.attach(&self.iface, TcAttachType::Egress).map_err(|e| failure(error_chain(&e)))?;
         info!(iface = self.iface, "attached TC egress program");
         self.egress = Some(link);
         Ok(())
@@ -189,9 +159,7 @@ impl Attached {
 
     /// Detaches the programs now, rather than when the value is dropped.
     pub fn detach(mut self) {
-        if let (Some(link), Some(program)) =
-            (self.egress.take(), self.ebpf.program_mut(TC_EGRESS_PROGRAM))
-        {
+        if let (Some(link), Some(program)) = (self.egress.take(), self.ebpf.program_mut(TC_EGRESS_PROGRAM)) {
             let program: Result<&mut SchedClassifier, _> = program.try_into();
             if let Ok(program) = program {
                 match program.detach(link) {
@@ -200,8 +168,7 @@ impl Attached {
                 }
             }
         }
-        if let (Some(link), Some(program)) = (self.link.take(), self.ebpf.program_mut(XDP_PROGRAM))
-        {
+        if let (Some(link), Some(program)) = (self.link.take(), self.ebpf.program_mut(XDP_PROGRAM)) {
             let program: Result<&mut Xdp, _> = program.try_into();
             if let Ok(program) = program {
                 match program.detach(link) {

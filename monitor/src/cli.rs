@@ -123,20 +123,12 @@ impl RunArgs {
 
     /// Clear-text SIP ports, with the default when none was given.
     pub fn plain_ports(&self) -> Vec<u16> {
-        if self.sip_ports.is_empty() {
-            vec![DEFAULT_SIP_PORT]
-        } else {
-            self.sip_ports.clone()
-        }
+        if self.sip_ports.is_empty() { vec![DEFAULT_SIP_PORT] } else { self.sip_ports.clone() }
     }
 
     /// TLS SIP ports, with the default when none was given.
     pub fn tls_ports(&self) -> Vec<u16> {
-        if self.sips_ports.is_empty() {
-            vec![DEFAULT_SIPS_PORT]
-        } else {
-            self.sips_ports.clone()
-        }
+        if self.sips_ports.is_empty() { vec![DEFAULT_SIPS_PORT] } else { self.sips_ports.clone() }
     }
 }
 
@@ -156,13 +148,10 @@ pub enum LogFormat {
 /// A duration such as `90s`, `500ms`, `2m`, or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration; write it like 30s, 500ms or 2m"))?;
+    let number: u64 =
+        number.parse().map_err(|_| format!("`{text}` is not a duration; write it like 30s, 500ms or 2m"))?;
     match unit {
         "" | "s" => Ok(Duration::from_secs(number)),
         "ms" => Ok(Duration::from_millis(number)),
@@ -195,9 +184,7 @@ mod tests {
     #[test]
     fn port_defaults_and_zero() {
         let cli = Cli::try_parse_from(["sipflow", "run", "-i", "eth0"]).unwrap();
-        let Command::Run(run) = cli.command else {
-            panic!("run")
-        };
+        let Command::Run(run) = cli.command else { panic!("run") };
         assert_eq!(run.plain_ports(), vec![5060]);
         assert_eq!(run.tls_ports(), vec![5061]);
         assert!(Cli::try_parse_from(["sipflow", "run", "-i", "eth0", "--sip-port", "0"]).is_err());

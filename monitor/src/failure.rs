@@ -9,9 +9,7 @@ pub enum Failure {
         "sipflow needs root or the capabilities CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON to load XDP programs; run it with sudo"
     )]
     NotPrivileged,
-    #[error(
-        "interface `{0}` does not exist; list the interfaces with `ip link` and pass one with -i"
-    )]
+    #[error("interface `{0}` does not exist; list the interfaces with `ip link` and pass one with -i")]
     UnknownInterface(String),
     #[error("cannot listen on {addr}: {reason}; choose another address with --listen")]
     Listen { addr: SocketAddr, reason: String },
@@ -19,16 +17,10 @@ pub enum Failure {
         "this sipflow binary was built without its kernel programs (AYA_BUILD_SKIP); rebuild it with `cargo build`"
     )]
     NoKernelObject,
-    #[error(
-        "the kernel refused sipflow's programs on `{iface}`: {reason}; run `sipflow check -i {iface}`"
-    )]
+    #[error("the kernel refused sipflow's programs on `{iface}`: {reason}; run `sipflow check -i {iface}`")]
     Load { iface: String, reason: String },
     #[error("cannot attach XDP to `{iface}` in {mode} mode: {reason}")]
-    Attach {
-        iface: String,
-        mode: &'static str,
-        reason: String,
-    },
+    Attach { iface: String, mode: &'static str, reason: String },
     #[error("reading the kernel's maps failed: {0}")]
     ReadMaps(String),
     #[error("{0}")]

@@ -13,9 +13,7 @@ pub fn flows(args: &FlowsArgs) -> Result<(), Failure> {
         None => "",
     };
     let url = format!("http://{}/flows{query}", args.agent);
-    let config = ureq::config::Config::builder()
-        .timeout_global(Some(Duration::from_secs(5)))
-        .build();
+    let config = ureq::config::Config::builder().timeout_global(Some(Duration::from_secs(5))).build();
     let body = ureq::Agent::new_with_config(config)
         .get(&url)
         .call()
@@ -38,18 +36,7 @@ pub fn flows(args: &FlowsArgs) -> Result<(), Failure> {
 
 /// A fixed-width table, a row per flow.
 pub fn table(flows: &[serde_json::Value]) -> String {
-    let header = [
-        "IFACE",
-        "TRANSPORT",
-        "CLIENT",
-        "SERVER",
-        "STATE",
-        "REASON",
-        "IDLE",
-        "TIMER",
-        "AOR",
-        "430",
-    ];
+    let header = ["IFACE", "TRANSPORT", "CLIENT", "SERVER", "STATE", "REASON", "IDLE", "TIMER", "AOR", "430"];
     let text = |v: &serde_json::Value, k: &str| match &v[k] {
         serde_json::Value::String(s) => s.clone(),
         serde_json::Value::Null => "-".into(),
@@ -64,9 +51,7 @@ pub fn table(flows: &[serde_json::Value]) -> String {
     };
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
     for f in flows {
-        let idle = f["seconds_since_last_keepalive"]
-            .as_f64()
-            .or(f["seconds_since_last_packet"].as_f64());
+        let idle = f["seconds_since_last_keepalive"].as_f64().or(f["seconds_since_last_packet"].as_f64());
         rows.push(vec![
             text(f, "iface"),
             text(f, "transport"),
@@ -80,16 +65,10 @@ pub fn table(flows: &[serde_json::Value]) -> String {
             text(f, "would_430"),
         ]);
     }
-    let widths: Vec<usize> = (0..header.len())
-        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
-        .collect();
+    let widths: Vec<usize> = (0..header.len()).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for row in rows {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
+        let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
         out.push_str(cells.join("  ").trim_end());
         out.push('\n');
     }
@@ -115,11 +94,7 @@ mod tests {
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 2);
         assert!(lines[0].starts_with("IFACE"));
-        assert!(
-            lines[1].contains("keepalive_timeout")
-                && lines[1].contains("41s")
-                && lines[1].ends_with("yes")
-        );
+        assert!(lines[1].contains("keepalive_timeout") && lines[1].contains("41s") && lines[1].ends_with("yes"));
         assert_eq!(lines[0].find("STATE"), lines[1].find("failed"));
         assert!(table(&[]).contains("(no flows)"));
     }

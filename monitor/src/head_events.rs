@@ -39,11 +39,7 @@ impl Head {
         Some(Self {
             key: event.key,
             timestamp_ns: event.timestamp_ns,
-            direction: if event.direction == Direction::Egress as u8 {
-                Direction::Egress
-            } else {
-                Direction::Ingress
-            },
+            direction: if event.direction == Direction::Egress as u8 { Direction::Egress } else { Direction::Ingress },
             from_client: event.from_client != 0,
             bytes: event.head[..len].to_vec(),
             cut: event.payload_len as usize > len,
@@ -62,8 +58,7 @@ impl HeadEvents {
         let map = ebpf.take_map(EVENTS).ok_or("map EVENTS is missing")?;
         let ring = RingBuf::try_from(map).map_err(|e: MapError| e.to_string())?;
         // SAFETY: the RingBuf owns its map's fd and keeps it open while the AsyncFd holds it.
-        let ring = unsafe { AsyncFd::register(ring) }
-            .map_err(|e| format!("cannot poll the ring buffer: {e}"))?;
+        let ring = unsafe { AsyncFd::register(ring) }.map_err(|e| format!("cannot poll the ring buffer: {e}"))?;
         Ok(Self { ring })
     }
 

@@ -11,9 +11,7 @@ use monitor_common::{
 };
 
 fn take(ebpf: &mut Ebpf, name: &str) -> Result<Map, MapError> {
-    ebpf.take_map(name).ok_or_else(|| MapError::InvalidName {
-        name: name.to_string(),
-    })
+    ebpf.take_map(name).ok_or_else(|| MapError::InvalidName { name: name.to_string() })
 }
 
 /// The per-CPU counter arrays of one attached instance.
@@ -63,10 +61,7 @@ impl KernelCounters {
 }
 
 fn sum_per_cpu(array: &PerCpuArray<MapData, u64>) -> Result<Vec<u64>, MapError> {
-    array
-        .iter()
-        .map(|values| values.map(|v| v.iter().sum()))
-        .collect()
+    array.iter().map(|values| values.map(|v| v.iter().sum())).collect()
 }
 
 /// The kernel's `FLOWS` map.
@@ -79,10 +74,7 @@ pub struct FlowTable {
 
 impl FlowTable {
     pub fn take_from(ebpf: &mut Ebpf) -> Result<Self, MapError> {
-        Ok(Self {
-            map: HashMap::try_from(take(ebpf, FLOWS)?)?,
-            removed: 0,
-        })
+        Ok(Self { map: HashMap::try_from(take(ebpf, FLOWS)?)?, removed: 0 })
     }
 
     /// Every flow now in the map. Entries that vanish while it is read are skipped.

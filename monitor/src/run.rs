@@ -35,15 +35,9 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     // Bind before attaching, so a busy port fails before anything changes on the host.
     let listener = TcpListener::bind(args.listen)
         .await
-        .map_err(|e| Failure::Listen {
-            addr: args.listen,
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| Failure::Listen { addr: args.listen, reason: e.to_string() })?;
 
-    let ports = SipPorts {
-        plain: args.plain_ports(),
-        tls: args.tls_ports(),
-    };
+    let ports = SipPorts { plain: args.plain_ports(), tls: args.tls_ports() };
     let mut attached = Vec::new();
     let mut instances = Vec::new();
     let mut event_sources = Vec::new();
@@ -52,10 +46,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         if args.egress {
             a.attach_egress()?;
         }
-        let maps_failure = |reason: String| Failure::Load {
-            iface: iface.clone(),
-            reason,
-        };
+        let maps_failure = |reason: String| Failure::Load { iface: iface.clone(), reason };
         let flows = FlowTable::take_from(a.ebpf_mut()).map_err(|e| maps_failure(e.to_string()))?;
         let events = HeadEvents::take_from(a.ebpf_mut()).map_err(maps_failure)?;
         instances.push(Instance {
@@ -104,9 +95,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     }));
 
     info!(listen = %args.listen, "serving /metrics, /flows and /healthz");
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
+    let served = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await;
     for task in tasks {
         task.abort();
     }

@@ -6,9 +6,7 @@ use aya::{
     maps::{MapData, RingBuf},
     programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
-use monitor_common::maps::{
-    DEFAULT_MAX_FLOWS, EVENTS, PASS_PROGRAM, TC_EGRESS_PROGRAM, XDP_PROGRAM,
-};
+use monitor_common::maps::{DEFAULT_MAX_FLOWS, EVENTS, PASS_PROGRAM, TC_EGRESS_PROGRAM, XDP_PROGRAM};
 use sipflow::{
     attach::{self, SipPorts},
     head_events::{self, Head},
@@ -22,11 +20,7 @@ pub const XDP_PASS: u32 = 2;
 pub const TC_ACT_UNSPEC: u32 = u32::MAX;
 
 fn run_program(program: &Xdp, frame: &[u8], repeat: u32) -> (u32, std::time::Duration) {
-    let options = TestRunOptions {
-        data_in: Some(frame),
-        repeat,
-        ..Default::default()
-    };
+    let options = TestRunOptions { data_in: Some(frame), repeat, ..Default::default() };
     let result = program.test_run(options).expect("BPF_PROG_TEST_RUN");
     (result.return_value, result.duration)
 }
@@ -47,21 +41,12 @@ impl LoadedXdp {
     /// The same, with the flow map sized to `max_flows`.
     pub fn load_with_max_flows(max_flows: u32) -> Self {
         crate::require_root();
-        let ports = SipPorts {
-            plain: vec![SIP_PORT],
-            tls: vec![SIPS_PORT],
-        };
+        let ports = SipPorts { plain: vec![SIP_PORT], tls: vec![SIPS_PORT] };
         let mut ebpf = attach::load(&ports, max_flows).expect("the verifier accepts the program");
         let counters = KernelCounters::take_from(&mut ebpf).expect("counter maps");
         let flows = FlowTable::take_from(&mut ebpf).expect("flow map");
-        let events =
-            RingBuf::try_from(ebpf.take_map(EVENTS).expect("EVENTS")).expect("ring buffer");
-        Self {
-            ebpf,
-            counters,
-            flows,
-            events,
-        }
+        let events = RingBuf::try_from(ebpf.take_map(EVENTS).expect("EVENTS")).expect("ring buffer");
+        Self { ebpf, counters, flows, events }
     }
 
     /// The heads the program sent since the last call.
@@ -70,11 +55,7 @@ impl LoadedXdp {
     }
 
     fn program(&self) -> &Xdp {
-        self.ebpf
-            .program(XDP_PROGRAM)
-            .expect("program")
-            .try_into()
-            .expect("xdp")
+        self.ebpf.program(XDP_PROGRAM).expect("program").try_into().expect("xdp")
     }
 
     /// Runs the program once on `frame` and returns its verdict.
@@ -89,34 +70,18 @@ impl LoadedXdp {
 
     /// Runs the TC egress program once on `frame` (loaded on first use); returns its verdict.
     pub fn run_tc(&mut self, frame: &[u8]) -> u32 {
-        let program: &mut SchedClassifier = self
-            .ebpf
-            .program_mut(TC_EGRESS_PROGRAM)
-            .expect("tc program")
-            .try_into()
-            .expect("classifier");
+        let program: &mut SchedClassifier =
+            self.ebpf.program_mut(TC_EGRESS_PROGRAM).expect("tc program").try_into().expect("classifier");
         if program.fd().is_err() {
             program.load().expect("the verifier accepts the TC program");
         }
-        let options = TestRunOptions {
-            data_in: Some(frame),
-            repeat: 1,
-            ..Default::default()
-        };
-        program
-            .test_run(options)
-            .expect("BPF_PROG_TEST_RUN")
-            .return_value
+        let options = TestRunOptions { data_in: Some(frame), repeat: 1, ..Default::default() };
+        program.test_run(options).expect("BPF_PROG_TEST_RUN").return_value
     }
 
     /// The same for the do-nothing XDP program of the same object (loaded on first use).
     pub fn run_pass_repeat(&mut self, frame: &[u8], repeat: u32) -> (u32, std::time::Duration) {
-        let program: &mut Xdp = self
-            .ebpf
-            .program_mut(PASS_PROGRAM)
-            .expect("pass program")
-            .try_into()
-            .expect("xdp");
+        let program: &mut Xdp = self.ebpf.program_mut(PASS_PROGRAM).expect("pass program").try_into().expect("xdp");
         if program.fd().is_err() {
             program.load().expect("load the pass program");
         }

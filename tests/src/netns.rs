@@ -27,10 +27,7 @@ pub struct Lab {
 }
 
 fn ip(args: &[&str]) {
-    let status = Command::new("ip")
-        .args(args)
-        .status()
-        .expect("run ip (package iproute2)");
+    let status = Command::new("ip").args(args).status().expect("run ip (package iproute2)");
     assert!(status.success(), "ip {} failed", args.join(" "));
 }
 
@@ -39,48 +36,18 @@ impl Lab {
     pub fn new(tag: &str) -> Self {
         crate::require_root();
         let id = std::process::id();
-        let lab = Self {
-            client: format!("sf-{tag}-{id}-c"),
-            server: format!("sf-{tag}-{id}-s"),
-            children: Vec::new(),
-        };
+        let lab = Self { client: format!("sf-{tag}-{id}-c"), server: format!("sf-{tag}-{id}-s"), children: Vec::new() };
         // From here on, Drop removes whatever was made.
         ip(&["netns", "add", &lab.client]);
         ip(&["netns", "add", &lab.server]);
-        let (c, s) = (
-            format!("sfc{id}{}", tag.len()),
-            format!("sfs{id}{}", tag.len()),
-        );
-        ip(&[
-            "link",
-            "add",
-            &c,
-            "netns",
-            &lab.client,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &s,
-            "netns",
-            &lab.server,
-        ]);
-        for (ns, link, name, v4, v6) in [
-            (&lab.client, &c, CLIENT_IF, CLIENT_V4, CLIENT_V6),
-            (&lab.server, &s, SERVER_IF, SERVER_V4, SERVER_V6),
-        ] {
+        let (c, s) = (format!("sfc{id}{}", tag.len()), format!("sfs{id}{}", tag.len()));
+        ip(&["link", "add", &c, "netns", &lab.client, "type", "veth", "peer", "name", &s, "netns", &lab.server]);
+        for (ns, link, name, v4, v6) in
+            [(&lab.client, &c, CLIENT_IF, CLIENT_V4, CLIENT_V6), (&lab.server, &s, SERVER_IF, SERVER_V4, SERVER_V6)]
+        {
             ip(&["-n", ns, "link", "set", link, "name", name]);
             ip(&["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", name]);
-            ip(&[
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{v6}/64"),
-                "dev",
-                name,
-                "nodad",
-            ]);
+            ip(&["-n", ns, "addr", "add", &format!("{v6}/64"), "dev", name, "nodad"]);
             ip(&["-n", ns, "link", "set", name, "up"]);
             ip(&["-n", ns, "link", "set", "lo", "up"]);
         }
@@ -125,10 +92,7 @@ impl Lab {
 
     /// `ip -n NS link show IF` output: tells whether an XDP program is attached.
     pub fn link_show(namespace: &str, iface: &str) -> String {
-        let out = Command::new("ip")
-            .args(["-n", namespace, "link", "show", iface])
-            .output()
-            .expect("ip link show");
+        let out = Command::new("ip").args(["-n", namespace, "link", "show", iface]).output().expect("ip link show");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
@@ -140,10 +104,7 @@ impl Drop for Lab {
             let _ = child.wait();
         }
         for ns in [&self.client, &self.server] {
-            let _ = Command::new("ip")
-                .args(["netns", "del", ns])
-                .stderr(Stdio::null())
-                .status();
+            let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
         }
     }
 }
@@ -196,35 +157,26 @@ pub fn sipflow_bin() -> String {
         dir = dir.parent().expect("profile dir");
     }
     let path = dir.join("sipflow");
-    assert!(
-        path.exists(),
-        "{} is missing: build it first (cargo xtask test does)",
-        path.display()
-    );
+    assert!(path.exists(), "{} is missing: build it first (cargo xtask test does)", path.display());
     path.to_string_lossy().into_owned()
 }
 
 /// The value of one sample in a Prometheus text exposition, matched on every given label.
 pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (series_name, label_text) = match series.split_once('{') {
-                Some((n, rest)) => (n, rest.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            if series_name != name {
-                return None;
-            }
-            let pairs: Vec<(&str, &str)> = label_text
-                .split(',')
-                .filter(|p| !p.is_empty())
-                .filter_map(|p| p.split_once('=').map(|(k, v)| (k, v.trim_matches('"'))))
-                .collect();
-            labels
-                .iter()
-                .all(|want| pairs.contains(want))
-                .then(|| value.parse().ok())?
-        })
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (series_name, label_text) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if series_name != name {
+            return None;
+        }
+        let pairs: Vec<(&str, &str)> = label_text
+            .split(',')
+            .filter(|p| !p.is_empty())
+            .filter_map(|p| p.split_once('=').map(|(k, v)| (k, v.trim_matches('"'))))
+            .collect();
+        labels.iter().all(|want| pairs.contains(want)).then(|| value.parse().ok())?
+    })
 }

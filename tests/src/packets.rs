@@ -35,14 +35,9 @@ pub fn udp4(source_port: u16, destination_port: u16, payload: &[u8]) -> Vec<u8> 
 }
 
 /// UDP over IPv4 between any two addresses.
-pub fn udp4_between(
-    source: ([u8; 4], u16),
-    destination: ([u8; 4], u16),
-    payload: &[u8],
-) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
-        .ipv4(source.0, destination.0, 64)
-        .udp(source.1, destination.1);
+pub fn udp4_between(source: ([u8; 4], u16), destination: ([u8; 4], u16), payload: &[u8]) -> Vec<u8> {
+    let b =
+        PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC).ipv4(source.0, destination.0, 64).udp(source.1, destination.1);
     finish(b, payload, |b, out, p| b.write(out, p).expect("build"))
 }
 
@@ -60,9 +55,7 @@ pub fn udp6_vlan(tags: &[u16], source_port: u16, destination_port: u16, payload:
     let id = |v: u16| VlanId::try_new(v).expect("vlan id");
     let b = match tags {
         [one] => base.single_vlan(id(*one)).ipv6(CLIENT_V6, SERVER_V6, 64),
-        [outer, inner] => base
-            .double_vlan(id(*outer), id(*inner))
-            .ipv6(CLIENT_V6, SERVER_V6, 64),
+        [outer, inner] => base.double_vlan(id(*outer), id(*inner)).ipv6(CLIENT_V6, SERVER_V6, 64),
         _ => panic!("one or two tags"),
     }
     .udp(source_port, destination_port);
@@ -75,9 +68,7 @@ pub fn udp4_vlan(tags: &[u16], source_port: u16, destination_port: u16, payload:
     let id = |v: u16| VlanId::try_new(v).expect("vlan id");
     let b = match tags {
         [one] => base.single_vlan(id(*one)).ipv4(CLIENT_V4, SERVER_V4, 64),
-        [outer, inner] => base
-            .double_vlan(id(*outer), id(*inner))
-            .ipv4(CLIENT_V4, SERVER_V4, 64),
+        [outer, inner] => base.double_vlan(id(*outer), id(*inner)).ipv4(CLIENT_V4, SERVER_V4, 64),
         _ => panic!("one or two tags"),
     }
     .udp(source_port, destination_port);
@@ -94,36 +85,16 @@ pub struct Flags {
 
 /// TCP over IPv4 from the client's address, with an ACK and the given extra flags.
 pub fn tcp4(source_port: u16, destination_port: u16, flags: Flags, payload: &[u8]) -> Vec<u8> {
-    tcp4_between(
-        (CLIENT_V4, source_port),
-        (SERVER_V4, destination_port),
-        flags,
-        payload,
-    )
+    tcp4_between((CLIENT_V4, source_port), (SERVER_V4, destination_port), flags, payload)
 }
 
 /// TCP over IPv4 from the server's address back to the client.
-pub fn tcp4_from_server(
-    source_port: u16,
-    destination_port: u16,
-    flags: Flags,
-    payload: &[u8],
-) -> Vec<u8> {
-    tcp4_between(
-        (SERVER_V4, source_port),
-        (CLIENT_V4, destination_port),
-        flags,
-        payload,
-    )
+pub fn tcp4_from_server(source_port: u16, destination_port: u16, flags: Flags, payload: &[u8]) -> Vec<u8> {
+    tcp4_between((SERVER_V4, source_port), (CLIENT_V4, destination_port), flags, payload)
 }
 
 /// TCP over IPv4 between any two addresses.
-pub fn tcp4_between(
-    source: ([u8; 4], u16),
-    destination: ([u8; 4], u16),
-    flags: Flags,
-    payload: &[u8],
-) -> Vec<u8> {
+pub fn tcp4_between(source: ([u8; 4], u16), destination: ([u8; 4], u16), flags: Flags, payload: &[u8]) -> Vec<u8> {
     let (source_port, destination_port) = (source.1, destination.1);
     let mut b = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
         .ipv4(source.0, destination.0, 64)
@@ -153,8 +124,7 @@ pub fn with_ipv4_options(frame: &[u8], options: &[u8]) -> Vec<u8> {
     out.extend_from_slice(options);
     out.extend_from_slice(&frame[IPV4_OFFSET + 20..]);
     out[ihl_at] = 0x40 | (((20 + options.len()) / 4) as u8);
-    let total =
-        u16::from_be_bytes([out[IPV4_OFFSET + 2], out[IPV4_OFFSET + 3]]) + options.len() as u16;
+    let total = u16::from_be_bytes([out[IPV4_OFFSET + 2], out[IPV4_OFFSET + 3]]) + options.len() as u16;
     out[IPV4_OFFSET + 2..IPV4_OFFSET + 4].copy_from_slice(&total.to_be_bytes());
     out
 }

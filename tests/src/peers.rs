@@ -13,13 +13,7 @@ use std::{
 };
 
 /// An outbound REGISTER (RFC 5626 §4.2): reg-id, +sip.instance, ;ob, Supported: outbound.
-pub fn outbound_register(
-    user: &str,
-    transport: &str,
-    local: SocketAddr,
-    instance: &str,
-    call_id: &str,
-) -> Vec<u8> {
+pub fn outbound_register(user: &str, transport: &str, local: SocketAddr, instance: &str, call_id: &str) -> Vec<u8> {
     format!(
         "REGISTER sip:example.com SIP/2.0\r\n\
          Via: SIP/2.0/{transport} {local};branch=z9hG4bK-{call_id}\r\n\
@@ -79,20 +73,13 @@ impl Drop for TcpServer {
 }
 
 fn serve(mut stream: TcpStream, flow_timer: u32, pongs: bool, stop: &AtomicBool) {
-    stream
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .ok();
+    stream.set_read_timeout(Some(Duration::from_millis(100))).ok();
     let mut buf = vec![0u8; 4096];
     while !stop.load(Ordering::Relaxed) {
         let n = match stream.read(&mut buf) {
             Ok(0) => return,
             Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
                 continue;
             }
             Err(_) => return,
@@ -103,7 +90,7 @@ fn serve(mut stream: TcpStream, flow_timer: u32, pongs: bool, stop: &AtomicBool)
         } else if data.starts_with(b"REGISTER ") {
             ok_for(data, flow_timer)
         } else if data.starts_with(b"INVITE ") {
-            b"SIP/2.0 430 Flow Failed\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n".to_vec()
+            flow_failed_for(data)
         } else {
             continue;
         };
@@ -127,18 +114,39 @@ pub fn ok_for(request: &[u8], flow_timer: u32) -> Vec<u8> {
             out.push_str(";tag=registrar\r\n");
         }
     }
-    out.push_str(&format!(
-        "Require: outbound\r\nFlow-Timer: {flow_timer}\r\nContent-Length: 0\r\n\r\n"
-    ));
+    out.push_str(&format!("Require: outbound\r\nFlow-Timer: {flow_timer}\r\nContent-Length: 0\r\n\r\n"));
     out.into_bytes()
+}
+
+/// A 430 Flow Failed to a request, echoing its Via, From, To, Call-ID and CSeq.
+pub fn flow_failed_for(request: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(request);
+    let mut out = String::from("SIP/2.0 430 Flow Failed\r\n");
+    for line in text.split("\r\n") {
+        let name = line.split(':').next().unwrap_or("").to_ascii_lowercase();
+        if ["via", "from", "to", "call-id", "cseq"].contains(&name.as_str()) {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    out.push_str("Content-Length: 0\r\n\r\n");
+    out.into_bytes()
+}
+
+/// An INVITE to `user`'s AOR.
+pub fn invite_to(user: &str, call_id: &str) -> Vec<u8> {
+    format!(
+        "INVITE sip:{user}@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 192.0.2.1;branch=z9hG4bK-{call_id}\r\n\
+         From: <sip:caller@example.com>;tag=c\r\nTo: <sip:{user}@example.com>\r\nCall-ID: {call_id}\r\n\
+         CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
 }
 
 /// A UDP server on the SIP port: answers STUN Binding requests with a success
 /// response and REGISTERs with 200 OK.
 pub fn udp_server(socket: UdpSocket, flow_timer: u32, stop: Arc<AtomicBool>) {
-    socket
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .ok();
+    socket.set_read_timeout(Some(Duration::from_millis(100))).ok();
     thread::spawn(move || {
         let mut buf = [0u8; 4096];
         while !stop.load(Ordering::Relaxed) {
@@ -170,10 +178,7 @@ pub fn stun_binding_request(id: u32) -> Vec<u8> {
 /// Closes with an RST rather than a FIN: SO_LINGER with a zero timeout.
 pub fn reset(stream: TcpStream) {
     use std::os::fd::AsRawFd;
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
     // SAFETY: a valid socket and a correctly sized option value.
     unsafe {
         libc::setsockopt(

@@ -38,14 +38,10 @@ fn main() {
     let task = Xtask::parse().task;
     let result: Result<()> = match task {
         Task::Setup => setup::setup(),
-        Task::Build => {
-            setup::setup().and_then(|()| run::cargo(&["build", "--release", "-p", "monitor"]))
-        }
-        Task::Test => {
-            run::require_root("the tests load BPF programs and create network namespaces")
-                .and_then(|()| setup::setup())
-                .and_then(|()| run::test())
-        }
+        Task::Build => setup::setup().and_then(|()| run::cargo(&["build", "--release", "-p", "monitor"])),
+        Task::Test => run::require_root("the tests load BPF programs and create network namespaces")
+            .and_then(|()| setup::setup())
+            .and_then(|()| run::test()),
         Task::Bench { repeat } => run::require_root("the benchmark loads BPF programs")
             .and_then(|()| setup::setup())
             .and_then(|()| run::bench(repeat)),

@@ -16,10 +16,8 @@ pub fn require_root(why: &str) -> Result<()> {
 }
 
 pub fn cargo(args: &[&str]) -> Result<()> {
-    let status = Command::new(env!("CARGO"))
-        .args(args)
-        .status()
-        .with_context(|| format!("run cargo {}", args.join(" ")))?;
+    let status =
+        Command::new(env!("CARGO")).args(args).status().with_context(|| format!("run cargo {}", args.join(" ")))?;
     if !status.success() {
         bail!("cargo {} failed", args.join(" "));
     }
@@ -30,25 +28,8 @@ pub fn cargo(args: &[&str]) -> Result<()> {
 pub fn test() -> Result<()> {
     cargo(&["fmt", "--all", "--check"]).context("run `cargo fmt --all` to fix the formatting")?;
     // The kernel crate's binary only builds for the BPF target; its library is linted on the host.
-    cargo(&[
-        "clippy",
-        "--workspace",
-        "--exclude",
-        "monitor-ebpf",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ])?;
-    cargo(&[
-        "clippy",
-        "-p",
-        "monitor-ebpf",
-        "--lib",
-        "--",
-        "-D",
-        "warnings",
-    ])?;
+    cargo(&["clippy", "--workspace", "--exclude", "monitor-ebpf", "--all-targets", "--", "-D", "warnings"])?;
+    cargo(&["clippy", "-p", "monitor-ebpf", "--lib", "--", "-D", "warnings"])?;
     cargo(&["build", "-p", "monitor", "--bins"])?;
     let mut tally = Tally::default();
     // The kernel crate's parsing code also runs on the host.
@@ -89,11 +70,7 @@ fn cargo_test(args: &[&str], tally: &mut Tally) -> Result<()> {
         }
     }
     if !child.wait()?.success() {
-        println!(
-            "tests: {} passed, {} failed",
-            tally.passed,
-            tally.failed.max(1)
-        );
+        println!("tests: {} passed, {} failed", tally.passed, tally.failed.max(1));
         bail!("cargo {} failed", args.join(" "));
     }
     Ok(())
@@ -101,26 +78,10 @@ fn cargo_test(args: &[&str], tally: &mut Tally) -> Result<()> {
 
 pub fn bench(repeat: u32) -> Result<()> {
     cargo(&["build", "-p", "monitor", "--bins"])?;
-    cargo(&[
-        "run",
-        "--quiet",
-        "-p",
-        "sipflow-tests",
-        "--bin",
-        "sipflow-bench",
-        "--",
-        &repeat.to_string(),
-    ])
+    cargo(&["run", "--quiet", "-p", "sipflow-tests", "--bin", "sipflow-bench", "--", &repeat.to_string()])
 }
 
 pub fn demo() -> Result<()> {
     cargo(&["build", "-p", "monitor", "--bins"])?;
-    cargo(&[
-        "run",
-        "--quiet",
-        "-p",
-        "sipflow-tests",
-        "--bin",
-        "sipflow-demo",
-    ])
+    cargo(&["run", "--quiet", "-p", "sipflow-tests", "--bin", "sipflow-demo"])
 }

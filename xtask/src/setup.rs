@@ -16,15 +16,8 @@ use anyhow::{Context, Result, bail};
 const LINKED_TOOLCHAIN: &str = "bpf-debian";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Debian's compiler, standard library source and LLVM for bpf-linker.
-const TOOLCHAIN_PACKAGES: &[&str] = &[
-    "rustc-web",
-    "cargo-web",
-    "rust-web-src",
-    "llvm-22-dev",
-    "libpolly-22-dev",
-    "libzstd-dev",
-    "zlib1g-dev",
-];
+const TOOLCHAIN_PACKAGES: &[&str] =
+    &["rustc-web", "cargo-web", "rust-web-src", "llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev"];
 /// What the tests and the demo run: namespaces, real SIP peers, a reference counter.
 const LAB_PACKAGES: &[&str] = &["iproute2", "sip-tester", "tshark"];
 
@@ -36,26 +29,16 @@ pub fn setup() -> Result<()> {
     }
     apt_install(&packages)?;
     if !nightly && !toolchain_listed(LINKED_TOOLCHAIN) {
-        run(
-            "rustup",
-            &["toolchain", "link", LINKED_TOOLCHAIN, "/usr"],
-            &[],
-        )?;
+        run("rustup", &["toolchain", "link", LINKED_TOOLCHAIN, "/usr"], &[])?;
     }
     if !nightly && !has_rust_src(LINKED_TOOLCHAIN) {
-        bail!(
-            "the toolchain {LINKED_TOOLCHAIN} has no standard library source; is rust-web-src installed?"
-        );
+        bail!("the toolchain {LINKED_TOOLCHAIN} has no standard library source; is rust-web-src installed?");
     }
     if !bpf_linker_installed() {
         eprintln!("xtask: installing bpf-linker {BPF_LINKER_VERSION} (about a minute and a half)");
         let version = format!("={BPF_LINKER_VERSION}");
         if nightly {
-            run(
-                "cargo",
-                &["install", "bpf-linker", "--locked", "--version", &version],
-                &[],
-            )?;
+            run("cargo", &["install", "bpf-linker", "--locked", "--version", &version], &[])?;
         } else {
             run(
                 "cargo",
@@ -101,10 +84,7 @@ fn apt_install(packages: &[&str]) -> Result<()> {
         return Ok(());
     }
     if !Path::new("/usr/bin/apt-get").exists() {
-        bail!(
-            "install these packages with your distribution's tools: {}",
-            missing.join(" ")
-        );
+        bail!("install these packages with your distribution's tools: {}", missing.join(" "));
     }
     eprintln!("xtask: installing {}", missing.join(" "));
     let noninteractive = [("DEBIAN_FRONTEND", "noninteractive")];
@@ -118,11 +98,7 @@ fn toolchain_listed(name: &str) -> bool {
     Command::new("rustup")
         .args(["toolchain", "list"])
         .output()
-        .is_ok_and(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .any(|l| l.starts_with(name))
-        })
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.starts_with(name)))
 }
 
 fn has_rust_src(toolchain: &str) -> bool {
@@ -135,16 +111,9 @@ fn has_rust_src(toolchain: &str) -> bool {
         .ok()
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .is_some_and(|sysroot| {
-            Path::new(&sysroot)
-                .join("lib/rustlib/src/rust/library/core/Cargo.toml")
-                .exists()
-        })
+        .is_some_and(|sysroot| Path::new(&sysroot).join("lib/rustlib/src/rust/library/core/Cargo.toml").exists())
 }
 
 fn bpf_linker_installed() -> bool {
-    Command::new("bpf-linker")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
+    Command::new("bpf-linker").arg("--version").output().is_ok_and(|o| o.status.success())
 }

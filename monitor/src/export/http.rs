@@ -79,23 +79,17 @@ impl AgentState {
                 flows.remove(key);
             }
             let census = tracker.census();
+            let grades = tracker.grades;
             drop(tracker);
-            let created = instance
-                .counters
-                .read()
-                .map(|s| s.stat(monitor_common::counters::KernelStat::FlowsCreated));
+            let created = instance.counters.read().map(|s| s.stat(monitor_common::counters::KernelStat::FlowsCreated));
             let mut metrics = self.metrics.lock().expect("metrics lock");
-            metrics.record_verdicts(&sweep.verdicts);
+            metrics.record_sweep(&sweep);
             metrics.record_census(&census);
+            metrics.record_grades(grades);
             if let Ok(created) = created {
                 metrics.record_flow_map(
                     &instance.iface,
-                    &FlowMapFill {
-                        live,
-                        capacity: instance.max_flows.into(),
-                        created,
-                        removed: flows.removed(),
-                    },
+                    &FlowMapFill { live, capacity: instance.max_flows.into(), created, removed: flows.removed() },
                 );
             }
         }
@@ -106,8 +100,7 @@ impl AgentState {
 pub fn describe(flow: &FlowId) -> String {
     use crate::liveness::tracker::socket_addr;
     let k = &flow.key;
-    let transport =
-        monitor_common::flow::FlowTransport::from_u8(k.transport).map_or("?", |t| t.label());
+    let transport = monitor_common::flow::FlowTransport::from_u8(k.transport).map_or("?", |t| t.label());
     format!(
         "{transport} {} -> {}",
         socket_addr(k.family, &k.client_addr, k.client_port),
@@ -134,10 +127,7 @@ struct FlowsQuery {
     state: Option<String>,
 }
 
-async fn flows(
-    State(state): State<Arc<AgentState>>,
-    Query(query): Query<FlowsQuery>,
-) -> impl IntoResponse {
+async fn flows(State(state): State<Arc<AgentState>>, Query(query): Query<FlowsQuery>) -> impl IntoResponse {
     let only_failed = match query.state.as_deref() {
         None | Some("all") => false,
         Some("failed") => true,
@@ -146,11 +136,7 @@ async fn flows(
             return (StatusCode::BAD_REQUEST, message).into_response();
         }
     };
-    let view = state
-        .tracker
-        .lock()
-        .expect("tracker lock")
-        .view(boot_time_ns(), only_failed);
+    let view = state.tracker.lock().expect("tracker lock").view(boot_time_ns(), only_failed);
     Json(view).into_response()
 }
 
@@ -159,9 +145,6 @@ async fn healthz(State(state): State<Arc<AgentState>>) -> impl IntoResponse {
     if state.refresh_counters() {
         (StatusCode::OK, "ok\n")
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the kernel's maps cannot be read\n",
-        )
+        (StatusCode::SERVICE_UNAVAILABLE, "the kernel's maps cannot be read\n")
     }
 }

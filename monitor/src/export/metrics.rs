@@ -9,12 +9,12 @@ use std::collections::HashMap;
 use monitor_common::counters::{
     Direction, KernelStat, MIN_STATUS_CODE, Method, PacketClass, STATUS_CODE_SLOTS, packet_index,
 };
-use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use crate::{
     kernel_maps::CounterSnapshot,
     liveness::{
-        tracker::{Census, Verdict},
+        tracker::{Census, Grades, Sweep},
         verdict::Reason,
     },
 };
@@ -28,6 +28,9 @@ pub struct Metrics {
     evictions: IntCounterVec,
     flows: IntGaugeVec,
     failures: IntCounterVec,
+    rtt: HistogramVec,
+    answers_430: IntCounterVec,
+    last_grades: Grades,
     would_430: IntGaugeVec,
     registrations: IntGaugeVec,
     map_entries: IntGaugeVec,
@@ -65,37 +68,24 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let packets = IntCounterVec::new(
-            Opts::new(
-                "sipflow_packets_total",
-                "Packets seen on monitored interfaces, by class.",
-            ),
+            Opts::new("sipflow_packets_total", "Packets seen on monitored interfaces, by class."),
             &["iface", "direction", "class"],
         )
         .expect("valid metric");
-        let requests = IntCounterVec::new(
-            Opts::new("sipflow_requests_total", "SIP requests seen, by method."),
-            &["method"],
-        )
-        .expect("valid metric");
+        let requests =
+            IntCounterVec::new(Opts::new("sipflow_requests_total", "SIP requests seen, by method."), &["method"])
+                .expect("valid metric");
         let responses = IntCounterVec::new(
-            Opts::new(
-                "sipflow_responses_total",
-                "SIP responses seen, by exact status code.",
-            ),
+            Opts::new("sipflow_responses_total", "SIP responses seen, by exact status code."),
             &["code"],
         )
         .expect("valid metric");
         let build_info = IntGaugeVec::new(
-            Opts::new(
-                "sipflow_build_info",
-                "Always 1; labels tell which sipflow is running.",
-            ),
+            Opts::new("sipflow_build_info", "Always 1; labels tell which sipflow is running."),
             &["version"],
         )
         .expect("valid metric");
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         let events_lost = counter_vec(
             "sipflow_events_lost_total",
             "Message heads the kernel dropped because the ring buffer to the agent was full.",
@@ -106,21 +96,10 @@ impl Metrics {
             "Flows the kernel's LRU map evicted to make room (raise --max-flows if this grows).",
             &["iface"],
         );
-        let map_entries = gauge_vec(
-            "sipflow_map_entries",
-            "Entries in a kernel map.",
-            &["iface", "map"],
-        );
-        let map_capacity = gauge_vec(
-            "sipflow_map_capacity",
-            "Size of a kernel map.",
-            &["iface", "map"],
-        );
-        let flows = gauge_vec(
-            "sipflow_flows",
-            "Flows the agent tracks, by transport and state.",
-            &["transport", "state"],
-        );
+        let map_entries = gauge_vec("sipflow_map_entries", "Entries in a kernel map.", &["iface", "map"]);
+        let map_capacity = gauge_vec("sipflow_map_capacity", "Size of a kernel map.", &["iface", "map"]);
+        let flows =
+            gauge_vec("sipflow_flows", "Flows the agent tracks, by transport and state.", &["transport", "state"]);
         let failures = counter_vec(
             "sipflow_flow_failures_total",
             "Flows that failed in the sense of RFC 5626, by reason.",
@@ -136,32 +115,34 @@ impl Metrics {
             "Bindings seen in REGISTERs, by whether they use RFC 5626 outbound (reg-id and +sip.instance).",
             &["outbound"],
         );
+        let rtt = HistogramVec::new(
+            HistogramOpts::new(
+                "sipflow_keepalive_rtt_seconds",
+                "Ping to pong on stream flows (RFC 5626 §4.4.1), where both directions are seen.",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["transport"],
+        )
+        .expect("valid metric");
+        let answers_430 = counter_vec(
+            "sipflow_430_sent_total",
+            "430 Flow Failed answers this host sent, by whether sipflow had flagged the callee's flow before.",
+            &["predicted"],
+        );
+        for predicted in ["true", "false"] {
+            answers_430.with_label_values(&[predicted]).inc_by(0);
+        }
+        registry.register(Box::new(rtt.clone())).expect("unique metric");
         for reason in Reason::ALL {
             failures.with_label_values(&[reason.label()]).inc_by(0);
         }
-        for collector in [
-            &packets,
-            &requests,
-            &responses,
-            &events_lost,
-            &evictions,
-            &failures,
-        ] {
-            registry
-                .register(Box::new(collector.clone()))
-                .expect("unique metric");
+        for collector in [&packets, &requests, &responses, &events_lost, &evictions, &failures, &answers_430] {
+            registry.register(Box::new(collector.clone())).expect("unique metric");
         }
-        for collector in [
-            &build_info,
-            &map_entries,
-            &map_capacity,
-            &flows,
-            &would_430,
-            &registrations,
-        ] {
-            registry
-                .register(Box::new(collector.clone()))
-                .expect("unique metric");
+        for collector in [&build_info, &map_entries, &map_capacity, &flows, &would_430, &registrations] {
+            registry.register(Box::new(collector.clone())).expect("unique metric");
         }
         Self {
             registry,
@@ -172,6 +153,9 @@ impl Metrics {
             evictions,
             flows,
             failures,
+            rtt,
+            answers_430,
+            last_grades: Grades::default(),
             would_430,
             registrations,
             map_entries,
@@ -185,39 +169,31 @@ impl Metrics {
     pub fn record(&mut self, iface: &str, now: &CounterSnapshot) {
         let last = self.last.entry(iface.to_string()).or_default();
         let growth = |values: &[u64], before: &[u64], i: usize| {
-            values
-                .get(i)
-                .copied()
-                .unwrap_or(0)
-                .saturating_sub(before.get(i).copied().unwrap_or(0))
+            values.get(i).copied().unwrap_or(0).saturating_sub(before.get(i).copied().unwrap_or(0))
         };
         for direction in Direction::ALL {
             for class in PacketClass::ALL {
                 let i = packet_index(direction, class) as usize;
-                self.packets
-                    .with_label_values(&[iface, direction.label(), class.label()])
-                    .inc_by(growth(&now.packets, &last.packets, i));
+                self.packets.with_label_values(&[iface, direction.label(), class.label()]).inc_by(growth(
+                    &now.packets,
+                    &last.packets,
+                    i,
+                ));
             }
         }
         for (i, _) in now.requests.iter().enumerate() {
             let method = Method::from_index(i % Method::COUNT);
-            self.requests
-                .with_label_values(&[method.label()])
-                .inc_by(growth(&now.requests, &last.requests, i));
+            self.requests.with_label_values(&[method.label()]).inc_by(growth(&now.requests, &last.requests, i));
         }
         for (i, _) in now.responses.iter().enumerate() {
             let added = growth(&now.responses, &last.responses, i);
             if added > 0 {
                 let code = MIN_STATUS_CODE as usize + i % STATUS_CODE_SLOTS;
-                self.responses
-                    .with_label_values(&[&code.to_string()])
-                    .inc_by(added);
+                self.responses.with_label_values(&[&code.to_string()]).inc_by(added);
             }
         }
         let lost = KernelStat::EventsLost as usize;
-        self.events_lost
-            .with_label_values(&[iface])
-            .inc_by(growth(&now.stats, &last.stats, lost));
+        self.events_lost.with_label_values(&[iface]).inc_by(growth(&now.stats, &last.stats, lost));
         *last = now.clone();
     }
 
@@ -226,12 +202,8 @@ impl Metrics {
     /// Only while the map is nearly full: the LRU evicts only then, and a walk
     /// of a map that changes under it can miss an entry now and then.
     pub fn record_flow_map(&mut self, iface: &str, fill: &FlowMapFill) {
-        self.map_entries
-            .with_label_values(&[iface, "flows"])
-            .set(fill.live as i64);
-        self.map_capacity
-            .with_label_values(&[iface, "flows"])
-            .set(fill.capacity as i64);
+        self.map_entries.with_label_values(&[iface, "flows"]).set(fill.live as i64);
+        self.map_capacity.with_label_values(&[iface, "flows"]).set(fill.capacity as i64);
         if fill.live < fill.capacity - fill.capacity / 16 {
             self.evictions.with_label_values(&[iface]).inc_by(0);
             return;
@@ -240,22 +212,29 @@ impl Metrics {
         let exported = self.last_evicted.entry(iface.to_string()).or_default();
         // The map is read while packets arrive: only ever count up.
         if evicted > *exported {
-            self.evictions
-                .with_label_values(&[iface])
-                .inc_by(evicted - *exported);
+            self.evictions.with_label_values(&[iface]).inc_by(evicted - *exported);
             *exported = evicted;
         } else {
             self.evictions.with_label_values(&[iface]).inc_by(0);
         }
     }
 
-    /// Counts a sweep's verdicts.
-    pub fn record_verdicts(&mut self, verdicts: &[Verdict]) {
-        for v in verdicts {
-            self.failures
-                .with_label_values(&[v.failure.reason.label()])
-                .inc();
+    /// Counts a sweep's verdicts and RTT samples.
+    pub fn record_sweep(&mut self, sweep: &Sweep) {
+        for v in &sweep.verdicts {
+            self.failures.with_label_values(&[v.failure.reason.label()]).inc();
         }
+        for (transport, seconds) in &sweep.rtt_samples {
+            self.rtt.with_label_values(&[transport]).observe(*seconds);
+        }
+    }
+
+    /// Adds the 430s graded since the last call.
+    pub fn record_grades(&mut self, grades: Grades) {
+        let last = self.last_grades;
+        self.answers_430.with_label_values(&["true"]).inc_by(grades.predicted.saturating_sub(last.predicted));
+        self.answers_430.with_label_values(&["false"]).inc_by(grades.missed.saturating_sub(last.missed));
+        self.last_grades = grades;
     }
 
     /// Sets the flow, 430 and registration gauges from the tracker's census.
@@ -267,18 +246,14 @@ impl Metrics {
             self.would_430.with_label_values(&[transport]).set(*n);
         }
         for (outbound, n) in &census.registrations {
-            self.registrations
-                .with_label_values(&[if *outbound { "true" } else { "false" }])
-                .set(*n);
+            self.registrations.with_label_values(&[if *outbound { "true" } else { "false" }]).set(*n);
         }
     }
 
     /// The Prometheus text exposition format.
     pub fn encode(&self) -> String {
         let mut out = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut out)
-            .expect("encoding to a Vec");
+        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("encoding to a Vec");
         String::from_utf8(out).expect("the text format is UTF-8")
     }
 }
@@ -286,9 +261,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use monitor_common::counters::{
-        PACKET_SLOTS, REQUEST_SLOTS, RESPONSE_SLOTS, request_index, response_index,
-    };
+    use monitor_common::counters::{PACKET_SLOTS, REQUEST_SLOTS, RESPONSE_SLOTS, request_index, response_index};
 
     fn snapshot() -> CounterSnapshot {
         CounterSnapshot {
@@ -312,51 +285,26 @@ mod tests {
         metrics.record("eth0", &s);
         let text = metrics.encode();
         assert!(
-            text.contains(
-                r#"sipflow_packets_total{class="sip_request",direction="ingress",iface="eth0"} 3"#
-            ),
+            text.contains(r#"sipflow_packets_total{class="sip_request",direction="ingress",iface="eth0"} 3"#),
             "{text}"
         );
-        assert!(
-            text.contains(r#"sipflow_requests_total{method="REGISTER"} 3"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"sipflow_responses_total{code="430"} 3"#),
-            "{text}"
-        );
-        assert!(
-            !text.contains(r#"code="300""#),
-            "codes never seen are not exported"
-        );
+        assert!(text.contains(r#"sipflow_requests_total{method="REGISTER"} 3"#), "{text}");
+        assert!(text.contains(r#"sipflow_responses_total{code="430"} 3"#), "{text}");
+        assert!(!text.contains(r#"code="300""#), "codes never seen are not exported");
         assert!(text.contains(r#"sipflow_build_info{version=""#));
     }
 
     #[test]
     fn evictions_are_what_the_kernel_created_minus_what_is_accounted_for() {
         let mut metrics = Metrics::new();
-        let fill = |live, created, removed| FlowMapFill {
-            live,
-            capacity: 16,
-            created,
-            removed,
-        };
+        let fill = |live, created, removed| FlowMapFill { live, capacity: 16, created, removed };
         metrics.record_flow_map("eth0", &fill(16, 100, 0));
         metrics.record_flow_map("eth0", &fill(15, 100, 1));
         metrics.record_flow_map("eth0", &fill(16, 110, 4));
         metrics.record_flow_map("eth0", &fill(2, 120, 4));
         let text = metrics.encode();
-        assert!(
-            text.contains(r#"sipflow_flow_evictions_total{iface="eth0"} 90"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"sipflow_map_entries{iface="eth0",map="flows"} 2"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"sipflow_map_capacity{iface="eth0",map="flows"} 16"#),
-            "{text}"
-        );
+        assert!(text.contains(r#"sipflow_flow_evictions_total{iface="eth0"} 90"#), "{text}");
+        assert!(text.contains(r#"sipflow_map_entries{iface="eth0",map="flows"} 2"#), "{text}");
+        assert!(text.contains(r#"sipflow_map_capacity{iface="eth0",map="flows"} 16"#), "{text}");
     }
 }

@@ -27,11 +27,7 @@ pub struct FlowId {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum BindingKey {
     /// RFC 5626 §6: one flow per AOR, instance and reg-id.
-    Outbound {
-        aor: String,
-        instance: String,
-        reg_id: u32,
-    },
+    Outbound { aor: String, instance: String, reg_id: u32 },
     /// An RFC 3261 binding: AOR and Contact URI.
     Plain { aor: String, contact: String },
 }
@@ -126,9 +122,7 @@ impl Registrations {
                 Vec::new()
             }
             StartLine::Response { code, .. } if *code >= 200 => match self.pending.remove(&id) {
-                Some(request) if (200..300).contains(code) => {
-                    self.apply(&request, Some(head), at_ns)
-                }
+                Some(request) if (200..300).contains(code) => self.apply(&request, Some(head), at_ns),
                 _ => Vec::new(),
             },
             _ => Vec::new(),
@@ -166,26 +160,15 @@ impl Registrations {
 
     /// Bindings whose time ran out.
     pub fn expire(&mut self, now_ns: u64) -> Vec<Change> {
-        let expired: Vec<BindingKey> = self
-            .bindings
-            .iter()
-            .filter(|(_, b)| b.expires_at_ns <= now_ns)
-            .map(|(k, _)| k.clone())
-            .collect();
+        let expired: Vec<BindingKey> =
+            self.bindings.iter().filter(|(_, b)| b.expires_at_ns <= now_ns).map(|(k, _)| k.clone()).collect();
         expired
             .into_iter()
-            .filter_map(|key| {
-                self.bindings
-                    .remove(&key)
-                    .map(|b| Change::Unbound { key, flow: b.flow })
-            })
+            .filter_map(|key| self.bindings.remove(&key).map(|b| Change::Unbound { key, flow: b.flow }))
             .collect()
     }
 
-    pub fn bindings_on<'a>(
-        &'a self,
-        flow: &'a FlowId,
-    ) -> impl Iterator<Item = (&'a BindingKey, &'a Binding)> + 'a {
+    pub fn bindings_on<'a>(&'a self, flow: &'a FlowId) -> impl Iterator<Item = (&'a BindingKey, &'a Binding)> + 'a {
         self.bindings.iter().filter(move |(_, b)| &b.flow == flow)
     }
 
@@ -193,22 +176,12 @@ impl Registrations {
         self.bindings.iter()
     }
 
-    fn apply(
-        &mut self,
-        request: &PendingRegister,
-        response: Option<&SipHead>,
-        at_ns: u64,
-    ) -> Vec<Change> {
+    fn apply(&mut self, request: &PendingRegister, response: Option<&SipHead>, at_ns: u64) -> Vec<Change> {
         let mut changes = Vec::new();
         let flow_timer = response.and_then(|r| r.flow_timer);
         if request.star {
             // "Contact: *" with Expires 0 removes every binding of the AOR (RFC 3261 §10.2.2).
-            let gone: Vec<BindingKey> = self
-                .bindings
-                .keys()
-                .filter(|k| k.aor() == request.aor)
-                .cloned()
-                .collect();
+            let gone: Vec<BindingKey> = self.bindings.keys().filter(|k| k.aor() == request.aor).cloned().collect();
             for key in gone {
                 if let Some(b) = self.bindings.remove(&key) {
                     changes.push(Change::Unbound { key, flow: b.flow });
@@ -218,15 +191,10 @@ impl Registrations {
         }
         for contact in &request.contacts {
             let key = match (&contact.instance, contact.reg_id) {
-                (Some(instance), Some(reg_id)) => BindingKey::Outbound {
-                    aor: request.aor.clone(),
-                    instance: instance.clone(),
-                    reg_id,
-                },
-                _ => BindingKey::Plain {
-                    aor: request.aor.clone(),
-                    contact: contact.uri.clone(),
-                },
+                (Some(instance), Some(reg_id)) => {
+                    BindingKey::Outbound { aor: request.aor.clone(), instance: instance.clone(), reg_id }
+                }
+                _ => BindingKey::Plain { aor: request.aor.clone(), contact: contact.uri.clone() },
             };
             let expires = granted_expires(contact, request, response);
             if expires == 0 {
@@ -242,16 +210,11 @@ impl Registrations {
                 confirmed: response.is_some(),
             };
             match self.bindings.insert(key.clone(), binding) {
-                Some(old) if old.flow != request.flow => changes.push(Change::Replaced {
-                    key,
-                    old: old.flow,
-                    new: request.flow.clone(),
-                }),
+                Some(old) if old.flow != request.flow => {
+                    changes.push(Change::Replaced { key, old: old.flow, new: request.flow.clone() })
+                }
                 Some(_) => {}
-                None => changes.push(Change::Bound {
-                    key,
-                    flow: request.flow.clone(),
-                }),
+                None => changes.push(Change::Bound { key, flow: request.flow.clone() }),
             }
         }
         changes
@@ -259,27 +222,18 @@ impl Registrations {
 }
 
 /// The lifetime granted: the registrar's answer for this contact, else the request's.
-fn granted_expires(
-    contact: &Contact,
-    request: &PendingRegister,
-    response: Option<&SipHead>,
-) -> u32 {
+fn granted_expires(contact: &Contact, request: &PendingRegister, response: Option<&SipHead>) -> u32 {
     let answered = response.and_then(|r| {
         r.contacts
             .iter()
             .find(|c| {
                 c.uri == contact.uri
-                    || (c.instance.is_some()
-                        && c.instance == contact.instance
-                        && c.reg_id == contact.reg_id)
+                    || (c.instance.is_some() && c.instance == contact.instance && c.reg_id == contact.reg_id)
             })
             .and_then(|c| c.expires)
             .or(r.expires)
     });
-    answered
-        .or(contact.expires)
-        .or(request.expires)
-        .unwrap_or(DEFAULT_EXPIRES)
+    answered.or(contact.expires).or(request.expires).unwrap_or(DEFAULT_EXPIRES)
 }
 
 #[cfg(test)]
@@ -329,36 +283,19 @@ mod tests {
         "<sip:alice@192.0.2.1:40000;transport=tcp;ob>;reg-id=1;+sip.instance=\"<urn:uuid:1>\"";
 
     fn outbound_key() -> BindingKey {
-        BindingKey::Outbound {
-            aor: "sip:alice@example.com".into(),
-            instance: "<urn:uuid:1>".into(),
-            reg_id: 1,
-        }
+        BindingKey::Outbound { aor: "sip:alice@example.com".into(), instance: "<urn:uuid:1>".into(), reg_id: 1 }
     }
 
     #[test]
     fn a_2xx_binds_with_its_flow_timer_and_expires() {
         let mut r = Registrations::default();
-        assert!(
-            r.on_head(&flow(1), &register("c1", 1, OUTBOUND_CONTACT, 3600), S)
-                .is_empty()
-        );
+        assert!(r.on_head(&flow(1), &register("c1", 1, OUTBOUND_CONTACT, 3600), S).is_empty());
         let changes = r.on_head(&flow(1), &ok("c1", 1, 25), 2 * S);
-        assert_eq!(
-            changes,
-            vec![Change::Bound {
-                key: outbound_key(),
-                flow: flow(1)
-            }]
-        );
+        assert_eq!(changes, vec![Change::Bound { key: outbound_key(), flow: flow(1) }]);
         let f1 = flow(1);
         let (_, b) = r.bindings_on(&f1).next().unwrap();
         assert_eq!(b.flow_timer, Some(25));
-        assert_eq!(
-            b.expires_at_ns,
-            2 * S + 600 * S,
-            "the registrar's expires param wins"
-        );
+        assert_eq!(b.expires_at_ns, 2 * S + 600 * S, "the registrar's expires param wins");
         assert!(b.confirmed);
     }
 
@@ -369,14 +306,7 @@ mod tests {
         r.on_head(&flow(1), &ok("c1", 1, 25), S);
         r.on_head(&flow(2), &register("c1", 2, OUTBOUND_CONTACT, 3600), 5 * S);
         let changes = r.on_head(&flow(2), &ok("c1", 2, 25), 5 * S);
-        assert_eq!(
-            changes,
-            vec![Change::Replaced {
-                key: outbound_key(),
-                old: flow(1),
-                new: flow(2)
-            }]
-        );
+        assert_eq!(changes, vec![Change::Replaced { key: outbound_key(), old: flow(1), new: flow(2) }]);
         assert_eq!(r.bindings_on(&flow(1)).count(), 0);
     }
 
@@ -399,21 +329,12 @@ mod tests {
         let mut zero = ok("c1", 2, 25);
         zero.contacts.clear();
         zero.expires = Some(0);
-        assert_eq!(
-            r.on_head(&flow(1), &zero, 2 * S),
-            vec![Change::Unbound {
-                key: outbound_key(),
-                flow: flow(1)
-            }]
-        );
+        assert_eq!(r.on_head(&flow(1), &zero, 2 * S), vec![Change::Unbound { key: outbound_key(), flow: flow(1) }]);
 
         let mut r = Registrations::default();
         r.on_head(&flow(1), &register("c1", 1, OUTBOUND_CONTACT, 3600), S);
         let mut challenge = ok("c1", 1, 25);
-        challenge.start = StartLine::Response {
-            code: 401,
-            reason: "Unauthorized".into(),
-        };
+        challenge.start = StartLine::Response { code: 401, reason: "Unauthorized".into() };
         assert!(r.on_head(&flow(1), &challenge, S).is_empty());
         assert_eq!(r.all().count(), 0);
     }
@@ -421,36 +342,18 @@ mod tests {
     #[test]
     fn plain_contacts_and_star() {
         let mut r = Registrations::default();
-        r.on_head(
-            &flow(1),
-            &register("c1", 1, "<sip:alice@192.0.2.1:40000>", 300),
-            S,
-        );
+        r.on_head(&flow(1), &register("c1", 1, "<sip:alice@192.0.2.1:40000>", 300), S);
         let mut answer = ok("c1", 1, 25);
         answer.contacts.clear();
         answer.expires = None;
         let changes = r.on_head(&flow(1), &answer, S);
-        let key = BindingKey::Plain {
-            aor: "sip:alice@example.com".into(),
-            contact: "sip:alice@192.0.2.1:40000".into(),
-        };
-        assert_eq!(
-            changes,
-            vec![Change::Bound {
-                key: key.clone(),
-                flow: flow(1)
-            }]
-        );
-        assert_eq!(
-            r.bindings_on(&flow(1)).next().unwrap().1.expires_at_ns,
-            S + 300 * S
-        );
+        let key =
+            BindingKey::Plain { aor: "sip:alice@example.com".into(), contact: "sip:alice@192.0.2.1:40000".into() };
+        assert_eq!(changes, vec![Change::Bound { key: key.clone(), flow: flow(1) }]);
+        assert_eq!(r.bindings_on(&flow(1)).next().unwrap().1.expires_at_ns, S + 300 * S);
 
         r.on_head(&flow(1), &register("c1", 2, "*", 0), 2 * S);
-        assert_eq!(
-            r.on_head(&flow(1), &answer_to(2), 2 * S),
-            vec![Change::Unbound { key, flow: flow(1) }]
-        );
+        assert_eq!(r.on_head(&flow(1), &answer_to(2), 2 * S), vec![Change::Unbound { key, flow: flow(1) }]);
     }
 
     fn answer_to(cseq: u32) -> SipHead {
@@ -463,33 +366,15 @@ mod tests {
     fn unanswered_registers_are_taken_as_accepted_only_when_answers_are_invisible() {
         let mut r = Registrations::default();
         r.on_head(&flow(1), &register("c1", 1, OUTBOUND_CONTACT, 120), S);
-        r.on_head(
-            &flow(2),
-            &register("c2", 1, "<sip:bob@192.0.2.1:40001>", 120),
-            S,
-        );
-        assert!(
-            r.settle_unanswered(2 * S, Duration::from_secs(2), |_| false)
-                .is_empty(),
-            "not yet"
-        );
+        r.on_head(&flow(2), &register("c2", 1, "<sip:bob@192.0.2.1:40001>", 120), S);
+        assert!(r.settle_unanswered(2 * S, Duration::from_secs(2), |_| false).is_empty(), "not yet");
         let changes = r.settle_unanswered(3 * S, Duration::from_secs(2), |f| f == &flow(2));
-        assert_eq!(
-            changes,
-            vec![Change::Bound {
-                key: outbound_key(),
-                flow: flow(1)
-            }]
-        );
+        assert_eq!(changes, vec![Change::Bound { key: outbound_key(), flow: flow(1) }]);
         let f1 = flow(1);
         let (_, b) = r.bindings_on(&f1).next().unwrap();
         assert!(!b.confirmed);
         assert_eq!((b.flow_timer, b.expires_at_ns), (None, 3 * S + 120 * S));
-        assert_eq!(
-            r.bindings_on(&flow(2)).count(),
-            0,
-            "its answer was visible and never came"
-        );
+        assert_eq!(r.bindings_on(&flow(2)).count(), 0, "its answer was visible and never came");
     }
 
     #[test]
@@ -498,12 +383,6 @@ mod tests {
         r.on_head(&flow(1), &register("c1", 1, OUTBOUND_CONTACT, 3600), S);
         r.on_head(&flow(1), &ok("c1", 1, 25), S);
         assert!(r.expire(600 * S).is_empty());
-        assert_eq!(
-            r.expire(601 * S),
-            vec![Change::Unbound {
-                key: outbound_key(),
-                flow: flow(1)
-            }]
-        );
+        assert_eq!(r.expire(601 * S), vec![Change::Unbound { key: outbound_key(), flow: flow(1) }]);
     }
 }

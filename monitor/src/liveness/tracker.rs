@@ -10,6 +10,8 @@ use std::{
 use monitor_common::flow::{FlowKey, FlowState, FlowTransport};
 use serde::Serialize;
 
+use monitor_common::counters::Direction;
+
 use super::{
     registrations::{BindingKey, Change, FlowId, Registrations},
     verdict::{self, Failure, Reason, Timers},
@@ -27,12 +29,22 @@ pub struct Tracker {
     retention: Duration,
     /// Flows whose binding moved elsewhere, and when.
     replaced: HashMap<FlowId, u64>,
+    pub grades: Grades,
 }
 
 #[derive(Clone, Debug)]
 pub struct TrackedFlow {
     pub state: FlowState,
     pub failure: Option<Failure>,
+}
+
+/// How the host's own 430s compare with the verdicts before them.
+#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grades {
+    /// 430s to an AOR whose flow sipflow had already flagged.
+    pub predicted: u64,
+    /// 430s that came without a prediction.
+    pub missed: u64,
 }
 
 /// A verdict reached in a sweep: one log line and one count each.
@@ -50,6 +62,8 @@ pub struct Verdict {
 #[derive(Default, Debug)]
 pub struct Sweep {
     pub verdicts: Vec<Verdict>,
+    /// Ping-to-pong times (s) of pongs new since the last sweep, by transport.
+    pub rtt_samples: Vec<(&'static str, f64)>,
     /// UDP flows that failed and then came back.
     pub recovered: Vec<FlowId>,
     /// Flows past their retention: remove them from the kernel's map.
@@ -118,6 +132,7 @@ impl Tracker {
             timers,
             retention,
             replaced: HashMap::new(),
+            grades: Grades::default(),
         }
     }
 
@@ -126,14 +141,32 @@ impl Tracker {
         let Ok(parsed) = sip_head::parse(&head.bytes) else {
             return;
         };
-        let flow = FlowId {
-            iface: iface.to_string(),
-            key: head.key,
-        };
-        let changes = self
-            .registrations
-            .on_head(&flow, &parsed, head.timestamp_ns);
+        let flow = FlowId { iface: iface.to_string(), key: head.key };
+        if head.direction == Direction::Egress && parsed.status_code() == Some(430) {
+            self.grade_430(&parsed, head.timestamp_ns);
+        }
+        let changes = self.registrations.on_head(&flow, &parsed, head.timestamp_ns);
         self.note(changes, head.timestamp_ns);
+    }
+
+    /// This host answered 430 (RFC 5626 §5.3.1) for the AOR in its To header:
+    /// predicted when a flow carrying that AOR had been flagged before.
+    fn grade_430(&mut self, answer: &sip_head::SipHead, at_ns: u64) {
+        let predicted = answer.to_aor.as_deref().is_some_and(|aor| {
+            self.registrations.all().any(|(key, binding)| {
+                key.aor() == aor
+                    && self
+                        .flows
+                        .get(&binding.flow)
+                        .and_then(|f| f.failure)
+                        .is_some_and(|failure| failure.at_ns <= at_ns)
+            })
+        });
+        if predicted {
+            self.grades.predicted += 1;
+        } else {
+            self.grades.missed += 1;
+        }
     }
 
     fn note(&mut self, changes: Vec<Change>, at_ns: u64) {
@@ -146,10 +179,7 @@ impl Tracker {
 
     /// The Flow-Timer in force on a flow: the largest its bindings carry.
     fn flow_timer(&self, flow: &FlowId) -> Option<u32> {
-        self.registrations
-            .bindings_on(flow)
-            .filter_map(|(_, b)| b.flow_timer)
-            .max()
+        self.registrations.bindings_on(flow).filter_map(|(_, b)| b.flow_timer).max()
     }
 
     fn first_binding<'a>(&'a self, flow: &'a FlowId) -> Option<&'a BindingKey> {
@@ -163,49 +193,30 @@ impl Tracker {
     }
 
     /// Takes the kernel's view of `iface`'s flows at `now_ns` and decides.
-    pub fn sweep(
-        &mut self,
-        iface: &str,
-        snapshot: Vec<(FlowKey, FlowState)>,
-        now_ns: u64,
-    ) -> Sweep {
+    pub fn sweep(&mut self, iface: &str, snapshot: Vec<(FlowKey, FlowState)>, now_ns: u64) -> Sweep {
         // Flows the kernel no longer has (evicted or removed) leave the story.
-        let present: std::collections::HashSet<FlowKey> =
-            snapshot.iter().map(|(k, _)| *k).collect();
-        self.flows
-            .retain(|id, _| id.iface != iface || present.contains(&id.key));
+        let present: std::collections::HashSet<FlowKey> = snapshot.iter().map(|(k, _)| *k).collect();
+        self.flows.retain(|id, _| id.iface != iface || present.contains(&id.key));
+        let mut rtt_samples = Vec::new();
         for (key, state) in snapshot {
-            let id = FlowId {
-                iface: iface.to_string(),
-                key,
-            };
-            self.flows
-                .entry(id)
-                .and_modify(|f| f.state = state)
-                .or_insert(TrackedFlow {
-                    state,
-                    failure: None,
-                });
+            let id = FlowId { iface: iface.to_string(), key };
+            let before = self.flows.get(&id).map_or(0, |f| f.state.last_pong_ns);
+            // A pong new since the last sweep that answers the last ping: one sample.
+            if state.last_pong_ns > before && state.last_ping_ns != 0 && state.last_pong_ns >= state.last_ping_ns {
+                rtt_samples.push((transport_of(&key).label(), seconds(state.last_pong_ns - state.last_ping_ns)));
+            }
+            self.flows.entry(id).and_modify(|f| f.state = state).or_insert(TrackedFlow { state, failure: None });
         }
 
         let flows = &self.flows;
-        let changes = self
-            .registrations
-            .settle_unanswered(now_ns, REGISTER_SETTLE, |id| {
-                flows
-                    .get(id)
-                    .is_some_and(|f| f.state.packets_from_server > 0)
-            });
+        let changes = self.registrations.settle_unanswered(now_ns, REGISTER_SETTLE, |id| {
+            flows.get(id).is_some_and(|f| f.state.packets_from_server > 0)
+        });
         self.note(changes, now_ns);
         self.registrations.expire(now_ns);
 
-        let mut sweep = Sweep::default();
-        let ids: Vec<FlowId> = self
-            .flows
-            .keys()
-            .filter(|id| id.iface == iface)
-            .cloned()
-            .collect();
+        let mut sweep = Sweep { rtt_samples, ..Sweep::default() };
+        let ids: Vec<FlowId> = self.flows.keys().filter(|id| id.iface == iface).cloned().collect();
         for id in ids {
             let transport = transport_of(&id.key);
             let flow_timer = self.flow_timer(&id);
@@ -213,16 +224,9 @@ impl Tracker {
             let flow = &self.flows[&id];
             match flow.failure {
                 None => {
-                    let judged =
-                        verdict::judge(transport, &flow.state, flow_timer, &self.timers, now_ns);
-                    let replaced = replaced_at.map(|at_ns| Failure {
-                        reason: Reason::Replaced,
-                        at_ns,
-                    });
-                    let failure = [judged, replaced]
-                        .into_iter()
-                        .flatten()
-                        .min_by_key(|f| f.at_ns);
+                    let judged = verdict::judge(transport, &flow.state, flow_timer, &self.timers, now_ns);
+                    let replaced = replaced_at.map(|at_ns| Failure { reason: Reason::Replaced, at_ns });
+                    let failure = [judged, replaced].into_iter().flatten().min_by_key(|f| f.at_ns);
                     if let Some(failure) = failure {
                         let v = Verdict {
                             flow: id.clone(),
@@ -240,9 +244,7 @@ impl Tracker {
                         self.flows.get_mut(&id).expect("listed").failure = None;
                         self.replaced.remove(&id);
                         sweep.recovered.push(id);
-                    } else if now_ns.saturating_sub(failure.at_ns)
-                        > self.retention.as_nanos() as u64
-                    {
+                    } else if now_ns.saturating_sub(failure.at_ns) > self.retention.as_nanos() as u64 {
                         self.flows.remove(&id);
                         self.replaced.remove(&id);
                         sweep.expired.push(id.key);
@@ -263,11 +265,7 @@ impl Tracker {
         }
         for (id, flow) in &self.flows {
             let transport = transport_of(&id.key).label();
-            let state = if flow.failure.is_some() {
-                "failed"
-            } else {
-                "alive"
-            };
+            let state = if flow.failure.is_some() { "failed" } else { "alive" };
             *census.flows.entry((transport, state)).or_default() += 1;
             if let Some(failure) = &flow.failure
                 && self.would_430(id, failure)
@@ -296,9 +294,7 @@ impl Tracker {
                 let flow_timer = self.flow_timer(id);
                 let binding = self.first_binding(id);
                 let (instance, reg_id) = match binding {
-                    Some(BindingKey::Outbound {
-                        instance, reg_id, ..
-                    }) => (Some(instance.clone()), Some(*reg_id)),
+                    Some(BindingKey::Outbound { instance, reg_id, .. }) => (Some(instance.clone()), Some(*reg_id)),
                     _ => (None, None),
                 };
                 FlowView {
@@ -307,11 +303,7 @@ impl Tracker {
                     local: socket_addr(key.family, &key.server_addr, key.server_port).to_string(),
                     remote: socket_addr(key.family, &key.client_addr, key.client_port).to_string(),
                     vlan: key.vlan_id,
-                    state: if flow.failure.is_some() {
-                        "failed"
-                    } else {
-                        "alive"
-                    },
+                    state: if flow.failure.is_some() { "failed" } else { "alive" },
                     reason: flow.failure.map(|f| f.reason.label()),
                     seconds_since_last_packet: seconds(now_ns.saturating_sub(s.last_seen_ns)),
                     seconds_since_last_keepalive: (s.last_client_activity_ns != 0)
@@ -327,13 +319,7 @@ impl Tracker {
                 }
             })
             .collect();
-        out.sort_by(|a, b| {
-            (a.state != "failed", &a.iface, &a.remote).cmp(&(
-                b.state != "failed",
-                &b.iface,
-                &b.remote,
-            ))
-        });
+        out.sort_by(|a, b| (a.state != "failed", &a.iface, &a.remote).cmp(&(b.state != "failed", &b.iface, &b.remote)));
         out
     }
 }
@@ -406,22 +392,12 @@ mod tests {
         let k = key(40000, FlowTransport::Tcp);
         t.on_head("eth0", &head(k, S, &register(1)));
         t.on_head("eth0", &head(k, S, &ok(1, 5)));
-        assert!(
-            t.sweep("eth0", vec![(k, alive_at(S))], 2 * S)
-                .verdicts
-                .is_empty()
-        );
+        assert!(t.sweep("eth0", vec![(k, alive_at(S))], 2 * S).verdicts.is_empty());
         // Flow-Timer 5 + grace 10: failed at 16 s, seen by the sweep at 17 s.
         let sweep = t.sweep("eth0", vec![(k, alive_at(S))], 17 * S);
         assert_eq!(sweep.verdicts.len(), 1);
         let v = &sweep.verdicts[0];
-        assert_eq!(
-            v.failure,
-            Failure {
-                reason: Reason::KeepaliveTimeout,
-                at_ns: 16 * S
-            }
-        );
+        assert_eq!(v.failure, Failure { reason: Reason::KeepaliveTimeout, at_ns: 16 * S });
         assert!(v.would_430);
         assert_eq!(v.aor.as_deref(), Some("sip:alice@example.com"));
         assert_eq!(v.delay_s, 1.0);
@@ -431,19 +407,12 @@ mod tests {
         assert_eq!(census.registrations[&true], 1);
         let view = t.view(17 * S, true);
         assert_eq!(view.len(), 1);
-        assert_eq!(
-            (view[0].reason, view[0].would_430, view[0].flow_timer),
-            (Some("keepalive_timeout"), true, 5)
-        );
+        assert_eq!((view[0].reason, view[0].would_430, view[0].flow_timer), (Some("keepalive_timeout"), true, 5));
         assert_eq!(view[0].reg_id, Some(1));
         assert_eq!(view[0].instance.as_deref(), Some("<urn:uuid:a>"));
         assert_eq!(view[0].remote, "192.0.2.1:40000");
         // A verdict is reached once.
-        assert!(
-            t.sweep("eth0", vec![(k, alive_at(S))], 18 * S)
-                .verdicts
-                .is_empty()
-        );
+        assert!(t.sweep("eth0", vec![(k, alive_at(S))], 18 * S).verdicts.is_empty());
     }
 
     #[test]
@@ -458,50 +427,64 @@ mod tests {
     #[test]
     fn re_registering_over_a_new_flow_replaces_the_old_one() {
         let mut t = tracker();
-        let (old, new) = (
-            key(40000, FlowTransport::Tcp),
-            key(40001, FlowTransport::Tcp),
-        );
+        let (old, new) = (key(40000, FlowTransport::Tcp), key(40001, FlowTransport::Tcp));
         t.on_head("eth0", &head(old, S, &register(1)));
         t.on_head("eth0", &head(old, S, &ok(1, 60)));
         t.on_head("eth0", &head(new, 3 * S, &register(2)));
         t.on_head("eth0", &head(new, 3 * S, &ok(2, 60)));
-        let sweep = t.sweep(
-            "eth0",
-            vec![(old, alive_at(S)), (new, alive_at(3 * S))],
-            4 * S,
-        );
+        let sweep = t.sweep("eth0", vec![(old, alive_at(S)), (new, alive_at(3 * S))], 4 * S);
         assert_eq!(sweep.verdicts.len(), 1);
         assert_eq!(sweep.verdicts[0].flow.key, old);
         assert_eq!(sweep.verdicts[0].failure.reason, Reason::Replaced);
-        assert!(
-            !sweep.verdicts[0].would_430,
-            "the binding lives on the new flow"
-        );
+        assert!(!sweep.verdicts[0].would_430, "the binding lives on the new flow");
     }
 
     #[test]
     fn udp_comes_back_and_failed_flows_expire_after_retention() {
         let mut t = tracker();
         let k = key(40000, FlowTransport::Udp);
-        assert_eq!(
-            t.sweep("eth0", vec![(k, alive_at(S))], 41 * S)
-                .verdicts
-                .len(),
-            1
-        );
+        assert_eq!(t.sweep("eth0", vec![(k, alive_at(S))], 41 * S).verdicts.len(), 1);
         let sweep = t.sweep("eth0", vec![(k, alive_at(50 * S))], 50 * S);
         assert_eq!(sweep.recovered.len(), 1);
         assert_eq!(t.census().flows[&("udp", "alive")], 1);
-        assert_eq!(
-            t.sweep("eth0", vec![(k, alive_at(50 * S))], 90 * S)
-                .verdicts
-                .len(),
-            1
-        );
+        assert_eq!(t.sweep("eth0", vec![(k, alive_at(50 * S))], 90 * S).verdicts.len(), 1);
         let sweep = t.sweep("eth0", vec![(k, alive_at(50 * S))], 90 * S + 301 * S);
         assert_eq!(sweep.expired, vec![k]);
         assert!(t.view(400 * S, false).is_empty());
+    }
+
+    #[test]
+    fn each_new_pong_gives_one_rtt_sample() {
+        let mut t = tracker();
+        let k = key(40000, FlowTransport::Tcp);
+        let mut s = alive_at(S);
+        s.last_ping_ns = 10 * S;
+        s.last_pong_ns = 10 * S + 3_000_000;
+        let sweep = t.sweep("eth0", vec![(k, s)], 11 * S);
+        assert_eq!(sweep.rtt_samples.len(), 1);
+        assert_eq!(sweep.rtt_samples[0].0, "tcp");
+        assert!((sweep.rtt_samples[0].1 - 0.003).abs() < 1e-9);
+        assert!(t.sweep("eth0", vec![(k, s)], 12 * S).rtt_samples.is_empty(), "the same pong again");
+        s.last_ping_ns = 20 * S;
+        assert!(t.sweep("eth0", vec![(k, s)], 21 * S).rtt_samples.is_empty(), "a ping not answered yet");
+    }
+
+    #[test]
+    fn the_hosts_own_430s_are_graded_against_earlier_verdicts() {
+        let mut t = tracker();
+        let k = key(40000, FlowTransport::Tcp);
+        t.on_head("eth0", &head(k, S, &register(1)));
+        t.on_head("eth0", &head(k, S, &ok(1, 5)));
+        let caller = key(40001, FlowTransport::Tcp);
+        let answer =
+            "SIP/2.0 430 Flow Failed\r\nTo: <sip:alice@example.com>;tag=x\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n";
+        let egress = |at| Head { direction: Direction::Egress, from_client: false, ..head(caller, at, answer) };
+        // Before the verdict: a miss.
+        t.on_head("eth0", &egress(2 * S));
+        t.sweep("eth0", vec![(k, alive_at(S))], 17 * S);
+        // After it: predicted.
+        t.on_head("eth0", &egress(18 * S));
+        assert_eq!(t.grades, Grades { predicted: 1, missed: 1 });
     }
 
     #[test]
@@ -510,11 +493,7 @@ mod tests {
         let k = key(40000, FlowTransport::Tcp);
         t.sweep("eth0", vec![(k, alive_at(S))], 2 * S);
         t.sweep("eth1", vec![], 2 * S);
-        assert_eq!(
-            t.view(2 * S, false).len(),
-            1,
-            "another interface's sweep keeps it"
-        );
+        assert_eq!(t.view(2 * S, false).len(), 1, "another interface's sweep keeps it");
         t.sweep("eth0", vec![], 3 * S);
         assert!(t.view(3 * S, false).is_empty());
     }

@@ -120,10 +120,7 @@ pub fn judge(
         if state.rst_ns != 0 {
             fail(Reason::TcpReset, state.rst_ns);
         }
-        let fin = [state.fin_from_client_ns, state.fin_from_server_ns]
-            .into_iter()
-            .filter(|t| *t != 0)
-            .min();
+        let fin = [state.fin_from_client_ns, state.fin_from_server_ns].into_iter().filter(|t| *t != 0).min();
         if let Some(at) = fin {
             fail(Reason::TcpFin, at);
         }
@@ -134,8 +131,7 @@ pub fn judge(
             }
         }
     } else {
-        if state.last_stun_error_ns != 0 && state.last_stun_error_ns >= state.last_stun_response_ns
-        {
+        if state.last_stun_error_ns != 0 && state.last_stun_error_ns >= state.last_stun_response_ns {
             fail(Reason::StunError, state.last_stun_error_ns);
         }
         if server_seen && state.unanswered_stun_ns != 0 {
@@ -184,10 +180,7 @@ mod tests {
         for t in (S..600 * S).step_by(100 * S as usize) {
             s.last_client_activity_ns = t;
             s.last_ping_ns = t;
-            assert_eq!(
-                judge(FlowTransport::Tcp, &s, None, &timers(), t + 50 * S),
-                None
-            );
+            assert_eq!(judge(FlowTransport::Tcp, &s, None, &timers(), t + 50 * S), None);
         }
     }
 
@@ -199,35 +192,19 @@ mod tests {
         // Flow-Timer 25 + grace 10: dead after 37 s, not before.
         assert_eq!(judge(FlowTransport::Tcp, &s, Some(25), &t, 37 * S), None);
         let f = judge(FlowTransport::Tcp, &s, Some(25), &t, 37 * S + 1).unwrap();
-        assert_eq!(
-            f,
-            Failure {
-                reason: Reason::KeepaliveTimeout,
-                at_ns: 37 * S
-            }
-        );
+        assert_eq!(f, Failure { reason: Reason::KeepaliveTimeout, at_ns: 37 * S });
         // Without Flow-Timer: 120 s on streams, 29 s on UDP.
         assert_eq!(judge(FlowTransport::Tcp, &s, None, &t, 100 * S), None);
         assert!(judge(FlowTransport::Tcp, &s, None, &t, 133 * S).is_some());
         assert_eq!(judge(FlowTransport::Udp, &s, None, &t, 41 * S), None);
-        assert_eq!(
-            judge(FlowTransport::Udp, &s, None, &t, 42 * S)
-                .unwrap()
-                .reason,
-            Reason::KeepaliveTimeout
-        );
+        assert_eq!(judge(FlowTransport::Udp, &s, None, &t, 42 * S).unwrap().reason, Reason::KeepaliveTimeout);
     }
 
     #[test]
     fn a_flow_never_heard_from_counts_from_first_sight() {
         let s = fresh(5 * S);
         assert_eq!(judge(FlowTransport::Udp, &s, None, &timers(), 44 * S), None);
-        assert_eq!(
-            judge(FlowTransport::Udp, &s, None, &timers(), 45 * S)
-                .unwrap()
-                .at_ns,
-            44 * S
-        );
+        assert_eq!(judge(FlowTransport::Udp, &s, None, &timers(), 45 * S).unwrap().at_ns, 44 * S);
     }
 
     #[test]
@@ -237,27 +214,14 @@ mod tests {
         s.rst_ns = 3 * S;
         assert_eq!(
             judge(FlowTransport::Tcp, &s, None, &timers(), 3 * S),
-            Some(Failure {
-                reason: Reason::TcpReset,
-                at_ns: 3 * S
-            })
+            Some(Failure { reason: Reason::TcpReset, at_ns: 3 * S })
         );
         let mut s = fresh(S);
         s.fin_from_client_ns = 4 * S;
-        assert_eq!(
-            judge(FlowTransport::Tls, &s, None, &timers(), 4 * S)
-                .unwrap()
-                .reason,
-            Reason::TcpFin
-        );
+        assert_eq!(judge(FlowTransport::Tls, &s, None, &timers(), 4 * S).unwrap().reason, Reason::TcpFin);
         let mut s = fresh(S);
         s.fin_from_server_ns = 4 * S;
-        assert_eq!(
-            judge(FlowTransport::Tcp, &s, None, &timers(), 4 * S)
-                .unwrap()
-                .reason,
-            Reason::TcpFin
-        );
+        assert_eq!(judge(FlowTransport::Tcp, &s, None, &timers(), 4 * S).unwrap().reason, Reason::TcpFin);
     }
 
     #[test]
@@ -265,12 +229,7 @@ mod tests {
         let mut s = fresh(S);
         s.rst_ns = 200 * S;
         // Silent since 1 s: the keepalive timeout (131 s) came before the RST.
-        assert_eq!(
-            judge(FlowTransport::Tcp, &s, None, &timers(), 201 * S)
-                .unwrap()
-                .reason,
-            Reason::KeepaliveTimeout
-        );
+        assert_eq!(judge(FlowTransport::Tcp, &s, None, &timers(), 201 * S).unwrap().reason, Reason::KeepaliveTimeout);
     }
 
     #[test]
@@ -278,30 +237,15 @@ mod tests {
         let mut s = fresh(S);
         s.last_client_activity_ns = 10 * S;
         s.unanswered_ping_ns = 10 * S;
-        assert_eq!(
-            judge(FlowTransport::Tcp, &s, None, &timers(), 30 * S),
-            None,
-            "no server side seen: unknown"
-        );
+        assert_eq!(judge(FlowTransport::Tcp, &s, None, &timers(), 30 * S), None, "no server side seen: unknown");
         s.packets_from_server = 3;
-        assert_eq!(
-            judge(FlowTransport::Tcp, &s, None, &timers(), 20 * S),
-            None,
-            "10 s not yet over"
-        );
+        assert_eq!(judge(FlowTransport::Tcp, &s, None, &timers(), 20 * S), None, "10 s not yet over");
         assert_eq!(
             judge(FlowTransport::Tcp, &s, None, &timers(), 20 * S + 1),
-            Some(Failure {
-                reason: Reason::PongTimeout,
-                at_ns: 20 * S
-            })
+            Some(Failure { reason: Reason::PongTimeout, at_ns: 20 * S })
         );
         s.unanswered_ping_ns = 0;
-        assert_eq!(
-            judge(FlowTransport::Tcp, &s, None, &timers(), 30 * S),
-            None,
-            "answered"
-        );
+        assert_eq!(judge(FlowTransport::Tcp, &s, None, &timers(), 30 * S), None, "answered");
     }
 
     #[test]
@@ -310,51 +254,28 @@ mod tests {
         s.last_client_activity_ns = 20 * S;
         s.unanswered_stun_ns = 10 * S;
         s.packets_from_server = 1;
-        assert_eq!(
-            judge(FlowTransport::Udp, &s, Some(60), &timers(), 49 * S),
-            None
-        );
-        assert_eq!(
-            judge(FlowTransport::Udp, &s, Some(60), &timers(), 50 * S)
-                .unwrap()
-                .reason,
-            Reason::StunTimeout
-        );
+        assert_eq!(judge(FlowTransport::Udp, &s, Some(60), &timers(), 49 * S), None);
+        assert_eq!(judge(FlowTransport::Udp, &s, Some(60), &timers(), 50 * S).unwrap().reason, Reason::StunTimeout);
 
         let mut s = fresh(S);
         s.last_client_activity_ns = 20 * S;
         s.last_stun_error_ns = 21 * S;
         s.last_stun_response_ns = 21 * S;
-        assert_eq!(
-            judge(FlowTransport::Udp, &s, None, &timers(), 22 * S)
-                .unwrap()
-                .reason,
-            Reason::StunError
-        );
+        assert_eq!(judge(FlowTransport::Udp, &s, None, &timers(), 22 * S).unwrap().reason, Reason::StunError);
         s.last_stun_response_ns = 25 * S;
-        assert_eq!(
-            judge(FlowTransport::Udp, &s, None, &timers(), 26 * S),
-            None,
-            "a later success clears it"
-        );
+        assert_eq!(judge(FlowTransport::Udp, &s, None, &timers(), 26 * S), None, "a later success clears it");
     }
 
     #[test]
     fn udp_comes_back_tcp_does_not() {
         let mut s = fresh(S);
-        let failure = Failure {
-            reason: Reason::KeepaliveTimeout,
-            at_ns: 40 * S,
-        };
+        let failure = Failure { reason: Reason::KeepaliveTimeout, at_ns: 40 * S };
         s.last_client_activity_ns = 50 * S;
         assert!(came_back(FlowTransport::Udp, &s, &failure));
         assert!(!came_back(FlowTransport::Tcp, &s, &failure));
         s.last_client_activity_ns = 30 * S;
         assert!(!came_back(FlowTransport::Udp, &s, &failure));
-        let replaced = Failure {
-            reason: Reason::Replaced,
-            at_ns: 40 * S,
-        };
+        let replaced = Failure { reason: Reason::Replaced, at_ns: 40 * S };
         s.last_client_activity_ns = 50 * S;
         assert!(!came_back(FlowTransport::Udp, &s, &replaced));
     }

@@ -57,14 +57,8 @@ pub(crate) fn parse_contact_header(value: &str) -> Option<ContactValue> {
 fn parse_contact(element: &str) -> Option<Contact> {
     let addr = split_addr(element)?;
     let params = parse_params(addr.params)?;
-    let number = |name| {
-        find(&params, name)
-            .and_then(|p| p.value.as_deref())
-            .and_then(parse_digits)
-    };
-    let instance = find(&params, "+sip.instance")
-        .and_then(|p| p.value.clone())
-        .filter(|v| !v.is_empty());
+    let number = |name| find(&params, name).and_then(|p| p.value.as_deref()).and_then(parse_digits);
+    let instance = find(&params, "+sip.instance").and_then(|p| p.value.clone()).filter(|v| !v.is_empty());
     Some(Contact {
         uri: addr.uri.to_string(),
         reg_id: number("reg-id"),
@@ -108,13 +102,7 @@ mod tests {
     use super::*;
 
     fn contact(uri: &str) -> Contact {
-        Contact {
-            uri: uri.into(),
-            reg_id: None,
-            instance: None,
-            expires: None,
-            ob: false,
-        }
+        Contact { uri: uri.into(), reg_id: None, instance: None, expires: None, ob: false }
     }
 
     #[test]
@@ -153,10 +141,7 @@ mod tests {
         assert_eq!(parse_contact_header(""), None);
         assert_eq!(
             parse_contact_header("sip:a@b, ,<sip:c@d>,"),
-            Some(ContactValue::List(vec![
-                contact("sip:a@b"),
-                contact("sip:c@d")
-            ]))
+            Some(ContactValue::List(vec![contact("sip:a@b"), contact("sip:c@d")]))
         );
         assert_eq!(parse_contact_header("<sip:a@b>, garbage"), None);
     }

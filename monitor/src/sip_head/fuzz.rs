@@ -24,18 +24,13 @@ impl Rng {
 
     fn byte(&mut self) -> u8 {
         const SPECIAL: &[u8] = b";,\"<>:\r\n \t\\=*@?";
-        if self.next() & 1 == 0 {
-            SPECIAL[self.below(SPECIAL.len())]
-        } else {
-            self.next() as u8
-        }
+        if self.next() & 1 == 0 { SPECIAL[self.below(SPECIAL.len())] } else { self.next() as u8 }
     }
 }
 
 fn check(input: &[u8]) {
     if let Ok(head) = &parse(input) {
-        let has_empty_line =
-            input.windows(2).any(|w| w == b"\n\n") || input.windows(3).any(|w| w == b"\n\r\n");
+        let has_empty_line = input.windows(2).any(|w| w == b"\n\n") || input.windows(3).any(|w| w == b"\n\r\n");
         assert!(head.truncated || has_empty_line, "{input:?}");
         for c in &head.contacts {
             assert!(!c.uri.is_empty() && !c.uri.contains([' ', '\t', '\r', '\n']));
@@ -101,16 +96,7 @@ fn pathological_inputs_return() {
         input
     };
     let start = b"SIP/2.0 200 OK\r\n";
-    for unit in [
-        &b"\""[..],
-        b"<",
-        b";",
-        b",",
-        b"\\\"",
-        b"\r\n ",
-        b"\n\t;a=\"b\"",
-        b"\"a\",<sip:a@b>;x=1,",
-    ] {
+    for unit in [&b"\""[..], b"<", b";", b",", b"\\\"", b"\r\n ", b"\n\t;a=\"b\"", b"\"a\",<sip:a@b>;x=1,"] {
         check(&repeated(&[&start[..], b"Contact: "].concat(), unit));
         check(&repeated(&[&start[..], b"Path: "].concat(), unit));
         check(&repeated(start, unit));

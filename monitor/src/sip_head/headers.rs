@@ -30,8 +30,7 @@ pub(crate) fn record(head: &mut SipHead, header: &Header) {
     } else if is("Flow-Timer") {
         set_once(&mut head.flow_timer, parse_digits(value));
     } else if is("Supported") {
-        head.supported
-            .extend(option_tags(value).unwrap_or_default());
+        head.supported.extend(option_tags(value).unwrap_or_default());
     } else if is("Require") {
         head.require.extend(option_tags(value).unwrap_or_default());
     } else if is("Content-Length") {
@@ -61,10 +60,7 @@ fn cseq(value: &str) -> Option<CSeq> {
     if parts.next().is_some() || !is_token(method) {
         return None;
     }
-    Some(CSeq {
-        number: parse_digits(number)?,
-        method: method.to_string(),
-    })
+    Some(CSeq { number: parse_digits(number)?, method: method.to_string() })
 }
 
 /// The address of record: the To URI, without display name, brackets or
@@ -78,25 +74,15 @@ fn aor(value: &str) -> Option<String> {
 /// `option-tag *(COMMA option-tag)` (RFC 3261 §20.32, §20.37), each a token;
 /// empty elements are skipped. `None` if any element is not a token.
 fn option_tags(value: &str) -> Option<Vec<String>> {
-    value
-        .split(',')
-        .map(trim_wsp)
-        .filter(|t| !t.is_empty())
-        .map(|t| is_token(t).then(|| t.to_string()))
-        .collect()
+    value.split(',').map(trim_wsp).filter(|t| !t.is_empty()).map(|t| is_token(t).then(|| t.to_string())).collect()
 }
 
 /// `Path = path-value *( COMMA path-value )`, path-value = name-addr *( SEMI
 /// rr-param ) (RFC 3327 §4): true if at least one, and all, are well-formed.
 fn path(value: &str) -> bool {
-    let mut elements = split_commas(value)
-        .into_iter()
-        .map(trim_wsp)
-        .filter(|e| !e.is_empty())
-        .peekable();
+    let mut elements = split_commas(value).into_iter().map(trim_wsp).filter(|e| !e.is_empty()).peekable();
     elements.peek().is_some()
-        && elements
-            .all(|e| split_addr(e).is_some_and(|a| a.bracketed && parse_params(a.params).is_some()))
+        && elements.all(|e| split_addr(e).is_some_and(|a| a.bracketed && parse_params(a.params).is_some()))
 }
 
 #[cfg(test)]
@@ -105,12 +91,7 @@ mod tests {
 
     #[test]
     fn cseq_values() {
-        let c = |n, m: &str| {
-            Some(CSeq {
-                number: n,
-                method: m.into(),
-            })
-        };
+        let c = |n, m: &str| Some(CSeq { number: n, method: m.into() });
         assert_eq!(cseq("1 REGISTER"), c(1, "REGISTER"));
         assert_eq!(cseq("4711 \t INVITE"), c(4711, "INVITE"));
         assert_eq!(cseq("1REGISTER"), None);
@@ -122,38 +103,23 @@ mod tests {
 
     #[test]
     fn call_ids() {
-        assert_eq!(
-            call_id("a84b4c76e66710@pc33.atlanta.com"),
-            Some("a84b4c76e66710@pc33.atlanta.com".into())
-        );
+        assert_eq!(call_id("a84b4c76e66710@pc33.atlanta.com"), Some("a84b4c76e66710@pc33.atlanta.com".into()));
         assert_eq!(call_id(""), None);
         assert_eq!(call_id("a b"), None);
     }
 
     #[test]
     fn aors() {
-        assert_eq!(
-            aor("Bob <sip:bob@Example.COM>;tag=1"),
-            Some("sip:bob@Example.COM".into())
-        );
-        assert_eq!(
-            aor("sip:bob@example.com;tag=1"),
-            Some("sip:bob@example.com".into())
-        );
-        assert_eq!(
-            aor("\"B, ob\" <sips:bob@example.com;user=phone>"),
-            Some("sips:bob@example.com;user=phone".into())
-        );
+        assert_eq!(aor("Bob <sip:bob@Example.COM>;tag=1"), Some("sip:bob@Example.COM".into()));
+        assert_eq!(aor("sip:bob@example.com;tag=1"), Some("sip:bob@example.com".into()));
+        assert_eq!(aor("\"B, ob\" <sips:bob@example.com;user=phone>"), Some("sips:bob@example.com;user=phone".into()));
         assert_eq!(aor("<sip:bob@example.com> junk"), None);
         assert_eq!(aor("bob"), None);
     }
 
     #[test]
     fn option_tag_lists() {
-        assert_eq!(
-            option_tags("path, outbound,gruu"),
-            Some(vec!["path".into(), "outbound".into(), "gruu".into()])
-        );
+        assert_eq!(option_tags("path, outbound,gruu"), Some(vec!["path".into(), "outbound".into(), "gruu".into()]));
         assert_eq!(option_tags(""), Some(vec![]));
         assert_eq!(option_tags("outbound,"), Some(vec!["outbound".into()]));
         assert_eq!(option_tags("outbound, a b"), None);
@@ -162,9 +128,7 @@ mod tests {
 
     #[test]
     fn paths() {
-        assert!(path(
-            "<sip:VskztcQ/S8p4WPbOnHbuyh5iJvJIW3ib@192.0.2.15;lr;ob>"
-        ));
+        assert!(path("<sip:VskztcQ/S8p4WPbOnHbuyh5iJvJIW3ib@192.0.2.15;lr;ob>"));
         assert!(path("<sip:a@b;lr>, <sip:c@d;lr>;x=1"));
         assert!(!path(""));
         assert!(!path("sip:a@b;lr"));

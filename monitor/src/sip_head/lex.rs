@@ -3,11 +3,7 @@
 
 /// `token` characters: alphanumerics and ``- . ! % * _ + ` ' ~``.
 pub(crate) fn is_token_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-        )
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~')
 }
 
 pub(crate) fn is_token(s: &str) -> bool {
@@ -58,10 +54,7 @@ pub(crate) fn is_uri(s: &str) -> bool {
     let mut scheme_bytes = scheme.bytes();
     let scheme_ok = scheme_bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
         && scheme_bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
-    scheme_ok
-        && !rest.is_empty()
-        && s.bytes()
-            .all(|b| b > 0x20 && b != 0x7f && !matches!(b, b'<' | b'>' | b'"'))
+    scheme_ok && !rest.is_empty() && s.bytes().all(|b| b > 0x20 && b != 0x7f && !matches!(b, b'<' | b'>' | b'"'))
 }
 
 #[cfg(test)]
@@ -70,10 +63,7 @@ mod tests {
 
     #[test]
     fn quoted_strings_unescape_and_stop_at_the_closing_quote() {
-        assert_eq!(
-            read_quoted(r#""a \"b\", c" rest"#),
-            Some((r#"a "b", c"#.to_string(), " rest"))
-        );
+        assert_eq!(read_quoted(r#""a \"b\", c" rest"#), Some((r#"a "b", c"#.to_string(), " rest")));
         assert_eq!(read_quoted(r#""""#), Some((String::new(), "")));
         assert_eq!(read_quoted(r#""open"#), None);
         assert_eq!(read_quoted(r#""ends in \"#), None);

@@ -53,20 +53,14 @@ const COMPACT: &[(u8, &str)] = &[
 /// The full name of a header, given the name as written.
 pub(crate) fn expand_compact(name: &str) -> &str {
     match name.as_bytes() {
-        [c] => COMPACT
-            .iter()
-            .find(|(short, _)| *short == c.to_ascii_lowercase())
-            .map_or(name, |(_, full)| full),
+        [c] => COMPACT.iter().find(|(short, _)| *short == c.to_ascii_lowercase()).map_or(name, |(_, full)| full),
         _ => name,
     }
 }
 
 pub(crate) fn split(head: &[u8]) -> Result<Split<'_>, HeadError> {
     let mut rest = head;
-    while let Some(after) = rest
-        .strip_prefix(b"\r\n")
-        .or_else(|| rest.strip_prefix(b"\n"))
-    {
+    while let Some(after) = rest.strip_prefix(b"\r\n").or_else(|| rest.strip_prefix(b"\n")) {
         rest = after;
     }
     if rest.is_empty() {
@@ -103,11 +97,7 @@ pub(crate) fn split(head: &[u8]) -> Result<Split<'_>, HeadError> {
             logical.pop();
         }
     }
-    Ok(Split {
-        start,
-        headers: logical.iter().filter_map(|l| header(l)).collect(),
-        truncated,
-    })
+    Ok(Split { start, headers: logical.iter().filter_map(|l| header(l)).collect(), truncated })
 }
 
 /// The next line without its line end, and what follows; `None` if no line
@@ -129,10 +119,7 @@ fn header(line: &[u8]) -> Option<Header> {
         return None;
     }
     let value = String::from_utf8_lossy(&line[colon + 1..]);
-    Some(Header {
-        name: expand_compact(name).to_string(),
-        value: value.trim_matches([' ', '\t']).to_string(),
-    })
+    Some(Header { name: expand_compact(name).to_string(), value: value.trim_matches([' ', '\t']).to_string() })
 }
 
 #[cfg(test)]
@@ -140,10 +127,7 @@ mod tests {
     use super::*;
 
     fn h(name: &str, value: &str) -> Header {
-        Header {
-            name: name.into(),
-            value: value.into(),
-        }
+        Header { name: name.into(), value: value.into() }
     }
 
     #[test]
@@ -165,12 +149,10 @@ mod tests {
 
     #[test]
     fn unfolds_continuations_into_one_space() {
-        let s = split(b"SIP/2.0 200 OK\r\nContact: <sip:a>;reg-id=1\r\n \t ;ob=1\r\n\tx\r\nTo : <sip:b>\r\n\r\nbody").unwrap();
+        let s = split(b"SIP/2.0 200 OK\r\nContact: <sip:a>;reg-id=1\r\n \t ;ob=1\r\n\tx\r\nTo : <sip:b>\r\n\r\nbody")
+            .unwrap();
         assert_eq!(s.start, b"SIP/2.0 200 OK");
-        assert_eq!(
-            s.headers,
-            vec![h("Contact", "<sip:a>;reg-id=1 ;ob=1 x"), h("To", "<sip:b>")]
-        );
+        assert_eq!(s.headers, vec![h("Contact", "<sip:a>;reg-id=1 ;ob=1 x"), h("To", "<sip:b>")]);
         assert!(!s.truncated);
     }
 
@@ -184,10 +166,7 @@ mod tests {
 
     #[test]
     fn lines_that_are_not_headers_are_skipped() {
-        let s = split(
-            b"SIP/2.0 200 OK\r\n folded start\r\nno colon\r\nbad name: x\r\n: x\r\nOK:\r\n\r\n",
-        )
-        .unwrap();
+        let s = split(b"SIP/2.0 200 OK\r\n folded start\r\nno colon\r\nbad name: x\r\n: x\r\nOK:\r\n\r\n").unwrap();
         assert_eq!(s.headers, vec![h("OK", "")]);
     }
 

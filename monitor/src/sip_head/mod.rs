@@ -116,8 +116,7 @@ impl SipHead {
     /// A response whose `CSeq` method is REGISTER (RFC 3261 §17.1.3 matches
     /// a response to its request by branch and `CSeq` method).
     pub fn is_response_to_register(&self) -> bool {
-        matches!(self.start, StartLine::Response { .. })
-            && self.cseq.as_ref().is_some_and(|c| c.method == "REGISTER")
+        matches!(self.start, StartLine::Response { .. }) && self.cseq.as_ref().is_some_and(|c| c.method == "REGISTER")
     }
 
     /// The status code of a response.

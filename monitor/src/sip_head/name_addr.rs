@@ -43,11 +43,7 @@ pub(crate) fn split_addr(value: &str) -> Option<Addr<'_>> {
         let end = first_semi.unwrap_or(s.len());
         (trim_wsp_end(&s[..end]), &s[end..], false)
     };
-    is_uri(uri).then_some(Addr {
-        uri,
-        params,
-        bracketed,
-    })
+    is_uri(uri).then_some(Addr { uri, params, bracketed })
 }
 
 /// `"<" addr-spec ">"` at the start of `s`: the URI and what follows `>`.
@@ -58,8 +54,7 @@ fn bracketed_uri(s: &str) -> Option<(&str, &str)> {
 }
 
 fn unquoted_display_name_ok(name: &str) -> bool {
-    name.bytes()
-        .all(|b| (b >= 0x20 || b == b'\t') && b != 0x7f && !matches!(b, b'"' | b'>'))
+    name.bytes().all(|b| (b >= 0x20 || b == b'\t') && b != 0x7f && !matches!(b, b'"' | b'>'))
 }
 
 #[cfg(test)]
@@ -67,11 +62,7 @@ mod tests {
     use super::*;
 
     fn addr<'a>(uri: &'a str, params: &'a str, bracketed: bool) -> Option<Addr<'a>> {
-        Some(Addr {
-            uri,
-            params,
-            bracketed,
-        })
+        Some(Addr { uri, params, bracketed })
     }
 
     #[test]
@@ -88,22 +79,13 @@ mod tests {
             split_addr("Bob Smith <sip:bob@example.com> ; tag=1"),
             addr("sip:bob@example.com", " ; tag=1", true)
         );
-        assert_eq!(
-            split_addr("\"\"<sip:bob@example.com>"),
-            addr("sip:bob@example.com", "", true)
-        );
+        assert_eq!(split_addr("\"\"<sip:bob@example.com>"), addr("sip:bob@example.com", "", true));
     }
 
     #[test]
     fn addr_spec_forms() {
-        assert_eq!(
-            split_addr("sip:bob@example.com;tag=1"),
-            addr("sip:bob@example.com", ";tag=1", false)
-        );
-        assert_eq!(
-            split_addr("sip:bob@example.com ;expires=0"),
-            addr("sip:bob@example.com", ";expires=0", false)
-        );
+        assert_eq!(split_addr("sip:bob@example.com;tag=1"), addr("sip:bob@example.com", ";tag=1", false));
+        assert_eq!(split_addr("sip:bob@example.com ;expires=0"), addr("sip:bob@example.com", ";expires=0", false));
         // The `<` is in a (malformed, unquoted) parameter, not a name-addr.
         assert_eq!(
             split_addr("sip:bob@example.com;+sip.instance=<urn:x>"),

@@ -52,10 +52,8 @@ fn gen_value(s: &str) -> Option<(String, &str)> {
     if s.starts_with('"') {
         return read_quoted(s);
     }
-    let len = s
-        .bytes()
-        .take_while(|&b| !is_wsp(b) && !matches!(b, b';' | b',' | b'"') && b >= 0x20 && b != 0x7f)
-        .count();
+    let len =
+        s.bytes().take_while(|&b| !is_wsp(b) && !matches!(b, b';' | b',' | b'"') && b >= 0x20 && b != 0x7f).count();
     (len > 0).then(|| (s[..len].to_string(), &s[len..]))
 }
 
@@ -70,15 +68,9 @@ pub(crate) fn find<'a>(params: &'a [Param], name: &str) -> Option<&'a Param> {
 /// `@` when there is one, and before any `?` headers.
 pub(crate) fn uri_has_param(uri: &str, name: &str) -> bool {
     let after_scheme = uri.split_once(':').map_or(uri, |(_, rest)| rest);
-    let host_part = after_scheme
-        .split_once('@')
-        .map_or(after_scheme, |(_, host)| host);
+    let host_part = after_scheme.split_once('@').map_or(after_scheme, |(_, host)| host);
     let before_headers = host_part.split_once('?').map_or(host_part, |(p, _)| p);
-    before_headers.split(';').skip(1).any(|p| {
-        p.split_once('=')
-            .map_or(p, |(n, _)| n)
-            .eq_ignore_ascii_case(name)
-    })
+    before_headers.split(';').skip(1).any(|p| p.split_once('=').map_or(p, |(n, _)| n).eq_ignore_ascii_case(name))
 }
 
 /// delta-seconds and the like: 1*DIGIT that fits `T` (for u32, RFC 3261
@@ -96,10 +88,7 @@ mod tests {
     use super::*;
 
     fn p(name: &str, value: Option<&str>) -> Param {
-        Param {
-            name: name.into(),
-            value: value.map(Into::into),
-        }
+        Param { name: name.into(), value: value.map(Into::into) }
     }
 
     #[test]
@@ -117,20 +106,14 @@ mod tests {
         );
         assert_eq!(
             parse_params(";received=[2001:db8::1];x=\"a\\\"b\""),
-            Some(vec![
-                p("received", Some("[2001:db8::1]")),
-                p("x", Some("a\"b"))
-            ])
+            Some(vec![p("received", Some("[2001:db8::1]")), p("x", Some("a\"b"))])
         );
     }
 
     #[test]
     fn empty_params_are_skipped() {
         assert_eq!(parse_params(";"), Some(vec![]));
-        assert_eq!(
-            parse_params("; reg-id=1; ;+x ;; "),
-            Some(vec![p("reg-id", Some("1")), p("+x", None)])
-        );
+        assert_eq!(parse_params("; reg-id=1; ;+x ;; "), Some(vec![p("reg-id", Some("1")), p("+x", None)]));
     }
 
     #[test]

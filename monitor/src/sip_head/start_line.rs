@@ -26,10 +26,7 @@ pub(crate) fn parse(line: &[u8]) -> Result<StartLine, HeadError> {
     let first_end = line.bytes().position(is_wsp).unwrap_or(line.len());
     let first = &line[..first_end];
     let rest = &line[first_end..];
-    let looks_like_version = first
-        .as_bytes()
-        .get(..4)
-        .is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/"));
+    let looks_like_version = first.as_bytes().get(..4).is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/"));
     if looks_like_version {
         if !first.eq_ignore_ascii_case(VERSION) {
             return Err(HeadError::BadVersion);
@@ -47,16 +44,11 @@ fn status_line(after_version: &str) -> Result<StartLine, HeadError> {
     if !three_digits || !ends_there {
         return Err(HeadError::BadStatusCode);
     }
-    let code = digits
-        .iter()
-        .fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+    let code = digits.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
     if !(100..=699).contains(&code) {
         return Err(HeadError::BadStatusCode);
     }
-    Ok(StartLine::Response {
-        code,
-        reason: trim_wsp(&rest[3..]).to_string(),
-    })
+    Ok(StartLine::Response { code, reason: trim_wsp(&rest[3..]).to_string() })
 }
 
 fn request_line(line: &str) -> Result<StartLine, HeadError> {
@@ -73,10 +65,7 @@ fn request_line(line: &str) -> Result<StartLine, HeadError> {
     if !version.eq_ignore_ascii_case(VERSION) {
         return Err(HeadError::BadVersion);
     }
-    Ok(StartLine::Request {
-        method: method.to_string(),
-        uri: uri.to_string(),
-    })
+    Ok(StartLine::Request { method: method.to_string(), uri: uri.to_string() })
 }
 
 #[cfg(test)]
@@ -84,47 +73,26 @@ mod tests {
     use super::*;
 
     fn request(method: &str, uri: &str) -> Result<StartLine, HeadError> {
-        Ok(StartLine::Request {
-            method: method.into(),
-            uri: uri.into(),
-        })
+        Ok(StartLine::Request { method: method.into(), uri: uri.into() })
     }
 
     fn response(code: u16, reason: &str) -> Result<StartLine, HeadError> {
-        Ok(StartLine::Response {
-            code,
-            reason: reason.into(),
-        })
+        Ok(StartLine::Response { code, reason: reason.into() })
     }
 
     #[test]
     fn requests() {
-        assert_eq!(
-            parse(b"REGISTER sip:example.com SIP/2.0"),
-            request("REGISTER", "sip:example.com")
-        );
-        assert_eq!(
-            parse(b"REGISTER  sip:example.com\tsip/2.0 "),
-            request("REGISTER", "sip:example.com")
-        );
+        assert_eq!(parse(b"REGISTER sip:example.com SIP/2.0"), request("REGISTER", "sip:example.com"));
+        assert_eq!(parse(b"REGISTER  sip:example.com\tsip/2.0 "), request("REGISTER", "sip:example.com"));
         // Methods are case-sensitive: this is an extension method, kept as is.
-        assert_eq!(
-            parse(b"register sip:example.com SIP/2.0"),
-            request("register", "sip:example.com")
-        );
+        assert_eq!(parse(b"register sip:example.com SIP/2.0"), request("register", "sip:example.com"));
     }
 
     #[test]
     fn responses() {
         assert_eq!(parse(b"SIP/2.0 200 OK"), response(200, "OK"));
-        assert_eq!(
-            parse(b"SIP/2.0 430 Flow Failed"),
-            response(430, "Flow Failed")
-        );
-        assert_eq!(
-            parse(b"sip/2.0 300  Multiple Choices "),
-            response(300, "Multiple Choices")
-        );
+        assert_eq!(parse(b"SIP/2.0 430 Flow Failed"), response(430, "Flow Failed"));
+        assert_eq!(parse(b"sip/2.0 300  Multiple Choices "), response(300, "Multiple Choices"));
         assert_eq!(parse(b"SIP/2.0 200"), response(200, ""));
         assert_eq!(parse(b"SIP/2.0 200 "), response(200, ""));
         assert_eq!(parse(b"SIP/2.0 699 \xff"), response(699, "\u{fffd}"));
@@ -150,10 +118,7 @@ mod tests {
         assert_eq!(parse(b"REG;ISTER sip:x SIP/2.0"), Err(BadMethod));
         assert_eq!(parse(b"\xc3\xa9 sip:x SIP/2.0"), Err(BadMethod));
         assert_eq!(parse(b"REGISTER sip:x"), Err(MalformedStartLine));
-        assert_eq!(
-            parse(b"REGISTER sip:x SIP/2.0 more"),
-            Err(MalformedStartLine)
-        );
+        assert_eq!(parse(b"REGISTER sip:x SIP/2.0 more"), Err(MalformedStartLine));
         assert_eq!(parse(b"\x00\x01\x02"), Err(MalformedStartLine));
         // Found by the robustness test: a multi-byte character across byte 4.
         assert_eq!(parse(b"*>\xe2\x82\xac?"), Err(MalformedStartLine));

@@ -120,13 +120,7 @@ pub(super) const SAMPLES: &[&[u8]] = &[
 const INSTANCE: &str = "<urn:uuid:00000000-0000-1000-8000-000A95A0E128>";
 
 fn contact(uri: &str) -> Contact {
-    Contact {
-        uri: uri.into(),
-        reg_id: None,
-        instance: None,
-        expires: None,
-        ob: false,
-    }
+    Contact { uri: uri.into(), reg_id: None, instance: None, expires: None, ob: false }
 }
 
 fn strings(items: &[&str]) -> Vec<String> {
@@ -139,15 +133,9 @@ fn rfc5626_outbound_register() {
     assert_eq!(
         head,
         SipHead {
-            start: StartLine::Request {
-                method: "REGISTER".into(),
-                uri: "sip:example.com".into()
-            },
+            start: StartLine::Request { method: "REGISTER".into(), uri: "sip:example.com".into() },
             call_id: Some("16CB75F21C70".into()),
-            cseq: Some(CSeq {
-                number: 1,
-                method: "REGISTER".into()
-            }),
+            cseq: Some(CSeq { number: 1, method: "REGISTER".into() }),
             to_aor: Some("sip:bob@example.com".into()),
             contacts: vec![Contact {
                 uri: "sip:bob@192.0.2.2;transport=tcp;ob".into(),
@@ -191,13 +179,7 @@ fn rfc5626_example_as_printed_with_its_empty_parameter() {
 #[test]
 fn rfc5626_outbound_200_with_flow_timer_and_several_contacts() {
     let head = parse(OUTBOUND_200).unwrap();
-    assert_eq!(
-        head.start,
-        StartLine::Response {
-            code: 200,
-            reason: "OK".into()
-        }
-    );
+    assert_eq!(head.start, StartLine::Response { code: 200, reason: "OK".into() });
     assert!(head.is_response_to_register());
     assert!(!head.is_register_request());
     assert!(head.requires_outbound());
@@ -223,10 +205,7 @@ fn rfc5626_outbound_200_with_flow_timer_and_several_contacts() {
                 expires: Some(1800),
                 ob: true,
             },
-            Contact {
-                expires: Some(120),
-                ..contact("sip:bob@203.0.113.9:5060")
-            },
+            Contact { expires: Some(120), ..contact("sip:bob@203.0.113.9:5060") },
         ]
     );
     assert!(!head.truncated);
@@ -261,14 +240,8 @@ fn mixed_case_names_folding_and_repeated_headers() {
     assert_eq!(
         head.contacts,
         vec![
-            Contact {
-                expires: Some(60),
-                ..contact("sip:dave@192.0.2.5")
-            },
-            Contact {
-                expires: Some(30),
-                ..contact("sip:dave@192.0.2.6")
-            },
+            Contact { expires: Some(60), ..contact("sip:dave@192.0.2.5") },
+            Contact { expires: Some(30), ..contact("sip:dave@192.0.2.6") },
             contact("sip:dave@192.0.2.7"),
         ]
     );
@@ -283,10 +256,7 @@ fn quoted_display_names_hold_commas_semicolons_and_brackets() {
     assert_eq!(
         head.contacts,
         vec![
-            Contact {
-                expires: Some(100),
-                ..contact("sip:john@192.0.2.8")
-            },
+            Contact { expires: Some(100), ..contact("sip:john@192.0.2.8") },
             contact("sip:watson@192.0.2.9;transport=udp"),
             contact("sip:a@192.0.2.10"),
         ]
@@ -305,20 +275,8 @@ fn contact_star_with_expires_zero() {
 #[test]
 fn flow_failed_430() {
     let head = parse(FLOW_FAILED).unwrap();
-    assert_eq!(
-        head.start,
-        StartLine::Response {
-            code: 430,
-            reason: "Flow Failed".into()
-        }
-    );
-    assert_eq!(
-        head.cseq,
-        Some(CSeq {
-            number: 314159,
-            method: "INVITE".into()
-        })
-    );
+    assert_eq!(head.start, StartLine::Response { code: 430, reason: "Flow Failed".into() });
+    assert_eq!(head.cseq, Some(CSeq { number: 314159, method: "INVITE".into() }));
     assert!(!head.is_response_to_register());
     assert!(head.contacts.is_empty());
 }
@@ -328,22 +286,12 @@ fn multiple_choices_300_with_three_contacts() {
     let head = parse(MULTIPLE_CHOICES).unwrap();
     assert_eq!(head.status_code(), Some(300));
     let uris: Vec<&str> = head.contacts.iter().map(|c| c.uri.as_str()).collect();
-    assert_eq!(
-        uris,
-        [
-            "sip:bob@192.0.2.30",
-            "sip:bob@192.0.2.31",
-            "sip:bob@192.0.2.32"
-        ]
-    );
+    assert_eq!(uris, ["sip:bob@192.0.2.30", "sip:bob@192.0.2.31", "sip:bob@192.0.2.32"]);
 }
 
 #[test]
 fn head_cut_in_the_middle_of_a_header() {
-    let cut = OUTBOUND_200
-        .windows(8)
-        .position(|w| w == b"reg-id=2")
-        .unwrap();
+    let cut = OUTBOUND_200.windows(8).position(|w| w == b"reg-id=2").unwrap();
     let head = parse(&OUTBOUND_200[..cut]).unwrap();
     assert!(head.truncated);
     assert_eq!(head.contacts.len(), 1);
@@ -354,10 +302,7 @@ fn head_cut_in_the_middle_of_a_header() {
 
 #[test]
 fn head_cut_inside_a_folded_contact_drops_that_contact() {
-    let cut = OUTBOUND_REGISTER
-        .windows(13)
-        .position(|w| w == b"+sip.instance")
-        .unwrap();
+    let cut = OUTBOUND_REGISTER.windows(13).position(|w| w == b"+sip.instance").unwrap();
     let head = parse(&OUTBOUND_REGISTER[..cut]).unwrap();
     assert!(head.truncated);
     assert!(head.contacts.is_empty());
@@ -368,9 +313,7 @@ fn head_cut_inside_a_folded_contact_drops_that_contact() {
 fn long_register_cut_at_1024_bytes() {
     let mut message = b"REGISTER sip:example.com SIP/2.0\r\nCSeq: 5 REGISTER\r\n".to_vec();
     for i in 0..40 {
-        message.extend_from_slice(
-            format!("Contact: <sip:u@192.0.2.{i};ob>;reg-id={i};expires=60\r\n").as_bytes(),
-        );
+        message.extend_from_slice(format!("Contact: <sip:u@192.0.2.{i};ob>;reg-id={i};expires=60\r\n").as_bytes());
     }
     message.extend_from_slice(b"Content-Length: 0\r\n\r\n");
     let head = parse(&message[..1024]).unwrap();
@@ -387,9 +330,7 @@ fn long_register_cut_at_1024_bytes() {
 #[test]
 fn bare_lf_line_ends_read_the_same() {
     for sample in SAMPLES {
-        let lf: Vec<u8> = String::from_utf8_lossy(sample)
-            .replace("\r\n", "\n")
-            .into_bytes();
+        let lf: Vec<u8> = String::from_utf8_lossy(sample).replace("\r\n", "\n").into_bytes();
         assert_eq!(parse(&lf), parse(sample));
     }
 }
@@ -410,12 +351,7 @@ fn white_space_around_separators() {
     assert_eq!(
         head.contacts,
         vec![
-            Contact {
-                reg_id: Some(7),
-                instance: Some("<urn:x>".into()),
-                ob: true,
-                ..contact("sip:a@b;ob")
-            },
+            Contact { reg_id: Some(7), instance: Some("<urn:x>".into()), ob: true, ..contact("sip:a@b;ob") },
             contact("sip:c@d"),
         ]
     );
@@ -460,9 +396,7 @@ Path: junk\r\n\
 
 #[test]
 fn ob_counts_only_inside_the_angle_brackets() {
-    let head =
-        parse(b"REGISTER sip:x SIP/2.0\r\nm: sip:a@b;ob, <sip:c@d>;ob, <sip:e;ob@f>\r\n\r\n")
-            .unwrap();
+    let head = parse(b"REGISTER sip:x SIP/2.0\r\nm: sip:a@b;ob, <sip:c@d>;ob, <sip:e;ob@f>\r\n\r\n").unwrap();
     assert!(head.contacts.iter().all(|c| !c.ob));
     assert_eq!(head.contacts.len(), 3);
 }
@@ -472,19 +406,10 @@ fn garbage_start_lines() {
     use HeadError::*;
     assert_eq!(parse(b""), Err(Empty));
     assert_eq!(parse(b"\r\n\r\n"), Err(Empty));
-    assert_eq!(
-        parse(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"),
-        Err(TruncatedStartLine)
-    );
-    assert_eq!(
-        parse(b"\x16\x03\x01\x02\x00\n\x01\x00"),
-        Err(MalformedStartLine)
-    );
+    assert_eq!(parse(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"), Err(TruncatedStartLine));
+    assert_eq!(parse(b"\x16\x03\x01\x02\x00\n\x01\x00"), Err(MalformedStartLine));
     assert_eq!(parse(b"HELLO\r\n\r\n"), Err(MalformedStartLine));
-    assert_eq!(
-        parse(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
-        Err(BadRequestUri)
-    );
+    assert_eq!(parse(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), Err(BadRequestUri));
     assert_eq!(parse(b"HTTP/1.1 200 OK\r\n\r\n"), Err(BadMethod));
     assert_eq!(parse(b"SIP/2.0 2OO OK\r\n\r\n"), Err(BadStatusCode));
     assert_eq!(parse(b"SIP/2.1 200 OK\r\n\r\n"), Err(BadVersion));

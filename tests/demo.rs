@@ -1,58 +1,135 @@
-//! `cargo xtask demo`: a client and a server namespace joined by a veth pair,
-//! sipflow attached to the server's side, SIP and keepalives sent from the
-//! client, and what sipflow counted read back over HTTP.
+//! `cargo xtask demo`: a client and a server namespace joined by a veth pair;
+//! a registrar on the server (RFC 5626 outbound, Flow-Timer 3), sipflow attached
+//! to its veth with --egress. Three clients register: one keeps alive, one falls
+//! silent, one is killed. sipflow flags the two that failed; a call to the
+//! silent one gets 430 Flow Failed, which sipflow had predicted.
 
 use std::{
-    io::Write,
-    net::{TcpListener, TcpStream, UdpSocket},
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    process::Command,
     thread,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
-use sipflow_tests::netns::{self, Lab, SERVER_IF, SERVER_V4, http_get, sipflow_bin, wait_healthy};
+use sipflow_tests::{
+    netns::{CLIENT_V4, Lab, SERVER_IF, SERVER_V4, http_get, sipflow_bin, wait_healthy},
+    peers::{self, TcpServer},
+};
 
-const METRICS: &str = "http://127.0.0.1:9560/metrics";
+const FLOW_TIMER: u32 = 3;
+
+fn connect(client: &str) -> TcpStream {
+    let stream = Lab::in_namespace(client, || TcpStream::connect((SERVER_V4, 5060)).expect("connect"));
+    stream.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    stream
+}
+
+fn exchange(stream: &mut TcpStream, message: &[u8]) -> Vec<u8> {
+    stream.write_all(message).unwrap();
+    let mut buf = [0u8; 2048];
+    let n = stream.read(&mut buf).unwrap_or(0);
+    buf[..n].to_vec()
+}
+
+fn first_line(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).lines().next().unwrap_or("").to_string()
+}
 
 fn main() {
     let mut lab = Lab::new("demo");
     let (client, server) = (lab.client.clone(), lab.server.clone());
-    println!("lab: namespaces {client} (client, {}) and {server} (server, {SERVER_V4})", netns::CLIENT_V4);
-
+    println!("lab: {client} ({CLIENT_V4}) <-veth-> {server} ({SERVER_V4})");
     let bin = sipflow_bin();
-    let agent = lab.spawn(&server, &bin, &["run", "-i", SERVER_IF, "--listen", "127.0.0.1:9560"]);
+    let agent = lab.spawn(
+        &server,
+        &bin,
+        &[
+            "run",
+            "-i",
+            SERVER_IF,
+            "--egress",
+            "--listen",
+            "127.0.0.1:9560",
+            "--grace",
+            "1s",
+            "--sweep-interval",
+            "200ms",
+        ],
+    );
     wait_healthy(&server, "http://127.0.0.1:9560/healthz", agent, Duration::from_secs(30));
-    println!("sipflow: attached to {server}/{SERVER_IF}, serving http://127.0.0.1:9560 in that namespace");
+    println!("sipflow: XDP + TC egress on {server}/{SERVER_IF}; /metrics and /flows on 127.0.0.1:9560 there");
+    let _registrar =
+        TcpServer::start(Lab::in_namespace(&server, || TcpListener::bind((SERVER_V4, 5060)).unwrap()), FLOW_TIMER);
+    println!("registrar: {SERVER_V4}:5060/tcp, answers REGISTER with Require: outbound, Flow-Timer: {FLOW_TIMER}\n");
 
-    // A TCP listener on 5060 in the server namespace: the peer of the client's stream flow.
-    let listener = Lab::in_namespace(&server, || TcpListener::bind((SERVER_V4, 5060)).expect("bind 5060/tcp"));
-    let accept = thread::spawn(move || listener.accept().map(|(s, _)| s));
-
-    Lab::in_namespace(&client, || {
-        let udp = UdpSocket::bind((netns::CLIENT_V4, 0)).expect("bind");
-        for _ in 0..3 {
-            udp.send_to(b"OPTIONS sip:server SIP/2.0\r\nContent-Length: 0\r\n\r\n", (SERVER_V4, 5060)).unwrap();
+    let mut alice = connect(&client);
+    let mut bob = connect(&client);
+    let carol = {
+        let mut carol = connect(&client);
+        for (stream, user) in [(&mut alice, "alice"), (&mut bob, "bob"), (&mut carol, "carol")] {
+            let local = stream.local_addr().unwrap();
+            let reply = exchange(stream, &peers::outbound_register(user, "TCP", local, user, &format!("{user}-reg")));
+            println!("{user:<5} REGISTER from {local} (reg-id 1, +sip.instance) -> {}", first_line(&reply));
         }
-        udp.send_to(b"SIP/2.0 430 Flow Failed\r\nContent-Length: 0\r\n\r\n", (SERVER_V4, 5060)).unwrap();
-        udp.send_to(b"SIP/2.0 300 Multiple Choices\r\nContent-Length: 0\r\n\r\n", (SERVER_V4, 5060)).unwrap();
-        let mut stun = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
-        stun.extend_from_slice(&[7; 12]);
-        udp.send_to(&stun, (SERVER_V4, 5060)).unwrap();
+        carol
+    };
+    let mut bob_silent = Instant::now();
+    for _ in 0..2 {
+        exchange(&mut alice, b"\r\n\r\n");
+        exchange(&mut bob, b"\r\n\r\n");
+        bob_silent = Instant::now();
+        thread::sleep(Duration::from_millis(500));
+    }
+    println!("\nbob   stops sending keepalives (his phone lost its network)");
+    let carol_killed = Instant::now();
+    peers::reset(carol);
+    println!("carol is killed: her connection ends with an RST");
 
-        let mut tcp = TcpStream::connect((SERVER_V4, 5060)).expect("connect 5060/tcp");
-        tcp.write_all(b"REGISTER sip:example.com SIP/2.0\r\nContent-Length: 0\r\n\r\n").unwrap();
-        thread::sleep(Duration::from_millis(50));
-        tcp.write_all(b"\r\n\r\n").unwrap();
-        thread::sleep(Duration::from_millis(50));
-    });
-    let _server_side = accept.join().expect("accept thread");
-    println!("client: sent 3 OPTIONS, a 430, a 300 and a STUN Binding request over UDP;");
-    println!("        a REGISTER and a CRLFCRLF keepalive ping over TCP");
-    thread::sleep(Duration::from_millis(200));
+    // alice keeps pinging while sipflow decides.
+    let mut reported = std::collections::HashSet::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(FLOW_TIMER as u64 + 4) && reported.len() < 2 {
+        exchange(&mut alice, b"\r\n\r\n");
+        let (_, body) = http_get(&server, "http://127.0.0.1:9560/flows?state=failed").unwrap();
+        for f in serde_json::from_str::<Vec<serde_json::Value>>(&body).unwrap() {
+            let aor = f["aor"].as_str().unwrap_or("-").to_string();
+            if reported.insert(aor.clone()) {
+                let since = if aor.contains("carol") { carol_killed } else { bob_silent };
+                println!(
+                    "sipflow: {aor} flow {} failed: {} {:.1}s after the last sign of life, would warrant 430: {}",
+                    f["remote"].as_str().unwrap_or("?"),
+                    f["reason"].as_str().unwrap_or("?"),
+                    since.elapsed().as_secs_f64(),
+                    f["would_430"]
+                );
+            }
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
 
-    let (_, text) = http_get(&server, METRICS).expect("scrape /metrics");
-    println!("\nsipflow's /metrics (non-zero samples):");
+    let mut caller = connect(&client);
+    let answer = exchange(&mut caller, &peers::invite_to("bob", "demo-call"));
+    println!("\ncaller INVITE sip:bob@example.com -> registrar answers {}", first_line(&answer));
+    thread::sleep(Duration::from_millis(400));
+
+    println!("\n$ sipflow flows");
+    let table = Command::new("ip").args(["netns", "exec", &server, &bin, "flows"]).output().expect("sipflow flows");
+    print!("{}", String::from_utf8_lossy(&table.stdout));
+
+    let (_, text) = http_get(&server, "http://127.0.0.1:9560/metrics").expect("scrape /metrics");
+    println!("\nsipflow's /metrics (excerpt):");
     for line in text.lines() {
-        if line.starts_with("sipflow_") && !line.ends_with(" 0") {
+        let interesting = [
+            "sipflow_flow_failures_total",
+            "sipflow_flows_would_430",
+            "sipflow_430_sent_total",
+            "sipflow_responses_total",
+            "sipflow_requests_total",
+            "sipflow_keepalive_rtt_seconds_count",
+            "sipflow_registrations",
+        ];
+        if interesting.iter().any(|m| line.starts_with(m)) && !line.ends_with(" 0") {
             println!("  {line}");
         }
     }

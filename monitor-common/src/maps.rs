@@ -15,8 +15,10 @@ pub const PACKETS: &str = "PACKETS";
 pub const REQUESTS: &str = "REQUESTS";
 /// `PerCpuArray<u64>` indexed by [`crate::counters::response_index`].
 pub const RESPONSES: &str = "RESPONSES";
-/// `HashMap<u16, u8>`: SIP port (host byte order) to [`crate::ports::PortKind`].
+/// `Array<u8>` indexed by port number: its [`crate::ports::PortKind`], 0 when not a SIP port.
 pub const SIP_PORTS: &str = "SIP_PORTS";
+/// Entries of `SIP_PORTS`: every port number.
+pub const PORTS: u32 = 65536;
 
 /// Most ports `--sip-port` may configure; the map is sized for it.
 pub const MAX_SIP_PORTS: u32 = 64;

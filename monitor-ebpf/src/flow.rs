@@ -32,10 +32,8 @@ pub struct Side {
 /// directions still find the same entry.
 #[inline(always)]
 pub fn server_side(segment: &Segment) -> Option<Side> {
-    // SAFETY: map values are plain bytes, read once.
-    let destination = unsafe { SIP_PORTS.get(&segment.destination_port) }.copied();
-    let source = unsafe { SIP_PORTS.get(&segment.source_port) }.copied();
-    let (kind, server_is_destination) = match (destination, source) {
+    let kind_of = |port: u16| SIP_PORTS.get(u32::from(port)).copied().filter(|kind| *kind != 0);
+    let (kind, server_is_destination) = match (kind_of(segment.destination_port), kind_of(segment.source_port)) {
         (Some(d), None) => (d, true),
         (None, Some(s)) => (s, false),
         (Some(d), Some(_)) => (d, destination_is_lower(segment)),

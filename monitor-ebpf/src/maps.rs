@@ -2,12 +2,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
 };
 use monitor_common::{
     counters::{KernelStat, PACKET_SLOTS, REQUEST_SLOTS, RESPONSE_SLOTS},
     flow::{FlowKey, FlowState},
-    maps::{DEFAULT_MAX_FLOWS, EVENTS_BYTES, MAX_SIP_PORTS},
+    maps::{DEFAULT_MAX_FLOWS, EVENTS_BYTES, PORTS},
 };
 use monitor_ebpf::frame::Window;
 
@@ -27,9 +27,11 @@ pub static RESPONSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(RESPONSE_
 #[map]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(KernelStat::COUNT as u32, 0);
 
-/// Ports the agent configured (`--sip-port`), host byte order, to a `PortKind`.
+/// A `PortKind` per port number (0: not a SIP port), as the agent configured
+/// them (`--sip-port`, `--sips-port`). An array, not a hash: every packet looks
+/// up both its ports, and an array lookup is a bounds check and an add.
 #[map]
-pub static SIP_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_SIP_PORTS, 0);
+pub static SIP_PORTS: Array<u8> = Array::with_max_entries(PORTS, 0);
 
 /// Every flow on a SIP port; the least recently used goes when it is full.
 #[map]

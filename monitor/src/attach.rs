@@ -5,7 +5,7 @@ use std::ffi::CString;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::HashMap,
+    maps::Array,
     programs::{SchedClassifier, TcAttachType, Xdp, XdpMode, tc, tc::SchedClassifierLinkId, xdp::XdpLinkId},
 };
 use monitor_common::{
@@ -105,10 +105,10 @@ fn configure_ports(ebpf: &mut Ebpf, ports: &SipPorts) -> Result<(), String> {
         return Err(format!("at most {MAX_SIP_PORTS} SIP ports can be monitored"));
     }
     let map = ebpf.map_mut(SIP_PORTS).ok_or("map SIP_PORTS is missing")?;
-    let mut map: HashMap<_, u16, u8> = HashMap::try_from(map).map_err(|e| e.to_string())?;
+    let mut map: Array<_, u8> = Array::try_from(map).map_err(|e| e.to_string())?;
     for (list, kind) in [(&ports.plain, PortKind::Plain), (&ports.tls, PortKind::Tls)] {
         for port in list {
-            map.insert(port, kind as u8, 0).map_err(|e| e.to_string())?;
+            map.set(u32::from(*port), kind as u8, 0).map_err(|e| e.to_string())?;
         }
     }
     Ok(())

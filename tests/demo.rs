@@ -5,32 +5,18 @@
 //! silent one gets 430 Flow Failed, which sipflow had predicted.
 
 use std::{
-    io::{Read, Write},
-    net::{TcpListener, TcpStream},
+    net::TcpListener,
     process::Command,
     thread,
     time::{Duration, Instant},
 };
 
 use sipflow_tests::{
-    netns::{CLIENT_V4, Lab, SERVER_IF, SERVER_V4, http_get, sipflow_bin, wait_healthy},
-    peers::{self, TcpServer},
+    netns::{CLIENT_V4, Lab, SERVER_IF, SERVER_V4, http_get, sipflow_bin},
+    peers::{self, TcpServer, connect, exchange},
 };
 
 const FLOW_TIMER: u32 = 3;
-
-fn connect(client: &str) -> TcpStream {
-    let stream = Lab::in_namespace(client, || TcpStream::connect((SERVER_V4, 5060)).expect("connect"));
-    stream.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
-    stream
-}
-
-fn exchange(stream: &mut TcpStream, message: &[u8]) -> Vec<u8> {
-    stream.write_all(message).unwrap();
-    let mut buf = [0u8; 2048];
-    let n = stream.read(&mut buf).unwrap_or(0);
-    buf[..n].to_vec()
-}
 
 fn first_line(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).lines().next().unwrap_or("").to_string()
@@ -41,35 +27,19 @@ fn main() {
     let (client, server) = (lab.client.clone(), lab.server.clone());
     println!("lab: {client} ({CLIENT_V4}) <-veth-> {server} ({SERVER_V4})");
     let bin = sipflow_bin();
-    let agent = lab.spawn(
-        &server,
-        &bin,
-        &[
-            "run",
-            "-i",
-            SERVER_IF,
-            "--egress",
-            "--listen",
-            "127.0.0.1:9560",
-            "--grace",
-            "1s",
-            "--sweep-interval",
-            "200ms",
-        ],
-    );
-    wait_healthy(&server, "http://127.0.0.1:9560/healthz", agent, Duration::from_secs(30));
+    lab.start_agent(SERVER_IF, &["--egress", "--grace", "1s", "--sweep-interval", "200ms"]);
     println!("sipflow: XDP + TC egress on {server}/{SERVER_IF}; /metrics and /flows on 127.0.0.1:9560 there");
     let _registrar =
         TcpServer::start(Lab::in_namespace(&server, || TcpListener::bind((SERVER_V4, 5060)).unwrap()), FLOW_TIMER);
     println!("registrar: {SERVER_V4}:5060/tcp, answers REGISTER with Require: outbound, Flow-Timer: {FLOW_TIMER}\n");
 
-    let mut alice = connect(&client);
-    let mut bob = connect(&client);
+    let mut alice = connect(&client, 5060);
+    let mut bob = connect(&client, 5060);
     let carol = {
-        let mut carol = connect(&client);
+        let mut carol = connect(&client, 5060);
         for (stream, user) in [(&mut alice, "alice"), (&mut bob, "bob"), (&mut carol, "carol")] {
+            let reply = peers::register(stream, user);
             let local = stream.local_addr().unwrap();
-            let reply = exchange(stream, &peers::outbound_register(user, "TCP", local, user, &format!("{user}-reg")));
             println!("{user:<5} REGISTER from {local} (reg-id 1, +sip.instance) -> {}", first_line(&reply));
         }
         carol
@@ -108,7 +78,7 @@ fn main() {
         thread::sleep(Duration::from_millis(200));
     }
 
-    let mut caller = connect(&client);
+    let mut caller = connect(&client, 5060);
     let answer = exchange(&mut caller, &peers::invite_to("bob", "demo-call"));
     println!("\ncaller INVITE sip:bob@example.com -> registrar answers {}", first_line(&answer));
     thread::sleep(Duration::from_millis(400));

@@ -4,44 +4,25 @@
 
 use std::{
     collections::HashMap,
-    io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    io::Write,
+    net::{SocketAddr, TcpListener},
     thread,
     time::{Duration, Instant},
 };
 
 use sipflow_tests::{
-    netns::{Lab, SERVER_IF, SERVER_V4, http_get, metric, sipflow_bin, wait_healthy},
-    peers::{self, TcpServer},
+    netns::{Lab, SERVER_IF, SERVER_V4, http_get, metric},
+    peers::{self, TcpServer, connect, exchange},
 };
-
-fn connect(client: &str, port: u16) -> TcpStream {
-    let stream = Lab::in_namespace(client, || TcpStream::connect((SERVER_V4, port)).expect("connect"));
-    stream.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
-    stream
-}
-
-fn exchange(stream: &mut TcpStream, message: &[u8]) -> Vec<u8> {
-    stream.write_all(message).unwrap();
-    let mut buf = [0u8; 2048];
-    let n = stream.read(&mut buf).unwrap_or(0);
-    buf[..n].to_vec()
-}
 
 #[test]
 fn egress_gives_the_registrars_flow_timer_pong_timeouts_and_outgoing_430s() {
     let mut lab = Lab::new("egress");
     let (client, server) = (lab.client.clone(), lab.server.clone());
-    let agent = lab.spawn(
-        &server,
-        &sipflow_bin(),
+    lab.start_agent(
+        SERVER_IF,
         &[
-            "run",
-            "-i",
-            SERVER_IF,
             "--egress",
-            "--listen",
-            "127.0.0.1:9560",
             "--sip-port",
             "5060",
             "--sip-port",
@@ -56,7 +37,6 @@ fn egress_gives_the_registrars_flow_timer_pong_timeouts_and_outgoing_430s() {
             "200ms",
         ],
     );
-    wait_healthy(&server, "http://127.0.0.1:9560/healthz", agent, Duration::from_secs(30));
     // The registrar on 5060 says Flow-Timer: 2 and pongs; the one on 5062 never pongs.
     let _answering = TcpServer::start(Lab::in_namespace(&server, || TcpListener::bind((SERVER_V4, 5060)).unwrap()), 2);
     let _mute =
@@ -69,9 +49,7 @@ fn egress_gives_the_registrars_flow_timer_pong_timeouts_and_outgoing_430s() {
         (unanswered.local_addr().unwrap().port(), "unanswered"),
     ]);
     for (stream, user) in [(&mut answered, "alice"), (&mut unanswered, "bob")] {
-        let local = stream.local_addr().unwrap();
-        let reply = exchange(stream, &peers::outbound_register(user, "TCP", local, user, &format!("{user}-reg")));
-        assert!(reply.starts_with(b"SIP/2.0 200"));
+        assert!(peers::register(stream, user).starts_with(b"SIP/2.0 200"));
     }
     for _ in 0..2 {
         assert_eq!(exchange(&mut answered, b"\r\n\r\n"), b"\r\n", "pong");

@@ -12,27 +12,18 @@ use std::{
 };
 
 use sipflow_tests::{
-    netns::{CLIENT_V4, Lab, SERVER_IF, SERVER_V4, http_get, sipflow_bin, wait_healthy},
-    peers::{self, TcpServer},
+    netns::{CLIENT_V4, Lab, SERVER_IF, SERVER_V4, http_get, sipflow_bin},
+    peers::{self, TcpServer, connect},
 };
 
 const FLOW_TIMER_S: f64 = 3.0;
 const GRACE_S: f64 = 1.0;
 const SWEEP_S: f64 = 0.2;
 
-fn connect(client: &str) -> TcpStream {
-    let stream = Lab::in_namespace(client, || TcpStream::connect((SERVER_V4, 5060)).expect("connect"));
-    stream.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
-    stream
-}
-
-/// Sends a REGISTER and waits for the registrar's answer.
+/// Registers and checks the registrar's 200.
 fn register(stream: &mut TcpStream, user: &str) {
-    let local = stream.local_addr().unwrap();
-    stream.write_all(&peers::outbound_register(user, "TCP", local, user, &format!("{user}-reg"))).unwrap();
-    let mut buf = [0u8; 2048];
-    let n = stream.read(&mut buf).expect("the registrar answers");
-    assert!(buf[..n].starts_with(b"SIP/2.0 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+    let reply = peers::register(stream, user);
+    assert!(reply.starts_with(b"SIP/2.0 200"), "{}", String::from_utf8_lossy(&reply));
 }
 
 fn ping(stream: &mut TcpStream) {
@@ -53,34 +44,17 @@ fn verdicts_for_silent_killed_and_stopped_clients_and_none_for_a_healthy_one() {
     let mut lab = Lab::new("live");
     let (client, server) = (lab.client.clone(), lab.server.clone());
     let (timer, grace) = (format!("{FLOW_TIMER_S}s").replace(".0", ""), format!("{GRACE_S}s").replace(".0", ""));
-    let agent = lab.spawn(
-        &server,
-        &sipflow_bin(),
-        &[
-            "run",
-            "-i",
-            SERVER_IF,
-            "--listen",
-            "127.0.0.1:9560",
-            "--flow-timer",
-            &timer,
-            "--grace",
-            &grace,
-            "--sweep-interval",
-            "200ms",
-        ],
-    );
-    wait_healthy(&server, "http://127.0.0.1:9560/healthz", agent, Duration::from_secs(30));
+    lab.start_agent(SERVER_IF, &["--flow-timer", &timer, "--grace", &grace, "--sweep-interval", "200ms"]);
 
     let stop = Arc::new(AtomicBool::new(false));
     let _tcp_server = TcpServer::start(Lab::in_namespace(&server, || TcpListener::bind((SERVER_V4, 5060)).unwrap()), 3);
     peers::udp_server(Lab::in_namespace(&server, || UdpSocket::bind((SERVER_V4, 5060)).unwrap()), 3, stop.clone());
 
     let start = Instant::now();
-    let mut silent = connect(&client);
-    let mut killed = connect(&client);
-    let mut closed = connect(&client);
-    let mut healthy = connect(&client);
+    let mut silent = connect(&client, 5060);
+    let mut killed = connect(&client, 5060);
+    let mut closed = connect(&client, 5060);
+    let mut healthy = connect(&client, 5060);
     let udp = Lab::in_namespace(&client, || UdpSocket::bind((CLIENT_V4, 0)).unwrap());
     let port = |s: &TcpStream| s.local_addr().unwrap().port();
     let ports = HashMap::from([

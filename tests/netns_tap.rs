@@ -4,14 +4,14 @@
 
 use std::{
     io::{Read, Write},
-    net::{TcpListener, TcpStream},
+    net::TcpListener,
     process::Command,
     thread,
     time::{Duration, Instant},
 };
 
 use sipflow_tests::{
-    netns::{Lab, SERVER_IF, SERVER_V4, http_get, metric, sipflow_bin, wait_healthy},
+    netns::{Lab, SERVER_IF, SERVER_V4, http_get, metric},
     peers::{self, TcpServer},
 };
 
@@ -42,36 +42,15 @@ fn a_mirror_port_gives_both_directions_without_egress() {
             ],
         );
     }
-    let agent = lab.spawn(
-        &server,
-        &sipflow_bin(),
-        &[
-            "run",
-            "-i",
-            TAP,
-            "--listen",
-            "127.0.0.1:9560",
-            "--flow-timer",
-            "60s",
-            "--grace",
-            "1s",
-            "--sweep-interval",
-            "200ms",
-        ],
-    );
-    wait_healthy(&server, "http://127.0.0.1:9560/healthz", agent, Duration::from_secs(30));
+    lab.start_agent(TAP, &["--flow-timer", "60s", "--grace", "1s", "--sweep-interval", "200ms"]);
     let _registrar = TcpServer::start(Lab::in_namespace(&server, || TcpListener::bind((SERVER_V4, 5060)).unwrap()), 2);
 
-    let mut stream = Lab::in_namespace(&client, || TcpStream::connect((SERVER_V4, 5060)).unwrap());
-    stream.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
-    let local = stream.local_addr().unwrap();
-    stream.write_all(&peers::outbound_register("alice", "TCP", local, "alice", "alice-reg")).unwrap();
-    let mut buf = [0u8; 2048];
-    let n = stream.read(&mut buf).unwrap();
-    assert!(buf[..n].starts_with(b"SIP/2.0 200"));
+    let mut stream = peers::connect(&client, 5060);
+    assert!(peers::register(&mut stream, "alice").starts_with(b"SIP/2.0 200"));
+    let mut buf = [0u8; 2];
     for _ in 0..2 {
         stream.write_all(b"\r\n\r\n").unwrap();
-        stream.read_exact(&mut buf[..2]).unwrap();
+        stream.read_exact(&mut buf).unwrap();
         thread::sleep(Duration::from_millis(300));
     }
     let silent_from = Instant::now();

@@ -4,19 +4,16 @@
 
 use std::{net::UdpSocket, time::Duration};
 
-use sipflow_tests::netns::{self, Lab, SERVER_IF, SERVER_V4, http_get, metric, sipflow_bin, wait_healthy};
+use sipflow_tests::netns::{self, Lab, SERVER_IF, SERVER_V4, http_get, metric};
 
 const METRICS: &str = "http://127.0.0.1:9560/metrics";
-const HEALTHZ: &str = "http://127.0.0.1:9560/healthz";
 
 #[test]
 fn udp_sip_is_counted_exactly_and_passed() {
     let mut lab = Lab::new("udp");
     let server = lab.server.clone();
     let client = lab.client.clone();
-    let bin = sipflow_bin();
-    let agent = lab.spawn(&server, &bin, &["run", "-i", SERVER_IF, "--listen", "127.0.0.1:9560"]);
-    wait_healthy(&server, HEALTHZ, agent, Duration::from_secs(30));
+    lab.start_agent(SERVER_IF, &[]);
 
     // A listener on the server proves the datagrams got through the XDP program.
     let receiver = Lab::in_namespace(&server, || {

@@ -68,6 +68,16 @@ impl Lab {
         self.children.last_mut().expect("just pushed")
     }
 
+    /// Starts `sipflow run ARGS --listen 127.0.0.1:9560` in the server's namespace
+    /// and waits until /healthz answers 200. The agent is the first spawned process.
+    pub fn start_agent(&mut self, iface: &str, args: &[&str]) {
+        let server = self.server.clone();
+        let mut full = vec!["run", "-i", iface, "--listen", "127.0.0.1:9560"];
+        full.extend_from_slice(args);
+        let agent = self.spawn(&server, &sipflow_bin(), &full);
+        wait_healthy(&server, "http://127.0.0.1:9560/healthz", agent, Duration::from_secs(30));
+    }
+
     /// The processes started with [`Lab::spawn`], in order.
     pub fn spawned(&mut self) -> &mut Vec<Child> {
         &mut self.children

@@ -100,37 +100,35 @@ fn serve(mut stream: TcpStream, flow_timer: u32, pongs: bool, stop: &AtomicBool)
     }
 }
 
-/// A 200 OK to a REGISTER, echoing its Via, From, To, Call-ID, CSeq and Contact.
-pub fn ok_for(request: &[u8], flow_timer: u32) -> Vec<u8> {
+/// A response to `request`: its status line, then the request's header lines
+/// named in `echo` as they were (To gets a tag), then `extra` and the blank line.
+fn answer(request: &[u8], status: &str, echo: &[&str], extra: &str) -> Vec<u8> {
     let text = String::from_utf8_lossy(request);
-    let mut out = String::from("SIP/2.0 200 OK\r\n");
+    let mut out = format!("SIP/2.0 {status}\r\n");
     for line in text.split("\r\n") {
         let name = line.split(':').next().unwrap_or("").to_ascii_lowercase();
-        if ["via", "from", "call-id", "cseq", "contact"].contains(&name.as_str()) {
+        if echo.contains(&name.as_str()) {
             out.push_str(line);
+            if name == "to" {
+                out.push_str(";tag=server");
+            }
             out.push_str("\r\n");
-        } else if name == "to" {
-            out.push_str(line);
-            out.push_str(";tag=registrar\r\n");
         }
     }
-    out.push_str(&format!("Require: outbound\r\nFlow-Timer: {flow_timer}\r\nContent-Length: 0\r\n\r\n"));
+    out.push_str(extra);
+    out.push_str("Content-Length: 0\r\n\r\n");
     out.into_bytes()
 }
 
-/// A 430 Flow Failed to a request, echoing its Via, From, To, Call-ID and CSeq.
+/// A 200 OK to a REGISTER (RFC 5626 §6: Require: outbound, Flow-Timer), echoing its contacts.
+pub fn ok_for(request: &[u8], flow_timer: u32) -> Vec<u8> {
+    let echo = ["via", "from", "to", "call-id", "cseq", "contact"];
+    answer(request, "200 OK", &echo, &format!("Require: outbound\r\nFlow-Timer: {flow_timer}\r\n"))
+}
+
+/// A 430 Flow Failed to a request (RFC 5626 §5.3.1).
 pub fn flow_failed_for(request: &[u8]) -> Vec<u8> {
-    let text = String::from_utf8_lossy(request);
-    let mut out = String::from("SIP/2.0 430 Flow Failed\r\n");
-    for line in text.split("\r\n") {
-        let name = line.split(':').next().unwrap_or("").to_ascii_lowercase();
-        if ["via", "from", "to", "call-id", "cseq"].contains(&name.as_str()) {
-            out.push_str(line);
-            out.push_str("\r\n");
-        }
-    }
-    out.push_str("Content-Length: 0\r\n\r\n");
-    out.into_bytes()
+    answer(request, "430 Flow Failed", &["via", "from", "to", "call-id", "cseq"], "")
 }
 
 /// An INVITE to `user`'s AOR.
@@ -195,4 +193,27 @@ pub fn reset(stream: TcpStream) {
 /// Closes the sending side: a FIN.
 pub fn finish(stream: &TcpStream) {
     let _ = stream.shutdown(Shutdown::Write);
+}
+
+/// A TCP connection to the server's SIP port `port`, made from inside `namespace`.
+pub fn connect(namespace: &str, port: u16) -> TcpStream {
+    let stream = crate::netns::Lab::in_namespace(namespace, || {
+        TcpStream::connect((crate::netns::SERVER_V4, port)).expect("connect")
+    });
+    stream.set_read_timeout(Some(Duration::from_millis(500))).expect("read timeout");
+    stream
+}
+
+/// Sends `message` and returns what comes back within the read timeout.
+pub fn exchange(stream: &mut TcpStream, message: &[u8]) -> Vec<u8> {
+    stream.write_all(message).expect("send");
+    let mut buf = [0u8; 2048];
+    let n = stream.read(&mut buf).unwrap_or(0);
+    buf[..n].to_vec()
+}
+
+/// Registers `user` over the connection (an outbound REGISTER) and returns the answer.
+pub fn register(stream: &mut TcpStream, user: &str) -> Vec<u8> {
+    let local = stream.local_addr().expect("local addr");
+    exchange(stream, &outbound_register(user, "TCP", local, user, &format!("{user}-reg")))
 }

@@ -4,6 +4,7 @@
 
 use std::{fmt::Write as _, path::PathBuf};
 
+use monitor_common::maps::{TC_EGRESS_PROGRAM, XDP_PROGRAM};
 use sipflow_tests::{
     kernel::{LoadedXdp, XDP_PASS},
     packets::*,
@@ -41,6 +42,13 @@ fn main() {
     }
     // A REGISTER run a million times fills the ring buffer: heads beyond it are counted as lost.
     let _ = xdp.heads();
+    xdp.run_tc(&cases[0].1);
+    let _ = writeln!(md, "\nInstructions the verifier processed (limit 1 000 000):\n");
+    for program in [XDP_PROGRAM, TC_EGRESS_PROGRAM] {
+        let count = xdp.verified_instructions(program).map_or("?".to_string(), |n| n.to_string());
+        let _ = writeln!(md, "- {program}: {count}");
+        json.push(format!(r#"{{"program":"{program}","verified_instructions":"{count}"}}"#));
+    }
     print!("{md}");
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir).expect("target/bench");

@@ -79,6 +79,12 @@ impl LoadedXdp {
         program.test_run(options).expect("BPF_PROG_TEST_RUN").return_value
     }
 
+    /// Instructions the verifier processed for a loaded program (its budget is 1 000 000).
+    pub fn verified_instructions(&self, program: &str) -> Option<u32> {
+        let program = self.ebpf.program(program)?;
+        program.info().ok()?.verified_instruction_count()
+    }
+
     /// The same for the do-nothing XDP program of the same object (loaded on first use).
     pub fn run_pass_repeat(&mut self, frame: &[u8], repeat: u32) -> (u32, std::time::Duration) {
         let program: &mut Xdp = self.ebpf.program_mut(PASS_PROGRAM).expect("pass program").try_into().expect("xdp");

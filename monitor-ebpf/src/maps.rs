@@ -57,6 +57,9 @@ pub struct Scratch {
     pub tcp_flags: u8,
     /// Frame length, for the flow's byte counts.
     pub frame_len: u32,
+    /// The classifier's answer (`Payload::encode`), read back opaquely so the flow
+    /// update is verified once per kind of payload, not once per method or code.
+    pub payload: u32,
     /// A new flow's first state, built here rather than on the stack.
     pub new_flow: FlowState,
 }

@@ -61,6 +61,11 @@ fn observe_segment(frame: &impl Frame, segment: &Segment, direction: Direction) 
     scratch.payload_len = segment.payload_len as u32;
 
     let payload = classify(frame, scratch, side.kind, segment.transport, direction);
+    // SAFETY: a plain write and read of this CPU's scratch slot (see `Scratch::payload`).
+    let payload = unsafe {
+        core::ptr::write_volatile(&mut scratch.payload, payload.encode());
+        Payload::decode(core::ptr::read_volatile(&scratch.payload))
+    };
     flow::update(frame, scratch, payload, direction);
 
     let control = scratch.tcp_flags & (tcp::SYN | tcp::FIN | tcp::RST) != 0;

@@ -24,6 +24,39 @@ pub enum Payload {
     Other,
 }
 
+impl Payload {
+    /// As one number: the kind in the upper half, the method, code or STUN type in the lower.
+    #[inline(always)]
+    pub const fn encode(self) -> u32 {
+        match self {
+            Self::Other => 0,
+            Self::Request(method) => 1 << 16 | method as u32,
+            Self::Response(code) => 2 << 16 | code as u32,
+            Self::Ping => 3 << 16,
+            Self::Pong => 4 << 16,
+            Self::Stun(stun) => 5 << 16 | stun as u32,
+        }
+    }
+
+    #[inline(always)]
+    pub const fn decode(value: u32) -> Self {
+        let low = value & 0xffff;
+        match value >> 16 {
+            1 => Self::Request(Method::from_index(low as usize)),
+            2 => Self::Response(low as u16),
+            3 => Self::Ping,
+            4 => Self::Pong,
+            5 => match low {
+                0 => Self::Stun(Stun::Request),
+                1 => Self::Stun(Stun::Success),
+                2 => Self::Stun(Stun::Error),
+                _ => Self::Stun(Stun::Other),
+            },
+            _ => Self::Other,
+        }
+    }
+}
+
 /// `loaded` bytes of the window hold the payload's start; `payload_len` is its full size.
 /// On a stream, leading CRLFs must already be skipped ([`leading_crlf`]).
 #[inline(always)]
@@ -97,6 +130,25 @@ mod tests {
         let skip = if transport == Transport::Tcp { leading_crlf(&w, n, bytes.len()) } else { 0 };
         let (w, n) = load(&bytes[skip..]);
         classify(&w, n, bytes.len() - skip, transport)
+    }
+
+    #[test]
+    fn encoding_round_trips() {
+        let all = [
+            Payload::Other,
+            Payload::Request(Method::Register),
+            Payload::Request(Method::Other),
+            Payload::Response(430),
+            Payload::Ping,
+            Payload::Pong,
+            Payload::Stun(Stun::Request),
+            Payload::Stun(Stun::Success),
+            Payload::Stun(Stun::Error),
+            Payload::Stun(Stun::Other),
+        ];
+        for p in all {
+            assert_eq!(Payload::decode(p.encode()), p);
+        }
     }
 
     #[test]

@@ -14,12 +14,13 @@ pub const BINDING_SUCCESS: u16 = 0x0101;
 pub const BINDING_ERROR: u16 = 0x0111;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[repr(u32)]
 pub enum Stun {
-    Request,
-    Success,
-    Error,
+    Request = 0,
+    Success = 1,
+    Error = 2,
     /// A STUN message of another type (an indication, another method).
-    Other,
+    Other = 3,
 }
 
 /// `None` when the payload is not a STUN message; `payload_len` is the whole datagram's payload.

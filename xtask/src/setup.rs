@@ -5,7 +5,8 @@
 //!   rust-src where one is installed, else Debian's rustc-web + rust-web-src,
 //!   linked into rustup as the toolchain `bpf-debian`;
 //! - bpf-linker (built against Debian's LLVM 22 on the Debian route);
-//! - the lab's tools: iproute2, sipp, tshark.
+//! - the lab's tools: iproute2, sipp, tshark, and Kamailio with its outbound
+//!   module as the RFC 5626 edge proxy and registrar.
 //!
 //! Every step checks first and does nothing when its result is there.
 
@@ -19,7 +20,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const TOOLCHAIN_PACKAGES: &[&str] =
     &["rustc-web", "cargo-web", "rust-web-src", "llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev"];
 /// What the tests and the demo run: namespaces, real SIP peers, a reference counter.
-const LAB_PACKAGES: &[&str] = &["iproute2", "sip-tester", "tshark"];
+const LAB_PACKAGES: &[&str] = &["iproute2", "sip-tester", "tshark", "kamailio", "kamailio-outbound-modules"];
 
 pub fn setup() -> Result<()> {
     let nightly = toolchain_listed("nightly") && has_rust_src("nightly");

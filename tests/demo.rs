@@ -1,107 +1,87 @@
-//! `cargo xtask demo`: a client and a server namespace joined by a veth pair;
-//! a registrar on the server (RFC 5626 outbound, Flow-Timer 3), sipflow attached
-//! to its veth with --egress. Three clients register: one keeps alive, one falls
-//! silent, one is killed. sipflow flags the two that failed; a call to the
-//! silent one gets 430 Flow Failed, which sipflow had predicted.
+//! `cargo xtask demo` and `cargo xtask lab`: the real-peer lab of
+//! tests/src/edge_lab.rs told as a story. Kamailio is the RFC 5626 edge proxy
+//! and registrar, sipflow watches its interface, tshark referees the counts.
+//! `lab` also prints every count side by side and Kamailio's log.
 
-use std::{
-    net::TcpListener,
-    process::Command,
-    thread,
-    time::{Duration, Instant},
-};
+use std::collections::BTreeSet;
 
-use sipflow_tests::{
-    netns::{CLIENT_V4, Lab, SERVER_IF, SERVER_V4, http_get, sipflow_bin},
-    peers::{self, TcpServer, connect, exchange},
-};
-
-const FLOW_TIMER: u32 = 3;
-
-fn first_line(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).lines().next().unwrap_or("").to_string()
-}
+use sipflow_tests::edge_lab::{self, FLOW_TIMER, GRACE_S};
 
 fn main() {
-    let mut lab = Lab::new("demo");
-    let (client, server) = (lab.client.clone(), lab.server.clone());
-    println!("lab: {client} ({CLIENT_V4}) <-veth-> {server} ({SERVER_V4})");
-    let bin = sipflow_bin();
-    lab.start_agent(SERVER_IF, &["--egress", "--grace", "1s", "--sweep-interval", "200ms"]);
-    println!("sipflow: XDP + TC egress on {server}/{SERVER_IF}; /metrics and /flows on 127.0.0.1:9560 there");
-    let _registrar =
-        TcpServer::start(Lab::in_namespace(&server, || TcpListener::bind((SERVER_V4, 5060)).unwrap()), FLOW_TIMER);
-    println!("registrar: {SERVER_V4}:5060/tcp, answers REGISTER with Require: outbound, Flow-Timer: {FLOW_TIMER}\n");
+    let full = std::env::args().nth(1).as_deref() == Some("lab");
+    sipflow_tests::interrupt::clean_up_on_signal();
+    let start = std::time::Instant::now();
+    let outcome = edge_lab::run(if full { "lab" } else { "demo" }, &mut |line| println!("{line}"));
 
-    let mut alice = connect(&client, 5060);
-    let mut bob = connect(&client, 5060);
-    let carol = {
-        let mut carol = connect(&client, 5060);
-        for (stream, user) in [(&mut alice, "alice"), (&mut bob, "bob"), (&mut carol, "carol")] {
-            let reply = peers::register(stream, user);
-            let local = stream.local_addr().unwrap();
-            println!("{user:<5} REGISTER from {local} (reg-id 1, +sip.instance) -> {}", first_line(&reply));
+    println!("\nsipflow's verdicts (Flow-Timer {FLOW_TIMER} s from Kamailio's 2xx, grace {GRACE_S} s):");
+    for (aor, how) in &outcome.breaks {
+        match outcome.flagged.get(*aor) {
+            Some(f) => println!(
+                "  {aor:<5} {} flow failed: {:<17} seen {:.2} s after the break, would warrant 430: {}",
+                f.transport, f.reason, f.after_break_s, f.would_430
+            ),
+            None => println!("  {aor:<5} NOT flagged ({how})"),
         }
-        carol
-    };
-    let mut bob_silent = Instant::now();
-    for _ in 0..2 {
-        exchange(&mut alice, b"\r\n\r\n");
-        exchange(&mut bob, b"\r\n\r\n");
-        bob_silent = Instant::now();
-        thread::sleep(Duration::from_millis(500));
     }
-    println!("\nbob   stops sending keepalives (his phone lost its network)");
-    let carol_killed = Instant::now();
-    peers::reset(carol);
-    println!("carol is killed: her connection ends with an RST");
-
-    // alice keeps pinging while sipflow decides.
-    let mut reported = std::collections::HashSet::new();
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(FLOW_TIMER as u64 + 4) && reported.len() < 2 {
-        exchange(&mut alice, b"\r\n\r\n");
-        let (_, body) = http_get(&server, "http://127.0.0.1:9560/flows?state=failed").unwrap();
-        for f in serde_json::from_str::<Vec<serde_json::Value>>(&body).unwrap() {
-            let aor = f["aor"].as_str().unwrap_or("-").to_string();
-            if reported.insert(aor.clone()) {
-                let since = if aor.contains("carol") { carol_killed } else { bob_silent };
-                println!(
-                    "sipflow: {aor} flow {} failed: {} {:.1}s after the last sign of life, would warrant 430: {}",
-                    f["remote"].as_str().unwrap_or("?"),
-                    f["reason"].as_str().unwrap_or("?"),
-                    since.elapsed().as_secs_f64(),
-                    f["would_430"]
-                );
-            }
-        }
-        thread::sleep(Duration::from_millis(200));
+    for aor in edge_lab::LIVE {
+        let verdict = if outcome.flagged.contains_key(aor) { "FLAGGED (wrongly)" } else { "alive, never flagged" };
+        println!("  {aor:<5} {verdict}");
     }
 
-    let mut caller = connect(&client, 5060);
-    let answer = exchange(&mut caller, &peers::invite_to("bob", "demo-call"));
-    println!("\ncaller INVITE sip:bob@example.com -> registrar answers {}", first_line(&answer));
-    thread::sleep(Duration::from_millis(400));
+    println!("\nKamailio's 430 Flow Failed answers, and how long sipflow had known:");
+    for (at, aor) in &outcome.answers_430 {
+        match outcome.flagged.get(aor) {
+            Some(f) if f.at < *at => println!("  430 for {aor:<5} flagged by sipflow {:.2} s before", at - f.at),
+            _ => println!("  430 for {aor:<5} NOT predicted by sipflow"),
+        }
+    }
 
-    println!("\n$ sipflow flows");
-    let table = Command::new("ip").args(["netns", "exec", &server, &bin, "flows"]).output().expect("sipflow flows");
-    print!("{}", String::from_utf8_lossy(&table.stdout));
+    let codes: BTreeSet<u16> =
+        outcome.tshark.responses.keys().chain(outcome.sipflow.responses.keys()).copied().collect();
+    let methods: BTreeSet<&String> = outcome.tshark.requests.keys().chain(outcome.sipflow.requests.keys()).collect();
+    println!("\nSIP on the interface: sipflow (in the kernel) against tshark (from a capture):");
+    for method in methods {
+        let (s, t) = (outcome.sipflow.requests.get(method), outcome.tshark.requests.get(method));
+        println!("  {method:<9} {:>4} {:>4}{}", s.unwrap_or(&0), t.unwrap_or(&0), mark(s, t));
+    }
+    for code in codes {
+        let (s, t) = (outcome.sipflow.responses.get(&code), outcome.tshark.responses.get(&code));
+        println!("  {code:<9} {:>4} {:>4}{}", s.unwrap_or(&0), t.unwrap_or(&0), mark(s, t));
+    }
+    if outcome.tshark.tcp_retransmissions > 0 {
+        println!(
+            "  ({} TCP retransmissions carried SIP; tshark does not count them again)",
+            outcome.tshark.tcp_retransmissions
+        );
+    }
 
-    let (_, text) = http_get(&server, "http://127.0.0.1:9560/metrics").expect("scrape /metrics");
     println!("\nsipflow's /metrics (excerpt):");
-    for line in text.lines() {
-        let interesting = [
-            "sipflow_flow_failures_total",
-            "sipflow_flows_would_430",
-            "sipflow_430_sent_total",
-            "sipflow_responses_total",
-            "sipflow_requests_total",
-            "sipflow_keepalive_rtt_seconds_count",
-            "sipflow_registrations",
-        ];
+    let interesting = [
+        "sipflow_flow_failures_total",
+        "sipflow_flows_would_430",
+        "sipflow_430_sent_total",
+        "sipflow_responses_total{code=\"300\"}",
+        "sipflow_responses_total{code=\"430\"}",
+        "sipflow_registrations",
+        "sipflow_keepalive_rtt_seconds_count",
+    ];
+    for line in outcome.metrics.lines() {
         if interesting.iter().any(|m| line.starts_with(m)) && !line.ends_with(" 0") {
             println!("  {line}");
         }
     }
-    println!("\nThe lab is removed now; `cargo xtask test` runs the checks.");
+    if full {
+        println!("\nKamailio's log, its script lines:");
+        for line in outcome.kamailio_log.lines().filter(|l| l.contains("<script>")) {
+            println!("  {line}");
+        }
+    }
+    println!(
+        "\nDone in {:.0} s; the lab is removed. `cargo xtask test` runs the checks.",
+        start.elapsed().as_secs_f64()
+    );
+}
+
+fn mark(sipflow: Option<&u64>, tshark: Option<&u64>) -> &'static str {
+    if sipflow == tshark { "" } else { "  <- differs" }
 }

@@ -206,3 +206,27 @@ fn every_status_code_is_counted_exactly() {
         assert_eq!(counters.responses[index], 1, "code {code}");
     }
 }
+
+/// A TCP retransmission repeats a segment the flow already carried: it is a
+/// packet again, but its message is counted once (tshark does the same).
+#[test]
+fn tcp_retransmissions_are_packets_but_not_messages_again() {
+    let xdp = LoadedXdp::load();
+    let register =
+        tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), b"REGISTER sip:a SIP/2.0\r\nContent-Length: 0\r\n\r\n");
+    for _ in 0..3 {
+        assert_eq!(xdp.run(&register), XDP_PASS);
+    }
+    let counters = xdp.counters();
+    assert_eq!(counters.requests[request_index(Direction::Ingress, Method::Register) as usize], 1);
+    assert_eq!(counters.packets[packet_index(Direction::Ingress, PacketClass::SipRequest) as usize], 3);
+    // The next segment is new data; so is the server's first answer on the flow.
+    xdp.run(&tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), b"OPTIONS sip:a SIP/2.0\r\nContent-Length: 0\r\n\r\n"));
+    let answer =
+        tcp4_from_server(SIP_PORT, CLIENT_PORT, Flags::default(), b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n");
+    xdp.run(&answer);
+    xdp.run(&answer);
+    let counters = xdp.counters();
+    assert_eq!(counters.requests[request_index(Direction::Ingress, Method::Options) as usize], 1);
+    assert_eq!(counters.responses.iter().sum::<u64>(), 1);
+}

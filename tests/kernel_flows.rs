@@ -165,7 +165,8 @@ fn a_full_lru_evicts_and_the_creations_are_counted() {
 fn a_full_ring_buffer_drops_and_counts() {
     let xdp = LoadedXdp::load();
     let sent = 2000;
-    let frame = tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), REGISTER);
+    // UDP: every repeat is a REGISTER of its own (a repeated TCP segment would be a retransmission).
+    let frame = udp4(CLIENT_PORT, SIP_PORT, REGISTER);
     let (verdict, _) = xdp.run_repeat(&frame, sent);
     assert_eq!(verdict, XDP_PASS);
     let counters = xdp.counters();

@@ -91,8 +91,18 @@ pub struct FlowState {
     /// A REGISTER went over the flow and its final response has not: the
     /// response's head goes to the agent too.
     pub register_pending: u8,
-    pub _reserved: [u8; 7],
+    /// Which directions' `tcp_next_seq_*` hold a value: bit 0 client, bit 1 server.
+    pub tcp_seq_seen: u8,
+    pub _reserved: [u8; 6],
+    /// One past the last payload byte each side sent: a segment that ends at or
+    /// before it is a TCP retransmission, and its messages are not counted again.
+    pub tcp_next_seq_from_client: u32,
+    pub tcp_next_seq_from_server: u32,
 }
+
+/// `FlowState::tcp_seq_seen` bits.
+pub const TCP_SEQ_SEEN_FROM_CLIENT: u8 = 1;
+pub const TCP_SEQ_SEEN_FROM_SERVER: u8 = 2;
 
 impl FlowState {
     pub const fn new(now_ns: u64) -> Self {
@@ -120,7 +130,10 @@ impl FlowState {
             last_method: NO_METHOD,
             tcp_flags: 0,
             register_pending: 0,
-            _reserved: [0; 7],
+            tcp_seq_seen: 0,
+            _reserved: [0; 6],
+            tcp_next_seq_from_client: 0,
+            tcp_next_seq_from_server: 0,
         }
     }
 }
@@ -140,7 +153,7 @@ mod tests {
     fn layouts_have_no_hidden_padding() {
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(align_of::<FlowKey>(), 2);
-        assert_eq!(size_of::<FlowState>(), 18 * 8 + 4 + 2 + 1 + 1 + 1 + 7);
+        assert_eq!(size_of::<FlowState>(), 18 * 8 + 4 + 2 + 1 + 1 + 1 + 1 + 6 + 4 + 4);
         assert_eq!(align_of::<FlowState>(), 8);
     }
 }

@@ -4,7 +4,7 @@
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::generated::bpf_ktime_get_boot_ns};
 use monitor_common::{
     counters::{Direction, KernelStat, Method},
-    flow::{FlowKey, FlowState, FlowTransport},
+    flow::{FlowKey, FlowState, FlowTransport, TCP_SEQ_SEEN_FROM_CLIENT, TCP_SEQ_SEEN_FROM_SERVER},
     ports::PortKind,
 };
 use monitor_ebpf::{
@@ -80,9 +80,10 @@ pub fn key_into(key: &mut FlowKey, segment: &Segment, side: &Side) {
     key.transport = transport as u8;
 }
 
-/// Records the packet in its flow, creating the flow on first sight.
+/// Records the packet in its flow, creating the flow on first sight. False for
+/// a TCP retransmission: its payload was seen before and is not taken again.
 #[inline(always)]
-pub fn update(frame: &impl Frame, scratch: &mut Scratch, payload: Payload, direction: Direction) {
+pub fn update(frame: &impl Frame, scratch: &mut Scratch, payload: Payload, direction: Direction) -> bool {
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let state = match FLOWS.get_ptr_mut(&scratch.key) {
@@ -94,7 +95,7 @@ pub fn update(frame: &impl Frame, scratch: &mut Scratch, payload: Payload, direc
             }
             match FLOWS.get_ptr_mut(&scratch.key) {
                 Some(state) => state,
-                None => return,
+                None => return true,
             }
         }
     };
@@ -124,6 +125,9 @@ pub fn update(frame: &impl Frame, scratch: &mut Scratch, payload: Payload, direc
         } else {
             state.fin_from_server_ns = now;
         }
+    }
+    if scratch.key.transport != FlowTransport::Udp as u8 && scratch.payload_len != 0 && retransmitted(state, scratch) {
+        return false;
     }
 
     match payload {
@@ -185,4 +189,24 @@ pub fn update(frame: &impl Frame, scratch: &mut Scratch, payload: Payload, direc
         }
         _ => {}
     }
+    true
+}
+
+/// Whether this TCP segment only repeats payload its sender sent before, and
+/// otherwise moves the sender's high-water mark. Sequence numbers wrap: "at or
+/// before" is a signed comparison of the difference (RFC 9293 §3.4).
+#[inline(always)]
+fn retransmitted(state: &mut FlowState, scratch: &Scratch) -> bool {
+    let end = scratch.tcp_data_end;
+    let (next, seen) = if scratch.from_client != 0 {
+        (&mut state.tcp_next_seq_from_client, TCP_SEQ_SEEN_FROM_CLIENT)
+    } else {
+        (&mut state.tcp_next_seq_from_server, TCP_SEQ_SEEN_FROM_SERVER)
+    };
+    if state.tcp_seq_seen & seen != 0 && (end.wrapping_sub(*next) as i32) <= 0 {
+        return true;
+    }
+    *next = end;
+    state.tcp_seq_seen |= seen;
+    false
 }

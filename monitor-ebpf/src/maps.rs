@@ -55,6 +55,8 @@ pub struct Scratch {
     /// 1 when the client sent the packet.
     pub from_client: u8,
     pub tcp_flags: u8,
+    /// The TCP sequence number one past this segment's payload (0 for UDP).
+    pub tcp_data_end: u32,
     /// Frame length, for the flow's byte counts.
     pub frame_len: u32,
     /// The classifier's answer (`Payload::encode`), read back opaquely so the flow

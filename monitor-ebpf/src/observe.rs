@@ -56,17 +56,21 @@ fn observe_segment(frame: &impl Frame, segment: &Segment, direction: Direction) 
     flow::key_into(&mut scratch.key, segment, &side);
     scratch.from_client = side.server_is_destination as u8;
     scratch.tcp_flags = segment.tcp_flags;
+    scratch.tcp_data_end = segment.tcp_sequence.wrapping_add(segment.payload_len as u32);
     scratch.frame_len = frame::len(frame) as u32;
     scratch.payload_offset = segment.payload_offset as u32;
     scratch.payload_len = segment.payload_len as u32;
 
-    let payload = classify(frame, scratch, side.kind, segment.transport, direction);
+    let payload = classify(frame, scratch, side.kind, segment.transport);
     // SAFETY: a plain write and read of this CPU's scratch slot (see `Scratch::payload`).
     let payload = unsafe {
         core::ptr::write_volatile(&mut scratch.payload, payload.encode());
         Payload::decode(core::ptr::read_volatile(&scratch.payload))
     };
-    flow::update(frame, scratch, payload, direction);
+    // A TCP retransmission is counted as a packet but its messages only once, as tshark does.
+    if flow::update(frame, scratch, payload, direction) {
+        count_message(payload, direction);
+    }
 
     let control = scratch.tcp_flags & (tcp::SYN | tcp::FIN | tcp::RST) != 0;
     match payload {
@@ -82,16 +86,24 @@ fn observe_segment(frame: &impl Frame, segment: &Segment, direction: Direction) 
     }
 }
 
-/// What the payload is; counts requests by method and responses by code. Leaves
-/// the message's offset and length in the scratch slot for the flow update.
+/// Requests by method, responses by exact code.
 #[inline(always)]
-fn classify(
-    frame: &impl Frame,
-    scratch: &mut Scratch,
-    kind: PortKind,
-    transport: Transport,
-    direction: Direction,
-) -> Payload {
+fn count_message(payload: Payload, direction: Direction) {
+    match payload {
+        Payload::Request(method) => bump(&REQUESTS, request_index(direction, method)),
+        Payload::Response(code) => {
+            if let Some(index) = response_index(direction, code) {
+                bump(&RESPONSES, index);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// What the payload is. Leaves the message's offset and length in the scratch
+/// slot for the flow update.
+#[inline(always)]
+fn classify(frame: &impl Frame, scratch: &mut Scratch, kind: PortKind, transport: Transport) -> Payload {
     if kind == PortKind::Tls {
         return Payload::Other;
     }
@@ -120,15 +132,6 @@ fn classify(
         }
     }
     let payload = payload::classify(window, loaded, payload_len, transport);
-    match payload {
-        Payload::Request(method) => bump(&REQUESTS, request_index(direction, method)),
-        Payload::Response(code) => {
-            if let Some(index) = response_index(direction, code) {
-                bump(&RESPONSES, index);
-            }
-        }
-        _ => {}
-    }
     scratch.payload_offset = offset as u32;
     scratch.payload_len = payload_len as u32;
     payload

@@ -27,6 +27,8 @@ pub struct Segment {
     pub destination_port: u16,
     /// TCP flags; 0 for UDP.
     pub tcp_flags: u8,
+    /// The TCP sequence number of the first payload byte; 0 for UDP.
+    pub tcp_sequence: u32,
     pub payload_offset: usize,
     /// Payload bytes present in this packet (of a first fragment: up to its end).
     pub payload_len: usize,
@@ -78,44 +80,47 @@ pub fn parse(frame: &impl Frame) -> Parsed {
         return Parsed::LaterFragment;
     }
     let first_fragment = network.more_fragments;
-    let (transport, source_port, destination_port, tcp_flags, payload_offset, payload_end) = match network.protocol {
-        IPPROTO_UDP => {
-            let Some(header) = udp::parse(frame, network.transport_offset) else {
-                return Parsed::Malformed;
-            };
-            let udp_end = network.transport_offset + header.length;
-            // A first fragment holds only the start of the datagram's payload.
-            let payload_end = if first_fragment {
-                network.end
-            } else if udp_end > network.end {
-                return Parsed::Malformed;
-            } else {
-                udp_end
-            };
-            (
-                Transport::Udp,
-                header.source_port,
-                header.destination_port,
-                0,
-                network.transport_offset + udp::HEADER_LEN,
-                payload_end,
-            )
-        }
-        IPPROTO_TCP => {
-            let Some(header) = tcp::parse(frame, network.transport_offset) else {
-                return Parsed::Malformed;
-            };
-            (
-                Transport::Tcp,
-                header.source_port,
-                header.destination_port,
-                header.flags,
-                network.transport_offset + header.header_len,
-                network.end,
-            )
-        }
-        _ => return Parsed::Untracked,
-    };
+    let (transport, source_port, destination_port, tcp_flags, tcp_sequence, payload_offset, payload_end) =
+        match network.protocol {
+            IPPROTO_UDP => {
+                let Some(header) = udp::parse(frame, network.transport_offset) else {
+                    return Parsed::Malformed;
+                };
+                let udp_end = network.transport_offset + header.length;
+                // A first fragment holds only the start of the datagram's payload.
+                let payload_end = if first_fragment {
+                    network.end
+                } else if udp_end > network.end {
+                    return Parsed::Malformed;
+                } else {
+                    udp_end
+                };
+                (
+                    Transport::Udp,
+                    header.source_port,
+                    header.destination_port,
+                    0,
+                    0,
+                    network.transport_offset + udp::HEADER_LEN,
+                    payload_end,
+                )
+            }
+            IPPROTO_TCP => {
+                let Some(header) = tcp::parse(frame, network.transport_offset) else {
+                    return Parsed::Malformed;
+                };
+                (
+                    Transport::Tcp,
+                    header.source_port,
+                    header.destination_port,
+                    header.flags,
+                    header.sequence,
+                    network.transport_offset + header.header_len,
+                    network.end,
+                )
+            }
+            _ => return Parsed::Untracked,
+        };
     if payload_offset > payload_end {
         return Parsed::Malformed;
     }
@@ -127,6 +132,7 @@ pub fn parse(frame: &impl Frame) -> Parsed {
         source_port,
         destination_port,
         tcp_flags,
+        tcp_sequence,
         payload_offset,
         payload_len: payload_end - payload_offset,
         vlan_id: ethernet.vlan_id,

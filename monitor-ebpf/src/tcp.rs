@@ -5,6 +5,7 @@ use crate::frame::{Frame, be16, read};
 pub const MIN_HEADER_LEN: usize = 20;
 pub const SOURCE_PORT_OFFSET: usize = 0;
 pub const DESTINATION_PORT_OFFSET: usize = 2;
+pub const SEQUENCE_OFFSET: usize = 4;
 pub const DATA_OFFSET_OFFSET: usize = 12;
 pub const FLAGS_OFFSET: usize = 13;
 
@@ -16,6 +17,8 @@ pub const ACK: u8 = 0x10;
 pub struct Tcp {
     pub source_port: u16,
     pub destination_port: u16,
+    /// The sequence number of the segment's first payload byte.
+    pub sequence: u32,
     pub header_len: usize,
     pub flags: u8,
 }
@@ -32,6 +35,12 @@ pub fn parse(frame: &impl Frame, offset: usize) -> Option<Tcp> {
     Some(Tcp {
         source_port: be16(&h, SOURCE_PORT_OFFSET),
         destination_port: be16(&h, DESTINATION_PORT_OFFSET),
+        sequence: u32::from_be_bytes([
+            h[SEQUENCE_OFFSET],
+            h[SEQUENCE_OFFSET + 1],
+            h[SEQUENCE_OFFSET + 2],
+            h[SEQUENCE_OFFSET + 3],
+        ]),
         header_len,
         flags: h[FLAGS_OFFSET],
     })

@@ -1,10 +1,17 @@
 //! Helpers for sipflow's root-only tests: crafted packets, the kernel program
 //! under BPF_PROG_TEST_RUN, and network-namespace labs that clean up after themselves.
 
+pub mod edge_lab;
+pub mod interrupt;
+pub mod kamailio;
 pub mod kernel;
 pub mod netns;
 pub mod packets;
 pub mod peers;
+pub mod process;
+pub mod sipp;
+pub mod tshark;
+pub mod ua;
 
 /// Tests here load BPF programs and create namespaces: they need root.
 pub fn require_root() {

@@ -15,15 +15,30 @@ use std::{
 /// The interface name inside each namespace.
 pub const CLIENT_IF: &str = "sip0";
 pub const SERVER_IF: &str = "sip0";
+/// The phone's link and the client namespace's end of it.
+pub const PHONE_IF: &str = "wan0";
+pub const ACCESS_IF: &str = "lan0";
 pub const CLIENT_V4: &str = "192.0.2.1";
 pub const SERVER_V4: &str = "192.0.2.2";
 pub const CLIENT_V6: &str = "2001:db8::1";
 pub const SERVER_V6: &str = "2001:db8::2";
+/// A phone on an access link behind the client namespace (see [`Lab::add_phone`]).
+pub const PHONE_V4: &str = "198.51.100.1";
+/// The client namespace's address on the phone's access link.
+pub const ACCESS_V4: &str = "198.51.100.254";
 
 pub struct Lab {
     pub client: String,
     pub server: String,
+    /// Namespaces added after the first two.
+    more: Vec<String>,
     children: Vec<Child>,
+}
+
+/// `ip netns add`, recorded so that an interrupted demo removes it too.
+fn add_namespace(name: &str) {
+    crate::interrupt::namespace_created(name);
+    ip(&["netns", "add", name]);
 }
 
 fn ip(args: &[&str]) {
@@ -36,10 +51,15 @@ impl Lab {
     pub fn new(tag: &str) -> Self {
         crate::require_root();
         let id = std::process::id();
-        let lab = Self { client: format!("sf-{tag}-{id}-c"), server: format!("sf-{tag}-{id}-s"), children: Vec::new() };
+        let lab = Self {
+            client: format!("sf-{tag}-{id}-c"),
+            server: format!("sf-{tag}-{id}-s"),
+            more: Vec::new(),
+            children: Vec::new(),
+        };
         // From here on, Drop removes whatever was made.
-        ip(&["netns", "add", &lab.client]);
-        ip(&["netns", "add", &lab.server]);
+        add_namespace(&lab.client);
+        add_namespace(&lab.server);
         let (c, s) = (format!("sfc{id}{}", tag.len()), format!("sfs{id}{}", tag.len()));
         ip(&["link", "add", &c, "netns", &lab.client, "type", "veth", "peer", "name", &s, "netns", &lab.server]);
         for (ns, link, name, v4, v6) in
@@ -54,6 +74,40 @@ impl Lab {
         lab
     }
 
+    /// Adds a "phone" namespace on its own link to the client namespace, which
+    /// routes between it and the server as an access router would: the phone's
+    /// link can go down while the server's link stays up. Returns its name.
+    pub fn add_phone(&mut self) -> String {
+        let id = std::process::id();
+        let phone = format!("{}-p", self.client.trim_end_matches("-c"));
+        add_namespace(&phone);
+        self.more.push(phone.clone());
+        let (p, a) = (format!("sfp{id}"), format!("sfa{id}"));
+        ip(&["link", "add", &p, "netns", &phone, "type", "veth", "peer", "name", &a, "netns", &self.client]);
+        ip(&["-n", &phone, "link", "set", &p, "name", PHONE_IF]);
+        ip(&["-n", &self.client, "link", "set", &a, "name", ACCESS_IF]);
+        ip(&["-n", &phone, "addr", "add", &format!("{PHONE_V4}/24"), "dev", PHONE_IF]);
+        ip(&["-n", &self.client, "addr", "add", &format!("{ACCESS_V4}/24"), "dev", ACCESS_IF]);
+        for (ns, link) in [(&phone, PHONE_IF), (&self.client, ACCESS_IF)] {
+            ip(&["-n", ns, "link", "set", link, "up"]);
+        }
+        ip(&["-n", &phone, "link", "set", "lo", "up"]);
+        ip(&["-n", &phone, "route", "add", "default", "via", ACCESS_V4]);
+        ip(&["-n", &self.server, "route", "add", "198.51.100.0/24", "via", CLIENT_V4]);
+        let forwarding = Command::new("ip")
+            .args(["netns", "exec", &self.client, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+            .status()
+            .expect("sysctl");
+        assert!(forwarding.success(), "enable forwarding in {}", self.client);
+        phone
+    }
+
+    /// Takes the phone's access link down (from the phone's side), as when a
+    /// phone loses its network: no FIN, no RST, just silence.
+    pub fn phone_link_down(&self, phone: &str) {
+        ip(&["-n", phone, "link", "set", PHONE_IF, "down"]);
+    }
+
     /// Starts `program args` inside `namespace`; the lab kills it when it drops.
     pub fn spawn(&mut self, namespace: &str, program: &str, args: &[&str]) -> &mut Child {
         let child = Command::new("ip")
@@ -64,6 +118,7 @@ impl Lab {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("start {program}: {e}"));
+        crate::interrupt::process_started(child.id());
         self.children.push(child);
         self.children.last_mut().expect("just pushed")
     }
@@ -112,9 +167,11 @@ impl Drop for Lab {
         for child in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
+            crate::interrupt::process_ended(child.id());
         }
-        for ns in [&self.client, &self.server] {
+        for ns in [&self.client, &self.server].into_iter().chain(&self.more) {
             let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
+            crate::interrupt::namespace_removed(ns);
         }
     }
 }

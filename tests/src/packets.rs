@@ -93,12 +93,20 @@ pub fn tcp4_from_server(source_port: u16, destination_port: u16, flags: Flags, p
     tcp4_between((SERVER_V4, source_port), (CLIENT_V4, destination_port), flags, payload)
 }
 
+/// Each crafted TCP segment carries new data, as a sender's next segment would:
+/// the kernel counts the messages of a repeated (retransmitted) segment only once.
+static NEXT_SEQUENCE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1000);
+
+fn next_sequence(payload_len: usize) -> u32 {
+    NEXT_SEQUENCE.fetch_add(payload_len as u32 + 1, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// TCP over IPv4 between any two addresses.
 pub fn tcp4_between(source: ([u8; 4], u16), destination: ([u8; 4], u16), flags: Flags, payload: &[u8]) -> Vec<u8> {
     let (source_port, destination_port) = (source.1, destination.1);
     let mut b = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
         .ipv4(source.0, destination.0, 64)
-        .tcp(source_port, destination_port, 1000, 65535)
+        .tcp(source_port, destination_port, next_sequence(payload.len()), 65535)
         .ack(1);
     if flags.syn {
         b = b.syn();

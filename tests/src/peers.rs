@@ -131,6 +131,11 @@ pub fn flow_failed_for(request: &[u8]) -> Vec<u8> {
     answer(request, "430 Flow Failed", &["via", "from", "to", "call-id", "cseq"], "")
 }
 
+/// A plain answer to a request out of a dialog: its Via, From, To (tagged), Call-ID and CSeq.
+pub fn response_to(request: &[u8], status: &str) -> Vec<u8> {
+    answer(request, status, &["via", "from", "to", "call-id", "cseq"], "")
+}
+
 /// An INVITE to `user`'s AOR.
 pub fn invite_to(user: &str, call_id: &str) -> Vec<u8> {
     format!(

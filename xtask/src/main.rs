@@ -24,8 +24,11 @@ enum Task {
     Build,
     /// Run every test: unit, kernel (BPF_PROG_TEST_RUN) and namespace tests, plus fmt and clippy. Needs root.
     Test,
-    /// Build a namespace lab, attach sipflow, send SIP through it and show what sipflow saw. Needs root.
+    /// The real-peer lab in small, told as a story: Kamailio as RFC 5626 edge proxy, flows that
+    /// break, sipflow's verdicts before Kamailio's 430s, counts against tshark. Needs root.
     Demo,
+    /// The same lab with every count side by side and Kamailio's script log. Needs root.
+    Lab,
     /// Measure the XDP program's cost per packet class; writes target/bench/. Needs root.
     Bench {
         /// Runs per packet class (BPF_PROG_TEST_RUN repeat).
@@ -47,7 +50,10 @@ fn main() {
             .and_then(|()| run::bench(repeat)),
         Task::Demo => run::require_root("the demo attaches XDP and creates network namespaces")
             .and_then(|()| setup::setup())
-            .and_then(|()| run::demo()),
+            .and_then(|()| run::demo(false)),
+        Task::Lab => run::require_root("the lab attaches XDP and creates network namespaces")
+            .and_then(|()| setup::setup())
+            .and_then(|()| run::demo(true)),
     };
     if let Err(e) = result {
         eprintln!("xtask: {e:#}");

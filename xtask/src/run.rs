@@ -81,7 +81,12 @@ pub fn bench(repeat: u32) -> Result<()> {
     cargo(&["run", "--quiet", "-p", "sipflow-tests", "--bin", "sipflow-bench", "--", &repeat.to_string()])
 }
 
-pub fn demo() -> Result<()> {
+/// The real-peer lab as a story; `full` for every count and Kamailio's log (`cargo xtask lab`).
+pub fn demo(full: bool) -> Result<()> {
     cargo(&["build", "-p", "monitor", "--bins"])?;
-    cargo(&["run", "--quiet", "-p", "sipflow-tests", "--bin", "sipflow-demo"])
+    let mut args = vec!["run", "--quiet", "-p", "sipflow-tests", "--bin", "sipflow-demo"];
+    if full {
+        args.extend(["--", "lab"]);
+    }
+    cargo(&args)
 }

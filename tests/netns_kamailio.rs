@@ -1,0 +1,57 @@
+//! The real-peer lab (tests/src/edge_lab.rs): Kamailio as an RFC 5626 edge
+//! proxy answers 430 for the flows that broke; sipflow must have flagged each of
+//! them before the 430 went out, must flag no live flow, and must count the SIP
+//! on the interface exactly as tshark does.
+
+use sipflow_tests::edge_lab::{self, BROKEN, LIVE, REDIRECT};
+
+#[test]
+fn kamailio_430s_were_predicted_and_counts_match_tshark() {
+    let outcome = edge_lab::run("kam", &mut |line| eprintln!("{line}"));
+    let context = || {
+        format!(
+            "flagged {:#?}\n430s {:?}\nflows {}\nkamailio log (tail):\n{}",
+            outcome.flagged,
+            outcome.answers_430,
+            outcome.flows,
+            outcome.kamailio_log.lines().rev().take(40).collect::<Vec<_>>().join("\n")
+        )
+    };
+    assert_eq!(outcome.caller_ok, [true, true], "every call got a final answer it expected\n{}", context());
+
+    // Kamailio answered 430 for every broken AOR, once per round, and only for them.
+    let mut got_430: Vec<&str> = outcome.answers_430.iter().map(|(_, aor)| aor.as_str()).collect();
+    got_430.sort();
+    let mut want: Vec<&str> = BROKEN.iter().chain(BROKEN.iter()).copied().collect();
+    want.sort();
+    assert_eq!(got_430, want, "{}", context());
+
+    // sipflow had flagged each of those flows, as would warrant 430, before the 430.
+    assert_eq!(edge_lab::unpredicted_430s(&outcome), Vec::<String>::new(), "{}", context());
+    for (aor, reason) in
+        [("carol", "tcp_fin"), ("dave", "tcp_reset"), ("erin", "keepalive_timeout"), ("frank", "keepalive_timeout")]
+    {
+        assert_eq!(outcome.flagged[aor].reason, reason, "{aor}\n{}", context());
+    }
+
+    // No live flow flagged; both live UAs got their INVITE and MESSAGE.
+    for aor in LIVE {
+        assert!(!outcome.flagged.contains_key(aor), "{aor} was flagged\n{}", context());
+        let delivered = &outcome.delivered[aor];
+        for method in ["INVITE", "MESSAGE"] {
+            assert!(delivered.iter().any(|l| l.starts_with(method)), "{aor} got no {method}: {delivered:?}");
+        }
+    }
+
+    // The same SIP, counted by sipflow in the kernel and by tshark from a capture.
+    assert_eq!(outcome.sipflow.requests, outcome.tshark.requests, "requests by method\n{}", context());
+    assert_eq!(outcome.sipflow.responses, outcome.tshark.responses, "responses by code\n{}", context());
+    for code in [300, 430] {
+        assert!(outcome.tshark.responses.get(&code).copied().unwrap_or(0) >= 2, "{code} in both rounds ({REDIRECT})");
+    }
+    for transport in ["udp", "tcp"] {
+        assert!(outcome.tshark.by_transport.get(transport).copied().unwrap_or(0) > 0, "SIP over {transport}");
+    }
+    // sipflow graded each 430 the host sent against its own earlier verdicts.
+    assert!(outcome.metrics.contains("sipflow_430_sent_total{predicted=\"false\"} 0"), "{}", outcome.metrics);
+}

@@ -1,0 +1,237 @@
+//! The real-peer lab: Kamailio as an RFC 5626 edge proxy and registrar in the
+//! server namespace, sipflow on its interface (XDP + TC egress), tshark
+//! capturing the same interface, and UAs that register with outbound:
+//!
+//! | AOR   | how it registers           | what happens to its flow          |
+//! | ---   | ---                        | ---                               |
+//! | alice | TCP, CRLF pings            | stays alive                       |
+//! | bob   | UDP, STUN keepalives       | stays alive                       |
+//! | carol | TCP, a sipp process        | the process is killed (FIN)       |
+//! | dave  | TCP, CRLF pings            | the connection is reset (RST)     |
+//! | erin  | TCP from the phone network | the phone's link goes down        |
+//! | frank | UDP from the phone network | the phone's link goes down        |
+//!
+//! Then a caller (sipp) sends an INVITE over UDP and a MESSAGE over TCP to every
+//! AOR and to the redirect service, which answers 300 with several Contacts.
+//! Kamailio reaches alice and bob and answers 430 Flow Failed for the others.
+//! [`run`] returns what each side saw; the test judges it, the demo tells it.
+
+use std::{
+    collections::BTreeMap,
+    process::Child,
+    thread,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use crate::{
+    kamailio::Kamailio,
+    netns::{CLIENT_V4, Lab, PHONE_V4, SERVER_IF, SERVER_V4, http_get},
+    process::signal_group,
+    sipp::{self, Mode},
+    tshark::{self, Capture, SipCounts},
+    ua::{OutboundUa, Transport},
+};
+
+/// The Flow-Timer Kamailio gives in its 2xx to REGISTER (RFC 5626 §4.4).
+pub const FLOW_TIMER: u32 = 5;
+/// sipflow's grace on top of the Flow-Timer.
+pub const GRACE_S: u32 = 1;
+/// How often the UAs ping: well within the Flow-Timer, as §4.4.1 asks.
+const KEEPALIVE: Duration = Duration::from_secs(2);
+pub const LIVE: [&str; 2] = ["alice", "bob"];
+pub const BROKEN: [&str; 4] = ["carol", "dave", "erin", "frank"];
+pub const REDIRECT: &str = "redirect";
+const PROXY: &str = "192.0.2.2:5060";
+
+/// A verdict as /flows first showed it.
+#[derive(Clone, Debug)]
+pub struct Flagged {
+    pub reason: String,
+    pub would_430: bool,
+    pub transport: String,
+    /// Unix time of the first poll that showed it.
+    pub at: f64,
+    /// Seconds from the break to that poll.
+    pub after_break_s: f64,
+}
+
+#[derive(Debug)]
+pub struct Outcome {
+    /// How each broken flow was broken, in order.
+    pub breaks: Vec<(&'static str, &'static str)>,
+    /// AOR -> sipflow's verdict on its flow.
+    pub flagged: BTreeMap<String, Flagged>,
+    /// Every 430 on the wire: (Unix time, the AOR it was for).
+    pub answers_430: Vec<(f64, String)>,
+    /// What tshark counted on the server's interface.
+    pub tshark: SipCounts,
+    /// What sipflow counted there, from /metrics.
+    pub sipflow: SipCounts,
+    /// First lines of the requests Kamailio delivered to the live UAs.
+    pub delivered: BTreeMap<String, Vec<String>>,
+    /// sipp's report on the two rounds of calls.
+    pub caller_ok: [bool; 2],
+    pub metrics: String,
+    pub flows: String,
+    pub kamailio_log: String,
+}
+
+fn now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs_f64()
+}
+
+/// Builds the lab, runs the story, tears everything down; `say` narrates.
+pub fn run(tag: &str, say: &mut dyn FnMut(String)) -> Outcome {
+    let work_dir = std::env::temp_dir().join(format!("sipflow-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&work_dir).expect("work dir");
+    let outcome = run_in(tag, &work_dir, say);
+    // For a closer look: SIPFLOW_LAB_PCAP=/path keeps the capture.
+    if let Some(keep) = std::env::var_os("SIPFLOW_LAB_PCAP") {
+        let _ = std::fs::copy(work_dir.join("edge.pcap"), keep);
+    }
+    let _ = std::fs::remove_dir_all(&work_dir);
+    outcome
+}
+
+fn run_in(tag: &str, work_dir: &std::path::Path, say: &mut dyn FnMut(String)) -> Outcome {
+    let mut lab = Lab::new(tag);
+    let phone = lab.add_phone();
+    let (client, server) = (lab.client.clone(), lab.server.clone());
+    say(format!("lab: {client} ({CLIENT_V4}) and {phone} ({PHONE_V4}, behind it) <-> {server} ({SERVER_V4})"));
+
+    let mut capture = Capture::start(&server, SERVER_IF, &work_dir.join("edge.pcap"));
+    let grace = format!("{GRACE_S}s");
+    lab.start_agent(SERVER_IF, &["--egress", "--grace", &grace, "--sweep-interval", "200ms"]);
+    say(format!("sipflow: XDP + TC egress on {server}/{SERVER_IF}; tshark captures the same interface"));
+    let kamailio = Kamailio::start(&server, SERVER_V4, FLOW_TIMER);
+    say(format!("kamailio: edge proxy + registrar on {PROXY} udp/tcp, outbound, Flow-Timer {FLOW_TIMER}"));
+
+    let proxy = PROXY.parse().expect("proxy address");
+    let sipp_client =
+        |port| sipp::Peer { namespace: &client, local_ip: CLIENT_V4, local_port: port, proxy: PROXY, work_dir };
+    let alice = OutboundUa::register(&client, proxy, "alice", Transport::Tcp, KEEPALIVE);
+    let bob = OutboundUa::register(&client, proxy, "bob", Transport::Udp, KEEPALIVE);
+    let mut carol: Child = sipp_client(5071).registered("carol");
+    let dave = OutboundUa::register(&client, proxy, "dave", Transport::Tcp, KEEPALIVE);
+    let erin = OutboundUa::register(&phone, proxy, "erin", Transport::Tcp, KEEPALIVE);
+    let frank = OutboundUa::register(&phone, proxy, "frank", Transport::Udp, KEEPALIVE);
+    for ua in [&alice, &bob, &dave, &erin, &frank] {
+        let first = ua.registered.lines().next().unwrap_or("");
+        say(format!("{:<5} registers over {} from {} -> {first}", ua.user, ua.transport.name(), ua.local));
+    }
+    say("carol registers over TCP from a sipp process -> SIP/2.0 200 OK".into());
+    // A round of keepalives on every flow.
+    thread::sleep(KEEPALIVE + Duration::from_millis(500));
+
+    let broken_at = Instant::now();
+    signal_group(&carol, libc::SIGKILL);
+    let _ = carol.wait();
+    crate::interrupt::process_ended(carol.id());
+    dave.reset();
+    lab.phone_link_down(&phone);
+    let breaks = vec![
+        ("carol", "her sipp process is killed (the kernel closes the connection: FIN)"),
+        ("dave", "his connection is reset (RST)"),
+        ("erin", "the phone's link goes down (TCP: silence)"),
+        ("frank", "the phone's link goes down (UDP: silence)"),
+    ];
+    for (aor, how) in &breaks {
+        say(format!("{aor:<5} {how}"));
+    }
+
+    // sipflow decides; a silent flow is failed after Flow-Timer + grace since its last keepalive.
+    let mut flagged = BTreeMap::new();
+    let decide = Duration::from_secs((FLOW_TIMER + GRACE_S + 3) as u64);
+    while broken_at.elapsed() < decide {
+        poll_failed(&server, broken_at, &mut flagged);
+        thread::sleep(Duration::from_millis(100));
+    }
+
+    // The caller: an INVITE over UDP and a MESSAGE over TCP to every AOR.
+    let mut aors: Vec<&str> = LIVE.iter().chain(BROKEN.iter()).copied().collect();
+    aors.push(REDIRECT);
+    say(format!("caller (sipp) sends INVITE over UDP and MESSAGE over TCP to {}", aors.join(", ")));
+    let (invites, messages) = thread::scope(|scope| {
+        let invites = scope.spawn(|| sipp_client(5070).call_each("invite_every_aor.xml", Mode::Udp, &aors));
+        let messages = scope.spawn(|| sipp_client(5072).call_each("message_every_aor.xml", Mode::Tcp, &aors));
+        (invites.join().expect("INVITE round"), messages.join().expect("MESSAGE round"))
+    });
+    // Late verdicts are recorded too: the test checks they came before the 430s.
+    poll_failed(&server, broken_at, &mut flagged);
+    thread::sleep(Duration::from_millis(500));
+    capture.stop();
+
+    let (_, metrics) = http_get(&server, "http://127.0.0.1:9560/metrics").expect("scrape /metrics");
+    let (_, flows) = http_get(&server, "http://127.0.0.1:9560/flows").expect("GET /flows");
+    let delivered = [&alice, &bob].iter().map(|ua| (ua.user.clone(), ua.delivered.lock().unwrap().clone())).collect();
+    let caller_ok = [invites.status.success(), messages.status.success()];
+    for (round, output) in [("INVITE", &invites), ("MESSAGE", &messages)] {
+        if !output.status.success() {
+            say(format!("sipp's {round} round failed:\n{}", String::from_utf8_lossy(&output.stdout)));
+        }
+    }
+    Outcome {
+        breaks,
+        flagged,
+        answers_430: tshark::responses(&capture.path, 430),
+        tshark: tshark::count_sip(&capture.path),
+        sipflow: sipflow_counts(&metrics),
+        delivered,
+        caller_ok,
+        metrics,
+        flows,
+        kamailio_log: kamailio.log_text(),
+    }
+}
+
+/// Records the first time /flows shows each AOR's flow failed.
+fn poll_failed(server: &str, broken_at: Instant, flagged: &mut BTreeMap<String, Flagged>) {
+    let Some((200, body)) = http_get(server, "http://127.0.0.1:9560/flows?state=failed") else {
+        return;
+    };
+    let flows: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap_or_default();
+    for flow in flows {
+        let Some(aor) = flow["aor"].as_str() else { continue };
+        let user = aor.trim_start_matches("sip:").split('@').next().unwrap_or(aor).to_string();
+        flagged.entry(user).or_insert_with(|| Flagged {
+            reason: flow["reason"].as_str().unwrap_or("?").to_string(),
+            would_430: flow["would_430"].as_bool().unwrap_or(false),
+            transport: flow["transport"].as_str().unwrap_or("?").to_string(),
+            at: now(),
+            after_break_s: broken_at.elapsed().as_secs_f64(),
+        });
+    }
+}
+
+/// sipflow's requests by method and responses by code, summed over interfaces.
+pub fn sipflow_counts(metrics: &str) -> SipCounts {
+    let mut counts = SipCounts::default();
+    for line in metrics.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else { continue };
+        let value: f64 = value.parse().unwrap_or(0.0);
+        if value == 0.0 {
+            continue;
+        }
+        let label = |name: &str| {
+            let start = series.find(&format!("{name}=\""))? + name.len() + 2;
+            Some(series[start..].split('"').next()?.to_string())
+        };
+        if series.starts_with("sipflow_requests_total{") {
+            *counts.requests.entry(label("method").unwrap_or_default()).or_default() += value as u64;
+        } else if series.starts_with("sipflow_responses_total{") {
+            let code = label("code").and_then(|c| c.parse().ok()).unwrap_or(0);
+            *counts.responses.entry(code).or_default() += value as u64;
+        }
+    }
+    counts
+}
+
+/// The 430s whose AOR sipflow had not flagged (as would_430) before the 430 went out.
+pub fn unpredicted_430s(outcome: &Outcome) -> Vec<String> {
+    outcome
+        .answers_430
+        .iter()
+        .filter(|(at, aor)| !outcome.flagged.get(aor).is_some_and(|f| f.would_430 && f.at < *at))
+        .map(|(at, aor)| format!("{aor} at {at:.3}: flagged {:?}", outcome.flagged.get(aor)))
+        .collect()
+}

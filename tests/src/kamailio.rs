@@ -1,0 +1,88 @@
+//! Kamailio as the lab's RFC 5626 edge proxy and registrar (tests/lab/kamailio.cfg).
+
+use std::{
+    fs::File,
+    os::unix::process::CommandExt,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use crate::process::stop_group;
+
+/// The config, in the repository so that it can be read.
+pub fn config_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("lab/kamailio.cfg")
+}
+
+pub struct Kamailio {
+    child: Child,
+    pub log: PathBuf,
+    _rundir: TempDir,
+}
+
+/// A directory under /tmp removed on drop.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Kamailio {
+    /// Starts Kamailio in `namespace` on `addr`:5060, UDP and TCP, giving
+    /// registrations `Flow-Timer: flow_timer`; returns once it listens.
+    pub fn start(namespace: &str, addr: &str, flow_timer: u32) -> Self {
+        let rundir = TempDir(std::env::temp_dir().join(format!("sipflow-kamailio-{namespace}")));
+        std::fs::create_dir_all(&rundir.0).expect("kamailio run dir");
+        let log = rundir.0.join("kamailio.log");
+        let config = config_path();
+        let output = File::create(&log).expect("kamailio log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", namespace, "kamailio", "-f"])
+            .arg(&config)
+            .args(["-DD", "-E", "-Y"])
+            .arg(&rundir.0)
+            .args(["-l", &format!("udp:{addr}:5060"), "-l", &format!("tcp:{addr}:5060")])
+            .args(["-A", &format!("FLOW_TIMER={flow_timer}"), "-A", &format!("TCP_LIFETIME={}", flow_timer + 2)])
+            .stdin(Stdio::null())
+            .stdout(output.try_clone().expect("log fd"))
+            .stderr(output)
+            .process_group(0)
+            .spawn()
+            .expect("start kamailio (package kamailio)");
+        crate::interrupt::process_started(child.id());
+        let mut kamailio = Self { child, log, _rundir: rundir };
+        kamailio.await_listening(namespace);
+        kamailio
+    }
+
+    fn await_listening(&mut self, namespace: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("kamailio exited with {status}:\n{}", self.log_text());
+            }
+            let out = Command::new("ip").args(["netns", "exec", namespace, "ss", "-ltn"]).output().expect("ss");
+            if String::from_utf8_lossy(&out.stdout).contains(":5060") {
+                // The UDP workers come up with the TCP ones.
+                thread::sleep(Duration::from_millis(200));
+                return;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        panic!("kamailio did not listen on 5060 within 10 s:\n{}", self.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        stop_group(&mut self.child);
+    }
+}

@@ -1,0 +1,148 @@
+//! tshark as the referee: it captures the monitored interface while a lab runs,
+//! then counts the SIP messages in the capture by method and status code.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader},
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::Duration,
+};
+
+use monitor_common::counters::Method;
+
+use crate::process::{signal_group, stop_group};
+
+/// The SIP of a capture, as tshark dissects it. ICMP errors quote SIP that
+/// tshark would count again (../shared/TOOLCHAIN.md), so they are left out.
+const SIP_FILTER: &str = "sip && !icmp && !icmpv6";
+
+pub struct Capture {
+    child: Option<Child>,
+    pub path: PathBuf,
+}
+
+impl Capture {
+    /// Starts capturing on `iface` in `namespace` into `path`; returns once tshark captures.
+    pub fn start(namespace: &str, iface: &str, path: &Path) -> Self {
+        let _ = std::fs::remove_file(path);
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", namespace, "tshark", "-q", "-i", iface, "-w"])
+            .arg(path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("start tshark (package tshark)");
+        crate::interrupt::process_started(child.id());
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (ready, started) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("Capturing on") {
+                    let _ = ready.send(());
+                }
+            }
+        });
+        let capture = Self { child: Some(child), path: path.to_path_buf() };
+        started.recv_timeout(Duration::from_secs(10)).expect("tshark did not start capturing within 10 s");
+        capture
+    }
+
+    /// Stops the capture and waits until the file is complete.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SIGINT: tshark and dumpcap finish the file and exit.
+            signal_group(&child, libc::SIGINT);
+            for _ in 0..100 {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+            stop_group(&mut child);
+        }
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// SIP messages in a capture, as tshark counts them.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SipCounts {
+    pub requests: BTreeMap<String, u64>,
+    pub responses: BTreeMap<u16, u64>,
+    /// Messages by transport ("udp", "tcp"), for the record.
+    pub by_transport: BTreeMap<String, u64>,
+    /// TCP segments with SIP that were retransmissions of earlier ones.
+    pub tcp_retransmissions: u64,
+}
+
+/// tshark reads each TCP segment on its own, as sipflow's kernel side does: a
+/// message counts where its start line is, and a TCP retransmission of it counts
+/// again (reassembly would hide it; sipflow counts what crosses the wire).
+const PER_SEGMENT: &str = "tcp.desegment_tcp_streams:FALSE";
+
+/// One frame's SIP fields; a TCP segment may hold several messages, so each field
+/// holds as many comma-separated values.
+fn fields(capture: &Path, filter: &str, names: &[&str]) -> Vec<Vec<String>> {
+    let mut command = Command::new("tshark");
+    command.arg("-r").arg(capture).args([
+        "-o",
+        PER_SEGMENT,
+        "-Y",
+        filter,
+        "-T",
+        "fields",
+        "-E",
+        "separator=\t",
+        "-E",
+        "occurrence=a",
+    ]);
+    for name in names {
+        command.args(["-e", name]);
+    }
+    let out = command.output().expect("run tshark -r");
+    assert!(out.status.success(), "tshark -r failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| l.split('\t').map(str::to_string).collect()).collect()
+}
+
+fn values(field: Option<&String>) -> impl Iterator<Item = &str> {
+    field.map(String::as_str).unwrap_or("").split(',').filter(|v| !v.is_empty())
+}
+
+/// Counts requests by method (the 14 standard ones, else "other") and responses by code.
+pub fn count_sip(capture: &Path) -> SipCounts {
+    let mut counts = SipCounts::default();
+    let retransmitted = format!("{SIP_FILTER} && tcp.analysis.retransmission");
+    counts.tcp_retransmissions = fields(capture, &retransmitted, &["frame.number"]).len() as u64;
+    for row in fields(capture, SIP_FILTER, &["sip.Method", "sip.Status-Code", "udp.srcport"]) {
+        let transport = if row.get(2).is_some_and(|v| !v.is_empty()) { "udp" } else { "tcp" };
+        for method in values(row.first()) {
+            let known = Method::STANDARD.iter().any(|(_, name)| *name == method.as_bytes());
+            *counts.requests.entry(if known { method.to_string() } else { "other".into() }).or_default() += 1;
+            *counts.by_transport.entry(transport.into()).or_default() += 1;
+        }
+        for code in values(row.get(1)) {
+            *counts.responses.entry(code.parse().expect("status code")).or_default() += 1;
+            *counts.by_transport.entry(transport.into()).or_default() += 1;
+        }
+    }
+    counts
+}
+
+/// Every response with `code` in the capture: (capture time as Unix seconds, To user).
+pub fn responses(capture: &Path, code: u16) -> Vec<(f64, String)> {
+    fields(capture, &format!("{SIP_FILTER} && sip.Status-Code == {code}"), &["frame.time_epoch", "sip.to.user"])
+        .into_iter()
+        .filter_map(|row| Some((row.first()?.parse().ok()?, row.get(1)?.split(',').next()?.to_string())))
+        .collect()
+}

@@ -27,6 +27,7 @@ use crate::{
     kamailio::Kamailio,
     netns::{CLIENT_V4, Lab, PHONE_V4, SERVER_IF, SERVER_V4, http_get},
     process::signal_group,
+    scratch_dir::ScratchDir,
     sipp::{self, Mode},
     tshark::{self, Capture, SipCounts},
     ua::{OutboundUa, Transport},
@@ -82,14 +83,12 @@ fn now() -> f64 {
 
 /// Builds the lab, runs the story, tears everything down; `say` narrates.
 pub fn run(tag: &str, say: &mut dyn FnMut(String)) -> Outcome {
-    let work_dir = std::env::temp_dir().join(format!("sipflow-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&work_dir).expect("work dir");
-    let outcome = run_in(tag, &work_dir, say);
+    let work_dir = ScratchDir::new(&format!("sipflow-{tag}-{}", std::process::id()));
+    let outcome = run_in(tag, work_dir.path(), say);
     // For a closer look: SIPFLOW_LAB_PCAP=/path keeps the capture.
     if let Some(keep) = std::env::var_os("SIPFLOW_LAB_PCAP") {
-        let _ = std::fs::copy(work_dir.join("edge.pcap"), keep);
+        let _ = std::fs::copy(work_dir.path().join("edge.pcap"), keep);
     }
-    let _ = std::fs::remove_dir_all(&work_dir);
     outcome
 }
 

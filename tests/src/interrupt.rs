@@ -2,15 +2,30 @@
 //! create (namespaces, processes), and a signal thread removes all of it before
 //! the program exits. Drop does the same on every other way out.
 
-use std::{mem::MaybeUninit, sync::Mutex, thread};
+use std::{
+    mem::MaybeUninit,
+    path::{Path, PathBuf},
+    sync::Mutex,
+    thread,
+};
 
 #[derive(Default)]
 struct Created {
     namespaces: Vec<String>,
     processes: Vec<u32>,
+    directories: Vec<PathBuf>,
 }
 
-static CREATED: Mutex<Created> = Mutex::new(Created { namespaces: Vec::new(), processes: Vec::new() });
+static CREATED: Mutex<Created> =
+    Mutex::new(Created { namespaces: Vec::new(), processes: Vec::new(), directories: Vec::new() });
+
+pub fn directory_created(path: &Path) {
+    CREATED.lock().unwrap_or_else(|e| e.into_inner()).directories.push(path.to_path_buf());
+}
+
+pub fn directory_removed(path: &Path) {
+    CREATED.lock().unwrap_or_else(|e| e.into_inner()).directories.retain(|p| p != path);
+}
 
 pub fn namespace_created(name: &str) {
     CREATED.lock().unwrap_or_else(|e| e.into_inner()).namespaces.push(name.to_string());
@@ -57,6 +72,9 @@ pub fn clean_up_on_signal() {
         }
         for namespace in created.namespaces {
             let _ = std::process::Command::new("ip").args(["netns", "del", &namespace]).status();
+        }
+        for directory in created.directories {
+            let _ = std::fs::remove_dir_all(directory);
         }
         eprintln!("\ninterrupted: the lab's namespaces and processes are removed");
         std::process::exit(130);

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::process::stop_group;
+use crate::{process::stop_group, scratch_dir::ScratchDir};
 
 /// The config, in the repository so that it can be read.
 pub fn config_path() -> PathBuf {
@@ -19,32 +19,22 @@ pub fn config_path() -> PathBuf {
 pub struct Kamailio {
     child: Child,
     pub log: PathBuf,
-    _rundir: TempDir,
-}
-
-/// A directory under /tmp removed on drop.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    _rundir: ScratchDir,
 }
 
 impl Kamailio {
     /// Starts Kamailio in `namespace` on `addr`:5060, UDP and TCP, giving
     /// registrations `Flow-Timer: flow_timer`; returns once it listens.
     pub fn start(namespace: &str, addr: &str, flow_timer: u32) -> Self {
-        let rundir = TempDir(std::env::temp_dir().join(format!("sipflow-kamailio-{namespace}")));
-        std::fs::create_dir_all(&rundir.0).expect("kamailio run dir");
-        let log = rundir.0.join("kamailio.log");
+        let rundir = ScratchDir::new(&format!("sipflow-kamailio-{namespace}"));
+        let log = rundir.path().join("kamailio.log");
         let config = config_path();
         let output = File::create(&log).expect("kamailio log");
         let child = Command::new("ip")
             .args(["netns", "exec", namespace, "kamailio", "-f"])
             .arg(&config)
             .args(["-DD", "-E", "-Y"])
-            .arg(&rundir.0)
+            .arg(rundir.path())
             .args(["-l", &format!("udp:{addr}:5060"), "-l", &format!("tcp:{addr}:5060")])
             .args(["-A", &format!("FLOW_TIMER={flow_timer}"), "-A", &format!("TCP_LIFETIME={}", flow_timer + 2)])
             .stdin(Stdio::null())

@@ -9,6 +9,7 @@ pub mod netns;
 pub mod packets;
 pub mod peers;
 pub mod process;
+pub mod scratch_dir;
 pub mod sipp;
 pub mod tshark;
 pub mod ua;

@@ -50,7 +50,7 @@ fn main() {
     }
     if outcome.tshark.tcp_retransmissions > 0 {
         println!(
-            "  ({} TCP retransmissions carried SIP; tshark does not count them again)",
+            "  ({} TCP retransmissions on the SIP port: neither counts their messages again)",
             outcome.tshark.tcp_retransmissions
         );
     }

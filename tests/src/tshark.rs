@@ -82,13 +82,13 @@ pub struct SipCounts {
     pub responses: BTreeMap<u16, u64>,
     /// Messages by transport ("udp", "tcp"), for the record.
     pub by_transport: BTreeMap<String, u64>,
-    /// TCP segments with SIP that were retransmissions of earlier ones.
+    /// TCP segments on the SIP port that repeated earlier ones.
     pub tcp_retransmissions: u64,
 }
 
 /// tshark reads each TCP segment on its own, as sipflow's kernel side does: a
-/// message counts where its start line is, and a TCP retransmission of it counts
-/// again (reassembly would hide it; sipflow counts what crosses the wire).
+/// message counts in the segment that holds its start line. Retransmitted
+/// segments it recognises and does not count again; neither does sipflow.
 const PER_SEGMENT: &str = "tcp.desegment_tcp_streams:FALSE";
 
 /// One frame's SIP fields; a TCP segment may hold several messages, so each field
@@ -122,8 +122,8 @@ fn values(field: Option<&String>) -> impl Iterator<Item = &str> {
 /// Counts requests by method (the 14 standard ones, else "other") and responses by code.
 pub fn count_sip(capture: &Path) -> SipCounts {
     let mut counts = SipCounts::default();
-    let retransmitted = format!("{SIP_FILTER} && tcp.analysis.retransmission");
-    counts.tcp_retransmissions = fields(capture, &retransmitted, &["frame.number"]).len() as u64;
+    let retransmitted = "tcp.port == 5060 && tcp.len > 0 && tcp.analysis.retransmission";
+    counts.tcp_retransmissions = fields(capture, retransmitted, &["frame.number"]).len() as u64;
     for row in fields(capture, SIP_FILTER, &["sip.Method", "sip.Status-Code", "udp.srcport"]) {
         let transport = if row.get(2).is_some_and(|v| !v.is_empty()) { "udp" } else { "tcp" };
         for method in values(row.first()) {

@@ -3,9 +3,11 @@
 //! the program exits. Drop does the same on every other way out.
 
 use std::{
-    mem::MaybeUninit,
     path::{Path, PathBuf},
-    sync::Mutex,
+    sync::{
+        Mutex,
+        atomic::{AtomicI32, Ordering},
+    },
     thread,
 };
 
@@ -43,25 +45,33 @@ pub fn process_ended(pid: u32) {
     CREATED.lock().unwrap_or_else(|e| e.into_inner()).processes.retain(|p| *p != pid);
 }
 
-/// Call first thing in main: SIGINT, SIGTERM and SIGHUP are then taken by a
-/// thread that removes what the labs created and exits with 130. Processes
-/// started later get the default signal mask back (std resets it on spawn).
+/// Where the signal handler tells the cleanup thread that a signal came.
+static WAKE_UP: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    let byte = 1u8;
+    // SAFETY: write(2) is async-signal-safe; the fd is the pipe's write end.
+    unsafe { libc::write(WAKE_UP.load(Ordering::Relaxed), (&raw const byte).cast(), 1) };
+}
+
+/// Call first thing in main: on SIGINT, SIGTERM or SIGHUP a thread removes
+/// what the labs created and exits with 130. A handler rather than a blocked
+/// signal mask, because a mask is inherited by the processes the lab starts
+/// (tshark would never see its SIGTERM), while handlers are reset by exec.
 pub fn clean_up_on_signal() {
-    let mut set = MaybeUninit::<libc::sigset_t>::uninit();
-    // SAFETY: sigemptyset initialises the set; the rest only read it.
-    let set = unsafe {
-        libc::sigemptyset(set.as_mut_ptr());
-        let mut set = set.assume_init();
-        for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            libc::sigaddset(&mut set, signal);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    };
+    let mut fds = [0; 2];
+    // SAFETY: pipe2(2) fills the two fds; close-on-exec keeps them from the lab's processes.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0, "pipe");
+    WAKE_UP.store(fds[1], Ordering::Relaxed);
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only calls write(2).
+        unsafe { libc::signal(signal, on_signal as *const () as libc::sighandler_t) };
+    }
+    let wake_up = fds[0];
     thread::spawn(move || {
-        let mut signal = 0;
-        // SAFETY: a valid, initialised set and an out parameter.
-        unsafe { libc::sigwait(&set, &mut signal) };
+        let mut byte = 0u8;
+        // SAFETY: a read of one byte from the pipe's read end into a local.
+        while unsafe { libc::read(wake_up, (&raw mut byte).cast(), 1) } != 1 {}
         let created = std::mem::take(&mut *CREATED.lock().unwrap_or_else(|e| e.into_inner()));
         for pid in created.processes {
             // SAFETY: kill(2) on a process (and the group it may lead) this program started.

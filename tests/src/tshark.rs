@@ -56,8 +56,9 @@ impl Capture {
     /// Stops the capture and waits until the file is complete.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            // SIGINT: tshark and dumpcap finish the file and exit.
-            signal_group(&child, libc::SIGINT);
+            // SIGTERM: tshark and dumpcap finish the file and exit. Not SIGINT: a
+            // program started in the background by a non-interactive shell ignores it.
+            signal_group(&child, libc::SIGTERM);
             for _ in 0..100 {
                 if let Ok(Some(_)) = child.try_wait() {
                     return;

@@ -34,6 +34,12 @@ enum Task {
         /// Runs per packet class (BPF_PROG_TEST_RUN repeat).
         #[arg(long, default_value_t = 1_000_000)]
         repeat: u32,
+        /// Seconds of live sipp load through the namespace lab (0: skip the live part).
+        #[arg(long, default_value_t = 20)]
+        live_seconds: u32,
+        /// Calls per second sipp places in the live part.
+        #[arg(long, default_value_t = 1000)]
+        rate: u32,
     },
 }
 
@@ -45,9 +51,9 @@ fn main() {
         Task::Test => run::require_root("the tests load BPF programs and create network namespaces")
             .and_then(|()| setup::setup())
             .and_then(|()| run::test()),
-        Task::Bench { repeat } => run::require_root("the benchmark loads BPF programs")
+        Task::Bench { repeat, live_seconds, rate } => run::require_root("the benchmark loads BPF programs")
             .and_then(|()| setup::setup())
-            .and_then(|()| run::bench(repeat)),
+            .and_then(|()| run::bench(repeat, live_seconds, rate)),
         Task::Demo => run::require_root("the demo attaches XDP and creates network namespaces")
             .and_then(|()| setup::setup())
             .and_then(|()| run::demo(false)),

@@ -76,9 +76,14 @@ fn cargo_test(args: &[&str], tally: &mut Tally) -> Result<()> {
     Ok(())
 }
 
-pub fn bench(repeat: u32) -> Result<()> {
+pub fn bench(repeat: u32, live_seconds: u32, rate: u32) -> Result<()> {
     cargo(&["build", "-p", "monitor", "--bins"])?;
-    cargo(&["run", "--quiet", "-p", "sipflow-tests", "--bin", "sipflow-bench", "--", &repeat.to_string()])
+    cargo(&["run", "--quiet", "-p", "sipflow-tests", "--bin", "sipflow-bench", "--", &repeat.to_string()])?;
+    if live_seconds == 0 {
+        return Ok(());
+    }
+    let (seconds, rate) = (live_seconds.to_string(), rate.to_string());
+    cargo(&["run", "--quiet", "-p", "sipflow-tests", "--bin", "sipflow-bench-live", "--", &seconds, &rate])
 }
 
 /// The real-peer lab as a story; `full` for every count and Kamailio's log (`cargo xtask lab`).

@@ -16,7 +16,8 @@ fn main() {
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("SIP request (UDP INVITE)", udp4(CLIENT_PORT, SIP_PORT, INVITE)),
         ("SIP response (UDP 430)", udp4(SIP_PORT, CLIENT_PORT, FLOW_FAILED)),
-        ("SIP request (TCP REGISTER, head to ring buffer)", tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), REGISTER)),
+        // UDP: a repeated TCP segment would be a retransmission, whose head is not sent again.
+        ("SIP request (UDP REGISTER, head to ring buffer)", udp4(CLIENT_PORT, SIP_PORT, REGISTER)),
         ("keepalive ping (TCP CRLFCRLF)", tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), b"\r\n\r\n")),
         ("STUN Binding request", udp4(CLIENT_PORT, SIP_PORT, &stun(0x0001))),
         ("non-SIP UDP (port 53)", udp4(CLIENT_PORT, 53, b"not sip")),

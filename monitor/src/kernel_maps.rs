@@ -1,8 +1,10 @@
 //! Reads what the kernel counted and tracked.
 
+mod batch;
+
 use aya::{
     Ebpf,
-    maps::{HashMap, Map, MapData, MapError, PerCpuArray},
+    maps::{HashMap, IterableMap, Map, MapData, MapError, PerCpuArray},
 };
 use monitor_common::{
     counters::KernelStat,
@@ -77,9 +79,14 @@ impl FlowTable {
         Ok(Self { map: HashMap::try_from(take(ebpf, FLOWS)?)?, removed: 0 })
     }
 
-    /// Every flow now in the map. Entries that vanish while it is read are skipped.
+    /// Every flow now in the map: in batches where the kernel can (5.6+), else
+    /// entry by entry. Entries that vanish while it is read are skipped.
     pub fn snapshot(&self) -> Vec<(FlowKey, FlowState)> {
-        self.map.iter().filter_map(Result::ok).collect()
+        use std::os::fd::AsFd;
+        match batch::lookup_all(self.map.map().fd().as_fd()) {
+            Ok(flows) => flows,
+            Err(_) => self.map.iter().filter_map(Result::ok).collect(),
+        }
     }
 
     /// Forgets a flow the agent is done with.

@@ -90,7 +90,12 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         let mut tick = tokio::time::interval(interval);
         loop {
             tick.tick().await;
-            sweep_state.sweep();
+            // A sweep of a large flow map takes a while: off the threads that serve HTTP.
+            let state = sweep_state.clone();
+            if tokio::task::spawn_blocking(move || state.sweep()).await.is_err() {
+                warn!("a sweep failed; verdicts are no longer updated");
+                return;
+            }
         }
     }));
 

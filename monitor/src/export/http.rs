@@ -53,6 +53,7 @@ impl AgentState {
 
     /// Reads every flow map and decides: one log line per verdict.
     pub fn sweep(&self) {
+        let started = std::time::Instant::now();
         self.refresh_counters();
         for instance in &self.instances {
             let now = boot_time_ns();
@@ -93,6 +94,7 @@ impl AgentState {
                 );
             }
         }
+        self.metrics.lock().expect("metrics lock").record_sweep_time(started.elapsed().as_secs_f64());
     }
 }
 

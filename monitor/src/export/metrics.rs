@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use monitor_common::counters::{
     Direction, KernelStat, MIN_STATUS_CODE, Method, PacketClass, STATUS_CODE_SLOTS, packet_index,
 };
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 use crate::{
     kernel_maps::CounterSnapshot,
@@ -35,6 +37,7 @@ pub struct Metrics {
     registrations: IntGaugeVec,
     map_entries: IntGaugeVec,
     map_capacity: IntGaugeVec,
+    sweep_seconds: Gauge,
     /// The last snapshot seen per interface.
     last: HashMap<String, CounterSnapshot>,
     /// Evictions already exported, per interface.
@@ -135,6 +138,12 @@ impl Metrics {
             answers_430.with_label_values(&[predicted]).inc_by(0);
         }
         registry.register(Box::new(rtt.clone())).expect("unique metric");
+        let sweep_seconds = Gauge::new(
+            "sipflow_sweep_seconds",
+            "How long the last sweep took: reading every interface's flow map and deciding verdicts.",
+        )
+        .expect("valid metric");
+        registry.register(Box::new(sweep_seconds.clone())).expect("unique metric");
         for reason in Reason::ALL {
             failures.with_label_values(&[reason.label()]).inc_by(0);
         }
@@ -160,9 +169,15 @@ impl Metrics {
             registrations,
             map_entries,
             map_capacity,
+            sweep_seconds,
             last_evicted: HashMap::new(),
             last: HashMap::new(),
         }
+    }
+
+    /// How long the last sweep took, in seconds.
+    pub fn record_sweep_time(&mut self, seconds: f64) {
+        self.sweep_seconds.set(seconds);
     }
 
     /// Adds what the kernel counted on `iface` since the previous snapshot.

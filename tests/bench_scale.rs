@@ -1,0 +1,159 @@
+//! `cargo xtask bench`, its scale part: the agent with its flow map filled to
+//! 100 000 and 1 000 000 flows. Frames from as many UDP clients are written on
+//! the client's veth (AF_PACKET), so the real XDP program creates the flows;
+//! then the agent's own `sipflow_sweep_seconds`, its resident memory and the
+//! map's locked memory are read. Writes target/bench/scale.{md,json}.
+//!
+//! Usage: sipflow-bench-scale [FLOWS ...]
+
+use std::{
+    fmt::Write as _,
+    time::{Duration, Instant},
+};
+
+use sipflow_tests::{
+    netns::{CLIENT_IF, Lab, SERVER_IF, http_get, metric},
+    packets::{INVITE, SERVER_V4, udp4_between},
+};
+
+/// Clients per source address: ports 1024..61024.
+const PORTS_PER_ADDRESS: u32 = 60_000;
+
+/// Writes one UDP SIP request from each of `flows` distinct clients on the client's veth.
+fn send_from_clients(client_ns: &str, flows: u32) -> f64 {
+    Lab::in_namespace(client_ns, || {
+        // SAFETY: plain socket(2); the fd is closed below.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+        assert!(fd >= 0, "AF_PACKET socket");
+        let name = std::ffi::CString::new(CLIENT_IF).unwrap();
+        // SAFETY: a NUL-terminated interface name.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) } as i32;
+        // SAFETY: an all-zero sockaddr_ll is valid before its fields are set.
+        let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        to.sll_family = libc::AF_PACKET as u16;
+        to.sll_ifindex = ifindex;
+        to.sll_halen = 6;
+        let started = Instant::now();
+        let mut sent = 0;
+        while sent < flows {
+            let address = [192, 0, 2, 100 + (sent / PORTS_PER_ADDRESS) as u8];
+            let port = 1024 + (sent % PORTS_PER_ADDRESS) as u16;
+            let frame = udp4_between((address, port), (SERVER_V4, 5060), INVITE);
+            // SAFETY: a valid buffer and a sockaddr_ll of the right size.
+            let n = unsafe {
+                libc::sendto(
+                    fd,
+                    frame.as_ptr().cast(),
+                    frame.len(),
+                    0,
+                    (&raw const to).cast(),
+                    size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+            if n < 0 {
+                // The veth's queue is full for a moment (ENOBUFS): let it drain.
+                std::thread::sleep(Duration::from_micros(200));
+                continue;
+            }
+            sent += 1;
+        }
+        // SAFETY: the fd from socket(2) above.
+        unsafe { libc::close(fd) };
+        started.elapsed().as_secs_f64()
+    })
+}
+
+/// Kilobytes of a field of /proc/PID/status, such as VmRSS.
+fn status_kb(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.trim_start_matches(':').trim().strip_suffix(" kB")?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Locked memory of the process's LRU hash maps (map_type 9): the flow map.
+fn flow_map_bytes(pid: u32) -> u64 {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return 0 };
+    fds.filter_map(Result::ok)
+        .filter_map(|f| std::fs::read_to_string(f.path()).ok())
+        .filter(|info| info.lines().any(|l| l.split_whitespace().eq(["map_type:", "9"])))
+        .filter_map(|info| info.lines().find_map(|l| l.strip_prefix("memlock:")?.trim().parse::<u64>().ok()))
+        .sum()
+}
+
+struct Row {
+    flows: u32,
+    in_map: f64,
+    send_s: f64,
+    sweep_s: f64,
+    rss_mib: f64,
+    map_mib: f64,
+}
+
+fn measure(flows: u32) -> Row {
+    let mut lab = Lab::new("scale");
+    let server = lab.server.clone();
+    // Room for every flow: an LRU map starts evicting a little before it is full.
+    let capacity = (flows + flows / 4).to_string();
+    lab.start_agent(SERVER_IF, &["--max-flows", &capacity, "--sweep-interval", "1s"]);
+    let agent = lab.spawned()[0].id();
+    let idle_rss = status_kb(agent, "VmRSS");
+    let send_s = send_from_clients(&lab.client.clone(), flows);
+
+    let entries = |text: &str| metric(text, "sipflow_map_entries", &[("map", "flows")]).unwrap_or(0.0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut text = String::new();
+    while Instant::now() < deadline {
+        text = http_get(&server, "http://127.0.0.1:9560/metrics").map(|(_, t)| t).unwrap_or_default();
+        if entries(&text) >= f64::from(flows) * 0.99 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Two more sweeps over the full map, so the figure is not the one that filled it.
+    std::thread::sleep(Duration::from_secs(3));
+    let text = http_get(&server, "http://127.0.0.1:9560/metrics").map(|(_, t)| t).unwrap_or(text);
+    let sweep_s = metric(&text, "sipflow_sweep_seconds", &[]).unwrap_or(f64::NAN);
+    let rss = status_kb(agent, "VmRSS");
+    eprintln!("scale: {flows} flows; agent RSS idle {idle_rss} kB, full {rss} kB");
+    Row {
+        flows,
+        in_map: entries(&text),
+        send_s,
+        sweep_s,
+        rss_mib: rss as f64 / 1024.0,
+        map_mib: flow_map_bytes(agent) as f64 / (1024.0 * 1024.0),
+    }
+}
+
+fn main() {
+    let sizes: Vec<u32> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let sizes = if sizes.is_empty() { vec![100_000, 1_000_000] } else { sizes };
+    sipflow_tests::interrupt::clean_up_on_signal();
+    let rows: Vec<Row> = sizes.into_iter().map(measure).collect();
+
+    let mut md = String::from("# The agent at scale\n\n");
+    md.push_str("| flows sent | flows in the map | send s | one sweep s | agent RSS MiB | flow map MiB |\n");
+    md.push_str("| ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    for r in &rows {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.1} | {:.3} | {:.1} | {:.1} |",
+            r.flows, r.in_map, r.send_s, r.sweep_s, r.rss_mib, r.map_mib
+        );
+    }
+    print!("{md}");
+    let json: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({"flows": r.flows, "in_map": r.in_map, "send_s": r.send_s, "sweep_s": r.sweep_s,
+                               "agent_rss_mib": r.rss_mib, "flow_map_mib": r.map_mib})
+        })
+        .collect();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&dir).expect("target/bench");
+    std::fs::write(dir.join("scale.md"), &md).expect("write scale.md");
+    std::fs::write(dir.join("scale.json"), serde_json::to_string_pretty(&json).unwrap()).expect("write scale.json");
+    println!("written to {}/scale.{{md,json}}", dir.display());
+}

@@ -4,7 +4,7 @@
 
 use std::{fmt::Write as _, path::PathBuf};
 
-use monitor_common::maps::{TC_EGRESS_PROGRAM, XDP_PROGRAM};
+use monitor_common::maps::{TC_EGRESS_PROGRAM, TC_FOLLOW_PROGRAMS, XDP_FOLLOW_PROGRAMS, XDP_PROGRAM};
 use sipflow_tests::{
     kernel::{LoadedXdp, XDP_PASS},
     packets::*,
@@ -45,7 +45,8 @@ fn main() {
     let _ = xdp.heads();
     xdp.run_tc(&cases[0].1);
     let _ = writeln!(md, "\nInstructions the verifier processed (limit 1 000 000):\n");
-    for program in [XDP_PROGRAM, TC_EGRESS_PROGRAM] {
+    let programs = [[XDP_PROGRAM, TC_EGRESS_PROGRAM], XDP_FOLLOW_PROGRAMS, TC_FOLLOW_PROGRAMS];
+    for program in programs.concat() {
         let count = xdp.verified_instructions(program).map_or("?".to_string(), |n| n.to_string());
         let _ = writeln!(md, "- {program}: {count}");
         json.push(format!(r#"{{"program":"{program}","verified_instructions":"{count}"}}"#));

@@ -1,7 +1,9 @@
 //! The XDP program on crafted frames through BPF_PROG_TEST_RUN: every frame
 //! passes, and lands in exactly the counters it should.
 
-use monitor_common::counters::{Direction, Method, PacketClass, packet_index, request_index, response_index};
+use monitor_common::counters::{
+    Direction, KernelStat, Method, PacketClass, packet_index, request_index, response_index,
+};
 use sipflow_tests::{
     kernel::{LoadedXdp, TC_ACT_UNSPEC, XDP_PASS},
     packets::*,
@@ -69,6 +71,34 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
             "IPv6 with a destination-options header",
             with_ipv6_destination_options(&udp6(CLIENT_PORT, SIP_PORT, INVITE)),
             request(Method::Invite),
+        ),
+        (
+            "IPv6 with hop-by-hop, routing and destination options",
+            with_ipv6_extension(
+                &with_ipv6_extension(
+                    &with_ipv6_destination_options(&udp6(CLIENT_PORT, SIP_PORT, INVITE)),
+                    IPV6_ROUTING,
+                    [0, 0, 0, 0, 0, 0],
+                ),
+                IPV6_HOP_BY_HOP,
+                [1, 4, 0, 0, 0, 0],
+            ),
+            request(Method::Invite),
+        ),
+        (
+            "first IPv6 fragment",
+            as_ipv6_fragment(&udp6(CLIENT_PORT, SIP_PORT, INVITE), 0, true),
+            Expect { classes: &[SipRequest, Fragment], method: Some(Method::Invite), code: None },
+        ),
+        (
+            "later IPv6 fragment that looks like SIP",
+            as_ipv6_fragment(&udp6(CLIENT_PORT, SIP_PORT, INVITE), 185, false),
+            class(&[Fragment]),
+        ),
+        (
+            "IPv6 TCP REGISTER behind a destination-options header",
+            with_ipv6_destination_options(&tcp6(CLIENT_PORT, SIP_PORT, REGISTER)),
+            request(Method::Register),
         ),
         (
             "VLAN IPv4 MESSAGE",
@@ -229,4 +259,113 @@ fn tcp_retransmissions_are_packets_but_not_messages_again() {
     let counters = xdp.counters();
     assert_eq!(counters.requests[request_index(Direction::Ingress, Method::Options) as usize], 1);
     assert_eq!(counters.responses.iter().sum::<u64>(), 1);
+}
+
+/// Requests counted, by method, and responses, by code: the non-zero ones.
+type MessageCounts = (Vec<(Method, u64)>, Vec<(u16, u64)>);
+
+fn messages_counted(counters: &sipflow::kernel_maps::CounterSnapshot, direction: Direction) -> MessageCounts {
+    let methods = Method::STANDARD
+        .iter()
+        .map(|(m, _)| *m)
+        .chain([Method::Other])
+        .map(|m| (m, counters.requests[request_index(direction, m) as usize]))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    let codes = (100..=699u16)
+        .map(|c| (c, counters.responses[response_index(direction, c).unwrap() as usize]))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    (methods, codes)
+}
+
+/// A NOTIFY whose body (RFC 3420 sipfrag) looks like a status line: only its
+/// Content-Length says that it is no message of its own.
+const NOTIFY_SIPFRAG: &[u8] =
+    b"NOTIFY sip:a@b SIP/2.0\r\nEvent: refer\r\nContent-Type: message/sipfrag\r\nContent-Length: 16\r\n\r\nSIP/2.0 200 OK\r\n";
+
+/// An INVITE whose head spans several windows and whose body is an SDP offer.
+fn long_invite() -> Vec<u8> {
+    let sdp = b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+    let mut head = b"INVITE sip:bob@example.com SIP/2.0\r\n".to_vec();
+    for i in 0..12 {
+        head.extend_from_slice(format!("X-Padding-{i}: {}\r\n", "p".repeat(60)).as_bytes());
+    }
+    head.extend_from_slice(format!("content-length : {}\r\n\r\n", sdp.len()).as_bytes());
+    [head, sdp.to_vec()].concat()
+}
+
+#[test]
+fn several_messages_in_one_segment_are_each_counted() {
+    let xdp = LoadedXdp::load();
+    let segment = [
+        REGISTER,
+        NOTIFY_SIPFRAG,
+        // A keepalive's CRLFs may sit between messages.
+        b"\r\n\r\n",
+        &long_invite(),
+        b"MESSAGE sip:a@b SIP/2.0\r\nl: 5\r\n\r\nhello",
+        // Only the start of the last message is in this segment: it still counts.
+        b"BYE sip:a@b SIP/2.0\r\nCall-ID: x\r\n",
+    ]
+    .concat();
+    assert_eq!(xdp.run(&tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), &segment)), XDP_PASS);
+    let counters = xdp.counters();
+    let (methods, codes) = messages_counted(&counters, Direction::Ingress);
+    assert_eq!(
+        methods,
+        vec![(Method::Invite, 1), (Method::Bye, 1), (Method::Register, 1), (Method::Notify, 1), (Method::Message, 1)]
+    );
+    assert_eq!(codes, vec![], "the sipfrag body is not a response");
+    assert_eq!(counters.packets.iter().sum::<u64>(), 1, "one packet");
+    assert_eq!(counters.stat(KernelStat::MessageBoundReached), 0);
+    // Every REGISTER reaches the agent, the first in a segment or not.
+    let mut xdp = xdp;
+    let heads = xdp.heads();
+    assert_eq!(heads.len(), 1, "the REGISTER's head");
+}
+
+#[test]
+fn a_register_after_another_message_still_reaches_the_agent() {
+    let mut xdp = LoadedXdp::load();
+    let segment = [b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 0\r\n\r\n".as_slice(), REGISTER].concat();
+    xdp.run(&tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), &segment));
+    let heads = xdp.heads();
+    assert_eq!(heads.len(), 1);
+    assert!(heads[0].bytes.starts_with(b"REGISTER "), "{:?}", String::from_utf8_lossy(&heads[0].bytes));
+}
+
+#[test]
+fn responses_the_server_sends_together_are_each_counted_on_egress() {
+    let mut programs = LoadedXdp::load();
+    let segment = [RINGING, REGISTER_OK, FLOW_FAILED].concat();
+    let frame = tcp4_from_server(SIP_PORT, CLIENT_PORT, Flags::default(), &segment);
+    assert_eq!(programs.run_tc(&frame), TC_ACT_UNSPEC);
+    let (methods, codes) = messages_counted(&programs.counters(), Direction::Egress);
+    assert_eq!(methods, vec![]);
+    assert_eq!(codes, vec![(180, 1), (200, 1), (430, 1)]);
+}
+
+/// The walk is bounded: past MAX_MESSAGES the rest of the segment is not
+/// read, and that is counted.
+#[test]
+fn a_segment_of_many_messages_is_cut_at_the_bound_and_the_cut_is_counted() {
+    let xdp = LoadedXdp::load();
+    let segment = b"OPTIONS sip:a@b SIP/2.0\r\nl: 0\r\n\r\n".repeat(40);
+    assert_eq!(xdp.run(&tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), &segment)), XDP_PASS);
+    let counters = xdp.counters();
+    let options = counters.requests[request_index(Direction::Ingress, Method::Options) as usize];
+    assert!((2..40).contains(&options), "{options} OPTIONS counted");
+    assert_eq!(counters.stat(KernelStat::MessageBoundReached), 1);
+}
+
+/// A wrong Content-Length sends the walk into the middle of a message: it
+/// stops there rather than count what is not a start line.
+#[test]
+fn a_lost_framing_stops_the_walk() {
+    let xdp = LoadedXdp::load();
+    let segment = [b"MESSAGE sip:a@b SIP/2.0\r\nContent-Length: 3\r\n\r\nhello\r\n".as_slice(), INVITE].concat();
+    xdp.run(&tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), &segment));
+    let (methods, _) = messages_counted(&xdp.counters(), Direction::Ingress);
+    assert_eq!(methods, vec![(Method::Message, 1)]);
 }

@@ -6,6 +6,14 @@ pub const XDP_PROGRAM: &str = "sipflow_xdp";
 /// TC egress program (`--egress`).
 pub const TC_EGRESS_PROGRAM: &str = "sipflow_tc_egress";
 
+/// The programs that walk a TCP segment holding several SIP messages, tail-called
+/// through the program arrays `FOLLOW_XDP` and `FOLLOW_TC`, in their slot order:
+/// the head scanner (0), then the message counter (1).
+pub const XDP_FOLLOW_PROGRAMS: [&str; 2] = ["sipflow_xdp_scan", "sipflow_xdp_message"];
+pub const TC_FOLLOW_PROGRAMS: [&str; 2] = ["sipflow_tc_scan", "sipflow_tc_message"];
+pub const FOLLOW_XDP: &str = "FOLLOW_XDP";
+pub const FOLLOW_TC: &str = "FOLLOW_TC";
+
 /// An XDP program that only passes: the benchmark's yardstick.
 pub const PASS_PROGRAM: &str = "sipflow_pass";
 

@@ -129,7 +129,33 @@ pub fn update(frame: &impl Frame, scratch: &mut Scratch, payload: Payload, direc
     if scratch.key.transport != FlowTransport::Udp as u8 && scratch.payload_len != 0 && retransmitted(state, scratch) {
         return false;
     }
+    record(frame, scratch, state, payload, direction, now);
+    true
+}
 
+/// Records a further message of a segment already taken (see `follow`).
+#[inline(always)]
+pub fn update_followed(frame: &impl Frame, scratch: &Scratch, payload: Payload, direction: Direction) {
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    if let Some(state) = FLOWS.get_ptr_mut(&scratch.key) {
+        // SAFETY: a live map value; see `update` on concurrent writers.
+        record(frame, scratch, unsafe { &mut *state }, payload, direction, now);
+    }
+}
+
+/// What the payload tells about the flow's liveness; the heads the agent
+/// parses go to the ring buffer.
+#[inline(always)]
+fn record(
+    frame: &impl Frame,
+    scratch: &Scratch,
+    state: &mut FlowState,
+    payload: Payload,
+    direction: Direction,
+    now: u64,
+) {
+    let from_client = scratch.from_client != 0;
     match payload {
         Payload::Request(method) => {
             state.last_sip_ns = now;
@@ -189,7 +215,6 @@ pub fn update(frame: &impl Frame, scratch: &mut Scratch, payload: Payload, direc
         }
         _ => {}
     }
-    true
 }
 
 /// Whether this TCP segment only repeats payload its sender sent before, and

@@ -7,6 +7,7 @@
 
 mod events;
 mod flow;
+mod follow;
 mod maps;
 mod observe;
 mod tc_frame;
@@ -17,11 +18,31 @@ use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use monitor_common::counters::Direction;
+use monitor_common::counters::{Direction, KernelStat};
+
+use crate::{
+    follow::Next,
+    maps::{FOLLOW_TC, FOLLOW_XDP, bump_stat},
+};
 
 #[xdp]
 pub fn sipflow_xdp(ctx: XdpContext) -> u32 {
-    observe::observe(&xdp_frame::XdpFrame(&ctx), Direction::Ingress);
+    if observe::observe(&xdp_frame::XdpFrame(&ctx), Direction::Ingress) {
+        follow_xdp(&ctx, Next::Scan);
+    }
+    xdp_action::XDP_PASS
+}
+
+/// The rest of a TCP segment after its first message (see `follow`).
+#[xdp]
+pub fn sipflow_xdp_scan(ctx: XdpContext) -> u32 {
+    follow_xdp(&ctx, follow::scan(&xdp_frame::XdpFrame(&ctx)));
+    xdp_action::XDP_PASS
+}
+
+#[xdp]
+pub fn sipflow_xdp_message(ctx: XdpContext) -> u32 {
+    follow_xdp(&ctx, follow::message(&xdp_frame::XdpFrame(&ctx), Direction::Ingress));
     xdp_action::XDP_PASS
 }
 
@@ -29,8 +50,43 @@ pub fn sipflow_xdp(ctx: XdpContext) -> u32 {
 /// passes when there is none: the most neutral answer a classifier can give.
 #[classifier]
 pub fn sipflow_tc_egress(ctx: TcContext) -> i32 {
-    observe::observe(&tc_frame::TcFrame::new(&ctx), Direction::Egress);
+    if observe::observe(&tc_frame::TcFrame::new(&ctx), Direction::Egress) {
+        follow_tc(&ctx, Next::Scan);
+    }
     TC_ACT_UNSPEC
+}
+
+#[classifier]
+pub fn sipflow_tc_scan(ctx: TcContext) -> i32 {
+    follow_tc(&ctx, follow::scan(&tc_frame::TcFrame(&ctx)));
+    TC_ACT_UNSPEC
+}
+
+#[classifier]
+pub fn sipflow_tc_message(ctx: TcContext) -> i32 {
+    follow_tc(&ctx, follow::message(&tc_frame::TcFrame(&ctx), Direction::Egress));
+    TC_ACT_UNSPEC
+}
+
+/// Hands the packet to the next step of the walk. A tail call that returns
+/// failed: at the kernel's limit of 33 (counted), or with no program
+/// installed, as when the agent loaded none.
+#[inline(always)]
+fn follow_xdp(ctx: &XdpContext, next: Next) {
+    if next != Next::Done {
+        // SAFETY: a tail call into one of our own programs of the same type.
+        unsafe { FOLLOW_XDP.tail_call(ctx, next as u32) };
+        bump_stat(KernelStat::MessageBoundReached);
+    }
+}
+
+#[inline(always)]
+fn follow_tc(ctx: &TcContext, next: Next) {
+    if next != Next::Done {
+        // SAFETY: as in `follow_xdp`.
+        unsafe { FOLLOW_TC.tail_call(ctx, next as u32) };
+        bump_stat(KernelStat::MessageBoundReached);
+    }
 }
 
 /// Does nothing but pass: the benchmark's yardstick, so that per-packet

@@ -2,14 +2,14 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use monitor_common::{
     counters::{KernelStat, PACKET_SLOTS, REQUEST_SLOTS, RESPONSE_SLOTS},
     flow::{FlowKey, FlowState},
     maps::{DEFAULT_MAX_FLOWS, EVENTS_BYTES, PORTS},
 };
-use monitor_ebpf::frame::Window;
+use monitor_ebpf::{frame::Window, framing::HeadScan};
 
 /// Packets by direction and class.
 #[map]
@@ -64,7 +64,30 @@ pub struct Scratch {
     pub payload: u32,
     /// A new flow's first state, built here rather than on the stack.
     pub new_flow: FlowState,
+    /// The walk through a TCP segment that holds more than one message.
+    pub follow: Follow,
 }
+
+/// Where the walk through a segment's messages stands between tail calls.
+pub struct Follow {
+    /// Frame offset of the next byte to read, and one past the segment's payload.
+    pub cursor: u32,
+    pub end: u32,
+    /// Messages of this segment counted so far.
+    pub messages: u32,
+    /// Bytes of the window up to the end of the head, 0 when it is not in the
+    /// window: written by the scan loop and read back opaquely, so that what
+    /// follows the loop is verified once, not once per place it could stop.
+    pub head_end: u32,
+    pub scan: HeadScan,
+}
+
+/// The programs that walk a segment's further messages, by `follow::Next`:
+/// one array per program type, as a tail call stays within its type.
+#[map]
+pub static FOLLOW_XDP: ProgramArray = ProgramArray::with_max_entries(2, 0);
+#[map]
+pub static FOLLOW_TC: ProgramArray = ProgramArray::with_max_entries(2, 0);
 
 #[map]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);

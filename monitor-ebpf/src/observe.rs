@@ -14,16 +14,19 @@ use monitor_ebpf::{
 };
 
 use crate::{
-    flow,
+    flow, follow,
     maps::{PACKETS, REQUESTS, RESPONSES, SCRATCH, Scratch, bump, bump_stat},
 };
 
 /// No IP datagram carries more.
 const MAX_PAYLOAD: usize = 65535;
 
+/// Counts the packet and updates its flow. True when a TCP segment's first
+/// message is counted and more may follow it: the caller then hands the
+/// segment to the `follow` program, which reads `Scratch::follow`.
 #[inline(always)]
-pub fn observe(frame: &impl Frame, direction: Direction) {
-    let class = match packet::parse(frame) {
+pub fn observe(frame: &impl Frame, direction: Direction) -> bool {
+    let (class, more) = match packet::parse(frame) {
         Parsed::Segment(segment) => {
             if segment.first_fragment {
                 count(direction, PacketClass::Fragment);
@@ -31,11 +34,12 @@ pub fn observe(frame: &impl Frame, direction: Direction) {
             }
             observe_segment(frame, &segment, direction)
         }
-        Parsed::LaterFragment => PacketClass::Fragment,
-        Parsed::Untracked => PacketClass::Other,
-        Parsed::Malformed => PacketClass::Malformed,
+        Parsed::LaterFragment => (PacketClass::Fragment, false),
+        Parsed::Untracked => (PacketClass::Other, false),
+        Parsed::Malformed => (PacketClass::Malformed, false),
     };
     count(direction, class);
+    more
 }
 
 #[inline(always)]
@@ -44,12 +48,12 @@ fn count(direction: Direction, class: PacketClass) {
 }
 
 #[inline(always)]
-fn observe_segment(frame: &impl Frame, segment: &Segment, direction: Direction) -> PacketClass {
+fn observe_segment(frame: &impl Frame, segment: &Segment, direction: Direction) -> (PacketClass, bool) {
     let Some(side) = flow::server_side(segment) else {
-        return PacketClass::Other;
+        return (PacketClass::Other, false);
     };
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
-        return PacketClass::Other;
+        return (PacketClass::Other, false);
     };
     // SAFETY: this CPU's scratch slot, used only for the duration of this packet.
     let scratch = unsafe { &mut *scratch };
@@ -68,12 +72,14 @@ fn observe_segment(frame: &impl Frame, segment: &Segment, direction: Direction) 
         Payload::decode(core::ptr::read_volatile(&scratch.payload))
     };
     // A TCP retransmission is counted as a packet but its messages only once, as tshark does.
+    let mut more = false;
     if flow::update(frame, scratch, payload, direction) {
         count_message(payload, direction);
+        more = segment.transport == Transport::Tcp && follow::start(scratch, payload);
     }
 
     let control = scratch.tcp_flags & (tcp::SYN | tcp::FIN | tcp::RST) != 0;
-    match payload {
+    let class = match payload {
         Payload::Request(_) => PacketClass::SipRequest,
         Payload::Response(_) => PacketClass::SipResponse,
         Payload::Ping => PacketClass::KeepalivePing,
@@ -83,12 +89,13 @@ fn observe_segment(frame: &impl Frame, segment: &Segment, direction: Direction) 
         Payload::Stun(Stun::Error) => PacketClass::StunError,
         Payload::Stun(Stun::Other) | Payload::Other if control => PacketClass::TcpControl,
         Payload::Stun(Stun::Other) | Payload::Other => PacketClass::Other,
-    }
+    };
+    (class, more)
 }
 
 /// Requests by method, responses by exact code.
 #[inline(always)]
-fn count_message(payload: Payload, direction: Direction) {
+pub fn count_message(payload: Payload, direction: Direction) {
     match payload {
         Payload::Request(method) => bump(&REQUESTS, request_index(direction, method)),
         Payload::Response(code) => {

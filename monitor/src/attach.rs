@@ -5,11 +5,14 @@ use std::ffi::CString;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::Array,
-    programs::{SchedClassifier, TcAttachType, Xdp, XdpMode, tc, tc::SchedClassifierLinkId, xdp::XdpLinkId},
+    maps::{Array, ProgramArray},
+    programs::{Program, SchedClassifier, TcAttachType, Xdp, XdpMode, tc, tc::SchedClassifierLinkId, xdp::XdpLinkId},
 };
 use monitor_common::{
-    maps::{FLOWS, MAX_SIP_PORTS, SIP_PORTS, TC_EGRESS_PROGRAM, XDP_PROGRAM},
+    maps::{
+        FLOWS, FOLLOW_TC, FOLLOW_XDP, MAX_SIP_PORTS, SIP_PORTS, TC_EGRESS_PROGRAM, TC_FOLLOW_PROGRAMS,
+        XDP_FOLLOW_PROGRAMS, XDP_PROGRAM,
+    },
     ports::PortKind,
 };
 use tracing::{info, warn};
@@ -57,7 +60,31 @@ pub fn load(ports: &SipPorts, max_flows: u32) -> Result<Ebpf, String> {
         tracing::debug!(log = %error_chain(&e), "the verifier's full answer");
         verifier_reason(&e)
     })?;
+    install_followers(&mut ebpf, XDP_FOLLOW_PROGRAMS, FOLLOW_XDP)?;
     Ok(ebpf)
+}
+
+/// Loads the programs that walk a TCP segment's further SIP messages and puts
+/// them where their entry program tail-calls them, in slot order. Without
+/// them, only each segment's first message would be counted.
+pub fn install_followers(ebpf: &mut Ebpf, programs: [&str; 2], array: &str) -> Result<(), String> {
+    for (slot, name) in programs.into_iter().enumerate() {
+        let program = ebpf.program_mut(name).ok_or_else(|| format!("program {name} is missing"))?;
+        match program {
+            Program::Xdp(p) => p.load(),
+            Program::SchedClassifier(p) => p.load(),
+            _ => return Err(format!("program {name} has an unexpected type")),
+        }
+        .map_err(|e| {
+            tracing::debug!(log = %error_chain(&e), "the verifier's full answer");
+            format!("{name}: {}", verifier_reason(&e))
+        })?;
+        let fd = program.fd().and_then(|fd| fd.try_clone().map_err(Into::into)).map_err(|e| e.to_string())?;
+        let map = ebpf.map_mut(array).ok_or_else(|| format!("map {array} is missing"))?;
+        let mut slots = ProgramArray::try_from(map).map_err(|e| e.to_string())?;
+        slots.set(slot as u32, &fd, 0).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// Loads, configures and attaches; returns the attachment and its counters.
@@ -138,6 +165,7 @@ impl Attached {
     pub fn attach_egress(&mut self) -> Result<(), Failure> {
         let iface = self.iface.clone();
         let failure = |reason: String| Failure::Attach { iface: iface.clone(), mode: "TC egress", reason };
+        install_followers(&mut self.ebpf, TC_FOLLOW_PROGRAMS, FOLLOW_TC).map_err(failure)?;
         let program: &mut SchedClassifier = self
             .ebpf
             .program_mut(TC_EGRESS_PROGRAM)

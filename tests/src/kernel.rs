@@ -6,7 +6,9 @@ use aya::{
     maps::{MapData, RingBuf},
     programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
-use monitor_common::maps::{DEFAULT_MAX_FLOWS, EVENTS, PASS_PROGRAM, TC_EGRESS_PROGRAM, XDP_PROGRAM};
+use monitor_common::maps::{
+    DEFAULT_MAX_FLOWS, EVENTS, FOLLOW_TC, PASS_PROGRAM, TC_EGRESS_PROGRAM, TC_FOLLOW_PROGRAMS, XDP_PROGRAM,
+};
 use sipflow::{
     attach::{self, SipPorts},
     head_events::{self, Head},
@@ -74,7 +76,11 @@ impl LoadedXdp {
             self.ebpf.program_mut(TC_EGRESS_PROGRAM).expect("tc program").try_into().expect("classifier");
         if program.fd().is_err() {
             program.load().expect("the verifier accepts the TC program");
+            attach::install_followers(&mut self.ebpf, TC_FOLLOW_PROGRAMS, FOLLOW_TC)
+                .expect("the verifier accepts the TC follower");
         }
+        let program: &mut SchedClassifier =
+            self.ebpf.program_mut(TC_EGRESS_PROGRAM).expect("tc program").try_into().expect("classifier");
         let options = TestRunOptions { data_in: Some(frame), repeat: 1, ..Default::default() };
         program.test_run(options).expect("BPF_PROG_TEST_RUN").return_value
     }

@@ -49,6 +49,15 @@ pub fn udp6(source_port: u16, destination_port: u16, payload: &[u8]) -> Vec<u8> 
     finish(b, payload, |b, out, p| b.write(out, p).expect("build"))
 }
 
+/// TCP over IPv6 from the client, with an ACK and new data.
+pub fn tcp6(source_port: u16, destination_port: u16, payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
+        .ipv6(CLIENT_V6, SERVER_V6, 64)
+        .tcp(source_port, destination_port, next_sequence(payload.len()), 65535)
+        .ack(1);
+    finish(b, payload, |b, out, p| b.write(out, p).expect("build"))
+}
+
 /// UDP over IPv6 behind one or two VLAN tags (802.1Q, or 802.1ad outside 802.1Q).
 pub fn udp6_vlan(tags: &[u16], source_port: u16, destination_port: u16, payload: &[u8]) -> Vec<u8> {
     let base = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC);
@@ -137,18 +146,36 @@ pub fn with_ipv4_options(frame: &[u8], options: &[u8]) -> Vec<u8> {
     out
 }
 
-/// An IPv6 frame with a destination-options header (8 bytes of padding) before its transport header.
-pub fn with_ipv6_destination_options(frame: &[u8]) -> Vec<u8> {
-    const DESTINATION_OPTIONS: u8 = 60;
+/// IPv6 extension header types (RFC 8200 §4).
+pub const IPV6_HOP_BY_HOP: u8 = 0;
+pub const IPV6_ROUTING: u8 = 43;
+pub const IPV6_FRAGMENT: u8 = 44;
+pub const IPV6_DESTINATION_OPTIONS: u8 = 60;
+
+/// An IPv6 frame with one more 8-byte extension header of `kind` right after
+/// the fixed header; `body` is its six bytes after next-header and length.
+pub fn with_ipv6_extension(frame: &[u8], kind: u8, body: [u8; 6]) -> Vec<u8> {
     let next = frame[IPV6_OFFSET + 6];
     let mut out = frame[..IPV6_OFFSET + 40].to_vec();
-    // next header, length 0 (8 bytes), PadN option filling the rest.
-    out.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
+    // For every kind used here, length 0 means 8 bytes (the fragment header has no length field).
+    out.extend_from_slice(&[next, 0]);
+    out.extend_from_slice(&body);
     out.extend_from_slice(&frame[IPV6_OFFSET + 40..]);
-    out[IPV6_OFFSET + 6] = DESTINATION_OPTIONS;
+    out[IPV6_OFFSET + 6] = kind;
     let payload = u16::from_be_bytes([out[IPV6_OFFSET + 4], out[IPV6_OFFSET + 5]]) + 8;
     out[IPV6_OFFSET + 4..IPV6_OFFSET + 6].copy_from_slice(&payload.to_be_bytes());
     out
+}
+
+/// A destination-options header (a PadN option filling it).
+pub fn with_ipv6_destination_options(frame: &[u8]) -> Vec<u8> {
+    with_ipv6_extension(frame, IPV6_DESTINATION_OPTIONS, [1, 4, 0, 0, 0, 0])
+}
+
+/// An IPv6 frame as a fragment (RFC 8200 §4.5): `offset` in 8-byte units, `more` to come.
+pub fn as_ipv6_fragment(frame: &[u8], offset: u16, more: bool) -> Vec<u8> {
+    let [high, low] = (offset << 3 | u16::from(more)).to_be_bytes();
+    with_ipv6_extension(frame, IPV6_FRAGMENT, [high, low, 0, 0, 0x12, 0x34])
 }
 
 /// Marks an IPv4 frame as a fragment: `offset` in 8-byte units, `more` fragments to come.

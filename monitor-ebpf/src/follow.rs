@@ -1,0 +1,163 @@
+//! Several SIP messages in one TCP segment (RFC 3261 §18.3): after the
+//! segment's first message is counted, two programs that tail-call each other
+//! walk the rest. `scan` reads one window of a head for the empty line and the
+//! Content-Length that together say where the next message starts; `message`
+//! counts the message that starts there. Each stays small for the verifier,
+//! and the kernel's limit of 33 tail calls bounds the walk.
+
+use core::ptr::{read_volatile, write_volatile};
+
+use monitor_common::counters::{Direction, KernelStat};
+use monitor_ebpf::{
+    frame::{Frame, WINDOW},
+    framing::HeadScan,
+    payload::{self, Payload},
+    sip::{self, StartLine},
+};
+
+use crate::{
+    flow,
+    maps::{SCRATCH, Scratch, bump_stat},
+    observe::count_message,
+};
+
+/// Messages counted in one segment at most; a segment with more is counted
+/// under `KernelStat::MessageBoundReached`.
+pub const MAX_MESSAGES: u32 = 16;
+/// No payload byte lies further into a frame than this (64 KiB of IP datagram
+/// behind the headers); a bound the verifier can see.
+const MAX_OFFSET: usize = 70_000;
+
+/// Sets up the walk after a segment's first message; false when that was no
+/// SIP message, so that there is nothing to follow.
+#[inline(always)]
+pub fn start(scratch: &mut Scratch, payload: Payload) -> bool {
+    if !matches!(payload, Payload::Request(_) | Payload::Response(_)) {
+        return false;
+    }
+    let follow = &mut scratch.follow;
+    follow.cursor = scratch.payload_offset;
+    follow.end = scratch.payload_offset + scratch.payload_len;
+    follow.messages = 1;
+    follow.scan = HeadScan::default();
+    true
+}
+
+/// What the walk does next: the slot of `FOLLOW_XDP` / `FOLLOW_TC` to tail-call.
+#[derive(Copy, Clone, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Next {
+    /// Scan the head at the cursor (`sipflow_*_scan`).
+    Scan = 0,
+    /// Count the message whose start line is at the cursor (`sipflow_*_message`).
+    Message = 1,
+    Done = 2,
+}
+
+/// The scratch slot and the walk's cursor and end, or `None` when it is over.
+#[inline(always)]
+fn resume() -> Option<(&'static mut Scratch, usize, usize)> {
+    let scratch = SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's scratch slot, left by the program that tail-called us.
+    let scratch = unsafe { &mut *scratch };
+    // SAFETY: plain reads of the scratch slot; volatile so that the verifier
+    // sees unknown values, not the ones of one path through the caller.
+    let cursor = unsafe { read_volatile(&scratch.follow.cursor) } as usize;
+    let end = unsafe { read_volatile(&scratch.follow.end) } as usize;
+    if cursor >= end || end > MAX_OFFSET {
+        return None;
+    }
+    Some((scratch, cursor, end))
+}
+
+/// The `scan` program's step.
+#[inline(always)]
+pub fn scan(frame: &impl Frame) -> Next {
+    match resume() {
+        Some((scratch, cursor, end)) => scan_head(frame, scratch, cursor, end),
+        None => Next::Done,
+    }
+}
+
+/// The `message` program's step.
+#[inline(always)]
+pub fn message(frame: &impl Frame, direction: Direction) -> Next {
+    match resume() {
+        Some((scratch, cursor, end)) => message_at_cursor(frame, scratch, cursor, end, direction),
+        None => Next::Done,
+    }
+}
+
+/// Counts the message whose start line is at the cursor; a stream may put
+/// CRLFs between messages (RFC 5626 §3.5.1), which are stepped over first.
+#[inline(always)]
+fn message_at_cursor(
+    frame: &impl Frame,
+    scratch: &mut Scratch,
+    cursor: usize,
+    end: usize,
+    direction: Direction,
+) -> Next {
+    let left = end - cursor;
+    let loaded = if left < WINDOW { left } else { WINDOW };
+    if !frame.load_bytes(cursor, loaded, &mut scratch.window) {
+        return Next::Done;
+    }
+    let skip = payload::leading_crlf(&scratch.window, loaded, left);
+    if skip > 0 {
+        scratch.follow.cursor = (cursor + skip) as u32;
+        return Next::Message;
+    }
+    let payload = match sip::start_line(&scratch.window, loaded) {
+        StartLine::Request(method) => Payload::Request(method),
+        StartLine::Response(code) => Payload::Response(code),
+        // Not where a message should start: the framing is lost, stop here.
+        StartLine::NotSip => return Next::Done,
+    };
+    scratch.follow.messages += 1;
+    count_message(payload, direction);
+    scratch.payload_offset = cursor as u32;
+    scratch.payload_len = left as u32;
+    flow::update_followed(frame, scratch, payload, direction);
+    Next::Scan
+}
+
+/// Scans one window of the current head. At its end, moves the cursor past
+/// the body to the next message.
+#[inline(always)]
+fn scan_head(frame: &impl Frame, scratch: &mut Scratch, cursor: usize, end: usize) -> Next {
+    let left = end - cursor;
+    let loaded = if left < WINDOW { left } else { WINDOW };
+    if !frame.load_bytes(cursor, loaded, &mut scratch.window) {
+        return Next::Done;
+    }
+    scratch.follow.head_end = 0;
+    let mut i = 0;
+    while i < WINDOW && i < loaded {
+        if scratch.follow.scan.step(scratch.window[i]) {
+            // SAFETY: a plain write to the scratch slot (see `Follow::head_end`).
+            unsafe { write_volatile(&mut scratch.follow.head_end, (i + 1) as u32) };
+            break;
+        }
+        i += 1;
+    }
+    // SAFETY: plain reads of the scratch slot, opaque on purpose (see `Follow::head_end`).
+    let head_end = unsafe { read_volatile(&scratch.follow.head_end) } as usize;
+    let body = unsafe { read_volatile(&scratch.follow.scan.content_length) } as usize;
+    if head_end == 0 {
+        scratch.follow.cursor = (cursor + loaded) as u32;
+        return if cursor + loaded < end { Next::Scan } else { Next::Done };
+    }
+    let next = cursor + head_end + body;
+    if next >= end {
+        // The segment ends inside this message (or with it).
+        return Next::Done;
+    }
+    if scratch.follow.messages >= MAX_MESSAGES {
+        bump_stat(KernelStat::MessageBoundReached);
+        return Next::Done;
+    }
+    scratch.follow.cursor = next as u32;
+    scratch.follow.scan = HeadScan::default();
+    Next::Message
+}

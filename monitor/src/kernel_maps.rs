@@ -79,14 +79,20 @@ impl FlowTable {
         Ok(Self { map: HashMap::try_from(take(ebpf, FLOWS)?)?, removed: 0 })
     }
 
-    /// Every flow now in the map: in batches where the kernel can (5.6+), else
-    /// entry by entry. Entries that vanish while it is read are skipped.
-    pub fn snapshot(&self) -> Vec<(FlowKey, FlowState)> {
+    /// Every flow now in the map, read as it is walked: in batches where the
+    /// kernel can (5.6+), else entry by entry. Entries that vanish while it is
+    /// read are skipped.
+    pub fn entries(&self) -> Box<dyn Iterator<Item = (FlowKey, FlowState)> + '_> {
         use std::os::fd::AsFd;
-        match batch::lookup_all(self.map.map().fd().as_fd()) {
-            Ok(flows) => flows,
-            Err(_) => self.map.iter().filter_map(Result::ok).collect(),
+        match batch::Batches::open(self.map.map().fd().as_fd()) {
+            Ok(batches) => Box::new(batches),
+            Err(_) => Box::new(self.map.iter().filter_map(Result::ok)),
         }
+    }
+
+    /// The same, all at once.
+    pub fn snapshot(&self) -> Vec<(FlowKey, FlowState)> {
+        self.entries().collect()
     }
 
     /// Forgets a flow the agent is done with.

@@ -40,6 +40,9 @@ enum Task {
         /// Calls per second sipp places in the live part.
         #[arg(long, default_value_t = 1000)]
         rate: u32,
+        /// Flow map sizes for the agent-at-scale part, comma-separated (empty: skip it).
+        #[arg(long, default_value = "100000,1000000")]
+        scale_flows: String,
     },
 }
 
@@ -51,9 +54,11 @@ fn main() {
         Task::Test => run::require_root("the tests load BPF programs and create network namespaces")
             .and_then(|()| setup::setup())
             .and_then(|()| run::test()),
-        Task::Bench { repeat, live_seconds, rate } => run::require_root("the benchmark loads BPF programs")
-            .and_then(|()| setup::setup())
-            .and_then(|()| run::bench(repeat, live_seconds, rate)),
+        Task::Bench { repeat, live_seconds, rate, scale_flows } => {
+            run::require_root("the benchmark loads BPF programs")
+                .and_then(|()| setup::setup())
+                .and_then(|()| run::bench(repeat, live_seconds, rate, &scale_flows))
+        }
         Task::Demo => run::require_root("the demo attaches XDP and creates network namespaces")
             .and_then(|()| setup::setup())
             .and_then(|()| run::demo(false)),

@@ -76,14 +76,20 @@ fn cargo_test(args: &[&str], tally: &mut Tally) -> Result<()> {
     Ok(())
 }
 
-pub fn bench(repeat: u32, live_seconds: u32, rate: u32) -> Result<()> {
+pub fn bench(repeat: u32, live_seconds: u32, rate: u32, scale_flows: &str) -> Result<()> {
     cargo(&["build", "-p", "monitor", "--bins"])?;
     cargo(&["run", "--quiet", "-p", "sipflow-tests", "--bin", "sipflow-bench", "--", &repeat.to_string()])?;
-    if live_seconds == 0 {
-        return Ok(());
+    if live_seconds > 0 {
+        let (seconds, rate) = (live_seconds.to_string(), rate.to_string());
+        cargo(&["run", "--quiet", "-p", "sipflow-tests", "--bin", "sipflow-bench-live", "--", &seconds, &rate])?;
     }
-    let (seconds, rate) = (live_seconds.to_string(), rate.to_string());
-    cargo(&["run", "--quiet", "-p", "sipflow-tests", "--bin", "sipflow-bench-live", "--", &seconds, &rate])
+    let sizes: Vec<&str> = scale_flows.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    if !sizes.is_empty() {
+        let mut args = vec!["run", "--quiet", "-p", "sipflow-tests", "--bin", "sipflow-bench-scale", "--"];
+        args.extend(sizes);
+        cargo(&args)?;
+    }
+    Ok(())
 }
 
 /// The real-peer lab as a story; `full` for every count and Kamailio's log (`cargo xtask lab`).

@@ -58,10 +58,10 @@ impl AgentState {
         for instance in &self.instances {
             let now = boot_time_ns();
             let mut flows = instance.flows.lock().expect("flows lock");
-            let snapshot = flows.snapshot();
-            let live = snapshot.len() as u64;
+            let mut live = 0u64;
             let mut tracker = self.tracker.lock().expect("tracker lock");
-            let sweep = tracker.sweep(&instance.iface, snapshot, now);
+            let entries = flows.entries().inspect(|_| live += 1);
+            let sweep = tracker.sweep(&instance.iface, entries, now);
             for v in &sweep.verdicts {
                 info!(
                     iface = v.flow.iface,
@@ -138,7 +138,14 @@ async fn flows(State(state): State<Arc<AgentState>>, Query(query): Query<FlowsQu
             return (StatusCode::BAD_REQUEST, message).into_response();
         }
     };
-    let view = state.tracker.lock().expect("tracker lock").view(boot_time_ns(), only_failed);
+    let now = boot_time_ns();
+    let tables: Vec<_> =
+        state.instances.iter().map(|i| (i.iface.as_str(), i.flows.lock().expect("flows lock"))).collect();
+    let kernel_flows = tables
+        .iter()
+        .filter(|_| !only_failed)
+        .flat_map(|(iface, table)| table.entries().map(move |(key, flow)| (*iface, key, flow)));
+    let view = state.tracker.lock().expect("tracker lock").view(kernel_flows, now, only_failed);
     Json(view).into_response()
 }
 

@@ -2,6 +2,9 @@
 //! copies thousands of entries per system call, where iterating costs two
 //! system calls per entry (get_next_key, then lookup). aya 0.14 has no batch
 //! operations, so this one is made here, on the map's file descriptor.
+//!
+//! The entries are handed out one batch at a time, so that a sweep of a
+//! million flows holds one batch in memory, not the whole map.
 
 use std::{io, mem::size_of, os::fd::AsRawFd, os::fd::BorrowedFd};
 
@@ -27,24 +30,48 @@ struct BatchAttr {
     flags: u64,
 }
 
-/// Every entry of the map, in batches. An error means the kernel does not do
-/// batches for this map (older than 5.6): the caller falls back to iterating.
-pub fn lookup_all(map: BorrowedFd<'_>) -> io::Result<Vec<(FlowKey, FlowState)>> {
-    // SAFETY: both are plain-old-data `#[repr(C)]` types for which all zeroes is valid.
-    let mut keys: Vec<FlowKey> = vec![unsafe { std::mem::zeroed() }; CHUNK];
-    let mut values: Vec<FlowState> = vec![unsafe { std::mem::zeroed() }; CHUNK];
-    // The kernel's resume token for a hash map is a bucket index (u32); a u64 holds it.
-    let (mut token_in, mut token_out) = (0u64, 0u64);
-    let mut out = Vec::new();
-    let mut first = true;
-    loop {
+/// Every entry of a flow map, read a batch at a time.
+pub struct Batches<'a> {
+    map: BorrowedFd<'a>,
+    keys: Vec<FlowKey>,
+    values: Vec<FlowState>,
+    /// Entries of the current batch, and how many of them were handed out.
+    filled: usize,
+    taken: usize,
+    /// The kernel's resume token for a hash map is a bucket index (u32); a u64 holds it.
+    token: u64,
+    started: bool,
+    finished: bool,
+}
+
+impl<'a> Batches<'a> {
+    /// Reads the first batch. An error means the kernel does not do batches for
+    /// this map (older than 5.6): the caller iterates instead.
+    pub fn open(map: BorrowedFd<'a>) -> io::Result<Self> {
+        let mut batches = Self {
+            map,
+            // SAFETY: both are plain-old-data `#[repr(C)]` types for which all zeroes is valid.
+            keys: vec![unsafe { std::mem::zeroed() }; CHUNK],
+            values: vec![unsafe { std::mem::zeroed() }; CHUNK],
+            filled: 0,
+            taken: 0,
+            token: 0,
+            started: false,
+            finished: false,
+        };
+        batches.fill()?;
+        Ok(batches)
+    }
+
+    fn fill(&mut self) -> io::Result<()> {
+        let mut token_out = 0u64;
         let mut attr = BatchAttr {
-            in_batch: if first { 0 } else { &raw const token_in as u64 },
+            in_batch: if self.started { &raw const self.token as u64 } else { 0 },
             out_batch: &raw mut token_out as u64,
-            keys: keys.as_mut_ptr() as u64,
-            values: values.as_mut_ptr() as u64,
+            keys: self.keys.as_mut_ptr() as u64,
+            values: self.values.as_mut_ptr() as u64,
             count: CHUNK as u32,
-            map_fd: map.as_raw_fd() as u32,
+            map_fd: self.map.as_raw_fd() as u32,
             ..BatchAttr::default()
         };
         // SAFETY: attr points at buffers of `count` keys and values of the map's
@@ -52,16 +79,38 @@ pub fn lookup_all(map: BorrowedFd<'_>) -> io::Result<Vec<(FlowKey, FlowState)>> 
         let rc = unsafe {
             libc::syscall(libc::SYS_bpf, BPF_MAP_LOOKUP_BATCH, &raw mut attr, size_of::<BatchAttr>() as libc::c_uint)
         };
-        let error = (rc < 0).then(io::Error::last_os_error);
-        let got = (attr.count as usize).min(CHUNK);
-        out.extend(keys[..got].iter().copied().zip(values[..got].iter().copied()));
-        match error {
-            None => {}
-            // ENOENT: no more entries; this call's entries are already taken.
-            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(out),
-            Some(e) => return Err(e),
+        self.started = true;
+        self.filled = (attr.count as usize).min(CHUNK);
+        self.taken = 0;
+        self.token = token_out;
+        if rc < 0 {
+            let error = io::Error::last_os_error();
+            // ENOENT: no more entries; this call's entries are still good.
+            if error.raw_os_error() != Some(libc::ENOENT) {
+                self.filled = 0;
+                self.finished = true;
+                return Err(error);
+            }
+            self.finished = true;
         }
-        token_in = token_out;
-        first = false;
+        Ok(())
+    }
+}
+
+impl Iterator for Batches<'_> {
+    type Item = (FlowKey, FlowState);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.taken < self.filled {
+                let i = self.taken;
+                self.taken += 1;
+                return Some((self.keys[i], self.values[i]));
+            }
+            // A failure after the first batch ends the sweep early; the next one reads again.
+            if self.finished || self.fill().is_err() {
+                return None;
+            }
+        }
     }
 }

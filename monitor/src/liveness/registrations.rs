@@ -172,6 +172,11 @@ impl Registrations {
         self.bindings.iter().filter(move |(_, b)| &b.flow == flow)
     }
 
+    /// Flows with a REGISTER still waiting for its answer.
+    pub fn unanswered_flows(&self) -> impl Iterator<Item = &FlowId> {
+        self.pending.values().map(|p| &p.flow)
+    }
+
     pub fn all(&self) -> impl Iterator<Item = (&BindingKey, &Binding)> {
         self.bindings.iter()
     }

@@ -2,7 +2,7 @@
 //! the bindings it carries, and whether an edge proxy would answer 430 for it.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     time::Duration,
 };
@@ -21,8 +21,18 @@ use crate::{head_events::Head, sip_head};
 /// How long a REGISTER may wait for a visible answer before it is taken as accepted.
 pub const REGISTER_SETTLE: Duration = Duration::from_secs(2);
 
+/// The agent's memory of flows is kept to what the kernel's map cannot tell:
+/// failed flows (a verdict is reached once, and listed for `retention`), and
+/// counts. Healthy flows are judged as the map is walked and not copied, so a
+/// sweep of a million flows needs memory for one batch of them, not for all.
 pub struct Tracker {
-    flows: HashMap<FlowId, TrackedFlow>,
+    /// Failed flows per interface, until they come back, leave the kernel's
+    /// map, or their retention ends.
+    failed: HashMap<String, HashMap<FlowKey, TrackedFlow>>,
+    /// Flows alive at each interface's last sweep, by transport label.
+    alive: HashMap<String, BTreeMap<&'static str, i64>>,
+    /// When each interface was last swept: pongs stamped after it are new.
+    last_sweep_ns: HashMap<String, u64>,
     pub registrations: Registrations,
     timers: Timers,
     /// How long a failed flow stays listed (and in the kernel's map) after it failed.
@@ -30,12 +40,16 @@ pub struct Tracker {
     /// Flows whose binding moved elsewhere, and when.
     replaced: HashMap<FlowId, u64>,
     pub grades: Grades,
+    /// Sweeps so far: a failed flow not met in its interface's latest sweep has left the map.
+    sweeps: u64,
 }
 
 #[derive(Clone, Debug)]
 pub struct TrackedFlow {
     pub state: FlowState,
-    pub failure: Option<Failure>,
+    pub failure: Failure,
+    /// The sweep that last met it in the kernel's map.
+    seen_in: u64,
 }
 
 /// How the host's own 430s compare with the verdicts before them.
@@ -127,12 +141,15 @@ fn transport_of(key: &FlowKey) -> FlowTransport {
 impl Tracker {
     pub fn new(timers: Timers, retention: Duration) -> Self {
         Self {
-            flows: HashMap::new(),
+            failed: HashMap::new(),
+            alive: HashMap::new(),
+            last_sweep_ns: HashMap::new(),
             registrations: Registrations::default(),
             timers,
             retention,
             replaced: HashMap::new(),
             grades: Grades::default(),
+            sweeps: 0,
         }
     }
 
@@ -149,17 +166,16 @@ impl Tracker {
         self.note(changes, head.timestamp_ns);
     }
 
+    fn failure_of(&self, flow: &FlowId) -> Option<Failure> {
+        self.failed.get(&flow.iface)?.get(&flow.key).map(|f| f.failure)
+    }
+
     /// This host answered 430 (RFC 5626 §5.3.1) for the AOR in its To header:
     /// predicted when a flow carrying that AOR had been flagged before.
     fn grade_430(&mut self, answer: &sip_head::SipHead, at_ns: u64) {
         let predicted = answer.to_aor.as_deref().is_some_and(|aor| {
             self.registrations.all().any(|(key, binding)| {
-                key.aor() == aor
-                    && self
-                        .flows
-                        .get(&binding.flow)
-                        .and_then(|f| f.failure)
-                        .is_some_and(|failure| failure.at_ns <= at_ns)
+                key.aor() == aor && self.failure_of(&binding.flow).is_some_and(|failure| failure.at_ns <= at_ns)
             })
         });
         if predicted {
@@ -177,11 +193,6 @@ impl Tracker {
         }
     }
 
-    /// The Flow-Timer in force on a flow: the largest its bindings carry.
-    fn flow_timer(&self, flow: &FlowId) -> Option<u32> {
-        self.registrations.bindings_on(flow).filter_map(|(_, b)| b.flow_timer).max()
-    }
-
     fn first_binding<'a>(&'a self, flow: &'a FlowId) -> Option<&'a BindingKey> {
         self.registrations.bindings_on(flow).map(|(k, _)| k).min()
     }
@@ -192,66 +203,93 @@ impl Tracker {
         failure.reason != Reason::Replaced && self.registrations.bindings_on(flow).next().is_some()
     }
 
-    /// Takes the kernel's view of `iface`'s flows at `now_ns` and decides.
-    pub fn sweep(&mut self, iface: &str, snapshot: Vec<(FlowKey, FlowState)>, now_ns: u64) -> Sweep {
-        // Flows the kernel no longer has (evicted or removed) leave the story.
-        let present: std::collections::HashSet<FlowKey> = snapshot.iter().map(|(k, _)| *k).collect();
-        self.flows.retain(|id, _| id.iface != iface || present.contains(&id.key));
-        let mut rtt_samples = Vec::new();
-        for (key, state) in snapshot {
-            let id = FlowId { iface: iface.to_string(), key };
-            let before = self.flows.get(&id).map_or(0, |f| f.state.last_pong_ns);
-            // A pong new since the last sweep that answers the last ping: one sample.
-            if state.last_pong_ns > before && state.last_ping_ns != 0 && state.last_pong_ns >= state.last_ping_ns {
-                rtt_samples.push((transport_of(&key).label(), seconds(state.last_pong_ns - state.last_ping_ns)));
-            }
-            self.flows.entry(id).and_modify(|f| f.state = state).or_insert(TrackedFlow { state, failure: None });
+    /// The Flow-Timer in force on each of `iface`'s bound flows: the largest its bindings carry.
+    fn flow_timers(&self, iface: &str) -> HashMap<FlowKey, Option<u32>> {
+        let mut timers: HashMap<FlowKey, Option<u32>> = HashMap::new();
+        for (_, binding) in self.registrations.all().filter(|(_, b)| b.flow.iface == iface) {
+            let timer = timers.entry(binding.flow.key).or_default();
+            *timer = (*timer).max(binding.flow_timer);
         }
+        timers
+    }
 
-        let flows = &self.flows;
-        let changes = self.registrations.settle_unanswered(now_ns, REGISTER_SETTLE, |id| {
-            flows.get(id).is_some_and(|f| f.state.packets_from_server > 0)
+    /// Walks the kernel's view of `iface`'s flows at `now_ns` and decides.
+    pub fn sweep(&mut self, iface: &str, flows: impl IntoIterator<Item = (FlowKey, FlowState)>, now_ns: u64) -> Sweep {
+        self.sweeps += 1;
+        let this_sweep = self.sweeps;
+        let previous_sweep_ns = self.last_sweep_ns.insert(iface.to_string(), now_ns).unwrap_or(0);
+        let flow_timers = self.flow_timers(iface);
+        let replaced: HashMap<FlowKey, u64> =
+            self.replaced.iter().filter(|(id, _)| id.iface == iface).map(|(id, at)| (id.key, *at)).collect();
+        // REGISTERs waiting for an answer: whether the server's side of their flow is visible.
+        let mut waiting: HashMap<FlowKey, bool> =
+            self.registrations.unanswered_flows().filter(|f| f.iface == iface).map(|f| (f.key, false)).collect();
+
+        let mut sweep = Sweep::default();
+        let mut alive: BTreeMap<&'static str, i64> = BTreeMap::new();
+        let mut failed = self.failed.remove(iface).unwrap_or_default();
+        for (key, state) in flows {
+            let transport = transport_of(&key);
+            // A pong stamped since the last sweep that answers the last ping: one sample.
+            if state.last_pong_ns > previous_sweep_ns
+                && state.last_ping_ns != 0
+                && state.last_pong_ns >= state.last_ping_ns
+            {
+                sweep.rtt_samples.push((transport.label(), seconds(state.last_pong_ns - state.last_ping_ns)));
+            }
+            if let Some(server_visible) = waiting.get_mut(&key) {
+                *server_visible = state.packets_from_server > 0;
+            }
+            if let Some(tracked) = failed.get_mut(&key) {
+                tracked.state = state;
+                tracked.seen_in = this_sweep;
+                if verdict::came_back(transport, &state, &tracked.failure) {
+                    failed.remove(&key);
+                    self.replaced.remove(&FlowId { iface: iface.to_string(), key });
+                    sweep.recovered.push(FlowId { iface: iface.to_string(), key });
+                    *alive.entry(transport.label()).or_default() += 1;
+                }
+                continue;
+            }
+            let flow_timer = flow_timers.get(&key).copied().flatten();
+            let judged = verdict::judge(transport, &state, flow_timer, &self.timers, now_ns);
+            let replaced = replaced.get(&key).map(|&at_ns| Failure { reason: Reason::Replaced, at_ns });
+            match [judged, replaced].into_iter().flatten().min_by_key(|f| f.at_ns) {
+                Some(failure) => {
+                    failed.insert(key, TrackedFlow { state, failure, seen_in: this_sweep });
+                    let flow = FlowId { iface: iface.to_string(), key };
+                    sweep.verdicts.push(Verdict {
+                        aor: self.first_binding(&flow).map(|k| k.aor().to_string()),
+                        would_430: self.would_430(&flow, &failure),
+                        delay_s: seconds(now_ns.saturating_sub(failure.at_ns)),
+                        failure,
+                        flow,
+                    });
+                }
+                None => *alive.entry(transport.label()).or_default() += 1,
+            }
+        }
+        // Failed flows the kernel no longer has (evicted or removed) leave the story;
+        // those past their retention leave it and the kernel's map.
+        let retention = self.retention.as_nanos() as u64;
+        failed.retain(|key, tracked| {
+            let keep = tracked.seen_in == this_sweep && now_ns.saturating_sub(tracked.failure.at_ns) <= retention;
+            if !keep {
+                self.replaced.remove(&FlowId { iface: iface.to_string(), key: *key });
+                if tracked.seen_in == this_sweep {
+                    sweep.expired.push(*key);
+                }
+            }
+            keep
+        });
+        self.failed.insert(iface.to_string(), failed);
+        self.alive.insert(iface.to_string(), alive);
+
+        let changes = self.registrations.settle_unanswered(now_ns, REGISTER_SETTLE, |flow| {
+            flow.iface == iface && waiting.get(&flow.key).copied().unwrap_or(false)
         });
         self.note(changes, now_ns);
         self.registrations.expire(now_ns);
-
-        let mut sweep = Sweep { rtt_samples, ..Sweep::default() };
-        let ids: Vec<FlowId> = self.flows.keys().filter(|id| id.iface == iface).cloned().collect();
-        for id in ids {
-            let transport = transport_of(&id.key);
-            let flow_timer = self.flow_timer(&id);
-            let replaced_at = self.replaced.get(&id).copied();
-            let flow = &self.flows[&id];
-            match flow.failure {
-                None => {
-                    let judged = verdict::judge(transport, &flow.state, flow_timer, &self.timers, now_ns);
-                    let replaced = replaced_at.map(|at_ns| Failure { reason: Reason::Replaced, at_ns });
-                    let failure = [judged, replaced].into_iter().flatten().min_by_key(|f| f.at_ns);
-                    if let Some(failure) = failure {
-                        let v = Verdict {
-                            flow: id.clone(),
-                            failure,
-                            aor: self.first_binding(&id).map(|k| k.aor().to_string()),
-                            would_430: self.would_430(&id, &failure),
-                            delay_s: seconds(now_ns.saturating_sub(failure.at_ns)),
-                        };
-                        self.flows.get_mut(&id).expect("listed").failure = Some(failure);
-                        sweep.verdicts.push(v);
-                    }
-                }
-                Some(failure) => {
-                    if verdict::came_back(transport, &flow.state, &failure) {
-                        self.flows.get_mut(&id).expect("listed").failure = None;
-                        self.replaced.remove(&id);
-                        sweep.recovered.push(id);
-                    } else if now_ns.saturating_sub(failure.at_ns) > self.retention.as_nanos() as u64 {
-                        self.flows.remove(&id);
-                        self.replaced.remove(&id);
-                        sweep.expired.push(id.key);
-                    }
-                }
-            }
-        }
         sweep
     }
 
@@ -263,14 +301,20 @@ impl Tracker {
             }
             census.would_430.insert(transport.label(), 0);
         }
-        for (id, flow) in &self.flows {
-            let transport = transport_of(&id.key).label();
-            let state = if flow.failure.is_some() { "failed" } else { "alive" };
-            *census.flows.entry((transport, state)).or_default() += 1;
-            if let Some(failure) = &flow.failure
-                && self.would_430(id, failure)
-            {
-                *census.would_430.entry(transport).or_default() += 1;
+        for counts in self.alive.values() {
+            for (transport, n) in counts {
+                *census.flows.entry((transport, "alive")).or_default() += n;
+            }
+        }
+        let bound: HashSet<&FlowId> = self.registrations.all().map(|(_, b)| &b.flow).collect();
+        for (iface, flows) in &self.failed {
+            for (key, tracked) in flows {
+                let transport = transport_of(key).label();
+                *census.flows.entry((transport, "failed")).or_default() += 1;
+                let flow = FlowId { iface: iface.clone(), key: *key };
+                if tracked.failure.reason != Reason::Replaced && bound.contains(&flow) {
+                    *census.would_430.entry(transport).or_default() += 1;
+                }
             }
         }
         census.registrations.insert(true, 0);
@@ -281,46 +325,62 @@ impl Tracker {
         census
     }
 
-    /// Every flow as the API shows it, failed ones first, then by address.
-    pub fn view(&self, now_ns: u64, only_failed: bool) -> Vec<FlowView> {
-        let mut out: Vec<FlowView> = self
-            .flows
-            .iter()
-            .filter(|(_, f)| !only_failed || f.failure.is_some())
-            .map(|(id, flow)| {
-                let transport = transport_of(&id.key);
-                let key = &id.key;
-                let s = &flow.state;
-                let flow_timer = self.flow_timer(id);
-                let binding = self.first_binding(id);
-                let (instance, reg_id) = match binding {
-                    Some(BindingKey::Outbound { instance, reg_id, .. }) => (Some(instance.clone()), Some(*reg_id)),
-                    _ => (None, None),
-                };
-                FlowView {
-                    iface: id.iface.clone(),
-                    transport: transport.label(),
-                    local: socket_addr(key.family, &key.server_addr, key.server_port).to_string(),
-                    remote: socket_addr(key.family, &key.client_addr, key.client_port).to_string(),
-                    vlan: key.vlan_id,
-                    state: if flow.failure.is_some() { "failed" } else { "alive" },
-                    reason: flow.failure.map(|f| f.reason.label()),
-                    seconds_since_last_packet: seconds(now_ns.saturating_sub(s.last_seen_ns)),
-                    seconds_since_last_keepalive: (s.last_client_activity_ns != 0)
-                        .then(|| seconds(now_ns.saturating_sub(s.last_client_activity_ns))),
-                    flow_timer: self.timers.keepalive(transport, flow_timer).as_secs(),
-                    flow_timer_from_registrar: flow_timer.is_some(),
-                    aor: binding.map(|k| k.aor().to_string()),
-                    instance,
-                    reg_id,
-                    would_430: flow.failure.as_ref().is_some_and(|f| self.would_430(id, f)),
-                    packets_from_client: s.packets_from_client,
-                    packets_from_server: s.packets_from_server,
+    /// The flows as the API shows them, failed ones first, then by address:
+    /// the failed ones the agent keeps, and with `all`, every other flow of
+    /// `flows` (the kernel's maps, by interface) too.
+    pub fn view<'a>(
+        &self,
+        flows: impl IntoIterator<Item = (&'a str, FlowKey, FlowState)>,
+        now_ns: u64,
+        only_failed: bool,
+    ) -> Vec<FlowView> {
+        let mut out: Vec<FlowView> = Vec::new();
+        for (iface, flows) in &self.failed {
+            for (key, tracked) in flows {
+                out.push(self.flow_view(iface, key, &tracked.state, Some(tracked.failure), now_ns));
+            }
+        }
+        if !only_failed {
+            for (iface, key, state) in flows {
+                let failed = self.failed.get(iface).is_some_and(|f| f.contains_key(&key));
+                if !failed {
+                    out.push(self.flow_view(iface, &key, &state, None, now_ns));
                 }
-            })
-            .collect();
+            }
+        }
         out.sort_by(|a, b| (a.state != "failed", &a.iface, &a.remote).cmp(&(b.state != "failed", &b.iface, &b.remote)));
         out
+    }
+
+    fn flow_view(&self, iface: &str, key: &FlowKey, s: &FlowState, failure: Option<Failure>, now_ns: u64) -> FlowView {
+        let id = FlowId { iface: iface.to_string(), key: *key };
+        let transport = transport_of(key);
+        let flow_timer = self.registrations.bindings_on(&id).filter_map(|(_, b)| b.flow_timer).max();
+        let binding = self.first_binding(&id);
+        let (instance, reg_id) = match binding {
+            Some(BindingKey::Outbound { instance, reg_id, .. }) => (Some(instance.clone()), Some(*reg_id)),
+            _ => (None, None),
+        };
+        FlowView {
+            iface: iface.to_string(),
+            transport: transport.label(),
+            local: socket_addr(key.family, &key.server_addr, key.server_port).to_string(),
+            remote: socket_addr(key.family, &key.client_addr, key.client_port).to_string(),
+            vlan: key.vlan_id,
+            state: if failure.is_some() { "failed" } else { "alive" },
+            reason: failure.map(|f| f.reason.label()),
+            seconds_since_last_packet: seconds(now_ns.saturating_sub(s.last_seen_ns)),
+            seconds_since_last_keepalive: (s.last_client_activity_ns != 0)
+                .then(|| seconds(now_ns.saturating_sub(s.last_client_activity_ns))),
+            flow_timer: self.timers.keepalive(transport, flow_timer).as_secs(),
+            flow_timer_from_registrar: flow_timer.is_some(),
+            aor: binding.map(|k| k.aor().to_string()),
+            instance,
+            reg_id,
+            would_430: failure.as_ref().is_some_and(|f| self.would_430(&id, f)),
+            packets_from_client: s.packets_from_client,
+            packets_from_server: s.packets_from_server,
+        }
     }
 }
 
@@ -405,7 +465,7 @@ mod tests {
         assert_eq!(census.would_430["tcp"], 1);
         assert_eq!(census.flows[&("tcp", "failed")], 1);
         assert_eq!(census.registrations[&true], 1);
-        let view = t.view(17 * S, true);
+        let view = t.view([], 17 * S, true);
         assert_eq!(view.len(), 1);
         assert_eq!((view[0].reason, view[0].would_430, view[0].flow_timer), (Some("keepalive_timeout"), true, 5));
         assert_eq!(view[0].reg_id, Some(1));
@@ -450,7 +510,7 @@ mod tests {
         assert_eq!(t.sweep("eth0", vec![(k, alive_at(50 * S))], 90 * S).verdicts.len(), 1);
         let sweep = t.sweep("eth0", vec![(k, alive_at(50 * S))], 90 * S + 301 * S);
         assert_eq!(sweep.expired, vec![k]);
-        assert!(t.view(400 * S, false).is_empty());
+        assert!(t.view([], 400 * S, false).is_empty());
     }
 
     #[test]
@@ -488,13 +548,26 @@ mod tests {
     }
 
     #[test]
-    fn flows_gone_from_the_kernel_leave() {
+    fn failed_flows_gone_from_the_kernel_leave() {
         let mut t = tracker();
         let k = key(40000, FlowTransport::Tcp);
-        t.sweep("eth0", vec![(k, alive_at(S))], 2 * S);
-        t.sweep("eth1", vec![], 2 * S);
-        assert_eq!(t.view(2 * S, false).len(), 1, "another interface's sweep keeps it");
-        t.sweep("eth0", vec![], 3 * S);
-        assert!(t.view(3 * S, false).is_empty());
+        t.sweep("eth0", vec![(k, alive_at(S))], 200 * S);
+        t.sweep("eth1", vec![], 200 * S);
+        assert_eq!(t.view([], 200 * S, true).len(), 1, "another interface's sweep keeps it");
+        t.sweep("eth0", vec![], 201 * S);
+        assert!(t.view([], 201 * S, true).is_empty());
+        assert_eq!(t.census().flows[&("tcp", "failed")], 0);
+    }
+
+    #[test]
+    fn healthy_flows_are_counted_and_listed_from_the_kernel_not_kept() {
+        let mut t = tracker();
+        let flows: Vec<_> = (0..1000).map(|p| (key(40000 + p, FlowTransport::Udp), alive_at(S))).collect();
+        assert!(t.sweep("eth0", flows.clone(), 2 * S).verdicts.is_empty());
+        assert_eq!(t.census().flows[&("udp", "alive")], 1000);
+        assert!(t.view([], 2 * S, true).is_empty());
+        let all = t.view(flows.iter().map(|(k, s)| ("eth0", *k, *s)), 2 * S, false);
+        assert_eq!(all.len(), 1000);
+        assert!(all.iter().all(|f| f.state == "alive"));
     }
 }

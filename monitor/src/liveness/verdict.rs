@@ -112,8 +112,13 @@ pub fn judge(
     timers: &Timers,
     now_ns: u64,
 ) -> Option<Failure> {
-    let mut failures: Vec<Failure> = Vec::new();
-    let mut fail = |reason, at_ns: u64| failures.push(Failure { reason, at_ns });
+    // The earliest failure, kept as they are found: this runs for every flow in every sweep.
+    let mut earliest: Option<Failure> = None;
+    let mut fail = |reason, at_ns: u64| {
+        if earliest.is_none_or(|f| at_ns < f.at_ns) {
+            earliest = Some(Failure { reason, at_ns });
+        }
+    };
     let server_seen = state.packets_from_server > 0;
 
     if transport.is_stream() {
@@ -148,7 +153,7 @@ pub fn judge(
     if now_ns > deadline {
         fail(Reason::KeepaliveTimeout, deadline);
     }
-    failures.into_iter().min_by_key(|f| f.at_ns)
+    earliest
 }
 
 /// Whether a failed flow has come back: new client activity on a UDP flow

@@ -1,32 +1,62 @@
 //! Loads the kernel programs onto an interface: one instance per interface, so
-//! each interface has its own maps and counters.
+//! each interface has its own maps and counters, pinned so that they outlive
+//! the agent.
 
-use std::ffi::CString;
+use std::{ffi::CString, path::Path};
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, ProgramArray},
-    programs::{Program, SchedClassifier, TcAttachType, Xdp, XdpMode, tc, tc::SchedClassifierLinkId, xdp::XdpLinkId},
+    programs::{
+        Program, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        tc,
+        tc::SchedClassifierLink,
+        xdp::{XdpLink, XdpLinkId},
+    },
 };
 use monitor_common::{
     maps::{
-        FLOWS, FOLLOW_TC, FOLLOW_XDP, MAX_SIP_PORTS, SIP_PORTS, TC_EGRESS_PROGRAM, TC_FOLLOW_PROGRAMS,
+        FLOWS, FOLLOW_TC, FOLLOW_XDP, MAX_SIP_PORTS, PORTS, SIP_PORTS, TC_EGRESS_PROGRAM, TC_FOLLOW_PROGRAMS,
         XDP_FOLLOW_PROGRAMS, XDP_PROGRAM,
     },
     ports::PortKind,
 };
 use tracing::{info, warn};
 
-use crate::{cli::XdpModeArg, ebpf_object::EBPF_OBJECT, failure::Failure, kernel_maps::KernelCounters};
+use crate::{
+    cli::XdpModeArg,
+    ebpf_object::EBPF_OBJECT,
+    failure::Failure,
+    kernel_maps::KernelCounters,
+    pins::{self, Pins, TC_LINK, XDP_LINK},
+    xdp_hook,
+};
 
-/// The kernel programs, attached to one interface. Dropping it detaches them.
+/// The kernel programs, loaded for one interface and attached to it through
+/// pinned links (see [`crate::pins`]): the links outlive this value, and
+/// [`Attached::detach`] removes them unless they are to stay.
 pub struct Attached {
     pub iface: String,
-    /// `native` or `generic`: how XDP runs on this interface.
+    pub ifindex: u32,
+    /// How XDP runs here: `native`, `generic`, or `taken over` from an earlier agent.
     pub mode: &'static str,
+    pub pins: Pins,
+    pub egress: bool,
+    /// Entries the flow map holds: `--max-flows`, or what the pinned map was made with.
+    pub flow_capacity: u32,
     ebpf: Ebpf,
-    link: Option<XdpLinkId>,
-    egress: Option<SchedClassifierLinkId>,
+}
+
+/// How to load and attach.
+pub struct AttachOptions<'a> {
+    pub ports: &'a SipPorts,
+    pub max_flows: u32,
+    pub mode: XdpModeArg,
+    /// Where the pins go: `--pin-dir`.
+    pub pin_root: &'a Path,
+    /// Take the interface's XDP hook from another program (`--replace`).
+    pub replace: bool,
 }
 
 /// The SIP ports the kernel should treat as SIP, by kind.
@@ -36,20 +66,28 @@ pub struct SipPorts {
 }
 
 pub fn interface_exists(iface: &str) -> bool {
-    CString::new(iface)
-        // SAFETY: a valid NUL-terminated string; the call only reads it.
-        .map(|name| unsafe { libc::if_nametoindex(name.as_ptr()) } != 0)
-        .unwrap_or(false)
+    ifindex(iface).is_some()
+}
+
+pub fn ifindex(iface: &str) -> Option<u32> {
+    let name = CString::new(iface).ok()?;
+    // SAFETY: a valid NUL-terminated string; the call only reads it.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
 }
 
 /// Loads the kernel programs (not yet attached) with the SIP ports configured
-/// and the flow map sized to `max_flows`.
-pub fn load(ports: &SipPorts, max_flows: u32) -> Result<Ebpf, String> {
+/// and the flow map sized to `max_flows`. The maps are pinned in `pin_dir`,
+/// or taken over from there when an earlier agent pinned them.
+pub fn load(ports: &SipPorts, max_flows: u32, pin_dir: &Path) -> Result<Ebpf, String> {
     if EBPF_OBJECT.is_empty() {
         return Err(Failure::NoKernelObject.to_string());
     }
-    let mut ebpf =
-        EbpfLoader::new().map_max_entries(FLOWS, max_flows).load(EBPF_OBJECT).map_err(|e| error_chain(&e))?;
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(pin_dir)
+        .map_max_entries(FLOWS, max_flows)
+        .load(EBPF_OBJECT)
+        .map_err(|e| error_chain(&e))?;
     configure_ports(&mut ebpf, ports)?;
     let program: &mut Xdp = ebpf
         .program_mut(XDP_PROGRAM)
@@ -88,22 +126,78 @@ pub fn install_followers(ebpf: &mut Ebpf, programs: [&str; 2], array: &str) -> R
 }
 
 /// Loads, configures and attaches; returns the attachment and its counters.
-pub fn attach(
-    iface: &str,
-    ports: &SipPorts,
-    max_flows: u32,
-    mode: XdpModeArg,
-) -> Result<(Attached, KernelCounters), Failure> {
-    if !interface_exists(iface) {
-        return Err(Failure::UnknownInterface(iface.to_string()));
-    }
+pub fn attach(iface: &str, options: &AttachOptions) -> Result<(Attached, KernelCounters), Failure> {
+    let ifindex = ifindex(iface).ok_or_else(|| Failure::UnknownInterface(iface.to_string()))?;
     let load_failure = |reason: String| Failure::Load { iface: iface.to_string(), reason };
-    let mut ebpf = load(ports, max_flows).map_err(load_failure)?;
+    let pins = Pins::new(options.pin_root, iface);
+    for old in pins.prepare().map_err(|e| Failure::Pins { path: pins.dir.clone(), reason: e.to_string() })? {
+        warn!(iface, pins = %old.display(), "removed the pins of another sipflow version; its flows are forgotten");
+    }
+    let mut ebpf = load(options.ports, options.max_flows, &pins.dir).map_err(load_failure)?;
+    let flow_capacity = flow_capacity(&ebpf).unwrap_or(options.max_flows);
+    if flow_capacity != options.max_flows {
+        warn!(
+            iface,
+            pinned = flow_capacity,
+            asked = options.max_flows,
+            "the pinned flow map keeps its size; `sipflow detach -i {iface}` first to change it"
+        );
+    }
     let program: &mut Xdp = ebpf
         .program_mut(XDP_PROGRAM)
         .and_then(|p| p.try_into().ok())
         .ok_or_else(|| load_failure(format!("program {XDP_PROGRAM} is missing")))?;
-    let (link, used) = match mode {
+    let link_path = pins.link(XDP_LINK);
+    let mode = match take_over_xdp(program, &link_path, ifindex) {
+        Some(taken) => taken.map_err(|reason| Failure::Attach { iface: iface.to_string(), mode: "pinned", reason })?,
+        None => {
+            refuse_foreign_xdp(iface, options.replace)?;
+            let (link, used) = attach_xdp(program, iface, options.mode)?;
+            pin_xdp(program, link, &link_path).map_err(|reason| Failure::Attach {
+                iface: iface.to_string(),
+                mode: used,
+                reason,
+            })?;
+            used
+        }
+    };
+    info!(iface, mode, pins = %pins.dir.display(), "attached XDP program");
+    let counters = KernelCounters::take_from(&mut ebpf).map_err(|e| load_failure(e.to_string()))?;
+    let attached = Attached { iface: iface.to_string(), ifindex, mode, pins, egress: false, flow_capacity, ebpf };
+    Ok((attached, counters))
+}
+
+/// The size the flow map really has: a pinned one keeps the size it was made with.
+fn flow_capacity(ebpf: &Ebpf) -> Option<u32> {
+    match ebpf.map(FLOWS)? {
+        aya::maps::Map::LruHashMap(data) => data.info().ok().map(|info| info.max_entries()),
+        _ => None,
+    }
+}
+
+/// Moves the link an earlier agent pinned to this agent's program
+/// (BPF_LINK_UPDATE): packets are counted throughout. `None` when there is no
+/// such link on this interface (a stale pin is removed).
+fn take_over_xdp(program: &mut Xdp, path: &Path, ifindex: u32) -> Option<Result<&'static str, String>> {
+    if !path.exists() {
+        return None;
+    }
+    if pins::link_ifindex(path).ok() != Some(ifindex) {
+        // The interface was recreated or the link detached: start afresh.
+        let _ = std::fs::remove_file(path);
+        return None;
+    }
+    let taken = PinnedLink::from_pin(path)
+        .map_err(|e| error_chain(&e))
+        .and_then(|pinned| XdpLink::try_from(FdLink::from(pinned)).map_err(|e| error_chain(&e)))
+        .and_then(|link| program.attach_to_link(link).map_err(|e| error_chain(&e)))
+        // The pin keeps the link; the program need not hold it too.
+        .and_then(|id| program.take_link(id).map(drop).map_err(|e| error_chain(&e)));
+    Some(taken.map(|()| "taken over"))
+}
+
+fn attach_xdp(program: &mut Xdp, iface: &str, mode: XdpModeArg) -> Result<(XdpLinkId, &'static str), Failure> {
+    Ok(match mode {
         XdpModeArg::Native => (attach_mode(program, iface, XdpMode::Driver)?, "native"),
         XdpModeArg::Generic => (attach_mode(program, iface, XdpMode::Skb)?, "generic"),
         XdpModeArg::Auto => match attach_mode(program, iface, XdpMode::Driver) {
@@ -113,10 +207,31 @@ pub fn attach(
                 (attach_mode(program, iface, XdpMode::Skb)?, "generic")
             }
         },
+    })
+}
+
+/// Pins the new link, so that it outlives this process.
+fn pin_xdp(program: &mut Xdp, link: XdpLinkId, path: &Path) -> Result<(), String> {
+    let link = program.take_link(link).map_err(|e| error_chain(&e))?;
+    let link = FdLink::try_from(link).map_err(|e| error_chain(&e))?;
+    link.pin(path).map(drop).map_err(|e| error_chain(&e))
+}
+
+/// Another program on the interface's XDP hook is left alone, unless
+/// `--replace` says to remove it.
+fn refuse_foreign_xdp(iface: &str, replace: bool) -> Result<(), Failure> {
+    let Some(other) = xdp_hook::attached(iface) else {
+        return Ok(());
     };
-    info!(iface, mode = used, "attached XDP program");
-    let counters = KernelCounters::take_from(&mut ebpf).map_err(|e| load_failure(e.to_string()))?;
-    Ok((Attached { iface: iface.to_string(), mode: used, ebpf, link: Some(link), egress: None }, counters))
+    if !replace {
+        return Err(Failure::OtherXdp { iface: iface.to_string(), program: other.describe() });
+    }
+    warn!(iface, program = %other.describe(), "--replace: removing the XDP program attached before");
+    xdp_hook::remove(iface, &other).map_err(|reason| Failure::Attach {
+        iface: iface.to_string(),
+        mode: "--replace",
+        reason,
+    })
 }
 
 fn attach_mode(program: &mut Xdp, iface: &str, mode: XdpMode) -> Result<XdpLinkId, Failure> {
@@ -133,10 +248,26 @@ fn configure_ports(ebpf: &mut Ebpf, ports: &SipPorts) -> Result<(), String> {
     }
     let map = ebpf.map_mut(SIP_PORTS).ok_or("map SIP_PORTS is missing")?;
     let mut map: Array<_, u8> = Array::try_from(map).map_err(|e| e.to_string())?;
+    let mut wanted = vec![0u8; PORTS as usize];
     for (list, kind) in [(&ports.plain, PortKind::Plain), (&ports.tls, PortKind::Tls)] {
         for port in list {
-            map.set(u32::from(*port), kind as u8, 0).map_err(|e| e.to_string())?;
+            wanted[usize::from(*port)] = kind as u8;
         }
+    }
+    // A pinned map still holds the ports an earlier agent set: clear those no longer wanted.
+    let stale: Vec<u32> = map
+        .iter()
+        .enumerate()
+        .filter_map(|(port, kind)| {
+            let kind = kind.ok()?;
+            (kind != 0 && wanted[port] == 0).then_some(port as u32)
+        })
+        .collect();
+    for port in stale {
+        map.set(port, 0, 0).map_err(|e| e.to_string())?;
+    }
+    for (port, kind) in wanted.into_iter().enumerate().filter(|(_, kind)| *kind != 0) {
+        map.set(port as u32, kind, 0).map_err(|e| e.to_string())?;
     }
     Ok(())
 }
@@ -161,7 +292,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 
 impl Attached {
     /// Also attaches the TC egress program, so the host's own responses, pongs,
-    /// FINs and RSTs reach the same flows.
+    /// FINs and RSTs reach the same flows. Its link is pinned like XDP's.
     pub fn attach_egress(&mut self) -> Result<(), Failure> {
         let iface = self.iface.clone();
         let failure = |reason: String| Failure::Attach { iface: iface.clone(), mode: "TC egress", reason };
@@ -172,12 +303,41 @@ impl Attached {
             .and_then(|p| p.try_into().ok())
             .ok_or_else(|| failure(format!("program {TC_EGRESS_PROGRAM} is missing")))?;
         program.load().map_err(|e| failure(verifier_reason(&e)))?;
-        // Kernels before 6.6 attach through the clsact qdisc; it may be there already.
-        let _ = tc::qdisc_add_clsact(&self.iface);
-        let link = program.attach(&self.iface, TcAttachType::Egress).map_err(|e| failure(error_chain(&e)))?;
-        info!(iface = self.iface, "attached TC egress program");
-        self.egress = Some(link);
+        let path = self.pins.link(TC_LINK);
+        let taken = path.exists() && pins::link_ifindex(&path).ok() == Some(self.ifindex);
+        if taken {
+            PinnedLink::from_pin(&path)
+                .map_err(|e| error_chain(&e))
+                .and_then(|p| SchedClassifierLink::try_from(FdLink::from(p)).map_err(|e| error_chain(&e)))
+                .and_then(|link| program.attach_to_link(link).map_err(|e| error_chain(&e)))
+                .and_then(|id| program.take_link(id).map(drop).map_err(|e| error_chain(&e)))
+                .map_err(failure)?;
+        } else {
+            let _ = std::fs::remove_file(&path);
+            // Kernels before 6.6 attach through the clsact qdisc; it may be there already.
+            let _ = tc::qdisc_add_clsact(&self.iface);
+            let id = program.attach(&self.iface, TcAttachType::Egress).map_err(|e| failure(error_chain(&e)))?;
+            let link = program.take_link(id).map_err(|e| failure(error_chain(&e)))?;
+            // A TCX link (6.6+) is pinned; an older kernel's tc filter stays with this process.
+            match FdLink::try_from(link) {
+                Ok(link) => link.pin(&path).map(drop).map_err(|e| failure(error_chain(&e)))?,
+                Err(_) => {
+                    warn!(iface = self.iface, "TC egress is not a BPF link on this kernel: it detaches with the agent")
+                }
+            }
+        }
+        info!(iface = self.iface, taken_over = taken, "attached TC egress program");
+        self.egress = true;
         Ok(())
+    }
+
+    /// The TC egress link an earlier agent pinned, when this one runs without
+    /// --egress: removing the pin detaches it.
+    pub fn drop_stale_egress(&self) {
+        let path = self.pins.link(TC_LINK);
+        if !self.egress && path.exists() && std::fs::remove_file(&path).is_ok() {
+            info!(iface = self.iface, "detached the TC egress program of an earlier run (no --egress now)");
+        }
     }
 
     /// The loaded instance, for taking its other maps.
@@ -185,23 +345,20 @@ impl Attached {
         &mut self.ebpf
     }
 
-    /// Detaches the programs now, rather than when the value is dropped.
-    pub fn detach(mut self) {
-        if let (Some(link), Some(program)) = (self.egress.take(), self.ebpf.program_mut(TC_EGRESS_PROGRAM)) {
-            let program: Result<&mut SchedClassifier, _> = program.try_into();
-            if let Ok(program) = program {
-                match program.detach(link) {
-                    Ok(()) => info!(iface = self.iface, "detached TC egress program"),
-                    Err(e) => warn!(iface = self.iface, error = %e, "detaching TC egress failed"),
-                }
-            }
+    /// Detaches the programs by removing their links' pins, or with `keep`
+    /// leaves them attached and counting for the next agent to take over.
+    /// The maps stay pinned either way: `sipflow detach` removes those.
+    pub fn detach(self, keep: bool) {
+        if keep {
+            info!(iface = self.iface, pins = %self.pins.dir.display(), "the programs stay attached and counting (--keep-attached)");
+            return;
         }
-        if let (Some(link), Some(program)) = (self.link.take(), self.ebpf.program_mut(XDP_PROGRAM)) {
-            let program: Result<&mut Xdp, _> = program.try_into();
-            if let Ok(program) = program {
-                match program.detach(link) {
-                    Ok(()) => info!(iface = self.iface, "detached XDP program"),
-                    Err(e) => warn!(iface = self.iface, error = %e, "detaching XDP failed"),
+        for (name, what) in [(XDP_LINK, "XDP"), (TC_LINK, "TC egress")] {
+            let path = self.pins.link(name);
+            if path.exists() {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => info!(iface = self.iface, "detached {what} program"),
+                    Err(e) => warn!(iface = self.iface, error = %e, "detaching {what} failed"),
                 }
             }
         }

@@ -1,6 +1,6 @@
 //! The command line (SPEC.md, "The command line").
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use monitor_common::ports::{DEFAULT_SIP_PORT, DEFAULT_SIPS_PORT};
@@ -21,9 +21,44 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Attach to interfaces and serve /metrics, /flows and /healthz until SIGINT or SIGTERM.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Ask the running agent for its flows and print them as a table (or JSON).
     Flows(FlowsArgs),
+    /// Check that sipflow can run here: privileges, kernel, BTF, BPF filesystem,
+    /// interface, XDP. One line per check; exit 0 only when all pass.
+    Check(CheckArgs),
+    /// Remove everything sipflow left on interfaces: the programs it keeps
+    /// attached (--keep-attached) and the pinned maps with their flows and counts.
+    Detach(DetachArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `sipflow manpage | man -l -`.
+    Manpage,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CheckArgs {
+    /// Interface to check (repeat for several).
+    #[arg(short = 'i', long = "iface", value_name = "IFACE", required = true)]
+    pub ifaces: Vec<String>,
+
+    /// XDP mode to try, as `sipflow run --xdp-mode`.
+    #[arg(long, value_enum, default_value_t = XdpModeArg::Auto)]
+    pub xdp_mode: XdpModeArg,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DetachArgs {
+    /// Interface to clear (repeat for several).
+    #[arg(short = 'i', long = "iface", value_name = "IFACE", required = true)]
+    pub ifaces: Vec<String>,
+
+    /// Where the agent pinned them (its --pin-dir).
+    #[arg(long, value_name = "DIR", default_value = crate::pins::DEFAULT_ROOT)]
+    pub pin_dir: PathBuf,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -48,9 +83,15 @@ pub enum FlowStateArg {
 
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
-    /// Interface to monitor (repeat for several). XDP sees the packets that arrive on it.
-    #[arg(short = 'i', long = "iface", value_name = "IFACE", required = true)]
+    /// Interface to monitor (repeat for several). XDP sees the packets that arrive
+    /// on it. Required, here or as `iface` in the --config file.
+    #[arg(short = 'i', long = "iface", value_name = "IFACE")]
     pub ifaces: Vec<String>,
+
+    /// A TOML file with any of these options, keys spelled with `_` for `-`
+    /// (deploy/sipflow.toml is an example). Options on the command line win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 
     /// SIP port in clear text, UDP and TCP (repeatable). Default: 5060.
     #[arg(long = "sip-port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
@@ -106,6 +147,26 @@ pub struct RunArgs {
     /// How often to read the kernel's maps and decide verdicts, e.g. `1s` or `500ms`.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub sweep_interval: Duration,
+
+    /// Where the maps and links are pinned (a directory on the BPF filesystem),
+    /// one subdirectory per interface. A restarted agent takes them over.
+    #[arg(long, value_name = "DIR", default_value = crate::pins::DEFAULT_ROOT)]
+    pub pin_dir: PathBuf,
+
+    /// On SIGINT or SIGTERM, leave the programs attached and counting, so that
+    /// a restart or an upgrade loses no packet; `sipflow detach` removes them.
+    #[arg(long)]
+    pub keep_attached: bool,
+
+    /// Remove another program already attached to an interface's XDP hook.
+    /// Without it, sipflow refuses and names that program.
+    #[arg(long)]
+    pub replace: bool,
+
+    /// Where the registrations (bindings) are saved, so that verdicts go on
+    /// after a restart.
+    #[arg(long, value_name = "FILE", default_value = "/var/lib/sipflow/registrations.json")]
+    pub state_file: PathBuf,
 }
 
 impl RunArgs {
@@ -185,9 +246,9 @@ mod tests {
     fn port_defaults_and_zero() {
         let cli = Cli::try_parse_from(["sipflow", "run", "-i", "eth0"]).unwrap();
         let Command::Run(run) = cli.command else { panic!("run") };
+        let run = *run;
         assert_eq!(run.plain_ports(), vec![5060]);
         assert_eq!(run.tls_ports(), vec![5061]);
         assert!(Cli::try_parse_from(["sipflow", "run", "-i", "eth0", "--sip-port", "0"]).is_err());
-        assert!(Cli::try_parse_from(["sipflow", "run"]).is_err());
     }
 }

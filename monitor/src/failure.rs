@@ -1,7 +1,7 @@
 //! Every way `sipflow` can fail, each as one sentence that says what is wrong
 //! and how to fix it. main() prints it and exits non-zero; nothing panics.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, path::PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
@@ -21,6 +21,18 @@ pub enum Failure {
     Load { iface: String, reason: String },
     #[error("cannot attach XDP to `{iface}` in {mode} mode: {reason}")]
     Attach { iface: String, mode: &'static str, reason: String },
+    #[error("`{iface}` already has an XDP program: {program}; sipflow leaves it alone unless you pass --replace")]
+    OtherXdp { iface: String, program: String },
+    #[error("cannot pin sipflow's maps and links in {path}: {reason}; check that {path} is on a BPF filesystem")]
+    Pins { path: PathBuf, reason: String },
+    #[error(
+        "the BPF filesystem is not mounted at /sys/fs/bpf and sipflow could not mount it ({0}); mount it with `mount -t bpf bpf /sys/fs/bpf`"
+    )]
+    NoBpffs(String),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0} check(s) failed; see the lines above")]
+    Preflight(usize),
     #[error("reading the kernel's maps failed: {0}")]
     ReadMaps(String),
     #[error("{0}")]
@@ -31,7 +43,7 @@ impl Failure {
     /// Exit status: 2 for usage errors (as clap uses), 1 for the rest.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Self::UnknownInterface(_) | Self::Listen { .. } => 2,
+            Self::UnknownInterface(_) | Self::Listen { .. } | Self::Usage(_) => 2,
             _ => 1,
         }
     }

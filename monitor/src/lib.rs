@@ -6,8 +6,11 @@
 //! plain sentence for the operator.
 
 pub mod attach;
+pub mod check_command;
 pub mod cli;
 pub mod clock;
+pub mod config;
+pub mod detach_command;
 pub mod ebpf_object;
 pub mod export;
 pub mod failure;
@@ -15,6 +18,8 @@ pub mod flows_command;
 pub mod head_events;
 pub mod kernel_maps;
 pub mod liveness;
+pub mod pins;
 pub mod privileges;
 pub mod run;
 pub mod sip_head;
+pub mod xdp_hook;

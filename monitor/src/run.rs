@@ -1,7 +1,7 @@
 //! `sipflow run`: attach, read the kernel's maps, decide, serve; detach on
-//! SIGINT or SIGTERM.
+//! SIGINT or SIGTERM, unless the programs are to stay (--keep-attached).
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, atomic::AtomicU64};
 
 use tokio::{
     net::TcpListener,
@@ -10,7 +10,7 @@ use tokio::{
 use tracing::{info, warn};
 
 use crate::{
-    attach::{self, SipPorts},
+    attach::{self, AttachOptions, SipPorts},
     cli::RunArgs,
     export::{
         http::{AgentState, Instance, router},
@@ -19,11 +19,16 @@ use crate::{
     failure::Failure,
     head_events::HeadEvents,
     kernel_maps::FlowTable,
-    liveness::tracker::Tracker,
-    privileges,
+    liveness::{saved, tracker::Tracker},
+    pins, privileges,
 };
 
 pub async fn run(args: RunArgs) -> Result<(), Failure> {
+    if args.ifaces.is_empty() {
+        return Err(Failure::Usage(
+            "no interface to monitor; give one with -i IFACE, or as iface = [\"IFACE\"] in the --config file".into(),
+        ));
+    }
     for iface in &args.ifaces {
         if !attach::interface_exists(iface) {
             return Err(Failure::UnknownInterface(iface.clone()));
@@ -31,6 +36,9 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     }
     if !privileges::can_load_bpf() {
         return Err(Failure::NotPrivileged);
+    }
+    if args.pin_dir.starts_with(pins::BPFFS) {
+        pins::ensure_bpffs().map_err(|e| Failure::NoBpffs(e.to_string()))?;
     }
     // Bind before attaching, so a busy port fails before anything changes on the host.
     let listener = TcpListener::bind(args.listen)
@@ -41,10 +49,19 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     let mut attached = Vec::new();
     let mut instances = Vec::new();
     let mut event_sources = Vec::new();
+    let options = AttachOptions {
+        ports: &ports,
+        max_flows: args.max_flows,
+        mode: args.xdp_mode,
+        pin_root: &args.pin_dir,
+        replace: args.replace,
+    };
     for iface in &args.ifaces {
-        let (mut a, counters) = attach::attach(iface, &ports, args.max_flows, args.xdp_mode)?;
+        let (mut a, counters) = attach::attach(iface, &options)?;
         if args.egress {
             a.attach_egress()?;
+        } else {
+            a.drop_stale_egress();
         }
         let maps_failure = |reason: String| Failure::Load { iface: iface.clone(), reason };
         let flows = FlowTable::take_from(a.ebpf_mut()).map_err(|e| maps_failure(e.to_string()))?;
@@ -53,15 +70,31 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
             iface: iface.clone(),
             counters,
             flows: Mutex::new(flows),
-            max_flows: args.max_flows,
+            max_flows: a.flow_capacity,
+            pins: a.pins.clone(),
+            ifindex: a.ifindex,
+            egress: a.egress,
         });
         event_sources.push((iface.clone(), events));
         attached.push(a);
     }
+    let mut tracker = Tracker::new(args.timers(), args.retention);
+    match saved::load(&args.state_file) {
+        Ok(bindings) if !bindings.is_empty() => {
+            info!(file = %args.state_file.display(), bindings = bindings.len(), "took over the saved registrations");
+            tracker.registrations.restore(bindings);
+        }
+        Ok(_) => {}
+        Err(e) => {
+            warn!(file = %args.state_file.display(), error = %e, "cannot read the saved registrations; starting without")
+        }
+    }
     let state = Arc::new(AgentState {
         metrics: Mutex::new(Metrics::new()),
         instances,
-        tracker: Mutex::new(Tracker::new(args.timers(), args.retention)),
+        saved_generation: AtomicU64::new(tracker.registrations.generation),
+        tracker: Mutex::new(tracker),
+        state_file: args.state_file.clone(),
     });
 
     let mut tasks = Vec::new();
@@ -100,12 +133,13 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     }));
 
     info!(listen = %args.listen, "serving /metrics, /flows and /healthz");
-    let served = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await;
+    let served = axum::serve(listener, router(state.clone())).with_graceful_shutdown(shutdown_signal()).await;
     for task in tasks {
         task.abort();
     }
+    state.save_registrations();
     for a in attached {
-        a.detach();
+        a.detach(args.keep_attached);
     }
     served.map_err(|e| Failure::Runtime(format!("the HTTP endpoint failed: {e}")))
 }
@@ -114,7 +148,7 @@ async fn shutdown_signal() {
     let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
     tokio::select! {
-        _ = term.recv() => info!("SIGTERM: detaching"),
-        _ = int.recv() => info!("SIGINT: detaching"),
+        _ = term.recv() => info!("SIGTERM: stopping"),
+        _ = int.recv() => info!("SIGINT: stopping"),
     }
 }

@@ -15,7 +15,10 @@ use sipflow::{
     kernel_maps::{CounterSnapshot, FlowTable, KernelCounters},
 };
 
-use crate::packets::{SIP_PORT, SIPS_PORT};
+use crate::{
+    PinDir,
+    packets::{SIP_PORT, SIPS_PORT},
+};
 
 pub const XDP_PASS: u32 = 2;
 /// TC_ACT_UNSPEC (-1): "the next program decides, else pass", as BPF_PROG_TEST_RUN reports it.
@@ -29,6 +32,8 @@ fn run_program(program: &Xdp, frame: &[u8], repeat: u32) -> (u32, std::time::Dur
 
 pub struct LoadedXdp {
     ebpf: Ebpf,
+    /// Where this instance's maps are pinned; removed after the instance (fields drop in order).
+    _pins: PinDir,
     counters: KernelCounters,
     pub flows: FlowTable,
     events: RingBuf<MapData>,
@@ -44,11 +49,12 @@ impl LoadedXdp {
     pub fn load_with_max_flows(max_flows: u32) -> Self {
         crate::require_root();
         let ports = SipPorts { plain: vec![SIP_PORT], tls: vec![SIPS_PORT] };
-        let mut ebpf = attach::load(&ports, max_flows).expect("the verifier accepts the program");
+        let pins = PinDir::new("test-run");
+        let mut ebpf = attach::load(&ports, max_flows, &pins.0).expect("the verifier accepts the program");
         let counters = KernelCounters::take_from(&mut ebpf).expect("counter maps");
         let flows = FlowTable::take_from(&mut ebpf).expect("flow map");
         let events = RingBuf::try_from(ebpf.take_map(EVENTS).expect("EVENTS")).expect("ring buffer");
-        Self { ebpf, counters, flows, events }
+        Self { ebpf, _pins: pins, counters, flows, events }
     }
 
     /// The heads the program sent since the last call.

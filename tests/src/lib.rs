@@ -23,3 +23,45 @@ pub fn require_root() {
         "these tests load BPF programs and create network namespaces: run them as root (cargo xtask test does)"
     );
 }
+
+/// A directory of its own on the BPF filesystem for one test's pins, removed
+/// when it drops: tests run in parallel and must not share maps.
+pub struct PinDir(pub std::path::PathBuf);
+
+impl PinDir {
+    pub fn new(tag: &str) -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        require_root();
+        sipflow::pins::ensure_bpffs().expect("mount the BPF filesystem");
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::path::Path::new(sipflow::pins::BPFFS)
+            .join("sipflow-tests")
+            .join(format!("{tag}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&path).expect("make a pin directory");
+        interrupt::directory_created(&path);
+        Self(path)
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.to_str().expect("a UTF-8 path")
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        remove_pins(&self.0);
+        interrupt::directory_removed(&self.0);
+    }
+}
+
+/// bpffs holds no regular files: unlink each pin, then the directories.
+pub fn remove_pins(path: &std::path::Path) {
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+            remove_pins(&entry.path());
+        }
+        let _ = std::fs::remove_dir(path);
+    } else {
+        let _ = std::fs::remove_file(path);
+    }
+}

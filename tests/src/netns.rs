@@ -33,6 +33,8 @@ pub struct Lab {
     /// Namespaces added after the first two.
     more: Vec<String>,
     children: Vec<Child>,
+    /// The agent's pins: removed after the namespaces (fields drop after `drop`).
+    pins: crate::PinDir,
 }
 
 /// `ip netns add`, recorded so that an interrupted demo removes it too.
@@ -56,6 +58,7 @@ impl Lab {
             server: format!("sf-{tag}-{id}-s"),
             more: Vec::new(),
             children: Vec::new(),
+            pins: crate::PinDir::new(tag),
         };
         // From here on, Drop removes whatever was made.
         add_namespace(&lab.client);
@@ -127,10 +130,23 @@ impl Lab {
     /// and waits until /healthz answers 200. The agent is the first spawned process.
     pub fn start_agent(&mut self, iface: &str, args: &[&str]) {
         let server = self.server.clone();
-        let mut full = vec!["run", "-i", iface, "--listen", "127.0.0.1:9560"];
+        let pins = self.pins.as_str().to_string();
+        let state = self.state_file();
+        let mut full =
+            vec!["run", "-i", iface, "--listen", "127.0.0.1:9560", "--pin-dir", &pins, "--state-file", &state];
         full.extend_from_slice(args);
         let agent = self.spawn(&server, &sipflow_bin(), &full);
         wait_healthy(&server, "http://127.0.0.1:9560/healthz", agent, Duration::from_secs(30));
+    }
+
+    /// The lab's own directory for the agent's pins (its --pin-dir).
+    pub fn pin_dir(&self) -> &str {
+        self.pins.as_str()
+    }
+
+    /// Where the lab's agent keeps its registrations (its --state-file).
+    pub fn state_file(&self) -> String {
+        format!("/tmp/{}-registrations.json", self.server)
     }
 
     /// The processes started with [`Lab::spawn`], in order.
@@ -173,6 +189,7 @@ impl Drop for Lab {
             let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
             crate::interrupt::namespace_removed(ns);
         }
+        let _ = std::fs::remove_file(self.state_file());
     }
 }
 

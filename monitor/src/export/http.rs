@@ -1,6 +1,12 @@
 //! GET /metrics, GET /flows (?state=failed) and GET /healthz.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use axum::{
     Json, Router,
@@ -16,7 +22,8 @@ use super::metrics::{FlowMapFill, Metrics};
 use crate::{
     clock::boot_time_ns,
     kernel_maps::{FlowTable, KernelCounters},
-    liveness::{registrations::FlowId, tracker::Tracker},
+    liveness::{registrations::FlowId, saved, tracker::Tracker},
+    pins::{self, Pins},
 };
 
 /// One attached interface's maps.
@@ -25,6 +32,16 @@ pub struct Instance {
     pub counters: KernelCounters,
     pub flows: Mutex<FlowTable>,
     pub max_flows: u32,
+    /// Where its links are pinned, to tell whether the programs are still attached.
+    pub pins: Pins,
+    pub ifindex: u32,
+    pub egress: bool,
+}
+
+impl Instance {
+    pub fn programs_attached(&self) -> Vec<(&'static str, bool)> {
+        pins::programs_attached(&self.pins, self.ifindex, self.egress)
+    }
 }
 
 /// What the HTTP handlers, the sweep and the event readers share.
@@ -32,14 +49,22 @@ pub struct AgentState {
     pub metrics: Mutex<Metrics>,
     pub instances: Vec<Instance>,
     pub tracker: Mutex<Tracker>,
+    /// Where the bindings are saved (`--state-file`), and the generation last saved.
+    pub state_file: PathBuf,
+    pub saved_generation: AtomicU64,
 }
 
 impl AgentState {
-    /// Reads every interface's counters into the metrics; false when a read failed.
+    /// Reads every interface's counters into the metrics, and whether each
+    /// program is still attached; false when a read failed or a program is gone.
     pub fn refresh_counters(&self) -> bool {
         let mut metrics = self.metrics.lock().expect("metrics lock");
         let mut healthy = true;
         for instance in &self.instances {
+            for (program, attached) in instance.programs_attached() {
+                metrics.record_attached(&instance.iface, program, attached);
+                healthy &= attached;
+            }
             match instance.counters.read() {
                 Ok(snapshot) => metrics.record(&instance.iface, &snapshot),
                 Err(e) => {
@@ -94,7 +119,20 @@ impl AgentState {
                 );
             }
         }
+        self.save_registrations();
         self.metrics.lock().expect("metrics lock").record_sweep_time(started.elapsed().as_secs_f64());
+    }
+
+    /// Saves the bindings when they changed since they were last saved.
+    pub fn save_registrations(&self) {
+        let tracker = self.tracker.lock().expect("tracker lock");
+        let generation = tracker.registrations.generation;
+        if self.saved_generation.swap(generation, Ordering::Relaxed) == generation {
+            return;
+        }
+        if let Err(e) = saved::save(&self.state_file, tracker.registrations.all()) {
+            warn!(file = %self.state_file.display(), error = %e, "cannot save the registrations; a restart will forget them");
+        }
     }
 }
 
@@ -149,11 +187,11 @@ async fn flows(State(state): State<Arc<AgentState>>, Query(query): Query<FlowsQu
     Json(view).into_response()
 }
 
-/// 200 while the programs are attached (they are, as long as the agent runs) and the maps read.
+/// 200 while every program is attached and the maps can be read.
 async fn healthz(State(state): State<Arc<AgentState>>) -> impl IntoResponse {
     if state.refresh_counters() {
         (StatusCode::OK, "ok\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "the kernel's maps cannot be read\n")
+        (StatusCode::SERVICE_UNAVAILABLE, "a program is detached or the kernel's maps cannot be read\n")
     }
 }

@@ -38,6 +38,7 @@ pub struct Metrics {
     map_entries: IntGaugeVec,
     map_capacity: IntGaugeVec,
     sweep_seconds: Gauge,
+    program_attached: IntGaugeVec,
     /// The last snapshot seen per interface.
     last: HashMap<String, CounterSnapshot>,
     /// Evictions already exported, per interface.
@@ -144,6 +145,12 @@ impl Metrics {
         )
         .expect("valid metric");
         registry.register(Box::new(sweep_seconds.clone())).expect("unique metric");
+        let program_attached = IntGaugeVec::new(
+            Opts::new("sipflow_program_attached", "1 while the program is attached to the interface, else 0."),
+            &["iface", "program"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(program_attached.clone())).expect("unique metric");
         for reason in Reason::ALL {
             failures.with_label_values(&[reason.label()]).inc_by(0);
         }
@@ -170,9 +177,15 @@ impl Metrics {
             map_entries,
             map_capacity,
             sweep_seconds,
+            program_attached,
             last_evicted: HashMap::new(),
             last: HashMap::new(),
         }
+    }
+
+    /// Whether `program` (`xdp` or `tc_egress`) is attached to `iface`.
+    pub fn record_attached(&mut self, iface: &str, program: &str, attached: bool) {
+        self.program_attached.with_label_values(&[iface, program]).set(i64::from(attached));
     }
 
     /// How long the last sweep took, in seconds.

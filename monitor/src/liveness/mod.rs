@@ -6,5 +6,6 @@
 //! flow's story and runs both on each sweep.
 
 pub mod registrations;
+pub mod saved;
 pub mod tracker;
 pub mod verdict;

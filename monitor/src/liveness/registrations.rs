@@ -88,6 +88,8 @@ struct PendingRegister {
 pub struct Registrations {
     pending: HashMap<(FlowId, String, u32), PendingRegister>,
     bindings: HashMap<BindingKey, Binding>,
+    /// Grows with every change to the bindings: they need saving again.
+    pub generation: u64,
 }
 
 /// A REGISTER unanswered for this long is dropped when its flow's server side is visible.
@@ -162,6 +164,9 @@ impl Registrations {
     pub fn expire(&mut self, now_ns: u64) -> Vec<Change> {
         let expired: Vec<BindingKey> =
             self.bindings.iter().filter(|(_, b)| b.expires_at_ns <= now_ns).map(|(k, _)| k.clone()).collect();
+        if !expired.is_empty() {
+            self.generation += 1;
+        }
         expired
             .into_iter()
             .filter_map(|key| self.bindings.remove(&key).map(|b| Change::Unbound { key, flow: b.flow }))
@@ -181,7 +186,14 @@ impl Registrations {
         self.bindings.iter()
     }
 
+    /// Bindings an earlier agent saved (see `saved`).
+    pub fn restore(&mut self, bindings: Vec<(BindingKey, Binding)>) {
+        self.bindings.extend(bindings);
+        self.generation += 1;
+    }
+
     fn apply(&mut self, request: &PendingRegister, response: Option<&SipHead>, at_ns: u64) -> Vec<Change> {
+        self.generation += 1;
         let mut changes = Vec::new();
         let flow_timer = response.and_then(|r| r.flow_timer);
         if request.star {

@@ -1,0 +1,153 @@
+//! `sipflow check -i IFACE`: the preflight. One line per check, each failure
+//! with the fix; exit 0 only when every check passes.
+
+use std::path::{Path, PathBuf};
+
+use aya::{
+    EbpfLoader,
+    programs::{Xdp, XdpMode},
+};
+use monitor_common::maps::PASS_PROGRAM;
+
+use crate::{
+    attach, cli::CheckArgs, cli::XdpModeArg, ebpf_object::EBPF_OBJECT, failure::Failure, pins, privileges, xdp_hook,
+};
+
+/// The oldest kernel with everything sipflow uses (README, "Kernel requirements").
+const MIN_KERNEL: (u32, u32) = (5, 18);
+const BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// One check's outcome: what was found, or what is wrong and how to fix it.
+type Outcome = Result<String, String>;
+
+pub fn check(args: &CheckArgs) -> Result<(), Failure> {
+    let mut failed = 0;
+    let mut report = |what: &str, outcome: Outcome| match outcome {
+        Ok(found) => println!("ok    {what}: {found}"),
+        Err(fix) => {
+            failed += 1;
+            println!("FAIL  {what}: {fix}");
+        }
+    };
+    let privileged = privileges::can_load_bpf();
+    report("privileges", privileges_check(privileged));
+    report("kernel", kernel_check());
+    report("BTF", btf_check());
+    let bpffs = bpffs_check();
+    let bpffs_ok = bpffs.is_ok();
+    report("BPF filesystem", bpffs);
+    for iface in &args.ifaces {
+        let exists = attach::interface_exists(iface);
+        report(
+            &format!("interface {iface}"),
+            if exists { Ok("exists".into()) } else { Err("no such interface; list them with `ip link`".into()) },
+        );
+        if !exists {
+            continue;
+        }
+        let other = xdp_hook::attached(iface);
+        report(
+            &format!("{iface} XDP hook"),
+            match &other {
+                None => Ok("free".into()),
+                Some(program) => Err(format!(
+                    "{} is attached; sipflow leaves it alone unless `sipflow run --replace` (if it is sipflow's own, from --keep-attached, `sipflow run` takes it over and `sipflow detach` removes it)",
+                    program.describe()
+                )),
+            },
+        );
+        if other.is_none() && privileged && bpffs_ok {
+            report(&format!("{iface} XDP"), xdp_check(iface, args.xdp_mode));
+        }
+    }
+    if failed > 0 {
+        return Err(Failure::Preflight(failed));
+    }
+    Ok(())
+}
+
+fn privileges_check(privileged: bool) -> Outcome {
+    if privileged {
+        Ok("CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (or root)".into())
+    } else {
+        Err("missing CAP_BPF, CAP_NET_ADMIN or CAP_PERFMON; run it with sudo, or grant those capabilities".into())
+    }
+}
+
+fn kernel_check() -> Outcome {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let release = release.trim();
+    let mut numbers = release.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u32>().ok());
+    let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    if version >= MIN_KERNEL {
+        Ok(format!("Linux {release}"))
+    } else {
+        Err(format!(
+            "Linux {release} is older than {}.{}, which sipflow needs (bpf_xdp_load_bytes); upgrade the kernel",
+            MIN_KERNEL.0, MIN_KERNEL.1
+        ))
+    }
+}
+
+fn btf_check() -> Outcome {
+    if Path::new(BTF).exists() {
+        Ok(BTF.into())
+    } else {
+        Err(format!("{BTF} is missing; use a kernel built with CONFIG_DEBUG_INFO_BTF=y"))
+    }
+}
+
+fn bpffs_check() -> Outcome {
+    if pins::is_bpffs(Path::new(pins::BPFFS)) {
+        return Ok(format!("mounted at {}", pins::BPFFS));
+    }
+    match pins::ensure_bpffs() {
+        Ok(()) => Ok(format!("was not mounted; mounted it at {}", pins::BPFFS)),
+        Err(e) => Err(format!(
+            "not mounted at {} and cannot be mounted here ({e}); mount it with `mount -t bpf bpf {}`",
+            pins::BPFFS,
+            pins::BPFFS
+        )),
+    }
+}
+
+/// Attaches sipflow's do-nothing XDP program for a moment, in the mode asked for.
+fn xdp_check(iface: &str, mode: XdpModeArg) -> Outcome {
+    let scratch = PathBuf::from(pins::BPFFS).join(format!("sipflow-check-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).map_err(|e| format!("cannot make {}: {e}", scratch.display()))?;
+    let outcome = try_attach(iface, mode, &scratch);
+    let _ = std::fs::remove_dir_all(&scratch);
+    outcome
+}
+
+fn try_attach(iface: &str, mode: XdpModeArg, scratch: &Path) -> Outcome {
+    if EBPF_OBJECT.is_empty() {
+        return Err(Failure::NoKernelObject.to_string());
+    }
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(scratch)
+        .load(EBPF_OBJECT)
+        .map_err(|e| format!("the kernel refused sipflow's maps: {e}"))?;
+    let program: &mut Xdp = ebpf
+        .program_mut(PASS_PROGRAM)
+        .and_then(|p| p.try_into().ok())
+        .ok_or("the kernel object has no pass program")?;
+    program.load().map_err(|e| format!("the kernel refused an XDP program: {e}"))?;
+    let modes: &[(XdpMode, &str)] = match mode {
+        XdpModeArg::Native => &[(XdpMode::Driver, "native")],
+        XdpModeArg::Generic => &[(XdpMode::Skb, "generic")],
+        XdpModeArg::Auto => &[(XdpMode::Driver, "native"), (XdpMode::Skb, "generic")],
+    };
+    let mut refused = Vec::new();
+    for (xdp_mode, name) in modes {
+        match program.attach(iface, *xdp_mode) {
+            Ok(link) => {
+                let _ = program.detach(link);
+                let note = if refused.is_empty() { String::new() } else { format!(" ({})", refused.join("; ")) };
+                return Ok(format!("attaches in {name} mode{note}"));
+            }
+            Err(e) => refused.push(format!("{name} mode refused: {e}")),
+        }
+    }
+    Err(format!("{}; try another --xdp-mode", refused.join("; ")))
+}

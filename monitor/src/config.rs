@@ -1,0 +1,172 @@
+//! `sipflow run --config FILE`: the options of `sipflow run` in a TOML file,
+//! each key a long option with `_` for `-` (deploy/sipflow.toml). The file's
+//! options are put on the command line before the operator's own, and only
+//! where the operator gave none: so flags win, and clap checks every value the
+//! same way whether it came from the file or from the command line.
+
+use std::{ffi::OsString, path::Path};
+
+/// How a key becomes options.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `key = "value"` or `key = 5`: `--key value`.
+    Value,
+    /// `key = ["a", "b"]`: `--key a --key b`.
+    List,
+    /// `key = true`: `--key`.
+    Flag,
+}
+
+/// Each key, the clap id of its option (the `RunArgs` field), and its kind.
+const KEYS: &[(&str, &str, Kind)] = &[
+    ("iface", "ifaces", Kind::List),
+    ("sip_port", "sip_ports", Kind::List),
+    ("sips_port", "sips_ports", Kind::List),
+    ("egress", "egress", Kind::Flag),
+    ("xdp_mode", "xdp_mode", Kind::Value),
+    ("listen", "listen", Kind::Value),
+    ("max_flows", "max_flows", Kind::Value),
+    ("log_format", "log_format", Kind::Value),
+    ("flow_timer", "flow_timer", Kind::Value),
+    ("grace", "grace", Kind::Value),
+    ("pong_timeout", "pong_timeout", Kind::Value),
+    ("retention", "retention", Kind::Value),
+    ("sweep_interval", "sweep_interval", Kind::Value),
+    ("pin_dir", "pin_dir", Kind::Value),
+    ("keep_attached", "keep_attached", Kind::Flag),
+    ("replace", "replace", Kind::Flag),
+    ("state_file", "state_file", Kind::Value),
+];
+
+/// The options `text` (the file at `path`) gives, skipping those for which
+/// `given(clap id)` says the command line has its own.
+pub fn options(path: &Path, text: &str, given: impl Fn(&str) -> bool) -> Result<Vec<OsString>, String> {
+    let file = path.display();
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        let what = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
+        let line = e.span().map(|span| text[..span.start].lines().count().max(1));
+        let at = line.map(|l| format!(" at line {l}")).unwrap_or_default();
+        format!("the config file {file} is not valid TOML{at}: {}", what.trim_end_matches('.'))
+    })?;
+    let mut out = Vec::new();
+    for (key, value) in &table {
+        let Some(&(_, id, kind)) = KEYS.iter().find(|(k, _, _)| k == key) else {
+            let known: Vec<&str> = KEYS.iter().map(|(k, _, _)| *k).collect();
+            return Err(format!(
+                "the config file {file} has an unknown key `{key}`; the keys are {}",
+                known.join(", ")
+            ));
+        };
+        if given(id) {
+            continue;
+        }
+        let option = format!("--{}", key.replace('_', "-"));
+        let scalar = |v: &toml::Value| match v {
+            toml::Value::String(s) => Some(s.clone()),
+            toml::Value::Integer(i) => Some(i.to_string()),
+            _ => None,
+        };
+        let wrong = |shape: &str| format!("the config file {file}: `{key}` must be {shape}");
+        match kind {
+            Kind::Flag => match value {
+                toml::Value::Boolean(true) => out.push(option.into()),
+                toml::Value::Boolean(false) => {}
+                _ => return Err(wrong("true or false")),
+            },
+            Kind::Value => {
+                let value = scalar(value).ok_or_else(|| wrong("a string or a number"))?;
+                out.extend([option.into(), value.into()]);
+            }
+            Kind::List => {
+                let items = value.as_array().ok_or_else(|| wrong(&format!("a list, such as {key} = [...]")))?;
+                for item in items {
+                    let item = scalar(item).ok_or_else(|| wrong("a list of strings or numbers"))?;
+                    out.extend([option.clone().into(), item.into()]);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The command line `args` (`sipflow run ...`) with the options of the file
+/// at `path` inserted after `run`.
+pub fn merge(path: &Path, args: Vec<OsString>, given: impl Fn(&str) -> bool) -> Result<Vec<OsString>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!("cannot read the config file {}: {e}; check the path given to --config", path.display())
+    })?;
+    let from_file = options(path, &text, given)?;
+    let run = args.iter().position(|a| a == "run").map_or(args.len(), |i| i + 1);
+    let mut merged = args[..run].to_vec();
+    merged.extend(from_file);
+    merged.extend_from_slice(&args[run..]);
+    Ok(merged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(text: &str, given: &[&str]) -> Result<Vec<String>, String> {
+        options(Path::new("f.toml"), text, |id| given.contains(&id))
+            .map(|v| v.into_iter().map(|s| s.into_string().unwrap()).collect())
+    }
+
+    #[test]
+    fn keys_become_options() {
+        let text = "iface = [\"eth0\", \"eth1\"]\nsip_port = [5060, 5080]\negress = true\nreplace = false\ngrace = \"5s\"\nmax_flows = 1000\n";
+        assert_eq!(
+            opts(text, &[]).unwrap(),
+            [
+                "--egress",
+                "--grace",
+                "5s",
+                "--iface",
+                "eth0",
+                "--iface",
+                "eth1",
+                "--max-flows",
+                "1000",
+                "--sip-port",
+                "5060",
+                "--sip-port",
+                "5080"
+            ]
+        );
+    }
+
+    #[test]
+    fn flags_on_the_command_line_win() {
+        assert_eq!(opts("iface = [\"eth0\"]\ngrace = \"5s\"\n", &["ifaces"]).unwrap(), ["--grace", "5s"]);
+    }
+
+    #[test]
+    fn bad_files_get_one_sentence() {
+        let unknown = opts("ifaces = [\"eth0\"]\n", &[]).unwrap_err();
+        assert!(unknown.contains("unknown key `ifaces`") && unknown.contains("iface, sip_port"), "{unknown}");
+        assert!(opts("iface = \"eth0\"\n", &[]).unwrap_err().contains("`iface` must be a list"));
+        assert!(opts("egress = \"yes\"\n", &[]).unwrap_err().contains("true or false"));
+        let syntax = opts("iface = [\n", &[]).unwrap_err();
+        assert!(
+            syntax.starts_with("the config file f.toml is not valid TOML at line 1") && !syntax.contains('\n'),
+            "{syntax}"
+        );
+    }
+
+    #[test]
+    fn the_example_file_is_valid() {
+        let example = include_str!("../../deploy/sipflow.toml");
+        let merged = opts(example, &[]).unwrap();
+        assert!(merged.windows(2).any(|w| w == ["--iface", "eth0"]), "{merged:?}");
+    }
+
+    #[test]
+    fn file_options_go_after_run() {
+        let dir = std::env::temp_dir().join(format!("sipflow-config-{}", std::process::id()));
+        std::fs::write(&dir, "grace = \"3s\"\n").unwrap();
+        let args: Vec<OsString> = ["sipflow", "run", "-i", "lo"].iter().map(Into::into).collect();
+        let merged = merge(&dir, args, |_| false).unwrap();
+        std::fs::remove_file(&dir).unwrap();
+        assert_eq!(merged, ["sipflow", "run", "--grace", "3s", "-i", "lo"]);
+    }
+}

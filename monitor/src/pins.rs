@@ -1,0 +1,184 @@
+//! What outlives the agent, in the BPF filesystem: per interface, the maps
+//! (flows, counters, the ring buffer) and the links that keep the programs
+//! attached. A restarted agent takes them over, so flow state and counts
+//! survive it, and with `--keep-attached` packets are counted while it is away.
+//!
+//! Layout: `<root>/<iface>/v<SCHEMA>/` holds the maps by name, `xdp_link` and
+//! `tc_link`. aya reuses a pinned map without checking its layout, so every
+//! change to a map's key, value or size changes [`SCHEMA`], and the pins of an
+//! older schema are removed rather than reused.
+
+use std::{
+    ffi::CString,
+    io,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    path::{Path, PathBuf},
+};
+
+/// The layout of the pinned maps; bump it with any change to their types.
+pub const SCHEMA: u32 = 1;
+/// Where the BPF filesystem is mounted, and where sipflow pins by default.
+pub const BPFFS: &str = "/sys/fs/bpf";
+pub const DEFAULT_ROOT: &str = "/sys/fs/bpf/sipflow";
+/// `BPF_FS_MAGIC` of statfs(2).
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+pub const XDP_LINK: &str = "xdp_link";
+pub const TC_LINK: &str = "tc_link";
+
+/// One interface's pins.
+#[derive(Clone, Debug)]
+pub struct Pins {
+    /// `<root>/<iface>`: everything sipflow pinned for the interface.
+    pub iface_dir: PathBuf,
+    /// `<root>/<iface>/v<SCHEMA>`: this schema's maps and links.
+    pub dir: PathBuf,
+}
+
+impl Pins {
+    pub fn new(root: &Path, iface: &str) -> Self {
+        let iface_dir = root.join(iface);
+        Self { dir: iface_dir.join(format!("v{SCHEMA}")), iface_dir }
+    }
+
+    pub fn link(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Makes the directory, after removing the pins of other schemas: their
+    /// links go, so their programs detach.
+    pub fn prepare(&self) -> io::Result<Vec<PathBuf>> {
+        let mut removed = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(&self.iface_dir) {
+            for entry in entries.flatten() {
+                if entry.path() != self.dir {
+                    remove_tree(&entry.path())?;
+                    removed.push(entry.path());
+                }
+            }
+        }
+        std::fs::create_dir_all(&self.dir)?;
+        Ok(removed)
+    }
+
+    /// Removes every pin of the interface: the links (so the programs
+    /// detach, once no process holds them) and the maps. False when there was nothing.
+    pub fn remove_all(&self) -> io::Result<bool> {
+        if !self.iface_dir.exists() {
+            return Ok(false);
+        }
+        remove_tree(&self.iface_dir)?;
+        Ok(true)
+    }
+}
+
+/// Whether each program is still attached to the interface, as
+/// (`xdp` | `tc_egress`, attached): an interface can go away, and a link can
+/// be detached from outside (bpftool link detach).
+pub fn programs_attached(pins: &Pins, ifindex: u32, egress: bool) -> Vec<(&'static str, bool)> {
+    let on_interface = |name: &str| link_ifindex(&pins.link(name)).is_ok_and(|index| index == ifindex);
+    let mut out = vec![("xdp", on_interface(XDP_LINK))];
+    if egress {
+        out.push(("tc_egress", on_interface(TC_LINK)));
+    }
+    out
+}
+
+/// bpffs holds no regular files: unlink each pin, then the directories.
+fn remove_tree(path: &Path) -> io::Result<()> {
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            remove_tree(&entry?.path())?;
+        }
+        std::fs::remove_dir(path)
+    } else {
+        std::fs::remove_file(path)
+    }
+}
+
+/// Whether `path` lies on a mounted BPF filesystem.
+pub fn is_bpffs(path: &Path) -> bool {
+    let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: an all-zero statfs is valid; statfs(2) fills it.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a statfs to fill.
+    unsafe { libc::statfs(c.as_ptr(), &mut fs) == 0 && fs.f_type as i64 == BPF_FS_MAGIC }
+}
+
+/// Mounts the BPF filesystem at /sys/fs/bpf where it is not mounted yet, as
+/// systemd and most distributions do at boot. Needs CAP_SYS_ADMIN.
+pub fn ensure_bpffs() -> io::Result<()> {
+    let at = Path::new(BPFFS);
+    if is_bpffs(at) {
+        return Ok(());
+    }
+    let (source, target, kind, options) = (c"bpf", c"/sys/fs/bpf", c"bpf", c"mode=0700");
+    // SAFETY: NUL-terminated strings; mount(2) only reads them.
+    let rc = unsafe { libc::mount(source.as_ptr(), target.as_ptr(), kind.as_ptr(), 0, options.as_ptr().cast()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `enum bpf_cmd` numbers (include/uapi/linux/bpf.h).
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+/// `union bpf_attr` is at most this long on the kernels sipflow runs on.
+const ATTR_LEN: usize = 144;
+/// `struct bpf_link_info`: the interface index of an XDP or TCX link sits at
+/// offset 16 (after type, id and prog_id, in an 8-byte-aligned union).
+const LINK_INFO_LEN: usize = 64;
+const LINK_INFO_IFINDEX: usize = 16;
+
+/// Opens a pinned object (BPF_OBJ_GET).
+fn open_pinned(path: &Path) -> io::Result<OwnedFd> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
+    let mut attr = [0u8; ATTR_LEN];
+    attr[0..8].copy_from_slice(&(c.as_ptr() as u64).to_ne_bytes());
+    // SAFETY: attr holds a pointer to a NUL-terminated path that outlives the call.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, attr.as_mut_ptr(), ATTR_LEN as u32) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new file descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// The interface a pinned XDP or TC link is attached to: 0 when the link no
+/// longer is (its interface went away, or someone detached it).
+pub fn link_ifindex(path: &Path) -> io::Result<u32> {
+    let link = open_pinned(path)?;
+    let mut info = [0u8; LINK_INFO_LEN];
+    let mut attr = [0u8; ATTR_LEN];
+    attr[0..4].copy_from_slice(&(link.as_raw_fd() as u32).to_ne_bytes());
+    attr[4..8].copy_from_slice(&(LINK_INFO_LEN as u32).to_ne_bytes());
+    attr[8..16].copy_from_slice(&(info.as_mut_ptr() as u64).to_ne_bytes());
+    // SAFETY: attr points at `info`, LINK_INFO_LEN bytes that outlive the call.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, attr.as_mut_ptr(), ATTR_LEN as u32) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let at = LINK_INFO_IFINDEX;
+    Ok(u32::from_ne_bytes([info[at], info[at + 1], info[at + 2], info[at + 3]]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_is_versioned_per_interface() {
+        let pins = Pins::new(Path::new("/sys/fs/bpf/sipflow"), "eth0");
+        assert_eq!(pins.iface_dir, Path::new("/sys/fs/bpf/sipflow/eth0"));
+        assert_eq!(pins.dir, Path::new(&format!("/sys/fs/bpf/sipflow/eth0/v{SCHEMA}")));
+        assert_eq!(pins.link(XDP_LINK), pins.dir.join("xdp_link"));
+    }
+
+    #[test]
+    fn a_regular_directory_is_not_bpffs() {
+        assert!(!is_bpffs(Path::new("/tmp")));
+    }
+}

@@ -1,4 +1,8 @@
 //! The kernel's maps. Their names and slot layouts come from monitor-common.
+//!
+//! Every map that holds state is pinned by name (in the directory the agent
+//! gives, see the agent's `pins`), so that it outlives the agent; a change to
+//! any of their types must bump `pins::SCHEMA`.
 
 use aya_ebpf::{
     macros::map,
@@ -13,33 +17,33 @@ use monitor_ebpf::{frame::Window, framing::HeadScan};
 
 /// Packets by direction and class.
 #[map]
-pub static PACKETS: PerCpuArray<u64> = PerCpuArray::with_max_entries(PACKET_SLOTS, 0);
+pub static PACKETS: PerCpuArray<u64> = PerCpuArray::pinned(PACKET_SLOTS, 0);
 
 /// SIP requests by direction and method.
 #[map]
-pub static REQUESTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(REQUEST_SLOTS, 0);
+pub static REQUESTS: PerCpuArray<u64> = PerCpuArray::pinned(REQUEST_SLOTS, 0);
 
 /// SIP responses by direction and status code.
 #[map]
-pub static RESPONSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(RESPONSE_SLOTS, 0);
+pub static RESPONSES: PerCpuArray<u64> = PerCpuArray::pinned(RESPONSE_SLOTS, 0);
 
 /// What the kernel counts about itself (`KernelStat`).
 #[map]
-pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(KernelStat::COUNT as u32, 0);
+pub static STATS: PerCpuArray<u64> = PerCpuArray::pinned(KernelStat::COUNT as u32, 0);
 
 /// A `PortKind` per port number (0: not a SIP port), as the agent configured
 /// them (`--sip-port`, `--sips-port`). An array, not a hash: every packet looks
 /// up both its ports, and an array lookup is a bounds check and an add.
 #[map]
-pub static SIP_PORTS: Array<u8> = Array::with_max_entries(PORTS, 0);
+pub static SIP_PORTS: Array<u8> = Array::pinned(PORTS, 0);
 
 /// Every flow on a SIP port; the least recently used goes when it is full.
 #[map]
-pub static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);
+pub static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::pinned(DEFAULT_MAX_FLOWS, 0);
 
 /// Heads of REGISTERs, their responses, 3xx and 430, for the agent.
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+pub static EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
 
 /// Per-CPU working memory for one packet.
 pub struct Scratch {
@@ -85,9 +89,9 @@ pub struct Follow {
 /// The programs that walk a segment's further messages, by `follow::Next`:
 /// one array per program type, as a tail call stays within its type.
 #[map]
-pub static FOLLOW_XDP: ProgramArray = ProgramArray::with_max_entries(2, 0);
+pub static FOLLOW_XDP: ProgramArray = ProgramArray::pinned(2, 0);
 #[map]
-pub static FOLLOW_TC: ProgramArray = ProgramArray::with_max_entries(2, 0);
+pub static FOLLOW_TC: ProgramArray = ProgramArray::pinned(2, 0);
 
 #[map]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);

@@ -113,14 +113,29 @@ impl Lab {
 
     /// Starts `program args` inside `namespace`; the lab kills it when it drops.
     pub fn spawn(&mut self, namespace: &str, program: &str, args: &[&str]) -> &mut Child {
-        let child = Command::new("ip")
-            .args(["netns", "exec", namespace, program])
+        let command = ["ip", "netns", "exec", namespace, program];
+        self.spawn_command(&command, args)
+    }
+
+    /// Starts `program args` in `namespace`'s network only. Unlike `ip netns
+    /// exec`, which mounts a /sys of its own and so hides the host's BPF
+    /// filesystem, the program pins where the host (and the next agent) sees it.
+    pub fn spawn_in_network(&mut self, namespace: &str, program: &str, args: &[&str]) -> &mut Child {
+        let net = format!("--net=/var/run/netns/{namespace}");
+        self.spawn_command(&["nsenter", &net, program], args)
+    }
+
+    /// Starts `command args` as it is (its first word is the program); the lab kills it when it drops.
+    pub fn spawn_command(&mut self, command: &[&str], args: &[&str]) -> &mut Child {
+        let (program, leading) = command.split_first().expect("a program");
+        let child = Command::new(program)
+            .args(leading)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("start {program}: {e}"));
+            .unwrap_or_else(|e| panic!("start {}: {e}", command.join(" ")));
         crate::interrupt::process_started(child.id());
         self.children.push(child);
         self.children.last_mut().expect("just pushed")
@@ -135,7 +150,7 @@ impl Lab {
         let mut full =
             vec!["run", "-i", iface, "--listen", "127.0.0.1:9560", "--pin-dir", &pins, "--state-file", &state];
         full.extend_from_slice(args);
-        let agent = self.spawn(&server, &sipflow_bin(), &full);
+        let agent = self.spawn_in_network(&server, &sipflow_bin(), &full);
         wait_healthy(&server, "http://127.0.0.1:9560/healthz", agent, Duration::from_secs(30));
     }
 

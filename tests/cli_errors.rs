@@ -32,14 +32,97 @@ fn not_privileged() {
 }
 
 #[test]
-fn usage_errors_exit_2() {
-    for args in
-        [&["run"][..], &["run", "-i", "lo", "--sip-port", "70000"], &["run", "-i", "lo", "--sweep-interval", "soon"]]
-    {
+fn usage_errors_exit_2_with_one_sentence() {
+    let cases: [(&[&str], &str); 6] = [
+        (&["run"], "no interface to monitor"),
+        (&["run", "-i", "lo", "--sip-port", "70000"], "--sip-port"),
+        (&["run", "-i", "lo", "--sip-port", "0"], "--sip-port"),
+        (&["run", "-i", "lo", "--sweep-interval", "soon"], "write it like 30s, 500ms or 2m"),
+        (&["run", "-i", "lo", "--grace", "3 weeks"], "--grace"),
+        (&["run", "-i", "lo", "--xdp-mode", "turbo"], "--xdp-mode"),
+    ];
+    for (args, mentions) in cases {
         let output = Command::new(sipflow_bin()).args(args).output().unwrap();
-        assert_eq!(output.status.code(), Some(2), "{args:?}");
-        assert!(!String::from_utf8_lossy(&output.stderr).contains("panicked"));
+        assert_one_sentence(&output, 2, mentions);
     }
+}
+
+/// A config file: its values are checked like flags, and it is named when it is wrong.
+#[test]
+fn config_file_errors() {
+    let dir = std::env::temp_dir().join(format!("sipflow-cli-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let cases = [
+        (file("syntax.toml", "iface = [\n"), "is not valid TOML at line"),
+        (file("unknown.toml", "interface = [\"lo\"]\n"), "unknown key `interface`"),
+        (file("duration.toml", "iface = [\"lo\"]\ngrace = \"soon\"\n"), "--grace"),
+        (file("iface.toml", "iface = [\"no-such-if0\"]\n"), "interface `no-such-if0` does not exist"),
+        (dir.join("missing.toml").to_str().unwrap().to_string(), "cannot read the config file"),
+    ];
+    for (path, mentions) in &cases {
+        let output = Command::new(sipflow_bin()).args(["run", "--config", path]).output().unwrap();
+        assert_one_sentence(&output, 2, mentions);
+    }
+    // A flag wins over the file: the file's interface is never looked at.
+    let output =
+        Command::new(sipflow_bin()).args(["run", "--config", &cases[3].0, "-i", "no-such-if1"]).output().unwrap();
+    assert_one_sentence(&output, 2, "interface `no-such-if1` does not exist");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn listen_port_in_use() {
+    require_root();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let output = Command::new(sipflow_bin()).args(["run", "-i", "lo", "--listen", &addr]).output().unwrap();
+    assert_one_sentence(&output, 2, &format!("cannot listen on {addr}"));
+}
+
+/// Without CAP_SYS_ADMIN sipflow cannot mount the BPF filesystem itself: in a
+/// mount namespace of its own, with /sys/fs/bpf unmounted, it says so. In a
+/// network namespace of its own too, so that nothing touches the host's `lo`.
+#[test]
+fn no_bpf_filesystem() {
+    require_root();
+    let caps = "+bpf,+net_admin,+perfmon";
+    let script = format!(
+        "while umount /sys/fs/bpf 2>/dev/null; do :; done; ip link set lo up; \
+         exec setpriv --inh-caps=-all,{caps} --ambient-caps={caps} --bounding-set=-all,{caps} \"$@\""
+    );
+    let mut agent = Command::new("timeout");
+    agent.args(["20", "unshare", "--net", "--mount", "--propagation", "private", "sh", "-c", &script, "sh"]);
+    let output = agent
+        .args([&sipflow_bin(), "run", "-i", "lo", "--listen", "127.0.0.1:0"])
+        .output()
+        .expect("unshare (util-linux)");
+    assert_one_sentence(&output, 1, "mount it with `mount -t bpf bpf /sys/fs/bpf`");
+}
+
+/// No BTF: the preflight names it and the fix, and fails.
+#[test]
+fn no_btf_fails_the_preflight() {
+    require_root();
+    // An empty directory over /sys/kernel/btf hides the kernel's BTF from this process alone.
+    let script = "mount -t tmpfs none /sys/kernel/btf && ip link set lo up && exec \"$@\"";
+    let output = Command::new("unshare")
+        .args(["--net", "--mount", "--propagation", "private", "sh", "-c", script, "sh", &sipflow_bin(), "check"])
+        .args(["-i", "lo"])
+        .output()
+        .expect("unshare (util-linux)");
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{report}");
+    assert!(
+        report
+            .contains("FAIL  BTF: /sys/kernel/btf/vmlinux is missing; use a kernel built with CONFIG_DEBUG_INFO_BTF=y"),
+        "{report}"
+    );
+    assert_one_sentence(&output, 1, "check(s) failed");
 }
 
 #[test]

@@ -110,6 +110,9 @@ pub fn is_bpffs(path: &Path) -> bool {
 /// Mounts the BPF filesystem at /sys/fs/bpf where it is not mounted yet, as
 /// systemd and most distributions do at boot. Needs CAP_SYS_ADMIN.
 pub fn ensure_bpffs() -> io::Result<()> {
+    // Threads of one process (tests) must not each mount one over the other.
+    static MOUNTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = MOUNTING.lock().unwrap_or_else(|e| e.into_inner());
     let at = Path::new(BPFFS);
     if is_bpffs(at) {
         return Ok(());

@@ -140,6 +140,11 @@ fn seeds() -> Vec<Vec<u8>> {
         with_ipv4_options(&udp4(CLIENT_PORT, SIP_PORT, INVITE), &[1, 1, 1, 0]),
         with_ipv6_destination_options(&udp6(CLIENT_PORT, SIP_PORT, INVITE)),
         as_ipv4_fragment(&udp4(CLIENT_PORT, SIP_PORT, INVITE), 0, true),
+        as_ipv6_fragment(&udp6(CLIENT_PORT, SIP_PORT, INVITE), 0, true),
+        with_ipv6_destination_options(&tcp6(CLIENT_PORT, SIP_PORT, REGISTER)),
+        // Several messages in one segment: the walk through them is fuzzed too.
+        tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), &[REGISTER, INVITE, b"\r\n\r\n", REGISTER_OK].concat()),
+        tcp4_from_server(SIP_PORT, CLIENT_PORT, Flags::default(), &[RINGING, REGISTER_OK, FLOW_FAILED].concat()),
     ];
     seeds.extend(torture_messages().into_iter().take(10).map(|m| udp4(CLIENT_PORT, SIP_PORT, &m.bytes)));
     seeds
@@ -176,7 +181,7 @@ fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
 
 #[test]
 fn random_and_mutated_frames_always_pass_and_count_once() {
-    const FRAMES: usize = 100_000;
+    const FRAMES: usize = 1_000_000;
     /// Counters are read after every batch: reading them costs more than running a frame.
     const BATCH: usize = 1000;
     let xdp = LoadedXdp::load();

@@ -160,6 +160,80 @@ mod tests {
         assert!(merged.windows(2).any(|w| w == ["--iface", "eth0"]), "{merged:?}");
     }
 
+    /// A fixed number of random and mutated config files and command lines:
+    /// each is accepted or refused with a message, never a panic.
+    #[test]
+    fn random_files_and_command_lines_never_panic() {
+        use clap::Parser;
+        let mut seed = 0x5eed_0c0f_f1e5_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let words = [
+            "run",
+            "flows",
+            "check",
+            "detach",
+            "-i",
+            "--iface",
+            "eth0",
+            "--sip-port",
+            "5060",
+            "0",
+            "70000",
+            "--grace",
+            "10s",
+            "soon",
+            "--listen",
+            "1.2.3.4:9",
+            "[::1]:9560",
+            "--config",
+            "--xdp-mode",
+            "auto",
+            "native",
+            "--egress",
+            "--max-flows",
+            "16777217",
+            "-1",
+            "--",
+            "=",
+            "",
+            "\u{0}",
+            "--flow-timer",
+            "5m",
+            "99999999999h",
+        ];
+        for _ in 0..20_000 {
+            let n = (next() % 8) as usize;
+            let mut argv = vec!["sipflow".to_string()];
+            argv.extend((0..n).map(|_| words[(next() % words.len() as u64) as usize].to_string()));
+            let _ = crate::cli::Cli::try_parse_from(&argv);
+        }
+        let example = include_str!("../../deploy/sipflow.toml").as_bytes().to_vec();
+        let alphabet = b"[]=\"'#\n :,.0123456789abcdefiltuxyz_-{}\\";
+        for _ in 0..20_000 {
+            let mut text = example.clone();
+            for _ in 0..1 + next() % 6 {
+                let at = (next() % text.len() as u64) as usize;
+                let byte = alphabet[(next() % alphabet.len() as u64) as usize];
+                match next() % 3 {
+                    0 => text[at] = byte,
+                    1 => text.insert(at, byte),
+                    _ => {
+                        text.remove(at);
+                    }
+                }
+            }
+            let text = String::from_utf8_lossy(&text);
+            if let Err(sentence) = options(Path::new("f.toml"), &text, |_| false) {
+                assert!(!sentence.contains('\n'), "one line: {sentence}");
+            }
+        }
+    }
+
     #[test]
     fn file_options_go_after_run() {
         let dir = std::env::temp_dir().join(format!("sipflow-config-{}", std::process::id()));

@@ -1,4 +1,4 @@
-//! Developer tasks: `cargo xtask setup | build | test | demo`.
+//! Developer tasks: `cargo xtask setup | build | test | demo | lab | bench | soak | dist`.
 //!
 //! xtask depends on nothing of sipflow's own, so it builds on a machine that
 //! does not have the eBPF toolchain yet; `setup` is what installs it.
@@ -30,6 +30,16 @@ enum Task {
     /// The same lab with every count side by side and Kamailio's script log. Needs root.
     Lab,
     /// Measure the XDP program's cost per packet class; writes target/bench/. Needs root.
+    /// sipflow under sipp load with churning flows, restarted twice on the way: no packet lost,
+    /// no healthy flow flagged, RSS flat. Writes target/soak/. Needs root.
+    Soak {
+        /// How long to run (CI runs half a minute).
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+        /// Calls per second sipp places.
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+    },
     Bench {
         /// Runs per packet class (BPF_PROG_TEST_RUN repeat).
         #[arg(long, default_value_t = 1_000_000)]
@@ -59,6 +69,9 @@ fn main() {
                 .and_then(|()| setup::setup())
                 .and_then(|()| run::bench(repeat, live_seconds, rate, &scale_flows))
         }
+        Task::Soak { minutes, rate } => run::require_root("the soak attaches XDP and creates network namespaces")
+            .and_then(|()| setup::setup())
+            .and_then(|()| run::soak((minutes * 60.0).round() as u64, rate)),
         Task::Demo => run::require_root("the demo attaches XDP and creates network namespaces")
             .and_then(|()| setup::setup())
             .and_then(|()| run::demo(false)),

@@ -36,9 +36,31 @@ pub fn test() -> Result<()> {
     cargo_test(&["test", "-p", "monitor-ebpf", "--lib"], &mut tally)?;
     // The default members: everything but the kernel crate's BPF binary.
     cargo_test(&["test"], &mut tally)?;
+    // Half a minute of the soak: load, churn and two restarts of the agent.
+    if let Err(e) = soak(30, 100) {
+        println!("tests: {} passed, {} failed", tally.passed, tally.failed + 1);
+        return Err(e.context("the 30-second soak failed (target/soak/soak.md)"));
+    }
+    tally.passed += 1;
     // One closing line for all the runs above, so the total is plain.
     println!("tests: {} passed, {} failed", tally.passed, tally.failed);
     Ok(())
+}
+
+/// `sipflow-soak SECONDS RATE`; fails when one of its checks does.
+pub fn soak(seconds: u64, rate: u32) -> Result<()> {
+    cargo(&["build", "-p", "monitor", "--bins"])?;
+    cargo(&[
+        "run",
+        "--quiet",
+        "-p",
+        "sipflow-tests",
+        "--bin",
+        "sipflow-soak",
+        "--",
+        &seconds.to_string(),
+        &rate.to_string(),
+    ])
 }
 
 #[derive(Default)]

@@ -35,8 +35,11 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff), e.g. `sipflow manpage | man -l -`.
-    Manpage,
+    /// Print the man page (roff), e.g. `sipflow manpage run | man -l -`.
+    Manpage {
+        /// The subcommand whose page to print (sipflow-run(1), ...); none for sipflow(1).
+        command: Option<String>,
+    },
 }
 
 #[derive(Args, Debug, Clone)]

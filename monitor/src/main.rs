@@ -22,9 +22,7 @@ fn main() {
             clap_complete::generate(shell, &mut Cli::command(), "sipflow", &mut std::io::stdout());
             Ok(())
         }
-        Command::Manpage => clap_mangen::Man::new(Cli::command())
-            .render(&mut std::io::stdout())
-            .map_err(|e| Failure::Runtime(format!("cannot write the man page: {e}"))),
+        Command::Manpage { command } => manpage(command.as_deref()),
         Command::Run(args) => {
             init_logging(args.log_format);
             tokio::runtime::Builder::new_current_thread()
@@ -38,6 +36,25 @@ fn main() {
         eprintln!("sipflow: {failure}");
         std::process::exit(failure.exit_code());
     }
+}
+
+/// sipflow(1), or sipflow-COMMAND(1) for a subcommand.
+fn manpage(command: Option<&str>) -> Result<(), Failure> {
+    let top = Cli::command();
+    let page = match command {
+        None => top,
+        Some(name) => {
+            let sub = top
+                .find_subcommand(name)
+                .cloned()
+                .ok_or_else(|| Failure::Usage(format!("`{name}` is no sipflow command; see `sipflow --help`")))?;
+            // clap names take a `static str; a page name is made once per run.
+            sub.name(&*Box::leak(format!("sipflow-{name}").into_boxed_str()))
+        }
+    };
+    clap_mangen::Man::new(page)
+        .render(&mut std::io::stdout())
+        .map_err(|e| Failure::Runtime(format!("cannot write the man page: {e}")))
 }
 
 /// The command line, with the options of `run --config FILE` where the

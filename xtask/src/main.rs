@@ -3,6 +3,7 @@
 //! xtask depends on nothing of sipflow's own, so it builds on a machine that
 //! does not have the eBPF toolchain yet; `setup` is what installs it.
 
+mod dist;
 mod run;
 mod setup;
 
@@ -18,6 +19,9 @@ struct Xtask {
 
 #[derive(Subcommand)]
 enum Task {
+    /// A Debian package in target/dist/: the release binary, its unit, config, rules,
+    /// dashboard, manifests, man page and completions.
+    Dist,
     /// Install what building and testing need (idempotent; quick when all is there).
     Setup,
     /// Build the release binary, kernel programs embedded: target/release/sipflow.
@@ -29,7 +33,6 @@ enum Task {
     Demo,
     /// The same lab with every count side by side and Kamailio's script log. Needs root.
     Lab,
-    /// Measure the XDP program's cost per packet class; writes target/bench/. Needs root.
     /// sipflow under sipp load with churning flows, restarted twice on the way: no packet lost,
     /// no healthy flow flagged, RSS flat. Writes target/soak/. Needs root.
     Soak {
@@ -40,6 +43,7 @@ enum Task {
         #[arg(long, default_value_t = 100)]
         rate: u32,
     },
+    /// Measure the XDP program's cost per packet class; writes target/bench/. Needs root.
     Bench {
         /// Runs per packet class (BPF_PROG_TEST_RUN repeat).
         #[arg(long, default_value_t = 1_000_000)]
@@ -60,6 +64,7 @@ fn main() {
     let task = Xtask::parse().task;
     let result: Result<()> = match task {
         Task::Setup => setup::setup(),
+        Task::Dist => setup::setup().and_then(|()| dist::dist()),
         Task::Build => setup::setup().and_then(|()| run::cargo(&["build", "--release", "-p", "monitor"])),
         Task::Test => run::require_root("the tests load BPF programs and create network namespaces")
             .and_then(|()| setup::setup())

@@ -42,6 +42,13 @@ pub fn test() -> Result<()> {
         return Err(e.context("the 30-second soak failed (target/soak/soak.md)"));
     }
     tally.passed += 1;
+    // The package, built from the debug binary: every file in it, and its binary runs.
+    let binary = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/sipflow");
+    if let Err(e) = crate::dist::check(&binary) {
+        println!("tests: {} passed, {} failed", tally.passed, tally.failed + 1);
+        return Err(e.context("the package check failed"));
+    }
+    tally.passed += 1;
     // One closing line for all the runs above, so the total is plain.
     println!("tests: {} passed, {} failed", tally.passed, tally.failed);
     Ok(())

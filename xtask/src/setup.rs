@@ -19,8 +19,13 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Debian's compiler, standard library source and LLVM for bpf-linker.
 const TOOLCHAIN_PACKAGES: &[&str] =
     &["rustc-web", "cargo-web", "rust-web-src", "llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev"];
-/// What the tests and the demo run: namespaces, real SIP peers, a reference counter.
-const LAB_PACKAGES: &[&str] = &["iproute2", "sip-tester", "tshark", "kamailio", "kamailio-outbound-modules"];
+/// What the tests and the demo run: namespaces, real SIP peers, a reference counter;
+/// promtool (in `prometheus`) checks the alert rules.
+const LAB_PACKAGES: &[&str] =
+    &["iproute2", "util-linux", "sip-tester", "tshark", "kamailio", "kamailio-outbound-modules", "prometheus"];
+/// Keeps apt from starting the daemons it installs (Kamailio, Prometheus): the
+/// tests start their own, in namespaces. Debian's invoke-rc.d asks this script.
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 
 pub fn setup() -> Result<()> {
     let nightly = toolchain_listed("nightly") && has_rust_src("nightly");
@@ -92,7 +97,17 @@ fn apt_install(packages: &[&str]) -> Result<()> {
     run("apt-get", &["update", "-q"], &noninteractive)?;
     let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
     args.extend_from_slice(&missing);
-    run("apt-get", &args, &noninteractive)
+    let ours = !Path::new(POLICY_RC_D).exists();
+    if ours {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(POLICY_RC_D, "#!/bin/sh\n# cargo xtask setup: no daemon starts while it installs\nexit 101\n")?;
+        std::fs::set_permissions(POLICY_RC_D, std::fs::Permissions::from_mode(0o755))?;
+    }
+    let installed = run("apt-get", &args, &noninteractive);
+    if ours {
+        let _ = std::fs::remove_file(POLICY_RC_D);
+    }
+    installed
 }
 
 fn toolchain_listed(name: &str) -> bool {

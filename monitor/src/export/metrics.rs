@@ -139,6 +139,10 @@ impl Metrics {
             answers_430.with_label_values(&[predicted]).inc_by(0);
         }
         registry.register(Box::new(rtt.clone())).expect("unique metric");
+        // Pings and pongs are stream keepalives: their series exist from the start.
+        for transport in ["tcp", "tls"] {
+            rtt.with_label_values(&[transport]);
+        }
         let sweep_seconds = Gauge::new(
             "sipflow_sweep_seconds",
             "How long the last sweep took: reading every interface's flow map and deciding verdicts.",
@@ -153,6 +157,14 @@ impl Metrics {
         registry.register(Box::new(program_attached.clone())).expect("unique metric");
         for reason in Reason::ALL {
             failures.with_label_values(&[reason.label()]).inc_by(0);
+        }
+        // Series that alerts and dashboards name exist from the start: every
+        // method, and the two codes this product is about (300 and 430).
+        for method in (0..Method::COUNT).map(Method::from_index) {
+            requests.with_label_values(&[method.label()]).inc_by(0);
+        }
+        for code in ["300", "430"] {
+            responses.with_label_values(&[code]).inc_by(0);
         }
         for collector in [&packets, &requests, &responses, &events_lost, &evictions, &failures, &answers_430] {
             registry.register(Box::new(collector.clone())).expect("unique metric");

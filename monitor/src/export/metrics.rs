@@ -330,7 +330,8 @@ mod tests {
         );
         assert!(text.contains(r#"sipflow_requests_total{method="REGISTER"} 3"#), "{text}");
         assert!(text.contains(r#"sipflow_responses_total{code="430"} 3"#), "{text}");
-        assert!(!text.contains(r#"code="300""#), "codes never seen are not exported");
+        assert!(text.contains(r#"sipflow_responses_total{code="300"} 0"#), "300 and 430 exist from the start");
+        assert!(!text.contains(r#"code="200""#), "other codes only once seen");
         assert!(text.contains(r#"sipflow_build_info{version=""#));
     }
 

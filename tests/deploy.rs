@@ -118,3 +118,36 @@ fn completions_and_man_pages_come_from_the_binary() {
     let page = out(&["manpage", "run"]);
     assert!(page.contains(".TH sipflow-run 1") && page.contains("pin\\-dir"), "{page}");
 }
+
+/// The DaemonSet's config file (in its ConfigMap) is one `sipflow run` reads,
+/// and every option its container passes is one `sipflow run` has.
+#[test]
+fn the_kubernetes_manifest_configures_a_real_run() {
+    let manifest = std::fs::read_to_string(deploy("kubernetes/sipflow.yaml")).unwrap();
+    let lines: Vec<&str> = manifest.lines().collect();
+    let start = lines.iter().position(|l| l.trim() == "sipflow.toml: |").expect("the ConfigMap's sipflow.toml");
+    let indent = lines[start + 1].len() - lines[start + 1].trim_start().len();
+    let toml: String = lines[start + 1..]
+        .iter()
+        .take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() >= indent)
+        .map(|l| format!("{}\n", l.get(indent..).unwrap_or("")))
+        .collect();
+    let path = std::env::temp_dir().join(format!("sipflow-k8s-{}.toml", std::process::id()));
+    std::fs::write(&path, &toml).unwrap();
+    // Parsed and checked by clap; only the interface, given here, does not exist.
+    let output = Command::new(sipflow_bin())
+        .args(["run", "--config", path.to_str().unwrap(), "-i", "no-such-if9"])
+        .output()
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("interface `no-such-if9` does not exist"), "the ConfigMap's file:\n{toml}\n{stderr}");
+
+    let help = Command::new(sipflow_bin()).args(["run", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    let options =
+        manifest.split_whitespace().map(|w| w.trim_matches(|c: char| !(c.is_ascii_alphanumeric() || c == '-')));
+    for option in options.filter(|w| w.starts_with("--") && w[2..].starts_with(|c: char| c.is_ascii_lowercase())) {
+        assert!(help.contains(option), "the manifest passes {option}, which `sipflow run` does not have");
+    }
+}

@@ -68,16 +68,20 @@ pub fn package(binary: &Path, out: &Path) -> Result<PathBuf> {
     }
     write(&root.join("usr/share/doc/sipflow/README.md"), &fs::read(workspace().join("README.md"))?, 0o644)?;
 
-    // The man page and the completions, from the clap definitions of this very binary.
-    let man = output(binary, &["manpage"])?;
-    let mut gzip = Command::new("gzip")
-        .args(["-9n"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()?;
-    std::io::Write::write_all(gzip.stdin.as_mut().expect("stdin"), &man)?;
-    let gz = gzip.wait_with_output()?;
-    write(&root.join("usr/share/man/man1/sipflow.1.gz"), &gz.stdout, 0o644)?;
+    // The man pages and the completions, from the clap definitions of this very binary.
+    for command in ["", "run", "flows", "check", "detach"] {
+        let args: Vec<&str> = ["manpage", command].into_iter().filter(|a| !a.is_empty()).collect();
+        let page = if command.is_empty() { "sipflow".to_string() } else { format!("sipflow-{command}") };
+        let man = output(binary, &args)?;
+        let mut gzip = Command::new("gzip")
+            .args(["-9n"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        std::io::Write::write_all(gzip.stdin.as_mut().expect("stdin"), &man)?;
+        let gz = gzip.wait_with_output()?;
+        write(&root.join(format!("usr/share/man/man1/{page}.1.gz")), &gz.stdout, 0o644)?;
+    }
     for (shell, to) in [
         ("bash", "usr/share/bash-completion/completions/sipflow"),
         ("zsh", "usr/share/zsh/vendor-completions/_sipflow"),

@@ -137,6 +137,8 @@ impl Lab {
             .spawn()
             .unwrap_or_else(|e| panic!("start {}: {e}", command.join(" ")));
         crate::interrupt::process_started(child.id());
+        let mut child = child;
+        drain_output(&mut child);
         self.children.push(child);
         self.children.last_mut().expect("just pushed")
     }
@@ -208,6 +210,45 @@ impl Drop for Lab {
     }
 }
 
+/// The last output of each spawned process, by pid: the lab reads its
+/// processes' output as it comes, so that a chatty one never blocks on a full pipe.
+static OUTPUT: std::sync::Mutex<std::collections::BTreeMap<u32, String>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+/// What is kept of a process's output.
+const OUTPUT_KEPT: usize = 16 * 1024;
+
+fn drain_output(child: &mut Child) {
+    let pid = child.id();
+    let streams: Vec<Box<dyn std::io::Read + Send>> = [
+        child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    for stream in streams {
+        thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stream).lines().map_while(Result::ok) {
+                let mut all = OUTPUT.lock().unwrap_or_else(|e| e.into_inner());
+                let kept = all.entry(pid).or_default();
+                kept.push_str(&line);
+                kept.push('\n');
+                if kept.len() > OUTPUT_KEPT {
+                    let cut = kept.len() - OUTPUT_KEPT;
+                    let cut = (cut..kept.len()).find(|i| kept.is_char_boundary(*i)).unwrap_or(kept.len());
+                    kept.drain(..cut);
+                }
+            }
+        });
+    }
+}
+
+/// The last lines a spawned process wrote (stdout and stderr).
+pub fn output_of(pid: u32) -> String {
+    OUTPUT.lock().unwrap_or_else(|e| e.into_inner()).get(&pid).cloned().unwrap_or_default()
+}
+
 /// HTTP GET over TCP from inside `namespace`; returns the status and the body.
 pub fn http_get(namespace: &str, url: &str) -> Option<(u16, String)> {
     let url = url.to_string();
@@ -232,12 +273,9 @@ pub fn wait_healthy(namespace: &str, url: &str, child: &mut Child, deadline: Dur
             return;
         }
         if let Ok(Some(status)) = child.try_wait() {
-            let mut stderr = String::new();
-            if let Some(mut err) = child.stderr.take() {
-                use std::io::Read;
-                let _ = err.read_to_string(&mut stderr);
-            }
-            panic!("sipflow exited with {status} before it was healthy: {stderr}");
+            // The drain threads may still be reading the last lines.
+            thread::sleep(Duration::from_millis(100));
+            panic!("sipflow exited with {status} before it was healthy: {}", output_of(child.id()));
         }
         thread::sleep(Duration::from_millis(100));
     }

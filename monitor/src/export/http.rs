@@ -16,7 +16,7 @@ use axum::{
     routing::get,
 };
 use serde::Deserialize;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::metrics::{FlowMapFill, Metrics};
 use crate::{
@@ -88,15 +88,25 @@ impl AgentState {
             let entries = flows.entries().inspect(|_| live += 1);
             let sweep = tracker.sweep(&instance.iface, entries, now);
             for v in &sweep.verdicts {
-                info!(
-                    iface = v.flow.iface,
-                    flow = %describe(&v.flow),
-                    reason = v.failure.reason.label(),
-                    aor = v.aor.as_deref().unwrap_or("-"),
-                    would_430 = v.would_430,
-                    delay_s = format!("{:.1}", v.delay_s),
-                    "flow failed"
-                );
+                // A flow that carried a registration is news; one that did not is
+                // usually a call's socket gone quiet, many a second on a busy
+                // server: counted in the metrics, logged only at debug level.
+                let flow = describe(&v.flow);
+                let (reason, aor, delay) =
+                    (v.failure.reason.label(), v.aor.as_deref().unwrap_or("-"), format!("{:.1}", v.delay_s));
+                if v.aor.is_some() {
+                    info!(
+                        iface = v.flow.iface,
+                        flow,
+                        reason,
+                        aor,
+                        would_430 = v.would_430,
+                        delay_s = delay,
+                        "flow failed"
+                    );
+                } else {
+                    debug!(iface = v.flow.iface, flow, reason, delay_s = delay, "flow failed");
+                }
             }
             for id in &sweep.recovered {
                 info!(iface = id.iface, flow = %describe(id), "flow came back");

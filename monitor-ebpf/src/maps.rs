@@ -1,8 +1,10 @@
 //! The kernel's maps. Their names and slot layouts come from monitor-common.
 //!
-//! Every map that holds state is pinned by name (in the directory the agent
+//! Every map is pinned by name (in the directory the agent
 //! gives, see the agent's `pins`), so that it outlives the agent; a change to
-//! any of their types must bump `pins::SCHEMA`.
+//! any of their types must bump `pins::SCHEMA`. SCRATCH too: while a new agent
+//! takes over, the old entry program may tail-call the new walkers, and both
+//! must read the same scratch slot.
 
 use aya_ebpf::{
     macros::map,
@@ -94,7 +96,7 @@ pub static FOLLOW_XDP: ProgramArray = ProgramArray::pinned(2, 0);
 pub static FOLLOW_TC: ProgramArray = ProgramArray::pinned(2, 0);
 
 #[map]
-pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::pinned(1, 0);
 
 /// Adds one to a per-CPU counter; per-CPU slots need no atomics.
 #[inline(always)]

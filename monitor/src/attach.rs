@@ -167,6 +167,11 @@ pub fn attach(iface: &str, options: &AttachOptions) -> Result<(Attached, KernelC
     Ok((attached, counters))
 }
 
+/// Whether TC programs attach through TCX links (Linux 6.6), as aya then does.
+pub fn tcx_links() -> bool {
+    aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0))
+}
+
 /// The size the flow map really has: a pinned one keeps the size it was made with.
 fn flow_capacity(ebpf: &Ebpf) -> Option<u32> {
     match ebpf.map(FLOWS)? {
@@ -182,10 +187,14 @@ fn take_over_xdp(program: &mut Xdp, path: &Path, ifindex: u32) -> Option<Result<
     if !path.exists() {
         return None;
     }
-    if pins::link_ifindex(path).ok() != Some(ifindex) {
+    match pins::link_ifindex(path) {
+        Ok(index) if index == ifindex => {}
         // The interface was recreated or the link detached: start afresh.
-        let _ = std::fs::remove_file(path);
-        return None;
+        Ok(_) => {
+            let _ = std::fs::remove_file(path);
+            return None;
+        }
+        Err(e) => return Some(Err(format!("cannot read the pinned link {}: {e}", path.display()))),
     }
     let taken = PinnedLink::from_pin(path)
         .map_err(|e| error_chain(&e))
@@ -317,13 +326,18 @@ impl Attached {
             // Kernels before 6.6 attach through the clsact qdisc; it may be there already.
             let _ = tc::qdisc_add_clsact(&self.iface);
             let id = program.attach(&self.iface, TcAttachType::Egress).map_err(|e| failure(error_chain(&e)))?;
-            let link = program.take_link(id).map_err(|e| failure(error_chain(&e)))?;
-            // A TCX link (6.6+) is pinned; an older kernel's tc filter stays with this process.
-            match FdLink::try_from(link) {
-                Ok(link) => link.pin(&path).map(drop).map_err(|e| failure(error_chain(&e)))?,
-                Err(_) => {
-                    warn!(iface = self.iface, "TC egress is not a BPF link on this kernel: it detaches with the agent")
-                }
+            if tcx_links() {
+                // A TCX link is pinned, like XDP's.
+                let link = program.take_link(id).map_err(|e| failure(error_chain(&e)))?;
+                let link = FdLink::try_from(link).map_err(|e| failure(error_chain(&e)))?;
+                link.pin(&path).map(drop).map_err(|e| failure(error_chain(&e)))?;
+            } else {
+                // An older kernel's tc filter is no BPF link: the program keeps it,
+                // and it goes when the agent does (aya detaches it on drop).
+                warn!(
+                    iface = self.iface,
+                    "TC egress is a tc filter on this kernel (before 6.6): it detaches with the agent"
+                );
             }
         }
         info!(iface = self.iface, taken_over = taken, "attached TC egress program");

@@ -75,11 +75,13 @@ impl Pins {
 /// Whether each program is still attached to the interface, as
 /// (`xdp` | `tc_egress`, attached): an interface can go away, and a link can
 /// be detached from outside (bpftool link detach).
-pub fn programs_attached(pins: &Pins, ifindex: u32, egress: bool) -> Vec<(&'static str, bool)> {
+/// Before Linux 6.6 TC egress is a tc filter, not a pinned link
+/// (`tc_pinned` false): it is attached while the agent runs.
+pub fn programs_attached(pins: &Pins, ifindex: u32, egress: bool, tc_pinned: bool) -> Vec<(&'static str, bool)> {
     let on_interface = |name: &str| link_ifindex(&pins.link(name)).is_ok_and(|index| index == ifindex);
     let mut out = vec![("xdp", on_interface(XDP_LINK))];
     if egress {
-        out.push(("tc_egress", on_interface(TC_LINK)));
+        out.push(("tc_egress", !tc_pinned || on_interface(TC_LINK)));
     }
     out
 }

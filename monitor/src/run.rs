@@ -1,7 +1,10 @@
 //! `sipflow run`: attach, read the kernel's maps, decide, serve; detach on
 //! SIGINT or SIGTERM, unless the programs are to stay (--keep-attached).
 
-use std::sync::{Arc, Mutex, atomic::AtomicU64};
+use std::{
+    sync::{Arc, Mutex, atomic::AtomicU64},
+    time::Duration,
+};
 
 use tokio::{
     net::TcpListener,
@@ -10,7 +13,7 @@ use tokio::{
 use tracing::{info, warn};
 
 use crate::{
-    attach::{self, AttachOptions, SipPorts},
+    attach::{self, AttachOptions, Attached, SipPorts},
     cli::RunArgs,
     export::{
         http::{AgentState, Instance, router},
@@ -57,34 +60,32 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         replace: args.replace,
     };
     for iface in &args.ifaces {
-        let (mut a, counters) = attach::attach(iface, &options)?;
-        if args.egress {
-            a.attach_egress()?;
-        } else {
-            a.drop_stale_egress();
+        match attach_one(iface, &options, args.egress, args.keep_attached) {
+            Ok((a, instance, events)) => {
+                instances.push(instance);
+                event_sources.push((iface.clone(), events));
+                attached.push(a);
+            }
+            Err(failure) => {
+                // Leave nothing behind that the operator did not ask to keep.
+                for a in attached {
+                    a.detach(args.keep_attached);
+                }
+                return Err(failure);
+            }
         }
-        let maps_failure = |reason: String| Failure::Load { iface: iface.clone(), reason };
-        let flows = FlowTable::take_from(a.ebpf_mut()).map_err(|e| maps_failure(e.to_string()))?;
-        let events = HeadEvents::take_from(a.ebpf_mut()).map_err(maps_failure)?;
-        instances.push(Instance {
-            iface: iface.clone(),
-            counters,
-            flows: Mutex::new(flows),
-            max_flows: a.flow_capacity,
-            pins: a.pins.clone(),
-            ifindex: a.ifindex,
-            egress: a.egress,
-        });
-        event_sources.push((iface.clone(), events));
-        attached.push(a);
     }
     let mut tracker = Tracker::new(args.timers(), args.retention);
     match saved::load(&args.state_file) {
-        Ok(bindings) if !bindings.is_empty() => {
-            info!(file = %args.state_file.display(), bindings = bindings.len(), "took over the saved registrations");
-            tracker.registrations.restore(bindings);
+        Ok(saved) => {
+            if !saved.bindings.is_empty() {
+                let bindings = saved.bindings.len();
+                info!(file = %args.state_file.display(), bindings, "took over the saved registrations");
+                tracker.registrations.restore(saved.bindings);
+            }
+            // The agent before this one reported the failures up to its last sweep.
+            tracker.quiet_before(saved.swept_until_ns);
         }
-        Ok(_) => {}
         Err(e) => {
             warn!(file = %args.state_file.display(), error = %e, "cannot read the saved registrations; starting without")
         }
@@ -93,6 +94,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         metrics: Mutex::new(Metrics::new()),
         instances,
         saved_generation: AtomicU64::new(tracker.registrations.generation),
+        swept_until_ns: AtomicU64::new(0),
         tracker: Mutex::new(tracker),
         state_file: args.state_file.clone(),
     });
@@ -101,17 +103,25 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     for (iface, mut events) in event_sources {
         let state = state.clone();
         tasks.push(tokio::spawn(async move {
+            // While a sweep holds the tracker, heads wait here: this runs on the
+            // runtime's one thread, which must not block, and the ring buffer
+            // must keep being emptied.
+            let mut waiting = Vec::new();
+            let mut retry = tokio::time::interval(Duration::from_millis(20));
             loop {
-                match events.next_batch().await {
-                    Ok(heads) => {
-                        let mut tracker = state.tracker.lock().expect("tracker lock");
-                        for head in &heads {
-                            tracker.on_head(&iface, head);
+                tokio::select! {
+                    batch = events.next_batch() => match batch {
+                        Ok(heads) => waiting.extend(heads),
+                        Err(e) => {
+                            warn!(iface, error = %e, "reading the ring buffer failed; registrations are no longer followed");
+                            return;
                         }
-                    }
-                    Err(e) => {
-                        warn!(iface, error = %e, "reading the ring buffer failed; registrations are no longer followed");
-                        return;
+                    },
+                    _ = retry.tick(), if !waiting.is_empty() => {}
+                }
+                if let Ok(mut tracker) = state.tracker.try_lock() {
+                    for head in waiting.drain(..) {
+                        tracker.on_head(&iface, &head);
                     }
                 }
             }
@@ -137,11 +147,51 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     for task in tasks {
         task.abort();
     }
-    state.save_registrations();
+    state.save_registrations(true);
     for a in attached {
         a.detach(args.keep_attached);
     }
     served.map_err(|e| Failure::Runtime(format!("the HTTP endpoint failed: {e}")))
+}
+
+/// Attaches to one interface and takes its maps; on a failure after the
+/// attachment, detaches again (unless the programs are to stay).
+fn attach_one(
+    iface: &str,
+    options: &AttachOptions,
+    egress: bool,
+    keep: bool,
+) -> Result<(Attached, Instance, HeadEvents), Failure> {
+    let (mut a, counters) = attach::attach(iface, options)?;
+    let mut taken = || {
+        if egress {
+            a.attach_egress()?;
+        } else {
+            a.drop_stale_egress();
+        }
+        let maps_failure = |reason: String| Failure::Load { iface: iface.to_string(), reason };
+        let flows = FlowTable::take_from(a.ebpf_mut()).map_err(|e| maps_failure(e.to_string()))?;
+        let events = HeadEvents::take_from(a.ebpf_mut()).map_err(maps_failure)?;
+        Ok((flows, events))
+    };
+    match taken() {
+        Ok((flows, events)) => {
+            let instance = Instance {
+                iface: iface.to_string(),
+                counters,
+                flows: Mutex::new(flows),
+                max_flows: a.flow_capacity,
+                pins: a.pins.clone(),
+                ifindex: a.ifindex,
+                egress: a.egress,
+            };
+            Ok((a, instance, events))
+        }
+        Err(failure) => {
+            a.detach(keep);
+            Err(failure)
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -40,7 +40,7 @@ pub struct Instance {
 
 impl Instance {
     pub fn programs_attached(&self) -> Vec<(&'static str, bool)> {
-        pins::programs_attached(&self.pins, self.ifindex, self.egress)
+        pins::programs_attached(&self.pins, self.ifindex, self.egress, crate::attach::tcx_links())
     }
 }
 
@@ -52,6 +52,8 @@ pub struct AgentState {
     /// Where the bindings are saved (`--state-file`), and the generation last saved.
     pub state_file: PathBuf,
     pub saved_generation: AtomicU64,
+    /// The start of the last sweep: every failure before it was reported.
+    pub swept_until_ns: AtomicU64,
 }
 
 impl AgentState {
@@ -79,6 +81,7 @@ impl AgentState {
     /// Reads every flow map and decides: one log line per verdict.
     pub fn sweep(&self) {
         let started = std::time::Instant::now();
+        let sweep_started_ns = boot_time_ns();
         self.refresh_counters();
         for instance in &self.instances {
             let now = boot_time_ns();
@@ -129,18 +132,21 @@ impl AgentState {
                 );
             }
         }
-        self.save_registrations();
+        self.swept_until_ns.store(sweep_started_ns, Ordering::Relaxed);
+        self.save_registrations(false);
         self.metrics.lock().expect("metrics lock").record_sweep_time(started.elapsed().as_secs_f64());
     }
 
-    /// Saves the bindings when they changed since they were last saved.
-    pub fn save_registrations(&self) {
+    /// Saves the bindings when they changed since they were last saved, or
+    /// `always` (at exit, with the time up to which failures were reported).
+    pub fn save_registrations(&self, always: bool) {
         let tracker = self.tracker.lock().expect("tracker lock");
         let generation = tracker.registrations.generation;
-        if self.saved_generation.swap(generation, Ordering::Relaxed) == generation {
+        if self.saved_generation.swap(generation, Ordering::Relaxed) == generation && !always {
             return;
         }
-        if let Err(e) = saved::save(&self.state_file, tracker.registrations.all()) {
+        let swept_until = self.swept_until_ns.load(Ordering::Relaxed);
+        if let Err(e) = saved::save(&self.state_file, tracker.registrations.all(), swept_until) {
             warn!(file = %self.state_file.display(), error = %e, "cannot save the registrations; a restart will forget them");
         }
     }
@@ -186,15 +192,22 @@ async fn flows(State(state): State<Arc<AgentState>>, Query(query): Query<FlowsQu
             return (StatusCode::BAD_REQUEST, message).into_response();
         }
     };
-    let now = boot_time_ns();
-    let tables: Vec<_> =
-        state.instances.iter().map(|i| (i.iface.as_str(), i.flows.lock().expect("flows lock"))).collect();
-    let kernel_flows = tables
-        .iter()
-        .filter(|_| !only_failed)
-        .flat_map(|(iface, table)| table.entries().map(move |(key, flow)| (*iface, key, flow)));
-    let view = state.tracker.lock().expect("tracker lock").view(kernel_flows, now, only_failed);
-    Json(view).into_response()
+    // Listing every flow walks the kernel's maps: off the runtime's thread.
+    let view = tokio::task::spawn_blocking(move || {
+        let now = boot_time_ns();
+        let tables: Vec<_> =
+            state.instances.iter().map(|i| (i.iface.as_str(), i.flows.lock().expect("flows lock"))).collect();
+        let kernel_flows = tables
+            .iter()
+            .filter(|_| !only_failed)
+            .flat_map(|(iface, table)| table.entries().map(move |(key, flow)| (*iface, key, flow)));
+        state.tracker.lock().expect("tracker lock").view(kernel_flows, now, only_failed)
+    })
+    .await;
+    match view {
+        Ok(view) => Json(view).into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "listing the flows failed\n").into_response(),
+    }
 }
 
 /// 200 while every program is attached and the maps can be read.

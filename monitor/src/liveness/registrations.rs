@@ -131,12 +131,14 @@ impl Registrations {
         }
     }
 
-    /// REGISTERs that waited `wait` with no response: accepted where `server_visible`
-    /// says the response could not have been seen, forgotten after a while otherwise.
+    /// `iface`'s REGISTERs that waited `wait` with no response: accepted where
+    /// `server_visible` says the response could not have been seen, forgotten
+    /// after a while otherwise.
     pub fn settle_unanswered(
         &mut self,
         now_ns: u64,
         wait: Duration,
+        iface: &str,
         server_visible: impl Fn(&FlowId) -> bool,
     ) -> Vec<Change> {
         let wait = wait.as_nanos() as u64;
@@ -144,7 +146,7 @@ impl Registrations {
         let due: Vec<_> = self
             .pending
             .iter()
-            .filter(|(_, p)| now_ns.saturating_sub(p.at_ns) >= wait)
+            .filter(|(_, p)| p.flow.iface == iface && now_ns.saturating_sub(p.at_ns) >= wait)
             .map(|(id, _)| id.clone())
             .collect();
         let mut changes = Vec::new();
@@ -384,8 +386,8 @@ mod tests {
         let mut r = Registrations::default();
         r.on_head(&flow(1), &register("c1", 1, OUTBOUND_CONTACT, 120), S);
         r.on_head(&flow(2), &register("c2", 1, "<sip:bob@192.0.2.1:40001>", 120), S);
-        assert!(r.settle_unanswered(2 * S, Duration::from_secs(2), |_| false).is_empty(), "not yet");
-        let changes = r.settle_unanswered(3 * S, Duration::from_secs(2), |f| f == &flow(2));
+        assert!(r.settle_unanswered(2 * S, Duration::from_secs(2), "eth0", |_| false).is_empty(), "not yet");
+        let changes = r.settle_unanswered(3 * S, Duration::from_secs(2), "eth0", |f| f == &flow(2));
         assert_eq!(changes, vec![Change::Bound { key: outbound_key(), flow: flow(1) }]);
         let f1 = flow(1);
         let (_, b) = r.bindings_on(&f1).next().unwrap();

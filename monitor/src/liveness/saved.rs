@@ -16,7 +16,17 @@ use super::registrations::{Binding, BindingKey, FlowId};
 #[derive(Serialize, Deserialize)]
 struct SavedFile {
     boot_id: String,
+    /// The agent had reported every failure up to this time (its last sweep).
+    #[serde(default)]
+    swept_until_ns: u64,
     bindings: Vec<SavedBinding>,
+}
+
+/// What an agent leaves for the next one.
+#[derive(Debug, Default, PartialEq)]
+pub struct Saved {
+    pub bindings: Vec<(BindingKey, Binding)>,
+    pub swept_until_ns: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -57,7 +67,11 @@ fn key_from_hex(hex: &str) -> Option<FlowKey> {
 
 /// Writes the bindings to `path` (through a temporary file and a rename, so
 /// that a crash never leaves half a file).
-pub fn save<'a>(path: &Path, bindings: impl Iterator<Item = (&'a BindingKey, &'a Binding)>) -> io::Result<()> {
+pub fn save<'a>(
+    path: &Path,
+    bindings: impl Iterator<Item = (&'a BindingKey, &'a Binding)>,
+    swept_until_ns: u64,
+) -> io::Result<()> {
     let bindings = bindings
         .map(|(key, b)| {
             let (aor, instance, reg_id, contact) = match key {
@@ -79,7 +93,8 @@ pub fn save<'a>(path: &Path, bindings: impl Iterator<Item = (&'a BindingKey, &'a
             }
         })
         .collect();
-    let text = serde_json::to_string_pretty(&SavedFile { boot_id: boot_id(), bindings }).map_err(io::Error::other)?;
+    let file = SavedFile { boot_id: boot_id(), swept_until_ns, bindings };
+    let text = serde_json::to_string_pretty(&file).map_err(io::Error::other)?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -88,18 +103,18 @@ pub fn save<'a>(path: &Path, bindings: impl Iterator<Item = (&'a BindingKey, &'a
     std::fs::rename(&partial, path)
 }
 
-/// The bindings saved at `path` in this boot; none when there is no such file.
-pub fn load(path: &Path) -> io::Result<Vec<(BindingKey, Binding)>> {
+/// What was saved at `path` in this boot; nothing when there is no such file.
+pub fn load(path: &Path) -> io::Result<Saved> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Saved::default()),
         Err(e) => return Err(e),
     };
     let file: SavedFile = serde_json::from_str(&text).map_err(io::Error::other)?;
     if file.boot_id != boot_id() {
-        return Ok(Vec::new());
+        return Ok(Saved::default());
     }
-    Ok(file
+    let bindings = file
         .bindings
         .into_iter()
         .filter_map(|s| {
@@ -114,7 +129,8 @@ pub fn load(path: &Path) -> io::Result<Vec<(BindingKey, Binding)>> {
                 Binding { flow, expires_at_ns: s.expires_at_ns, flow_timer: s.flow_timer, confirmed: s.confirmed },
             ))
         })
-        .collect())
+        .collect();
+    Ok(Saved { bindings, swept_until_ns: file.swept_until_ns })
 }
 
 #[cfg(test)]
@@ -144,13 +160,15 @@ mod tests {
             ),
         ];
         let path = std::env::temp_dir().join(format!("sipflow-saved-{}.json", std::process::id()));
-        save(&path, bindings.iter().map(|(k, b)| (k, b))).unwrap();
-        let mut back = load(&path).unwrap();
+        save(&path, bindings.iter().map(|(k, b)| (k, b)), 77).unwrap();
+        let saved = load(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
+        assert_eq!(saved.swept_until_ns, 77);
+        let mut back = saved.bindings;
         back.sort_by(|a, b| a.0.cmp(&b.0));
         let mut want = bindings;
         want.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(back, want);
-        assert!(load(&path).unwrap().is_empty(), "no file, no bindings");
+        assert_eq!(load(&path).unwrap(), Saved::default(), "no file, nothing");
     }
 }

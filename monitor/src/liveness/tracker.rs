@@ -42,6 +42,8 @@ pub struct Tracker {
     pub grades: Grades,
     /// Sweeps so far: a failed flow not met in its interface's latest sweep has left the map.
     sweeps: u64,
+    /// Failures before this time are listed but not reported (see `quiet_before`).
+    quiet_before_ns: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -150,6 +152,7 @@ impl Tracker {
             replaced: HashMap::new(),
             grades: Grades::default(),
             sweeps: 0,
+            quiet_before_ns: 0,
         }
     }
 
@@ -162,8 +165,19 @@ impl Tracker {
         if head.direction == Direction::Egress && parsed.status_code() == Some(430) {
             self.grade_430(&parsed, head.timestamp_ns);
         }
-        let changes = self.registrations.on_head(&flow, &parsed, head.timestamp_ns);
-        self.note(changes, head.timestamp_ns);
+        // A REGISTER comes from the client, its answer from the server: a client
+        // cannot bind itself by sending a 200 of its own.
+        let from_its_side = head.from_client == parsed.status_code().is_none();
+        if from_its_side {
+            let changes = self.registrations.on_head(&flow, &parsed, head.timestamp_ns);
+            self.note(changes, head.timestamp_ns);
+        }
+    }
+
+    /// Failures that happened before `now_ns` (the agent's start) were reported
+    /// by the agent before it: a new one lists them without reporting them again.
+    pub fn quiet_before(&mut self, now_ns: u64) {
+        self.quiet_before_ns = now_ns;
     }
 
     fn failure_of(&self, flow: &FlowId) -> Option<Failure> {
@@ -232,6 +246,7 @@ impl Tracker {
             let transport = transport_of(&key);
             // A pong stamped since the last sweep that answers the last ping: one sample.
             if state.last_pong_ns > previous_sweep_ns
+                && state.last_pong_ns <= now_ns
                 && state.last_ping_ns != 0
                 && state.last_pong_ns >= state.last_ping_ns
             {
@@ -257,6 +272,9 @@ impl Tracker {
             match [judged, replaced].into_iter().flatten().min_by_key(|f| f.at_ns) {
                 Some(failure) => {
                     failed.insert(key, TrackedFlow { state, failure, seen_in: this_sweep });
+                    if failure.at_ns < self.quiet_before_ns {
+                        continue;
+                    }
                     let flow = FlowId { iface: iface.to_string(), key };
                     sweep.verdicts.push(Verdict {
                         aor: self.first_binding(&flow).map(|k| k.aor().to_string()),
@@ -285,9 +303,9 @@ impl Tracker {
         self.failed.insert(iface.to_string(), failed);
         self.alive.insert(iface.to_string(), alive);
 
-        let changes = self.registrations.settle_unanswered(now_ns, REGISTER_SETTLE, |flow| {
-            flow.iface == iface && waiting.get(&flow.key).copied().unwrap_or(false)
-        });
+        let changes = self
+            .registrations
+            .settle_unanswered(now_ns, REGISTER_SETTLE, iface, |flow| waiting.get(&flow.key).copied().unwrap_or(false));
         self.note(changes, now_ns);
         self.registrations.expire(now_ns);
         sweep
@@ -412,7 +430,8 @@ mod tests {
             key,
             timestamp_ns: at,
             direction: Direction::Ingress,
-            from_client: true,
+            // Requests come from the client, responses from the server.
+            from_client: !text.starts_with("SIP/2.0 "),
             bytes: text.as_bytes().to_vec(),
             cut: false,
         }
@@ -511,6 +530,24 @@ mod tests {
         let sweep = t.sweep("eth0", vec![(k, alive_at(50 * S))], 90 * S + 301 * S);
         assert_eq!(sweep.expired, vec![k]);
         assert!(t.view([], 400 * S, false).is_empty());
+    }
+
+    #[test]
+    fn a_client_cannot_bind_itself_with_a_200_of_its_own() {
+        let mut t = tracker();
+        let k = key(40000, FlowTransport::Tcp);
+        t.on_head("eth0", &head(k, S, &register(1)));
+        t.on_head("eth0", &Head { from_client: true, ..head(k, S, &ok(1, 5)) });
+        assert_eq!(t.census().registrations[&true], 0);
+    }
+
+    #[test]
+    fn failures_from_before_the_agent_started_are_listed_not_reported_again() {
+        let mut t = tracker();
+        t.quiet_before(100 * S);
+        let k = key(40000, FlowTransport::Udp);
+        assert!(t.sweep("eth0", vec![(k, alive_at(S))], 101 * S).verdicts.is_empty());
+        assert_eq!(t.view([], 101 * S, true).len(), 1);
     }
 
     #[test]

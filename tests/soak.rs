@@ -67,7 +67,7 @@ fn main() {
         .iter()
         .map(|user| OutboundUa::register(&client, proxy, user, Transport::Tcp, Duration::from_secs(1)))
         .collect();
-    let healthy_ports: Vec<String> = healthy.iter().map(|ua| format!(":{}", ua.local.port())).collect();
+    let healthy_flows: Vec<String> = healthy.iter().map(|ua| ua.local.to_string()).collect();
 
     let mut uas = Command::new("ip")
         .args(["netns", "exec", &server, "sipp", "-sn", "uas", "-i", SERVER_V4, "-p", "5060", "-nostdin"])
@@ -109,10 +109,12 @@ fn main() {
             rss.push((done_restarts, rss_kb(pid)));
         }
         if let Some((_, body)) = http_get(&server, "http://127.0.0.1:9560/flows?state=failed") {
-            for port in &healthy_ports {
-                if body.contains(&format!("{CLIENT_V4}{port}\"")) {
-                    flaps.push(format!("{port} flagged at {:.0} s", started.elapsed().as_secs_f64()));
-                }
+            let failed: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap_or_default();
+            // The UAs' TCP flows; sipp's UDP sockets may have the same port numbers.
+            let tcp_flagged =
+                |remote: &String| failed.iter().any(|f| f["transport"] == "tcp" && f["remote"] == **remote);
+            for remote in healthy_flows.iter().filter(|r| tcp_flagged(r)) {
+                flaps.push(format!("{remote} flagged at {:.0} s", started.elapsed().as_secs_f64()));
             }
         }
         if done_restarts < restarts.len() && started.elapsed() >= Duration::from_secs(restarts[done_restarts]) {

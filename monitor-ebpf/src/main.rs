@@ -28,7 +28,9 @@ use crate::{
 #[xdp]
 pub fn sipflow_xdp(ctx: XdpContext) -> u32 {
     if observe::observe(&xdp_frame::XdpFrame(&ctx), Direction::Ingress) {
-        follow_xdp(&ctx, Next::Scan);
+        // SAFETY: a tail call into our own walker; it returns only when none is
+        // installed (a load that was not the agent's), and then the rest goes uncounted.
+        unsafe { FOLLOW_XDP.tail_call(&ctx, Next::Scan as u32) };
     }
     xdp_action::XDP_PASS
 }
@@ -51,7 +53,8 @@ pub fn sipflow_xdp_message(ctx: XdpContext) -> u32 {
 #[classifier]
 pub fn sipflow_tc_egress(ctx: TcContext) -> i32 {
     if observe::observe(&tc_frame::TcFrame::new(&ctx), Direction::Egress) {
-        follow_tc(&ctx, Next::Scan);
+        // SAFETY: as in `sipflow_xdp`.
+        unsafe { FOLLOW_TC.tail_call(&ctx, Next::Scan as u32) };
     }
     TC_ACT_UNSPEC
 }
@@ -68,9 +71,9 @@ pub fn sipflow_tc_message(ctx: TcContext) -> i32 {
     TC_ACT_UNSPEC
 }
 
-/// Hands the packet to the next step of the walk. A tail call that returns
-/// failed: at the kernel's limit of 33 (counted), or with no program
-/// installed, as when the agent loaded none.
+/// Hands the packet to the next step of the walk. A tail call from a walker
+/// that returns failed at the kernel's limit of 33: the rest of the segment
+/// goes unread, and that is counted.
 #[inline(always)]
 fn follow_xdp(ctx: &XdpContext, next: Next) {
     if next != Next::Done {

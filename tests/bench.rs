@@ -2,7 +2,7 @@
 //! BPF_PROG_TEST_RUN (the kernel's own mean over `repeat` runs), beside a
 //! program that only passes. Writes target/bench/test_run.{md,json}.
 
-use std::{fmt::Write as _, path::PathBuf};
+use std::fmt::Write as _;
 
 use monitor_common::maps::{TC_EGRESS_PROGRAM, TC_FOLLOW_PROGRAMS, XDP_FOLLOW_PROGRAMS, XDP_PROGRAM};
 use sipflow_tests::{
@@ -52,7 +52,7 @@ fn main() {
         json.push(format!(r#"{{"program":"{program}","verified_instructions":"{count}"}}"#));
     }
     print!("{md}");
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    let dir = sipflow_tests::bench_dir();
     std::fs::create_dir_all(&dir).expect("target/bench");
     std::fs::write(dir.join("test_run.md"), &md).expect("write markdown");
     std::fs::write(dir.join("test_run.json"), format!("[{}]\n", json.join(","))).expect("write json");

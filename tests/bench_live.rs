@@ -159,7 +159,7 @@ fn main() {
         "tshark_over_sipflow": ratio, "sipp_successful": successful, "sipp_retransmissions": retransmissions,
         "sipflow_invites": invites, "sipflow_byes": byes, "events_lost": lost,
     });
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    let dir = sipflow_tests::bench_dir();
     std::fs::create_dir_all(&dir).expect("target/bench");
     std::fs::write(dir.join("live.md"), &md).expect("write live.md");
     std::fs::write(dir.join("live.json"), serde_json::to_string_pretty(&json).unwrap()).expect("write live.json");

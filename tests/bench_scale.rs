@@ -151,7 +151,7 @@ fn main() {
                                "agent_rss_mib": r.rss_mib, "flow_map_mib": r.map_mib})
         })
         .collect();
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    let dir = sipflow_tests::bench_dir();
     std::fs::create_dir_all(&dir).expect("target/bench");
     std::fs::write(dir.join("scale.md"), &md).expect("write scale.md");
     std::fs::write(dir.join("scale.json"), serde_json::to_string_pretty(&json).unwrap()).expect("write scale.json");

@@ -65,3 +65,11 @@ pub fn remove_pins(path: &std::path::Path) {
         let _ = std::fs::remove_file(path);
     }
 }
+
+/// Where the benchmarks write: target/bench, or $SIPFLOW_BENCH_OUT (the smoke
+/// run of `cargo xtask test` keeps its figures away from the real ones).
+pub fn bench_dir() -> std::path::PathBuf {
+    std::env::var_os("SIPFLOW_BENCH_OUT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench"))
+}

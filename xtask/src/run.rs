@@ -36,6 +36,13 @@ pub fn test() -> Result<()> {
     cargo_test(&["test", "-p", "monitor-ebpf", "--lib"], &mut tally)?;
     // The default members: everything but the kernel crate's BPF binary.
     cargo_test(&["test"], &mut tally)?;
+    // Seconds of each benchmark, so that `cargo xtask bench` keeps working; the
+    // figures go to target/bench-smoke and mean nothing.
+    if let Err(e) = bench_smoke() {
+        println!("tests: {} passed, {} failed", tally.passed, tally.failed + 1);
+        return Err(e.context("the benchmark smoke run failed"));
+    }
+    tally.passed += 1;
     // Half a minute of the soak: load, churn and two restarts of the agent.
     if let Err(e) = soak(30, 100) {
         println!("tests: {} passed, {} failed", tally.passed, tally.failed + 1);
@@ -51,6 +58,27 @@ pub fn test() -> Result<()> {
     tally.passed += 1;
     // One closing line for all the runs above, so the total is plain.
     println!("tests: {} passed, {} failed", tally.passed, tally.failed);
+    Ok(())
+}
+
+fn bench_smoke() -> Result<()> {
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-smoke");
+    for (bin, args) in
+        [("sipflow-bench", &["1000"][..]), ("sipflow-bench-live", &["2", "100"]), ("sipflow-bench-scale", &["2000"])]
+    {
+        let mut command = vec!["run", "--quiet", "-p", "sipflow-tests", "--bin", bin, "--"];
+        command.extend_from_slice(args);
+        let status = Command::new(env!("CARGO"))
+            .args(&command)
+            .env("SIPFLOW_BENCH_OUT", &out)
+            .stdout(Stdio::null())
+            .status()
+            .with_context(|| format!("run {bin}"))?;
+        if !status.success() {
+            bail!("{bin} {} failed", args.join(" "));
+        }
+    }
+    println!("bench: the smoke run of every benchmark worked ({})", out.display());
     Ok(())
 }
 

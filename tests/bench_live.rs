@@ -59,15 +59,7 @@ fn main() {
     let agent_pid = lab.spawned()[0].id();
     sysctl("kernel.bpf_stats_enabled=1");
 
-    let mut uas = Command::new("ip")
-        .args(["netns", "exec", &server, "sipp", "-sn", "uas", "-i", SERVER_V4, "-p", "5060", "-nostdin"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .expect("start sipp");
-    sipflow_tests::interrupt::process_started(uas.id());
+    let mut uas = sipflow_tests::sipp::answering_calls(&server);
     // tshark counting SIP by method and code, as an operator would without sipflow.
     let mut tshark = Command::new("ip")
         .args(["netns", "exec", &server, "tshark", "-q", "-i", SERVER_IF, "-z", "sip,stat"])

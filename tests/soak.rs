@@ -69,15 +69,7 @@ fn main() {
         .collect();
     let healthy_flows: Vec<String> = healthy.iter().map(|ua| ua.local.to_string()).collect();
 
-    let mut uas = Command::new("ip")
-        .args(["netns", "exec", &server, "sipp", "-sn", "uas", "-i", SERVER_V4, "-p", "5060", "-nostdin"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .expect("start sipp");
-    sipflow_tests::interrupt::process_started(uas.id());
+    let mut uas = sipflow_tests::sipp::answering_calls(&server);
     thread::sleep(Duration::from_millis(500));
 
     eprintln!("soak: {seconds} s, {calls} calls at {rate}/s, two restarts");

@@ -96,3 +96,19 @@ impl Peer<'_> {
         panic!("sipp registering {user} got no 200 within 5 s");
     }
 }
+
+/// sipp's built-in UAS on the server's SIP port (UDP 5060), answering every
+/// call, in its own process group; stop it with `process::stop_group`.
+pub fn answering_calls(server_namespace: &str) -> Child {
+    let uas = Command::new("ip")
+        .args(["netns", "exec", server_namespace, "sipp", "-sn", "uas", "-i", crate::netns::SERVER_V4])
+        .args(["-p", "5060", "-nostdin"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("start sipp (package sip-tester)");
+    crate::interrupt::process_started(uas.id());
+    uas
+}

@@ -367,8 +367,13 @@ impl Attached {
             info!(iface = self.iface, pins = %self.pins.dir.display(), "the programs stay attached and counting (--keep-attached)");
             return;
         }
-        for (name, what) in [(XDP_LINK, "XDP"), (TC_LINK, "TC egress")] {
+        for (name, what, program) in [(XDP_LINK, "XDP", XDP_PROGRAM), (TC_LINK, "TC egress", TC_EGRESS_PROGRAM)] {
             let path = self.pins.link(name);
+            // A newer agent may have taken the link over already: its program is not ours to detach.
+            let ours = self.ebpf.program(program).and_then(|p| p.info().ok()).map(|info| info.id());
+            if pins::link_program_id(&path).ok() != ours {
+                continue;
+            }
             if path.exists() {
                 match std::fs::remove_file(&path) {
                     Ok(()) => info!(iface = self.iface, "detached {what} program"),

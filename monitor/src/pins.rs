@@ -137,6 +137,8 @@ const ATTR_LEN: usize = 144;
 /// offset 16 (after type, id and prog_id, in an 8-byte-aligned union).
 const LINK_INFO_LEN: usize = 64;
 const LINK_INFO_IFINDEX: usize = 16;
+/// ... and the id of the program it runs at offset 8.
+const LINK_INFO_PROG_ID: usize = 8;
 
 /// Opens a pinned object (BPF_OBJ_GET).
 fn open_pinned(path: &Path) -> io::Result<OwnedFd> {
@@ -155,6 +157,15 @@ fn open_pinned(path: &Path) -> io::Result<OwnedFd> {
 /// The interface a pinned XDP or TC link is attached to: 0 when the link no
 /// longer is (its interface went away, or someone detached it).
 pub fn link_ifindex(path: &Path) -> io::Result<u32> {
+    link_info_u32(path, LINK_INFO_IFINDEX)
+}
+
+/// The program a pinned link runs now.
+pub fn link_program_id(path: &Path) -> io::Result<u32> {
+    link_info_u32(path, LINK_INFO_PROG_ID)
+}
+
+fn link_info_u32(path: &Path, at: usize) -> io::Result<u32> {
     let link = open_pinned(path)?;
     let mut info = [0u8; LINK_INFO_LEN];
     let mut attr = [0u8; ATTR_LEN];
@@ -166,7 +177,6 @@ pub fn link_ifindex(path: &Path) -> io::Result<u32> {
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
-    let at = LINK_INFO_IFINDEX;
     Ok(u32::from_ne_bytes([info[at], info[at + 1], info[at + 2], info[at + 3]]))
 }
 

@@ -2,6 +2,8 @@
 
 mod batch;
 
+use std::cell::Cell;
+
 use aya::{
     Ebpf,
     maps::{HashMap, IterableMap, Map, MapData, MapError, PerCpuArray},
@@ -72,11 +74,13 @@ pub struct FlowTable {
     /// Entries this agent removed: with the kernel's creations and the live
     /// count, they tell how many the LRU evicted.
     removed: u64,
+    /// The last walk of the map ended early (see [`FlowTable::walk_was_cut_short`]).
+    cut_short: Cell<bool>,
 }
 
 impl FlowTable {
     pub fn take_from(ebpf: &mut Ebpf) -> Result<Self, MapError> {
-        Ok(Self { map: HashMap::try_from(take(ebpf, FLOWS)?)?, removed: 0 })
+        Ok(Self { map: HashMap::try_from(take(ebpf, FLOWS)?)?, removed: 0, cut_short: Cell::new(false) })
     }
 
     /// Every flow now in the map, read as it is walked: in batches where the
@@ -84,10 +88,15 @@ impl FlowTable {
     /// read are skipped.
     pub fn entries(&self) -> Box<dyn Iterator<Item = (FlowKey, FlowState)> + '_> {
         use std::os::fd::AsFd;
-        match batch::Batches::open(self.map.map().fd().as_fd()) {
+        match batch::Batches::open(self.map.map().fd().as_fd(), &self.cut_short) {
             Ok(batches) => Box::new(batches),
             Err(_) => Box::new(self.map.iter().filter_map(Result::ok)),
         }
+    }
+
+    /// Whether the last walk of [`FlowTable::entries`] ended before the map did.
+    pub fn walk_was_cut_short(&self) -> bool {
+        self.cut_short.get()
     }
 
     /// The same, all at once.

@@ -89,7 +89,11 @@ impl AgentState {
             let mut live = 0u64;
             let mut tracker = self.tracker.lock().expect("tracker lock");
             let entries = flows.entries().inspect(|_| live += 1);
-            let sweep = tracker.sweep(&instance.iface, entries, now);
+            let complete = || !flows.walk_was_cut_short();
+            let sweep = tracker.sweep_walk(&instance.iface, entries, now, complete);
+            if flows.walk_was_cut_short() {
+                warn!(iface = instance.iface, "reading the flow map failed midway; this sweep judged part of it");
+            }
             for v in &sweep.verdicts {
                 // A flow that carried a registration is news; one that did not is
                 // usually a call's socket gone quiet, many a second on a busy

@@ -6,7 +6,7 @@
 //! The entries are handed out one batch at a time, so that a sweep of a
 //! million flows holds one batch in memory, not the whole map.
 
-use std::{io, mem::size_of, os::fd::AsRawFd, os::fd::BorrowedFd};
+use std::{cell::Cell, io, mem::size_of, os::fd::AsRawFd, os::fd::BorrowedFd};
 
 use monitor_common::flow::{FlowKey, FlowState};
 
@@ -33,6 +33,8 @@ struct BatchAttr {
 /// Every entry of a flow map, read a batch at a time.
 pub struct Batches<'a> {
     map: BorrowedFd<'a>,
+    /// Set when a batch after the first failed: the walk ended early.
+    cut_short: &'a Cell<bool>,
     keys: Vec<FlowKey>,
     values: Vec<FlowState>,
     /// Entries of the current batch, and how many of them were handed out.
@@ -47,9 +49,11 @@ pub struct Batches<'a> {
 impl<'a> Batches<'a> {
     /// Reads the first batch. An error means the kernel does not do batches for
     /// this map (older than 5.6): the caller iterates instead.
-    pub fn open(map: BorrowedFd<'a>) -> io::Result<Self> {
+    pub fn open(map: BorrowedFd<'a>, cut_short: &'a Cell<bool>) -> io::Result<Self> {
+        cut_short.set(false);
         let mut batches = Self {
             map,
+            cut_short,
             // SAFETY: both are plain-old-data `#[repr(C)]` types for which all zeroes is valid.
             keys: vec![unsafe { std::mem::zeroed() }; CHUNK],
             values: vec![unsafe { std::mem::zeroed() }; CHUNK],
@@ -107,8 +111,12 @@ impl Iterator for Batches<'_> {
                 self.taken += 1;
                 return Some((self.keys[i], self.values[i]));
             }
-            // A failure after the first batch ends the sweep early; the next one reads again.
-            if self.finished || self.fill().is_err() {
+            if self.finished {
+                return None;
+            }
+            // A failure after the first batch ends the walk early; the next one reads again.
+            if self.fill().is_err() {
+                self.cut_short.set(true);
                 return None;
             }
         }

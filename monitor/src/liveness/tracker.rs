@@ -229,6 +229,19 @@ impl Tracker {
 
     /// Walks the kernel's view of `iface`'s flows at `now_ns` and decides.
     pub fn sweep(&mut self, iface: &str, flows: impl IntoIterator<Item = (FlowKey, FlowState)>, now_ns: u64) -> Sweep {
+        self.sweep_walk(iface, flows, now_ns, || true)
+    }
+
+    /// The same, where `complete` tells after the walk whether it met every
+    /// flow of the map: after a walk cut short, flows it did not meet are not
+    /// taken for gone, and unanswered REGISTERs wait for the next sweep.
+    pub fn sweep_walk(
+        &mut self,
+        iface: &str,
+        flows: impl IntoIterator<Item = (FlowKey, FlowState)>,
+        now_ns: u64,
+        complete: impl FnOnce() -> bool,
+    ) -> Sweep {
         self.sweeps += 1;
         let this_sweep = self.sweeps;
         let previous_sweep_ns = self.last_sweep_ns.insert(iface.to_string(), now_ns).unwrap_or(0);
@@ -289,8 +302,12 @@ impl Tracker {
         }
         // Failed flows the kernel no longer has (evicted or removed) leave the story;
         // those past their retention leave it and the kernel's map.
+        let complete = complete();
         let retention = self.retention.as_nanos() as u64;
         failed.retain(|key, tracked| {
+            if !complete && tracked.seen_in != this_sweep {
+                return true;
+            }
             let keep = tracked.seen_in == this_sweep && now_ns.saturating_sub(tracked.failure.at_ns) <= retention;
             if !keep {
                 self.replaced.remove(&FlowId { iface: iface.to_string(), key: *key });
@@ -303,10 +320,11 @@ impl Tracker {
         self.failed.insert(iface.to_string(), failed);
         self.alive.insert(iface.to_string(), alive);
 
-        let changes = self
-            .registrations
-            .settle_unanswered(now_ns, REGISTER_SETTLE, iface, |flow| waiting.get(&flow.key).copied().unwrap_or(false));
-        self.note(changes, now_ns);
+        if complete {
+            let server_visible = |flow: &FlowId| waiting.get(&flow.key).copied().unwrap_or(false);
+            let changes = self.registrations.settle_unanswered(now_ns, REGISTER_SETTLE, iface, server_visible);
+            self.note(changes, now_ns);
+        }
         self.registrations.expire(now_ns);
         sweep
     }
@@ -594,6 +612,17 @@ mod tests {
         t.sweep("eth0", vec![], 201 * S);
         assert!(t.view([], 201 * S, true).is_empty());
         assert_eq!(t.census().flows[&("tcp", "failed")], 0);
+    }
+
+    #[test]
+    fn a_walk_cut_short_takes_no_failed_flow_for_gone() {
+        let mut t = tracker();
+        let k = key(40000, FlowTransport::Tcp);
+        t.sweep("eth0", vec![(k, alive_at(S))], 200 * S);
+        t.sweep_walk("eth0", vec![], 201 * S, || false);
+        assert_eq!(t.view([], 201 * S, true).len(), 1, "kept");
+        t.sweep_walk("eth0", vec![], 202 * S, || true);
+        assert!(t.view([], 202 * S, true).is_empty(), "gone after a whole walk");
     }
 
     #[test]

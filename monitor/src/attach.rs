@@ -229,9 +229,20 @@ fn pin_xdp(program: &mut Xdp, link: XdpLinkId, path: &Path) -> Result<(), String
 /// Another program on the interface's XDP hook is left alone, unless
 /// `--replace` says to remove it.
 fn refuse_foreign_xdp(iface: &str, replace: bool) -> Result<(), Failure> {
-    let Some(other) = xdp_hook::attached(iface) else {
+    let Some(mut other) = xdp_hook::attached(iface) else {
         return Ok(());
     };
+    // A link whose pin was just removed (an agent stopped a moment ago) is
+    // released after an RCU grace period: give sipflow's own program a second to go.
+    let mut waited = 0;
+    while other.name.as_deref() == Some(XDP_PROGRAM) && waited < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        waited += 1;
+        match xdp_hook::attached(iface) {
+            Some(still) => other = still,
+            None => return Ok(()),
+        }
+    }
     if !replace {
         return Err(Failure::OtherXdp { iface: iface.to_string(), program: other.describe() });
     }

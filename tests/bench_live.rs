@@ -114,18 +114,9 @@ fn main() {
     let counts = sipflow_counts(&metrics);
     let lost = metric(&metrics, "sipflow_events_lost_total", &[]).unwrap_or(0.0);
     let sipp_out = String::from_utf8_lossy(&uac.stdout);
-    let successful = sipp_out
-        .lines()
-        .find(|l| l.contains("Successful call"))
-        .and_then(|l| l.split('|').nth(2))
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .unwrap_or(0);
-    let retransmissions = sipp_out
-        .lines()
-        .find(|l| l.contains("Retransmissions"))
-        .and_then(|l| l.split('|').nth(2))
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .unwrap_or(0);
+    let successful = sipflow_tests::sipp::final_statistic(&sipp_out, "Successful call");
+    // sipp's statistics screen has no retransmission row: its message table has them.
+    let retransmissions = sipflow_tests::sipp::retransmissions(&sipp_out);
 
     let ns_per_run = if runs > 0 { run_ns as f64 / runs as f64 } else { 0.0 };
     let sipflow_cpu = run_ns as f64 / 1e9 + agent_cpu;

@@ -28,6 +28,7 @@ use sipflow_tests::{
     edge_lab::sipflow_counts,
     netns::{CLIENT_V4, Lab, SERVER_IF, SERVER_V4, http_get, metric},
     peers::TcpServer,
+    sipp,
     ua::{OutboundUa, Transport},
 };
 
@@ -42,16 +43,6 @@ fn rss_kb(pid: u32) -> u64 {
         .unwrap_or_default()
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix(" kB")?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// The value of a row of sipp's final statistics ("Successful call | 12 | 345").
-fn sipp_total(output: &str, row: &str) -> u64 {
-    output
-        .lines()
-        .filter(|l| l.contains(row))
-        .filter_map(|l| l.split('|').nth(2)?.trim().parse().ok())
-        .next_back()
         .unwrap_or(0)
 }
 
@@ -133,18 +124,10 @@ fn main() {
     if std::env::var_os("SOAK_DEBUG").is_some() {
         eprintln!("{sipp_out}\n{}", String::from_utf8_lossy(&output.stderr));
     }
-    let created = sipp_total(&sipp_out, "Outgoing calls created");
-    let successful = sipp_total(&sipp_out, "Successful call");
+    let created = sipp::final_statistic(&sipp_out, "Outgoing calls created");
+    let successful = sipp::final_statistic(&sipp_out, "Successful call");
     // The message table: "INVITE ---------->  180  0  0" (count, retransmissions, timeouts).
-    let retransmissions: u64 = sipp_out
-        .lines()
-        .filter(|l| l.contains("---------->") || l.contains("<----------"))
-        .filter_map(|l| {
-            let after_arrow = l.split_once("----------")?.1.trim_start_matches('>');
-            let numbers: Vec<u64> = after_arrow.split_whitespace().filter_map(|w| w.parse().ok()).collect();
-            numbers.get(1).copied()
-        })
-        .sum();
+    let retransmissions = sipp::retransmissions(&sipp_out);
 
     let (_, text) = http_get(&server, "http://127.0.0.1:9560/metrics").expect("scrape");
     let counts = sipflow_counts(&text);

@@ -6,6 +6,8 @@
 
 use std::{ffi::OsString, path::Path};
 
+use clap::{ArgAction, CommandFactory};
+
 /// How a key becomes options.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -17,26 +19,26 @@ enum Kind {
     Flag,
 }
 
-/// Each key, the clap id of its option (the `RunArgs` field), and its kind.
-const KEYS: &[(&str, &str, Kind)] = &[
-    ("iface", "ifaces", Kind::List),
-    ("sip_port", "sip_ports", Kind::List),
-    ("sips_port", "sips_ports", Kind::List),
-    ("egress", "egress", Kind::Flag),
-    ("xdp_mode", "xdp_mode", Kind::Value),
-    ("listen", "listen", Kind::Value),
-    ("max_flows", "max_flows", Kind::Value),
-    ("log_format", "log_format", Kind::Value),
-    ("flow_timer", "flow_timer", Kind::Value),
-    ("grace", "grace", Kind::Value),
-    ("pong_timeout", "pong_timeout", Kind::Value),
-    ("retention", "retention", Kind::Value),
-    ("sweep_interval", "sweep_interval", Kind::Value),
-    ("pin_dir", "pin_dir", Kind::Value),
-    ("keep_attached", "keep_attached", Kind::Flag),
-    ("replace", "replace", Kind::Flag),
-    ("state_file", "state_file", Kind::Value),
-];
+/// The options a file may set: every long option of `sipflow run` but
+/// `--config` itself, read from the clap definition so that the two never
+/// drift apart. Each as (key, clap id, kind).
+fn keys() -> Vec<(String, String, Kind)> {
+    let cli = crate::cli::Cli::command();
+    let Some(run) = cli.find_subcommand("run") else {
+        return Vec::new();
+    };
+    run.get_arguments()
+        .filter_map(|arg| {
+            let long = arg.get_long().filter(|l| !matches!(*l, "config" | "help"))?;
+            let kind = match arg.get_action() {
+                ArgAction::SetTrue => Kind::Flag,
+                ArgAction::Append => Kind::List,
+                _ => Kind::Value,
+            };
+            Some((long.replace('-', "_"), arg.get_id().to_string(), kind))
+        })
+        .collect()
+}
 
 /// The options `text` (the file at `path`) gives, skipping those for which
 /// `given(clap id)` says the command line has its own.
@@ -48,10 +50,11 @@ pub fn options(path: &Path, text: &str, given: impl Fn(&str) -> bool) -> Result<
         let at = line.map(|l| format!(" at line {l}")).unwrap_or_default();
         format!("the config file {file} is not valid TOML{at}: {}", what.trim_end_matches('.'))
     })?;
+    let keys = keys();
     let mut out = Vec::new();
     for (key, value) in &table {
-        let Some(&(_, id, kind)) = KEYS.iter().find(|(k, _, _)| k == key) else {
-            let known: Vec<&str> = KEYS.iter().map(|(k, _, _)| *k).collect();
+        let Some((_, id, kind)) = keys.iter().find(|(k, _, _)| k == key) else {
+            let known: Vec<&str> = keys.iter().map(|(k, _, _)| k.as_str()).collect();
             return Err(format!(
                 "the config file {file} has an unknown key `{key}`; the keys are {}",
                 known.join(", ")

@@ -87,7 +87,7 @@ pub fn programs_attached(pins: &Pins, ifindex: u32, egress: bool, tc_pinned: boo
 }
 
 /// bpffs holds no regular files: unlink each pin, then the directories.
-fn remove_tree(path: &Path) -> io::Result<()> {
+pub fn remove_tree(path: &Path) -> io::Result<()> {
     if path.is_dir() {
         for entry in std::fs::read_dir(path)? {
             remove_tree(&entry?.path())?;

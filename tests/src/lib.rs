@@ -49,20 +49,8 @@ impl PinDir {
 
 impl Drop for PinDir {
     fn drop(&mut self) {
-        remove_pins(&self.0);
+        let _ = sipflow::pins::remove_tree(&self.0);
         interrupt::directory_removed(&self.0);
-    }
-}
-
-/// bpffs holds no regular files: unlink each pin, then the directories.
-pub fn remove_pins(path: &std::path::Path) {
-    if path.is_dir() {
-        for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
-            remove_pins(&entry.path());
-        }
-        let _ = std::fs::remove_dir(path);
-    } else {
-        let _ = std::fs::remove_file(path);
     }
 }
 

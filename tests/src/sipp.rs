@@ -112,3 +112,28 @@ pub fn answering_calls(server_namespace: &str) -> Child {
     crate::interrupt::process_started(uas.id());
     uas
 }
+
+/// The cumulated column of a row of sipp's final statistics
+/// ("Successful call | 12 | 345" gives 345); 0 when the row is missing.
+pub fn final_statistic(output: &str, row: &str) -> u64 {
+    output
+        .lines()
+        .filter(|l| l.contains(row))
+        .filter_map(|l| l.split('|').nth(2)?.trim().parse().ok())
+        .next_back()
+        .unwrap_or(0)
+}
+
+/// Retransmissions of every message, from the message table of sipp's final
+/// screen ("INVITE ---------->  180  0  0": count, retransmissions, timeouts).
+pub fn retransmissions(output: &str) -> u64 {
+    output
+        .lines()
+        .filter(|l| l.contains("---------->") || l.contains("<----------"))
+        .filter_map(|l| {
+            let after_arrow = l.split_once("----------")?.1.trim_start_matches('>');
+            let numbers: Vec<u64> = after_arrow.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+            numbers.get(1).copied()
+        })
+        .sum()
+}

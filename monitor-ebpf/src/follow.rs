@@ -39,6 +39,7 @@ pub fn start(scratch: &mut Scratch, payload: Payload) -> bool {
     follow.cursor = scratch.payload_offset;
     follow.end = scratch.payload_offset + scratch.payload_len;
     follow.messages = 1;
+    follow.window_at = scratch.payload_offset;
     follow.scan = HeadScan::default();
     true
 }
@@ -100,7 +101,7 @@ fn message_at_cursor(
 ) -> Next {
     let left = end - cursor;
     let loaded = if left < WINDOW { left } else { WINDOW };
-    if !frame.load_bytes(cursor, loaded, &mut scratch.window) {
+    if !window_at(frame, scratch, cursor, loaded) {
         return Next::Done;
     }
     let skip = payload::leading_crlf(&scratch.window, loaded, left);
@@ -128,7 +129,7 @@ fn message_at_cursor(
 fn scan_head(frame: &impl Frame, scratch: &mut Scratch, cursor: usize, end: usize) -> Next {
     let left = end - cursor;
     let loaded = if left < WINDOW { left } else { WINDOW };
-    if !frame.load_bytes(cursor, loaded, &mut scratch.window) {
+    if !window_at(frame, scratch, cursor, loaded) {
         return Next::Done;
     }
     scratch.follow.head_end = 0;
@@ -160,4 +161,20 @@ fn scan_head(frame: &impl Frame, scratch: &mut Scratch, cursor: usize, end: usiz
     scratch.follow.cursor = next as u32;
     scratch.follow.scan = HeadScan::default();
     Next::Message
+}
+
+/// Makes the window hold the `loaded` bytes at `cursor`, loading them only
+/// when it holds another offset's. Within one walk the bytes at an offset are
+/// always the same count, `min(end - cursor, WINDOW)`.
+#[inline(always)]
+fn window_at(frame: &impl Frame, scratch: &mut Scratch, cursor: usize, loaded: usize) -> bool {
+    // SAFETY: a plain read of the scratch slot (volatile: see `resume`).
+    if unsafe { read_volatile(&scratch.follow.window_at) } as usize == cursor {
+        return true;
+    }
+    if !frame.load_bytes(cursor, loaded, &mut scratch.window) {
+        return false;
+    }
+    scratch.follow.window_at = cursor as u32;
+    true
 }

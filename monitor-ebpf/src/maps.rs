@@ -81,6 +81,10 @@ pub struct Follow {
     pub end: u32,
     /// Messages of this segment counted so far.
     pub messages: u32,
+    /// The frame offset whose bytes `Scratch::window` holds now: a step that
+    /// would load the window at that offset again finds it loaded already
+    /// (the entry program leaves the first message's start there).
+    pub window_at: u32,
     /// Bytes of the window up to the end of the head, 0 when it is not in the
     /// window: written by the scan loop and read back opaquely, so that what
     /// follows the loop is verified once, not once per place it could stop.

@@ -191,10 +191,27 @@ pub enum KernelStat {
     /// First fragments: counted under their own class and under `fragment`, so
     /// that packets counted = packets seen + first fragments, exactly.
     FirstFragments = 4,
+    /// An RST inside the window but not at the next expected sequence number:
+    /// the host answers it with a challenge ACK, and so does not close (RFC 5961 §3.2).
+    RstInWindow = 5,
+    /// An RST outside the window: the host drops it.
+    RstOutOfWindow = 6,
+    /// A FIN not at the next expected sequence number.
+    FinOutOfSequence = 7,
+    /// An RST or FIN from a side whose sequence numbers were never seen.
+    CloseUnverifiable = 8,
 }
 
 impl KernelStat {
-    pub const COUNT: usize = 5;
+    pub const COUNT: usize = 9;
+    /// The segments a flow's verdict ignores, with the `reason` label of
+    /// `sipflow_tcp_segments_ignored_total`.
+    pub const IGNORED_SEGMENTS: [(Self, &'static str); 4] = [
+        (Self::RstInWindow, "rst_in_window"),
+        (Self::RstOutOfWindow, "rst_out_of_window"),
+        (Self::FinOutOfSequence, "fin_out_of_sequence"),
+        (Self::CloseUnverifiable, "unknown_sequence"),
+    ];
 }
 
 /// Status codes the response counters hold a slot for (RFC 3261 §7.2: 100-699).

@@ -1,8 +1,13 @@
 //! What the kernel sends the agent through the `EVENTS` ring buffer: the head
-//! of every REGISTER, of every response on a flow with a REGISTER pending, and
+//! of every REGISTER, of every final response on a flow within a REGISTER
+//! transaction's lifetime, and
 //! of every 3xx and 430. Everything else stays counters and timestamps.
 
 use crate::flow::FlowKey;
+
+/// How long after a REGISTER its final response can come: RFC 3261's Timer F
+/// (64 x T1 = 32 s), after which the client gives the transaction up.
+pub const REGISTER_TRANSACTION_NS: u64 = 32_000_000_000;
 
 /// Bytes of a message's head carried by an event.
 pub const HEAD_MAX: usize = 1024;

@@ -35,6 +35,8 @@ impl FlowTransport {
     }
 }
 
+use crate::tcp_sequence::TcpSide;
+
 /// Key of the `FLOWS` map. IPv4 addresses sit in the first four bytes.
 #[repr(C)]
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -77,6 +79,13 @@ pub struct FlowState {
     pub fin_from_client_ns: u64,
     pub fin_from_server_ns: u64,
     pub rst_ns: u64,
+    /// The last REGISTER on the flow: final responses for a transaction's
+    /// lifetime after it go to the agent, which pairs them by CSeq.
+    pub last_register_ns: u64,
+    /// The last payload each side sent in order (not retransmitted, not after a
+    /// gap): valid traffic, what shows an RST or FIN verdict was wrong.
+    pub last_data_from_client_ns: u64,
+    pub last_data_from_server_ns: u64,
     pub packets_from_client: u64,
     pub packets_from_server: u64,
     pub bytes_from_client: u64,
@@ -88,21 +97,10 @@ pub struct FlowState {
     pub last_method: u8,
     /// Every TCP flag seen on the flow, OR-ed.
     pub tcp_flags: u8,
-    /// A REGISTER went over the flow and its final response has not: the
-    /// response's head goes to the agent too.
-    pub register_pending: u8,
-    /// Which directions' `tcp_next_seq_*` hold a value: bit 0 client, bit 1 server.
-    pub tcp_seq_seen: u8,
-    pub _reserved: [u8; 6],
-    /// One past the last payload byte each side sent: a segment that ends at or
-    /// before it is a TCP retransmission, and its messages are not counted again.
-    pub tcp_next_seq_from_client: u32,
-    pub tcp_next_seq_from_server: u32,
+    /// Each side's TCP sequence space, as the host's stack would check a close against it.
+    pub tcp_client: TcpSide,
+    pub tcp_server: TcpSide,
 }
-
-/// `FlowState::tcp_seq_seen` bits.
-pub const TCP_SEQ_SEEN_FROM_CLIENT: u8 = 1;
-pub const TCP_SEQ_SEEN_FROM_SERVER: u8 = 2;
 
 impl FlowState {
     pub const fn new(now_ns: u64) -> Self {
@@ -121,6 +119,9 @@ impl FlowState {
             fin_from_client_ns: 0,
             fin_from_server_ns: 0,
             rst_ns: 0,
+            last_register_ns: 0,
+            last_data_from_client_ns: 0,
+            last_data_from_server_ns: 0,
             packets_from_client: 0,
             packets_from_server: 0,
             bytes_from_client: 0,
@@ -129,11 +130,8 @@ impl FlowState {
             last_status: 0,
             last_method: NO_METHOD,
             tcp_flags: 0,
-            register_pending: 0,
-            tcp_seq_seen: 0,
-            _reserved: [0; 6],
-            tcp_next_seq_from_client: 0,
-            tcp_next_seq_from_server: 0,
+            tcp_client: TcpSide { next_seq: 0, high_seq: 0, ack: 0, window: 0, known: 0, _reserved: 0 },
+            tcp_server: TcpSide { next_seq: 0, high_seq: 0, ack: 0, window: 0, known: 0, _reserved: 0 },
         }
     }
 }
@@ -153,7 +151,7 @@ mod tests {
     fn layouts_have_no_hidden_padding() {
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(align_of::<FlowKey>(), 2);
-        assert_eq!(size_of::<FlowState>(), 18 * 8 + 4 + 2 + 1 + 1 + 1 + 1 + 6 + 4 + 4);
+        assert_eq!(size_of::<FlowState>(), 21 * 8 + 4 + 2 + 1 + 1 + 2 * 16);
         assert_eq!(align_of::<FlowState>(), 8);
     }
 }

@@ -10,3 +10,4 @@ pub mod events;
 pub mod flow;
 pub mod maps;
 pub mod ports;
+pub mod tcp_sequence;

@@ -4,8 +4,10 @@
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::generated::bpf_ktime_get_boot_ns};
 use monitor_common::{
     counters::{Direction, KernelStat, Method},
-    flow::{FlowKey, FlowState, FlowTransport, TCP_SEQ_SEEN_FROM_CLIENT, TCP_SEQ_SEEN_FROM_SERVER},
+    events::REGISTER_TRANSACTION_NS,
+    flow::{FlowKey, FlowState, FlowTransport},
     ports::PortKind,
+    tcp_sequence::{self, Close, SegmentHead},
 };
 use monitor_ebpf::{
     frame::Frame,
@@ -114,19 +116,7 @@ pub fn update(frame: &impl Frame, scratch: &mut Scratch, payload: Payload, direc
         state.bytes_from_server += bytes;
     }
 
-    let flags = scratch.tcp_flags;
-    state.tcp_flags |= flags;
-    if flags & tcp::RST != 0 {
-        state.rst_ns = now;
-    }
-    if flags & tcp::FIN != 0 {
-        if from_client {
-            state.fin_from_client_ns = now;
-        } else {
-            state.fin_from_server_ns = now;
-        }
-    }
-    if scratch.key.transport != FlowTransport::Udp as u8 && scratch.payload_len != 0 && retransmitted(state, scratch) {
+    if scratch.key.transport != FlowTransport::Udp as u8 && !judge_segment(state, scratch, direction, now) {
         return false;
     }
     record(frame, scratch, state, payload, direction, now);
@@ -164,7 +154,7 @@ fn record(
                 state.last_client_activity_ns = now;
             }
             if method == Method::Register {
-                state.register_pending = 1;
+                state.last_register_ns = now;
                 events::send_head(frame, scratch, direction, now);
             }
         }
@@ -174,10 +164,11 @@ fn record(
             if from_client {
                 state.last_client_activity_ns = now;
             }
-            let answers_register = state.register_pending != 0 && code >= 200;
-            if answers_register {
-                state.register_pending = 0;
-            }
+            // Any final response within a REGISTER transaction's lifetime may answer
+            // it, however many are in flight: the agent pairs them by CSeq.
+            let answers_register = code >= 200
+                && state.last_register_ns != 0
+                && now.wrapping_sub(state.last_register_ns) <= REGISTER_TRANSACTION_NS;
             if answers_register || (300..400).contains(&code) || code == 430 {
                 events::send_head(frame, scratch, direction, now);
             }
@@ -217,21 +208,49 @@ fn record(
     }
 }
 
-/// Whether this TCP segment only repeats payload its sender sent before, and
-/// otherwise moves the sender's high-water mark. Sequence numbers wrap: "at or
-/// before" is a signed comparison of the difference (RFC 9293 §3.4).
+/// Takes a TCP segment's sequence numbers, flags and window into the flow, as
+/// the host's stack would (see `tcp_sequence`): an RST or FIN counts only where
+/// the host would act on it. False for a retransmission: its payload was seen
+/// before and its messages are not taken again.
 #[inline(always)]
-fn retransmitted(state: &mut FlowState, scratch: &Scratch) -> bool {
-    let end = scratch.tcp_data_end;
-    let (next, seen) = if scratch.from_client != 0 {
-        (&mut state.tcp_next_seq_from_client, TCP_SEQ_SEEN_FROM_CLIENT)
-    } else {
-        (&mut state.tcp_next_seq_from_server, TCP_SEQ_SEEN_FROM_SERVER)
+fn judge_segment(state: &mut FlowState, scratch: &Scratch, direction: Direction, now: u64) -> bool {
+    let from_client = scratch.from_client != 0;
+    let flags = scratch.tcp_flags;
+    state.tcp_flags |= flags;
+    let segment = SegmentHead {
+        seq: scratch.tcp_sequence,
+        ack: scratch.tcp_acknowledgment,
+        window: scratch.tcp_window,
+        flags,
+        payload_len: scratch.tcp_payload_len,
+        from_host: direction == Direction::Egress,
     };
-    if state.tcp_seq_seen & seen != 0 && (end.wrapping_sub(*next) as i32) <= 0 {
-        return true;
+    let (sender, receiver) =
+        if from_client { (&mut state.tcp_client, &mut state.tcp_server) } else { (&mut state.tcp_server, &mut state.tcp_client) };
+    let judged = tcp_sequence::on_segment(sender, receiver, &segment);
+    if flags & tcp::ACK != 0 {
+        tcp_sequence::on_acknowledged(receiver, segment.ack, segment.from_host);
     }
-    *next = end;
-    state.tcp_seq_seen |= seen;
-    false
+    match judged.close {
+        Close::None => {}
+        Close::Reset => state.rst_ns = now,
+        Close::Fin if from_client => state.fin_from_client_ns = now,
+        Close::Fin => state.fin_from_server_ns = now,
+        Close::Ignored(stat) => bump_stat(stat),
+    }
+    if judged.in_order {
+        if from_client {
+            state.last_data_from_client_ns = now;
+        } else {
+            state.last_data_from_server_ns = now;
+        }
+    }
+    if segment.payload_len != 0 && !judged.new_data {
+        return false;
+    }
+    // TLS payload is opaque, but any of it from the client is the client alive.
+    if judged.new_data && from_client && scratch.key.transport == FlowTransport::Tls as u8 {
+        state.last_client_activity_ns = now;
+    }
+    true
 }

@@ -61,8 +61,12 @@ pub struct Scratch {
     /// 1 when the client sent the packet.
     pub from_client: u8,
     pub tcp_flags: u8,
-    /// The TCP sequence number one past this segment's payload (0 for UDP).
-    pub tcp_data_end: u32,
+    /// The TCP header's sequence and acknowledgment numbers and window (0 for UDP).
+    pub tcp_sequence: u32,
+    pub tcp_acknowledgment: u32,
+    pub tcp_window: u16,
+    /// The TCP segment's whole payload (the classifier narrows `payload_len` to a message).
+    pub tcp_payload_len: u32,
     /// Frame length, for the flow's byte counts.
     pub frame_len: u32,
     /// The classifier's answer (`Payload::encode`), read back opaquely so the flow

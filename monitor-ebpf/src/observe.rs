@@ -60,7 +60,10 @@ fn observe_segment(frame: &impl Frame, segment: &Segment, direction: Direction) 
     flow::key_into(&mut scratch.key, segment, &side);
     scratch.from_client = side.server_is_destination as u8;
     scratch.tcp_flags = segment.tcp_flags;
-    scratch.tcp_data_end = segment.tcp_sequence.wrapping_add(segment.payload_len as u32);
+    scratch.tcp_sequence = segment.tcp_sequence;
+    scratch.tcp_acknowledgment = segment.tcp_acknowledgment;
+    scratch.tcp_window = segment.tcp_window;
+    scratch.tcp_payload_len = segment.payload_len as u32;
     scratch.frame_len = frame::len(frame) as u32;
     scratch.payload_offset = segment.payload_offset as u32;
     scratch.payload_len = segment.payload_len as u32;

@@ -29,6 +29,9 @@ pub struct Segment {
     pub tcp_flags: u8,
     /// The TCP sequence number of the first payload byte; 0 for UDP.
     pub tcp_sequence: u32,
+    /// The TCP acknowledgment number and window as written; 0 for UDP.
+    pub tcp_acknowledgment: u32,
+    pub tcp_window: u16,
     pub payload_offset: usize,
     /// Payload bytes present in this packet (of a first fragment: up to its end).
     pub payload_len: usize,
@@ -45,6 +48,14 @@ pub enum Parsed {
     Untracked,
     /// Truncated or inconsistent headers.
     Malformed,
+}
+
+#[derive(Default)]
+struct TcpFields {
+    flags: u8,
+    sequence: u32,
+    acknowledgment: u32,
+    window: u16,
 }
 
 /// Where the network layer put the transport header.
@@ -80,7 +91,7 @@ pub fn parse(frame: &impl Frame) -> Parsed {
         return Parsed::LaterFragment;
     }
     let first_fragment = network.more_fragments;
-    let (transport, source_port, destination_port, tcp_flags, tcp_sequence, payload_offset, payload_end) =
+    let (transport, source_port, destination_port, tcp, payload_offset, payload_end) =
         match network.protocol {
             IPPROTO_UDP => {
                 let Some(header) = udp::parse(frame, network.transport_offset) else {
@@ -99,8 +110,7 @@ pub fn parse(frame: &impl Frame) -> Parsed {
                     Transport::Udp,
                     header.source_port,
                     header.destination_port,
-                    0,
-                    0,
+                    TcpFields::default(),
                     network.transport_offset + udp::HEADER_LEN,
                     payload_end,
                 )
@@ -113,8 +123,12 @@ pub fn parse(frame: &impl Frame) -> Parsed {
                     Transport::Tcp,
                     header.source_port,
                     header.destination_port,
-                    header.flags,
-                    header.sequence,
+                    TcpFields {
+                        flags: header.flags,
+                        sequence: header.sequence,
+                        acknowledgment: header.acknowledgment,
+                        window: header.window,
+                    },
                     network.transport_offset + header.header_len,
                     network.end,
                 )
@@ -131,8 +145,10 @@ pub fn parse(frame: &impl Frame) -> Parsed {
         destination: network.destination,
         source_port,
         destination_port,
-        tcp_flags,
-        tcp_sequence,
+        tcp_flags: tcp.flags,
+        tcp_sequence: tcp.sequence,
+        tcp_acknowledgment: tcp.acknowledgment,
+        tcp_window: tcp.window,
         payload_offset,
         payload_len: payload_end - payload_offset,
         vlan_id: ethernet.vlan_id,

@@ -6,21 +6,28 @@ pub const MIN_HEADER_LEN: usize = 20;
 pub const SOURCE_PORT_OFFSET: usize = 0;
 pub const DESTINATION_PORT_OFFSET: usize = 2;
 pub const SEQUENCE_OFFSET: usize = 4;
+pub const ACKNOWLEDGMENT_OFFSET: usize = 8;
 pub const DATA_OFFSET_OFFSET: usize = 12;
 pub const FLAGS_OFFSET: usize = 13;
+pub const WINDOW_OFFSET: usize = 14;
 
-pub const FIN: u8 = 0x01;
-pub const SYN: u8 = 0x02;
-pub const RST: u8 = 0x04;
-pub const ACK: u8 = 0x10;
+/// The flags, defined once beside the sequence checks that read them.
+pub use monitor_common::tcp_sequence::{ACK, FIN, RST, SYN};
 
 pub struct Tcp {
     pub source_port: u16,
     pub destination_port: u16,
     /// The sequence number of the segment's first payload byte.
     pub sequence: u32,
+    pub acknowledgment: u32,
+    pub window: u16,
     pub header_len: usize,
     pub flags: u8,
+}
+
+#[inline(always)]
+fn be32(h: &[u8; MIN_HEADER_LEN], at: usize) -> u32 {
+    u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]])
 }
 
 /// `None` when truncated or when the data offset is below 5 words.
@@ -35,12 +42,9 @@ pub fn parse(frame: &impl Frame, offset: usize) -> Option<Tcp> {
     Some(Tcp {
         source_port: be16(&h, SOURCE_PORT_OFFSET),
         destination_port: be16(&h, DESTINATION_PORT_OFFSET),
-        sequence: u32::from_be_bytes([
-            h[SEQUENCE_OFFSET],
-            h[SEQUENCE_OFFSET + 1],
-            h[SEQUENCE_OFFSET + 2],
-            h[SEQUENCE_OFFSET + 3],
-        ]),
+        sequence: be32(&h, SEQUENCE_OFFSET),
+        acknowledgment: be32(&h, ACKNOWLEDGMENT_OFFSET),
+        window: be16(&h, WINDOW_OFFSET),
         header_len,
         flags: h[FLAGS_OFFSET],
     })

@@ -2,6 +2,7 @@
 //! under BPF_PROG_TEST_RUN, and network-namespace labs that clean up after themselves.
 
 pub mod edge_lab;
+pub mod forge;
 pub mod interrupt;
 pub mod kamailio;
 pub mod kernel;

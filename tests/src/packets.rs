@@ -129,6 +129,41 @@ pub fn tcp4_between(source: ([u8; 4], u16), destination: ([u8; 4], u16), flags: 
     finish(b, payload, |b, out, p| b.write(out, p).expect("build"))
 }
 
+/// The numbers a segment of a real connection carries.
+#[derive(Clone, Copy)]
+pub struct Sequence {
+    pub seq: u32,
+    /// 0: no ACK flag (a client's first SYN).
+    pub ack: u32,
+    pub window: u16,
+}
+
+/// TCP over IPv4 between the client (port `CLIENT_PORT`) and the server's SIP
+/// port, with the sequence numbers given rather than made up.
+pub fn tcp4_segment(from_client: bool, port: u16, numbers: Sequence, flags: Flags, payload: &[u8]) -> Vec<u8> {
+    let (source, destination) = if from_client {
+        ((CLIENT_V4, CLIENT_PORT), (SERVER_V4, port))
+    } else {
+        ((SERVER_V4, port), (CLIENT_V4, CLIENT_PORT))
+    };
+    let mut b = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
+        .ipv4(source.0, destination.0, 64)
+        .tcp(source.1, destination.1, numbers.seq, numbers.window);
+    if numbers.ack != 0 {
+        b = b.ack(numbers.ack);
+    }
+    if flags.syn {
+        b = b.syn();
+    }
+    if flags.fin {
+        b = b.fin();
+    }
+    if flags.rst {
+        b = b.rst();
+    }
+    finish(b, payload, |b, out, p| b.write(out, p).expect("build"))
+}
+
 /// Offsets into an untagged IPv4 frame, for the tests that damage headers on purpose.
 pub const IPV4_OFFSET: usize = 14;
 pub const IPV6_OFFSET: usize = 14;

@@ -1,0 +1,156 @@
+//! What a TCP segment proves, through BPF_PROG_TEST_RUN: an RST or FIN closes
+//! a flow only where the host's own stack would act on it (RFC 5961), the
+//! host's own closes (egress) are believed, and a forged segment ahead in
+//! sequence cannot make the client's real keepalives look like retransmissions.
+
+use monitor_common::{counters::KernelStat, flow::FlowState};
+use sipflow_tests::{
+    kernel::{LoadedXdp, TC_ACT_UNSPEC, XDP_PASS},
+    packets::*,
+};
+
+const CLIENT_ISN: u32 = 1_000;
+const SERVER_ISN: u32 = 900_000;
+const WINDOW: u16 = 64_000;
+
+fn state(xdp: &LoadedXdp) -> FlowState {
+    let flows = xdp.flows.snapshot();
+    assert_eq!(flows.len(), 1, "one flow: {flows:?}");
+    flows[0].1
+}
+
+fn numbers(seq: u32, ack: u32) -> Sequence {
+    Sequence { seq, ack, window: WINDOW }
+}
+
+const SYN: Flags = Flags { syn: true, fin: false, rst: false };
+const RST: Flags = Flags { syn: false, fin: false, rst: true };
+const FIN: Flags = Flags { syn: false, fin: true, rst: false };
+const NONE: Flags = Flags { syn: false, fin: false, rst: false };
+
+/// A handshake and a REGISTER, as a tap sees them (both directions on
+/// ingress); returns the client's next sequence number.
+fn connected(xdp: &LoadedXdp, port: u16) -> u32 {
+    let frames = [
+        tcp4_segment(true, port, numbers(CLIENT_ISN, 0), SYN, b""),
+        tcp4_segment(false, port, numbers(SERVER_ISN, CLIENT_ISN + 1), SYN, b""),
+        tcp4_segment(true, port, numbers(CLIENT_ISN + 1, SERVER_ISN + 1), NONE, REGISTER),
+    ];
+    for frame in &frames {
+        assert_eq!(xdp.run(frame), XDP_PASS);
+    }
+    CLIENT_ISN + 1 + REGISTER.len() as u32
+}
+
+fn from_client(xdp: &LoadedXdp, seq: u32, flags: Flags, payload: &[u8]) {
+    assert_eq!(xdp.run(&tcp4_segment(true, SIP_PORT, numbers(seq, SERVER_ISN + 1), flags, payload)), XDP_PASS);
+}
+
+#[test]
+fn an_rst_at_the_next_sequence_number_closes_the_flow() {
+    let xdp = LoadedXdp::load();
+    let next = connected(&xdp, SIP_PORT);
+    from_client(&xdp, next, RST, b"");
+    assert_ne!(state(&xdp).rst_ns, 0);
+    let ignored = KernelStat::IGNORED_SEGMENTS.iter().map(|(s, _)| xdp.counters().stat(*s)).sum::<u64>();
+    assert_eq!(ignored, 0);
+}
+
+#[test]
+fn an_rst_in_the_window_or_outside_it_is_counted_and_not_believed() {
+    let xdp = LoadedXdp::load();
+    let next = connected(&xdp, SIP_PORT);
+    // In the window: the host sends a challenge ACK and keeps the connection (RFC 5961 §3.2).
+    from_client(&xdp, next + 1, RST, b"");
+    // Far away, and just behind: the host drops them.
+    from_client(&xdp, next.wrapping_add(0x8000_0000), RST, b"");
+    from_client(&xdp, next - 1, RST, b"");
+    assert_eq!(state(&xdp).rst_ns, 0, "no close believed");
+    let c = xdp.counters();
+    assert_eq!((c.stat(KernelStat::RstInWindow), c.stat(KernelStat::RstOutOfWindow)), (1, 2));
+    // The real one still closes.
+    from_client(&xdp, next, RST, b"");
+    assert_ne!(state(&xdp).rst_ns, 0);
+}
+
+#[test]
+fn a_fin_closes_only_at_the_next_sequence_number() {
+    let xdp = LoadedXdp::load();
+    let next = connected(&xdp, SIP_PORT);
+    from_client(&xdp, next + 7, FIN, b"");
+    from_client(&xdp, 0x1234_5678, FIN, b"");
+    assert_eq!(state(&xdp).fin_from_client_ns, 0);
+    assert_eq!(xdp.counters().stat(KernelStat::FinOutOfSequence), 2);
+    // A FIN after a last ping in the same segment sits after the ping.
+    from_client(&xdp, next, FIN, b"\r\n\r\n");
+    let s = state(&xdp);
+    assert_ne!(s.fin_from_client_ns, 0);
+    assert_ne!(s.last_ping_ns, 0);
+}
+
+#[test]
+fn a_close_from_a_side_never_seen_is_unverifiable() {
+    let xdp = LoadedXdp::load();
+    from_client(&xdp, 0x4242_4242, RST, b"");
+    from_client(&xdp, 0x4242_4242, FIN, b"");
+    let s = state(&xdp);
+    assert_eq!((s.rst_ns, s.fin_from_client_ns), (0, 0));
+    assert_eq!(xdp.counters().stat(KernelStat::CloseUnverifiable), 2);
+}
+
+#[test]
+fn the_hosts_own_rst_and_fin_on_egress_are_believed() {
+    let mut xdp = LoadedXdp::load();
+    connected(&xdp, SIP_PORT);
+    // Whatever its sequence number: the host's stack decided.
+    let own_fin = tcp4_segment(false, SIP_PORT, numbers(0x0bad_cafe, CLIENT_ISN + 1), FIN, b"");
+    assert_eq!(xdp.run_tc(&own_fin), TC_ACT_UNSPEC);
+    assert_ne!(state(&xdp).fin_from_server_ns, 0);
+    let own_rst = tcp4_segment(false, SIP_PORT, numbers(0x0bad_cafe, CLIENT_ISN + 1), RST, b"");
+    assert_eq!(xdp.run_tc(&own_rst), TC_ACT_UNSPEC);
+    assert_ne!(state(&xdp).rst_ns, 0);
+}
+
+#[test]
+fn a_forged_segment_ahead_does_not_hide_the_clients_real_pings() {
+    let xdp = LoadedXdp::load();
+    let next = connected(&xdp, SIP_PORT);
+    // A forged ping far ahead: data, but it moves no mark.
+    from_client(&xdp, next + 100_000, NONE, b"\r\n\r\n");
+    let forged_ping = state(&xdp).last_ping_ns;
+    // The client's real ping is new data, not a retransmission.
+    from_client(&xdp, next, NONE, b"\r\n\r\n");
+    let s = state(&xdp);
+    assert!(s.last_ping_ns > forged_ping, "the real ping was taken");
+    assert_eq!(s.tcp_client.next_seq, next + 4);
+    // And the real RST after it still closes.
+    from_client(&xdp, next + 4, RST, b"");
+    assert_ne!(state(&xdp).rst_ns, 0);
+}
+
+#[test]
+fn the_hosts_acknowledgment_is_its_next_expected_sequence_number() {
+    let mut xdp = LoadedXdp::load();
+    let next = connected(&xdp, SIP_PORT);
+    // A segment out of order (a gap before it) leaves the mark where it was...
+    from_client(&xdp, next + 10, NONE, b"0123456789");
+    assert_eq!(state(&xdp).tcp_client.next_seq, next);
+    // ...until the host acknowledges everything: its RCV.NXT, and the client's RST there closes.
+    let ack = tcp4_segment(false, SIP_PORT, numbers(SERVER_ISN + 1, next + 20), NONE, b"");
+    assert_eq!(xdp.run_tc(&ack), TC_ACT_UNSPEC);
+    assert_eq!(state(&xdp).tcp_client.next_seq, next + 20);
+    from_client(&xdp, next + 20, RST, b"");
+    assert_ne!(state(&xdp).rst_ns, 0);
+}
+
+#[test]
+fn tls_payload_from_the_client_is_client_activity() {
+    let xdp = LoadedXdp::load();
+    let next = connected(&xdp, SIPS_PORT);
+    let before = state(&xdp).last_client_activity_ns;
+    let record = tcp4_segment(true, SIPS_PORT, numbers(next, SERVER_ISN + 1), NONE, &[0x17; 100]);
+    assert_eq!(xdp.run(&record), XDP_PASS);
+    let s = state(&xdp);
+    assert!(s.last_client_activity_ns > before, "opaque bytes from the client are the client alive");
+    assert_ne!(s.last_data_from_client_ns, 0);
+}

@@ -104,11 +104,36 @@ pub struct RunArgs {
     #[arg(long = "sips-port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub sips_ports: Vec<u16>,
 
-    /// Also attach a TC egress program, so the host's own responses, pongs, FINs
-    /// and RSTs are seen: registrations are confirmed by their 2xx (Flow-Timer
-    /// included), and pong and STUN timeouts can be judged.
-    #[arg(long)]
+    /// Accepted for older command lines and config files: both directions are
+    /// watched by default now (see --ingress-only).
+    #[arg(long, conflicts_with = "ingress_only")]
     pub egress: bool,
+
+    /// Watch only what arrives, for a tap or mirror port where both directions
+    /// arrive on ingress. By default a TC egress program also sees what the host
+    /// sends: the 2xx that makes a binding, pongs, and its own FINs and RSTs.
+    /// A binding exists only where its 2xx was seen, so on a host's own
+    /// interface this option leaves no binding and no would_430.
+    #[arg(long)]
+    pub ingress_only: bool,
+
+    /// Every binding is routed by its flow: an edge proxy that mints flow tokens
+    /// for all registrations (Kamailio's outbound with its force flag, behind
+    /// NAT) answers 430 for plain bindings too. By default only RFC 5626
+    /// outbound bindings (reg-id and +sip.instance, or ;ob) would warrant 430.
+    #[arg(long)]
+    pub all_bindings_by_flow: bool,
+
+    /// Most bindings (AOR + instance + reg-id, or AOR + Contact) kept; a 2xx
+    /// that would bind more is counted and binds nothing.
+    #[arg(long, value_name = "N", default_value_t = crate::liveness::registrations::DEFAULT_MAX_BINDINGS,
+          value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+    pub max_bindings: u32,
+
+    /// Most REGISTERs kept waiting for their answer; more are counted and dropped.
+    #[arg(long, value_name = "N", default_value_t = crate::liveness::registrations::DEFAULT_MAX_PENDING,
+          value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+    pub max_pending_registers: u32,
 
     /// How to attach XDP: `native` (in the driver), `generic` (in the stack), or `auto`
     /// (native, falling back to generic with a warning).
@@ -139,7 +164,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub grace: Duration,
 
-    /// A ping with no pong for this long fails the flow (needs the server's side: --egress or a tap).
+    /// A ping with no pong for this long fails the flow (needs the server's side, seen unless --ingress-only off a tap).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub pong_timeout: Duration,
 
@@ -183,6 +208,11 @@ impl RunArgs {
             pong_timeout: self.pong_timeout,
             ..defaults
         }
+    }
+
+    /// Whether the TC egress program is attached.
+    pub fn sees_egress(&self) -> bool {
+        !self.ingress_only
     }
 
     /// Clear-text SIP ports, with the default when none was given.

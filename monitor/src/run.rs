@@ -22,7 +22,7 @@ use crate::{
     failure::Failure,
     head_events::HeadEvents,
     kernel_maps::FlowTable,
-    liveness::{saved, tracker::Tracker},
+    liveness::{registrations::Limits, saved, tracker::Tracker},
     pins, privileges,
 };
 
@@ -60,7 +60,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         replace: args.replace,
     };
     for iface in &args.ifaces {
-        match attach_one(iface, &options, args.egress, args.keep_attached) {
+        match attach_one(iface, &options, args.sees_egress(), args.keep_attached) {
             Ok((a, instance, events)) => {
                 instances.push(instance);
                 event_sources.push((iface.clone(), events));
@@ -75,7 +75,12 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
             }
         }
     }
-    let mut tracker = Tracker::new(args.timers(), args.retention);
+    let limits = Limits {
+        max_bindings: args.max_bindings,
+        max_pending: args.max_pending_registers,
+        all_by_flow: args.all_bindings_by_flow,
+    };
+    let mut tracker = Tracker::with_limits(args.timers(), args.retention, limits, args.ingress_only);
     match saved::load(&args.state_file) {
         Ok(saved) => {
             if !saved.bindings.is_empty() {
@@ -94,6 +99,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         metrics: Mutex::new(Metrics::new()),
         instances,
         saved_generation: AtomicU64::new(tracker.registrations.generation),
+        last_saved: Mutex::new(None),
         swept_until_ns: AtomicU64::new(0),
         tracker: Mutex::new(tracker),
         state_file: args.state_file.clone(),

@@ -52,6 +52,8 @@ pub struct AgentState {
     /// Where the bindings are saved (`--state-file`), and the generation last saved.
     pub state_file: PathBuf,
     pub saved_generation: AtomicU64,
+    /// When the bindings were last written.
+    pub last_saved: Mutex<Option<std::time::Instant>>,
     /// The start of the last sweep: every failure before it was reported.
     pub swept_until_ns: AtomicU64,
 }
@@ -118,17 +120,26 @@ impl AgentState {
             for id in &sweep.recovered {
                 info!(iface = id.iface, flow = %describe(id), "flow came back");
             }
+            for id in &sweep.retracted {
+                warn!(
+                    iface = id.iface,
+                    flow = %describe(id),
+                    "verdict retracted: the connection carried data both ways after the RST or FIN it was failed for"
+                );
+            }
             for key in &sweep.expired {
                 flows.remove(key);
             }
             let census = tracker.census();
             let grades = tracker.grades;
+            let (retractions, refused) = (tracker.retractions, tracker.registrations.refused);
             drop(tracker);
             let created = instance.counters.read().map(|s| s.stat(monitor_common::counters::KernelStat::FlowsCreated));
             let mut metrics = self.metrics.lock().expect("metrics lock");
             metrics.record_sweep(&sweep);
             metrics.record_census(&census);
             metrics.record_grades(grades);
+            metrics.record_registrations(retractions, refused);
             if let Ok(created) = created {
                 metrics.record_flow_map(
                     &instance.iface,
@@ -141,20 +152,42 @@ impl AgentState {
         self.metrics.lock().expect("metrics lock").record_sweep_time(started.elapsed().as_secs_f64());
     }
 
-    /// Saves the bindings when they changed since they were last saved, or
-    /// `always` (at exit, with the time up to which failures were reported).
+    /// Saves the bindings when they changed since they were last saved, at
+    /// most every [`SAVE_EVERY`], or `always` (at exit, with the time up to
+    /// which failures were reported). During a registration storm the table
+    /// changes with every 2xx: a file rewritten on each change would cost its
+    /// whole size per REGISTER.
     pub fn save_registrations(&self, always: bool) {
-        let tracker = self.tracker.lock().expect("tracker lock");
-        let generation = tracker.registrations.generation;
-        if self.saved_generation.swap(generation, Ordering::Relaxed) == generation && !always {
+        let mut last_saved = self.last_saved.lock().expect("save lock");
+        if !always && last_saved.is_some_and(|at| at.elapsed() < SAVE_EVERY) {
             return;
         }
+        // The table is copied under the lock (its keys are shared, not cloned)
+        // and written without it, so heads keep flowing while the file is written.
+        let (generation, bindings) = {
+            let tracker = self.tracker.lock().expect("tracker lock");
+            let generation = tracker.registrations.generation;
+            if self.saved_generation.load(Ordering::Relaxed) == generation && !always {
+                return;
+            }
+            let bindings: Vec<_> = tracker.registrations.all().map(|(k, b)| (k.clone(), b)).collect();
+            (generation, bindings)
+        };
         let swept_until = self.swept_until_ns.load(Ordering::Relaxed);
-        if let Err(e) = saved::save(&self.state_file, tracker.registrations.all(), swept_until) {
-            warn!(file = %self.state_file.display(), error = %e, "cannot save the registrations; a restart will forget them");
+        match saved::save(&self.state_file, bindings.iter().map(|(k, b)| (k, b.clone())), swept_until) {
+            Ok(()) => {
+                self.saved_generation.store(generation, Ordering::Relaxed);
+                *last_saved = Some(std::time::Instant::now());
+            }
+            Err(e) => {
+                warn!(file = %self.state_file.display(), error = %e, "cannot save the registrations; a restart will forget them")
+            }
         }
     }
 }
+
+/// How often, at most, the bindings are written to --state-file while they change.
+pub const SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// "tcp 192.0.2.1:40000 -> 192.0.2.2:5060": client first, as packets of the flow start.
 pub fn describe(flow: &FlowId) -> String {

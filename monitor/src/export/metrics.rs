@@ -10,12 +10,13 @@ use monitor_common::counters::{
     Direction, KernelStat, MIN_STATUS_CODE, Method, PacketClass, STATUS_CODE_SLOTS, packet_index,
 };
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::{
     kernel_maps::CounterSnapshot,
     liveness::{
+        registrations::Refused,
         tracker::{Census, Grades, Sweep},
         verdict::Reason,
     },
@@ -32,7 +33,13 @@ pub struct Metrics {
     failures: IntCounterVec,
     rtt: HistogramVec,
     answers_430: IntCounterVec,
+    received_430: IntCounter,
     last_grades: Grades,
+    segments_ignored: IntCounterVec,
+    retracted: IntCounter,
+    last_retractions: u64,
+    refused: IntCounterVec,
+    last_refused: Refused,
     would_430: IntGaugeVec,
     registrations: IntGaugeVec,
     map_entries: IntGaugeVec,
@@ -53,6 +60,9 @@ pub struct FlowMapFill {
     pub created: u64,
     pub removed: u64,
 }
+
+/// `reason` labels of sipflow_registrations_refused_total.
+const REFUSED_REASONS: [&str; 3] = ["bindings_full", "pending_full", "cut_head"];
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
@@ -138,6 +148,33 @@ impl Metrics {
         for predicted in ["true", "false"] {
             answers_430.with_label_values(&[predicted]).inc_by(0);
         }
+        let received_430 = IntCounter::new(
+            "sipflow_430_received_total",
+            "430 Flow Failed responses that arrived at this host rather than left it: not its edge proxy's answers.",
+        )
+        .expect("valid metric");
+        let segments_ignored = counter_vec(
+            "sipflow_tcp_segments_ignored_total",
+            "RSTs and FINs the host's own TCP stack would not act on (RFC 5961), so no verdict was made of them: \
+             in the window but not at the next sequence number, outside it, or from a side never seen.",
+            &["iface", "reason"],
+        );
+        let retracted = IntCounter::new(
+            "sipflow_verdicts_retracted_total",
+            "RST or FIN verdicts taken back: the connection carried valid data both ways after them.",
+        )
+        .expect("valid metric");
+        let refused = counter_vec(
+            "sipflow_registrations_refused_total",
+            "REGISTERs and 2xx that made no binding: the binding table or the REGISTERs waiting for answers \
+             were full (--max-bindings, --max-pending-registers), or the head was cut before its end.",
+            &["reason"],
+        );
+        for reason in REFUSED_REASONS {
+            refused.with_label_values(&[reason]).inc_by(0);
+        }
+        registry.register(Box::new(received_430.clone())).expect("unique metric");
+        registry.register(Box::new(retracted.clone())).expect("unique metric");
         registry.register(Box::new(rtt.clone())).expect("unique metric");
         // Pings and pongs are stream keepalives: their series exist from the start.
         for transport in ["tcp", "tls"] {
@@ -166,7 +203,17 @@ impl Metrics {
         for code in ["300", "430"] {
             responses.with_label_values(&[code]).inc_by(0);
         }
-        for collector in [&packets, &requests, &responses, &events_lost, &evictions, &failures, &answers_430] {
+        for collector in [
+            &packets,
+            &requests,
+            &responses,
+            &events_lost,
+            &evictions,
+            &failures,
+            &answers_430,
+            &segments_ignored,
+            &refused,
+        ] {
             registry.register(Box::new(collector.clone())).expect("unique metric");
         }
         for collector in [&build_info, &map_entries, &map_capacity, &flows, &would_430, &registrations] {
@@ -183,7 +230,13 @@ impl Metrics {
             failures,
             rtt,
             answers_430,
+            received_430,
             last_grades: Grades::default(),
+            segments_ignored,
+            retracted,
+            last_retractions: 0,
+            refused,
+            last_refused: Refused::default(),
             would_430,
             registrations,
             map_entries,
@@ -234,6 +287,10 @@ impl Metrics {
         }
         let lost = KernelStat::EventsLost as usize;
         self.events_lost.with_label_values(&[iface]).inc_by(growth(&now.stats, &last.stats, lost));
+        for (stat, reason) in KernelStat::IGNORED_SEGMENTS {
+            let added = growth(&now.stats, &last.stats, stat as usize);
+            self.segments_ignored.with_label_values(&[iface, reason]).inc_by(added);
+        }
         *last = now.clone();
     }
 
@@ -274,7 +331,23 @@ impl Metrics {
         let last = self.last_grades;
         self.answers_430.with_label_values(&["true"]).inc_by(grades.predicted.saturating_sub(last.predicted));
         self.answers_430.with_label_values(&["false"]).inc_by(grades.missed.saturating_sub(last.missed));
+        self.received_430.inc_by(grades.received.saturating_sub(last.received));
         self.last_grades = grades;
+    }
+
+    /// Adds the verdicts retracted and the registrations refused since the last call.
+    pub fn record_registrations(&mut self, retractions: u64, refused: Refused) {
+        self.retracted.inc_by(retractions.saturating_sub(self.last_retractions));
+        self.last_retractions = retractions;
+        let last = self.last_refused;
+        for (reason, now, before) in [
+            (REFUSED_REASONS[0], refused.bindings_full, last.bindings_full),
+            (REFUSED_REASONS[1], refused.pending_full, last.pending_full),
+            (REFUSED_REASONS[2], refused.cut_heads, last.cut_heads),
+        ] {
+            self.refused.with_label_values(&[reason]).inc_by(now.saturating_sub(before));
+        }
+        self.last_refused = refused;
     }
 
     /// Sets the flow, 430 and registration gauges from the tracker's census.

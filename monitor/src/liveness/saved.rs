@@ -41,7 +41,9 @@ struct SavedBinding {
     flow: String,
     expires_at_ns: u64,
     flow_timer: Option<u32>,
-    confirmed: bool,
+    /// Routed by its flow (see `Binding::by_flow`); older files lack it.
+    #[serde(default)]
+    by_flow: bool,
 }
 
 fn boot_id() -> String {
@@ -69,37 +71,33 @@ fn key_from_hex(hex: &str) -> Option<FlowKey> {
 /// that a crash never leaves half a file).
 pub fn save<'a>(
     path: &Path,
-    bindings: impl Iterator<Item = (&'a BindingKey, &'a Binding)>,
+    bindings: impl Iterator<Item = (&'a BindingKey, Binding)>,
     swept_until_ns: u64,
 ) -> io::Result<()> {
     let bindings = bindings
-        .map(|(key, b)| {
-            let (aor, instance, reg_id, contact) = match key {
-                BindingKey::Outbound { aor, instance, reg_id } => {
-                    (aor.clone(), Some(instance.clone()), Some(*reg_id), None)
-                }
-                BindingKey::Plain { aor, contact } => (aor.clone(), None, None, Some(contact.clone())),
-            };
-            SavedBinding {
-                aor,
-                instance,
-                reg_id,
-                contact,
-                iface: b.flow.iface.clone(),
-                flow: key_to_hex(&b.flow.key),
-                expires_at_ns: b.expires_at_ns,
-                flow_timer: b.flow_timer,
-                confirmed: b.confirmed,
-            }
+        .map(|(key, b)| SavedBinding {
+            aor: key.aor().to_string(),
+            instance: key.instance().map(str::to_string),
+            reg_id: key.reg_id(),
+            contact: key.contact().map(str::to_string),
+            iface: b.flow.iface,
+            flow: key_to_hex(&b.flow.key),
+            expires_at_ns: b.expires_at_ns,
+            flow_timer: b.flow_timer,
+            by_flow: b.by_flow,
         })
         .collect();
     let file = SavedFile { boot_id: boot_id(), swept_until_ns, bindings };
-    let text = serde_json::to_string_pretty(&file).map_err(io::Error::other)?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let partial = path.with_extension("partial");
-    std::fs::write(&partial, text)?;
+    // Compact and streamed: a registrar's million bindings are a file of
+    // hundreds of MB pretty-printed, and a copy of it in memory.
+    let mut out = io::BufWriter::new(std::fs::File::create(&partial)?);
+    serde_json::to_writer(&mut out, &file).map_err(io::Error::other)?;
+    io::Write::flush(&mut out)?;
+    drop(out);
     std::fs::rename(&partial, path)
 }
 
@@ -119,15 +117,13 @@ pub fn load(path: &Path) -> io::Result<Saved> {
         .into_iter()
         .filter_map(|s| {
             let key = match (s.instance, s.reg_id, s.contact) {
-                (Some(instance), Some(reg_id), _) => BindingKey::Outbound { aor: s.aor, instance, reg_id },
-                (_, _, Some(contact)) => BindingKey::Plain { aor: s.aor, contact },
+                (Some(instance), Some(reg_id), _) => BindingKey::outbound(&s.aor, &instance, reg_id)?,
+                (_, _, Some(contact)) => BindingKey::plain(&s.aor, &contact),
                 _ => return None,
             };
             let flow = FlowId { iface: s.iface, key: key_from_hex(&s.flow)? };
-            Some((
-                key,
-                Binding { flow, expires_at_ns: s.expires_at_ns, flow_timer: s.flow_timer, confirmed: s.confirmed },
-            ))
+            let by_flow = s.by_flow || key.is_outbound();
+            Some((key, Binding { flow, expires_at_ns: s.expires_at_ns, flow_timer: s.flow_timer, by_flow }))
         })
         .collect();
     Ok(Saved { bindings, swept_until_ns: file.swept_until_ns })
@@ -151,16 +147,16 @@ mod tests {
         let flow = FlowId { iface: "eth0".into(), key };
         let bindings = vec![
             (
-                BindingKey::Outbound { aor: "sip:a@b".into(), instance: "<urn:uuid:1>".into(), reg_id: 1 },
-                Binding { flow: flow.clone(), expires_at_ns: 5, flow_timer: Some(25), confirmed: true },
+                BindingKey::outbound("sip:a@b", "<urn:uuid:1>", 1).unwrap(),
+                Binding { flow: flow.clone(), expires_at_ns: 5, flow_timer: Some(25), by_flow: true },
             ),
             (
-                BindingKey::Plain { aor: "sip:c@d".into(), contact: "sip:c@192.0.2.1".into() },
-                Binding { flow, expires_at_ns: 9, flow_timer: None, confirmed: false },
+                BindingKey::plain("sip:c@d", "sip:c@192.0.2.1"),
+                Binding { flow, expires_at_ns: 9, flow_timer: None, by_flow: false },
             ),
         ];
         let path = std::env::temp_dir().join(format!("sipflow-saved-{}.json", std::process::id()));
-        save(&path, bindings.iter().map(|(k, b)| (k, b)), 77).unwrap();
+        save(&path, bindings.iter().map(|(k, b)| (k, b.clone())), 77).unwrap();
         let saved = load(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
         assert_eq!(saved.swept_until_ns, 77);

@@ -2,7 +2,7 @@
 //! the bindings it carries, and whether an edge proxy would answer 430 for it.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     time::Duration,
 };
@@ -13,13 +13,10 @@ use serde::Serialize;
 use monitor_common::counters::Direction;
 
 use super::{
-    registrations::{BindingKey, Change, FlowId, Registrations},
+    registrations::{Change, FlowId, Limits, Registrations},
     verdict::{self, Failure, Reason, Timers},
 };
 use crate::{head_events::Head, sip_head};
-
-/// How long a REGISTER may wait for a visible answer before it is taken as accepted.
-pub const REGISTER_SETTLE: Duration = Duration::from_secs(2);
 
 /// The agent's memory of flows is kept to what the kernel's map cannot tell:
 /// failed flows (a verdict is reached once, and listed for `retention`), and
@@ -29,8 +26,8 @@ pub struct Tracker {
     /// Failed flows per interface, until they come back, leave the kernel's
     /// map, or their retention ends.
     failed: HashMap<String, HashMap<FlowKey, TrackedFlow>>,
-    /// Flows alive at each interface's last sweep, by transport label.
-    alive: HashMap<String, BTreeMap<&'static str, i64>>,
+    /// Flows not failed at each interface's last sweep, by transport and state label.
+    alive: HashMap<String, BTreeMap<(&'static str, &'static str), i64>>,
     /// When each interface was last swept: pongs stamped after it are new.
     last_sweep_ns: HashMap<String, u64>,
     pub registrations: Registrations,
@@ -44,6 +41,10 @@ pub struct Tracker {
     sweeps: u64,
     /// Failures before this time are listed but not reported (see `quiet_before`).
     quiet_before_ns: u64,
+    /// Only ingress is seen (a tap): the server side's messages arrive there too.
+    ingress_only: bool,
+    /// RST and FIN verdicts taken back: the connection carried data both ways after them.
+    pub retractions: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -61,6 +62,9 @@ pub struct Grades {
     pub predicted: u64,
     /// 430s that came without a prediction.
     pub missed: u64,
+    /// 430s the host received rather than sent: someone else's answer, or
+    /// unsolicited datagrams; neither is this host's edge proxy at work.
+    pub received: u64,
 }
 
 /// A verdict reached in a sweep: one log line and one count each.
@@ -82,6 +86,8 @@ pub struct Sweep {
     pub rtt_samples: Vec<(&'static str, f64)>,
     /// UDP flows that failed and then came back.
     pub recovered: Vec<FlowId>,
+    /// TCP flows whose RST or FIN verdict was wrong: they carried data both ways after it.
+    pub retracted: Vec<FlowId>,
     /// Flows past their retention: remove them from the kernel's map.
     pub expired: Vec<FlowKey>,
 }
@@ -110,6 +116,9 @@ pub struct FlowView {
     pub state: &'static str,
     pub reason: Option<&'static str>,
     pub seconds_since_last_packet: f64,
+    /// The client was seen keeping the flow alive (CRLF pings, STUN): only then
+    /// can its silence fail it. A flow in state `no_keepalive` fails only on evidence.
+    pub kept_alive: bool,
     /// Since the client's last ping, STUN request or SIP message; null when none was seen.
     pub seconds_since_last_keepalive: Option<f64>,
     /// The keepalive interval in force: the registrar's Flow-Timer, else the default.
@@ -118,9 +127,21 @@ pub struct FlowView {
     pub aor: Option<String>,
     pub instance: Option<String>,
     pub reg_id: Option<u32>,
+    /// Bindings on the flow: each made by a 2xx seen on it.
+    pub bindings: u32,
+    /// An edge proxy routes by this flow (an outbound binding, or --all-bindings-by-flow).
+    pub routed_by_flow: bool,
     pub would_430: bool,
     pub packets_from_client: u64,
     pub packets_from_server: u64,
+}
+
+/// The state of a flow that kept alive is `alive`; of one that never did, this.
+pub const NO_KEEPALIVE: &str = "no_keepalive";
+
+/// A flow not failed: `alive` when its client keeps it alive, else `no_keepalive`.
+fn liveness_state(state: &FlowState) -> &'static str {
+    if verdict::kept_alive(state) { "alive" } else { NO_KEEPALIVE }
 }
 
 fn seconds(ns: u64) -> f64 {
@@ -142,17 +163,23 @@ fn transport_of(key: &FlowKey) -> FlowTransport {
 
 impl Tracker {
     pub fn new(timers: Timers, retention: Duration) -> Self {
+        Self::with_limits(timers, retention, Limits::default(), false)
+    }
+
+    pub fn with_limits(timers: Timers, retention: Duration, limits: Limits, ingress_only: bool) -> Self {
         Self {
             failed: HashMap::new(),
             alive: HashMap::new(),
             last_sweep_ns: HashMap::new(),
-            registrations: Registrations::default(),
+            registrations: Registrations::new(limits),
             timers,
             retention,
             replaced: HashMap::new(),
             grades: Grades::default(),
             sweeps: 0,
             quiet_before_ns: 0,
+            ingress_only,
+            retractions: 0,
         }
     }
 
@@ -162,8 +189,14 @@ impl Tracker {
             return;
         };
         let flow = FlowId { iface: iface.to_string(), key: head.key };
-        if head.direction == Direction::Egress && parsed.status_code() == Some(430) {
-            self.grade_430(&parsed, head.timestamp_ns);
+        if parsed.status_code() == Some(430) {
+            // The host's own answers leave on egress; off a tap they arrive from its side.
+            let sent = if self.ingress_only { !head.from_client } else { head.direction == Direction::Egress };
+            if sent {
+                self.grade_430(&parsed, head.timestamp_ns);
+            } else {
+                self.grades.received += 1;
+            }
         }
         // A REGISTER comes from the client, its answer from the server: a client
         // cannot bind itself by sending a 200 of its own.
@@ -188,8 +221,8 @@ impl Tracker {
     /// predicted when a flow carrying that AOR had been flagged before.
     fn grade_430(&mut self, answer: &sip_head::SipHead, at_ns: u64) {
         let predicted = answer.to_aor.as_deref().is_some_and(|aor| {
-            self.registrations.all().any(|(key, binding)| {
-                key.aor() == aor && self.failure_of(&binding.flow).is_some_and(|failure| failure.at_ns <= at_ns)
+            self.registrations.aors().any(|(key, flow)| {
+                key.aor() == aor && self.failure_of(&flow).is_some_and(|failure| failure.at_ns <= at_ns)
             })
         });
         if predicted {
@@ -207,24 +240,15 @@ impl Tracker {
         }
     }
 
-    fn first_binding<'a>(&'a self, flow: &'a FlowId) -> Option<&'a BindingKey> {
-        self.registrations.bindings_on(flow).map(|(k, _)| k).min()
+    /// Whether a failed flow would warrant 430: it still carries a binding, seen
+    /// made by its 2xx and not moved elsewhere, that an edge proxy routes by
+    /// this flow (RFC 5626 §5.3.1).
+    fn would_430(&self, iface: &str, key: &FlowKey, failure: &Failure) -> bool {
+        failure.reason != Reason::Replaced && self.registrations.on_flow(iface, key).is_some_and(|b| b.by_flow)
     }
 
-    /// Whether a failed flow would warrant 430: it still carries a binding that
-    /// was not moved elsewhere (RFC 5626 §5.3.1).
-    fn would_430(&self, flow: &FlowId, failure: &Failure) -> bool {
-        failure.reason != Reason::Replaced && self.registrations.bindings_on(flow).next().is_some()
-    }
-
-    /// The Flow-Timer in force on each of `iface`'s bound flows: the largest its bindings carry.
-    fn flow_timers(&self, iface: &str) -> HashMap<FlowKey, Option<u32>> {
-        let mut timers: HashMap<FlowKey, Option<u32>> = HashMap::new();
-        for (_, binding) in self.registrations.all().filter(|(_, b)| b.flow.iface == iface) {
-            let timer = timers.entry(binding.flow.key).or_default();
-            *timer = (*timer).max(binding.flow_timer);
-        }
-        timers
+    fn aor_of(&self, iface: &str, key: &FlowKey) -> Option<String> {
+        Some(self.registrations.on_flow(iface, key)?.shown?.aor().to_string())
     }
 
     /// Walks the kernel's view of `iface`'s flows at `now_ns` and decides.
@@ -245,15 +269,12 @@ impl Tracker {
         self.sweeps += 1;
         let this_sweep = self.sweeps;
         let previous_sweep_ns = self.last_sweep_ns.insert(iface.to_string(), now_ns).unwrap_or(0);
-        let flow_timers = self.flow_timers(iface);
         let replaced: HashMap<FlowKey, u64> =
             self.replaced.iter().filter(|(id, _)| id.iface == iface).map(|(id, at)| (id.key, *at)).collect();
-        // REGISTERs waiting for an answer: whether the server's side of their flow is visible.
-        let mut waiting: HashMap<FlowKey, bool> =
-            self.registrations.unanswered_flows().filter(|f| f.iface == iface).map(|f| (f.key, false)).collect();
+        let retention = self.retention.as_nanos() as u64;
 
         let mut sweep = Sweep::default();
-        let mut alive: BTreeMap<&'static str, i64> = BTreeMap::new();
+        let mut alive: BTreeMap<(&'static str, &'static str), i64> = BTreeMap::new();
         let mut failed = self.failed.remove(iface).unwrap_or_default();
         for (key, state) in flows {
             let transport = transport_of(&key);
@@ -265,21 +286,27 @@ impl Tracker {
             {
                 sweep.rtt_samples.push((transport.label(), seconds(state.last_pong_ns - state.last_ping_ns)));
             }
-            if let Some(server_visible) = waiting.get_mut(&key) {
-                *server_visible = state.packets_from_server > 0;
-            }
             if let Some(tracked) = failed.get_mut(&key) {
                 tracked.state = state;
                 tracked.seen_in = this_sweep;
-                if verdict::came_back(transport, &state, &tracked.failure) {
+                let came_back = verdict::came_back(transport, &state, &tracked.failure);
+                let retracted = verdict::retracted(transport, &state, &tracked.failure);
+                if came_back || retracted {
                     failed.remove(&key);
                     self.replaced.remove(&FlowId { iface: iface.to_string(), key });
-                    sweep.recovered.push(FlowId { iface: iface.to_string(), key });
-                    *alive.entry(transport.label()).or_default() += 1;
+                    let id = FlowId { iface: iface.to_string(), key };
+                    if retracted {
+                        self.retractions += 1;
+                        sweep.retracted.push(id);
+                    } else {
+                        sweep.recovered.push(id);
+                    }
+                    *alive.entry((transport.label(), liveness_state(&state))).or_default() += 1;
                 }
                 continue;
             }
-            let flow_timer = flow_timers.get(&key).copied().flatten();
+            let bindings = self.registrations.on_flow(iface, &key);
+            let flow_timer = bindings.and_then(|b| b.flow_timer);
             let judged = verdict::judge(transport, &state, flow_timer, &self.timers, now_ns);
             let replaced = replaced.get(&key).map(|&at_ns| Failure { reason: Reason::Replaced, at_ns });
             match [judged, replaced].into_iter().flatten().min_by_key(|f| f.at_ns) {
@@ -288,22 +315,30 @@ impl Tracker {
                     if failure.at_ns < self.quiet_before_ns {
                         continue;
                     }
-                    let flow = FlowId { iface: iface.to_string(), key };
                     sweep.verdicts.push(Verdict {
-                        aor: self.first_binding(&flow).map(|k| k.aor().to_string()),
-                        would_430: self.would_430(&flow, &failure),
+                        aor: self.aor_of(iface, &key),
+                        would_430: self.would_430(iface, &key, &failure),
                         delay_s: seconds(now_ns.saturating_sub(failure.at_ns)),
                         failure,
-                        flow,
+                        flow: FlowId { iface: iface.to_string(), key },
                     });
                 }
-                None => *alive.entry(transport.label()).or_default() += 1,
+                None => {
+                    // A flow that never kept alive and carries no binding is forgotten
+                    // once it has been idle past any verdict's reach: a call's socket.
+                    let idle_ns = now_ns.saturating_sub(state.last_seen_ns);
+                    let reach = self.timers.keepalive(transport, flow_timer) + self.timers.grace;
+                    if !verdict::kept_alive(&state) && bindings.is_none() && idle_ns > reach.as_nanos() as u64 + retention {
+                        sweep.expired.push(key);
+                        continue;
+                    }
+                    *alive.entry((transport.label(), liveness_state(&state))).or_default() += 1;
+                }
             }
         }
         // Failed flows the kernel no longer has (evicted or removed) leave the story;
         // those past their retention leave it and the kernel's map.
         let complete = complete();
-        let retention = self.retention.as_nanos() as u64;
         failed.retain(|key, tracked| {
             if !complete && tracked.seen_in != this_sweep {
                 return true;
@@ -320,11 +355,7 @@ impl Tracker {
         self.failed.insert(iface.to_string(), failed);
         self.alive.insert(iface.to_string(), alive);
 
-        if complete {
-            let server_visible = |flow: &FlowId| waiting.get(&flow.key).copied().unwrap_or(false);
-            let changes = self.registrations.settle_unanswered(now_ns, REGISTER_SETTLE, iface, server_visible);
-            self.note(changes, now_ns);
-        }
+        self.registrations.forget_unanswered(now_ns);
         self.registrations.expire(now_ns);
         sweep
     }
@@ -332,32 +363,28 @@ impl Tracker {
     pub fn census(&self) -> Census {
         let mut census = Census::default();
         for transport in [FlowTransport::Udp, FlowTransport::Tcp, FlowTransport::Tls] {
-            for state in ["alive", "failed"] {
+            for state in ["alive", NO_KEEPALIVE, "failed"] {
                 census.flows.insert((transport.label(), state), 0);
             }
             census.would_430.insert(transport.label(), 0);
         }
         for counts in self.alive.values() {
-            for (transport, n) in counts {
-                *census.flows.entry((transport, "alive")).or_default() += n;
+            for (labels, n) in counts {
+                *census.flows.entry(*labels).or_default() += n;
             }
         }
-        let bound: HashSet<&FlowId> = self.registrations.all().map(|(_, b)| &b.flow).collect();
         for (iface, flows) in &self.failed {
             for (key, tracked) in flows {
                 let transport = transport_of(key).label();
                 *census.flows.entry((transport, "failed")).or_default() += 1;
-                let flow = FlowId { iface: iface.clone(), key: *key };
-                if tracked.failure.reason != Reason::Replaced && bound.contains(&flow) {
+                if self.would_430(iface, key, &tracked.failure) {
                     *census.would_430.entry(transport).or_default() += 1;
                 }
             }
         }
-        census.registrations.insert(true, 0);
-        census.registrations.insert(false, 0);
-        for (key, _) in self.registrations.all() {
-            *census.registrations.entry(key.is_outbound()).or_default() += 1;
-        }
+        let outbound = self.registrations.outbound_count() as i64;
+        census.registrations.insert(true, outbound);
+        census.registrations.insert(false, self.registrations.len() as i64 - outbound);
         census
     }
 
@@ -389,31 +416,30 @@ impl Tracker {
     }
 
     fn flow_view(&self, iface: &str, key: &FlowKey, s: &FlowState, failure: Option<Failure>, now_ns: u64) -> FlowView {
-        let id = FlowId { iface: iface.to_string(), key: *key };
         let transport = transport_of(key);
-        let flow_timer = self.registrations.bindings_on(&id).filter_map(|(_, b)| b.flow_timer).max();
-        let binding = self.first_binding(&id);
-        let (instance, reg_id) = match binding {
-            Some(BindingKey::Outbound { instance, reg_id, .. }) => (Some(instance.clone()), Some(*reg_id)),
-            _ => (None, None),
-        };
+        let bindings = self.registrations.on_flow(iface, key);
+        let flow_timer = bindings.and_then(|b| b.flow_timer);
+        let binding = bindings.and_then(|b| b.shown);
         FlowView {
             iface: iface.to_string(),
             transport: transport.label(),
             local: socket_addr(key.family, &key.server_addr, key.server_port).to_string(),
             remote: socket_addr(key.family, &key.client_addr, key.client_port).to_string(),
             vlan: key.vlan_id,
-            state: if failure.is_some() { "failed" } else { "alive" },
+            state: if failure.is_some() { "failed" } else { liveness_state(s) },
             reason: failure.map(|f| f.reason.label()),
             seconds_since_last_packet: seconds(now_ns.saturating_sub(s.last_seen_ns)),
+            kept_alive: verdict::kept_alive(s),
             seconds_since_last_keepalive: (s.last_client_activity_ns != 0)
                 .then(|| seconds(now_ns.saturating_sub(s.last_client_activity_ns))),
             flow_timer: self.timers.keepalive(transport, flow_timer).as_secs(),
             flow_timer_from_registrar: flow_timer.is_some(),
             aor: binding.map(|k| k.aor().to_string()),
-            instance,
-            reg_id,
-            would_430: failure.as_ref().is_some_and(|f| self.would_430(&id, f)),
+            instance: binding.and_then(|k| k.instance()).map(str::to_string),
+            reg_id: binding.and_then(|k| k.reg_id()),
+            bindings: bindings.map_or(0, |b| b.count),
+            routed_by_flow: bindings.is_some_and(|b| b.by_flow),
+            would_430: failure.as_ref().is_some_and(|f| self.would_430(iface, key, f)),
             packets_from_client: s.packets_from_client,
             packets_from_server: s.packets_from_server,
         }
@@ -471,9 +497,11 @@ mod tests {
         )
     }
 
+    /// A client that keeps its flow alive, last heard from at `at`.
     fn alive_at(at: u64) -> FlowState {
         let mut s = FlowState::new(at);
         s.last_client_activity_ns = at;
+        s.last_ping_ns = at;
         s.packets_from_client = 1;
         s.packets_from_server = 1;
         s
@@ -599,7 +627,10 @@ mod tests {
         t.sweep("eth0", vec![(k, alive_at(S))], 17 * S);
         // After it: predicted.
         t.on_head("eth0", &egress(18 * S));
-        assert_eq!(t.grades, Grades { predicted: 1, missed: 1 });
+        // A 430 that arrives at the host is not the host's edge proxy answering.
+        let arriving = Head { direction: Direction::Ingress, from_client: false, ..head(caller, 19 * S, answer) };
+        t.on_head("eth0", &arriving);
+        assert_eq!(t.grades, Grades { predicted: 1, missed: 1, received: 1 });
     }
 
     #[test]
@@ -635,5 +666,77 @@ mod tests {
         let all = t.view(flows.iter().map(|(k, s)| ("eth0", *k, *s)), 2 * S, false);
         assert_eq!(all.len(), 1000);
         assert!(all.iter().all(|f| f.state == "alive"));
+    }
+
+    fn plain_register(cseq: u32) -> String {
+        format!(
+            "REGISTER sip:example.com SIP/2.0\r\nTo: <sip:100@example.com>\r\nFrom: <sip:100@example.com>;tag=a\r\n\
+             Call-ID: scan-1\r\nCSeq: {cseq} REGISTER\r\nUser-Agent: friendly-scanner\r\n\
+             Contact: <sip:100@192.0.2.1:5060>\r\nExpires: 3600\r\n\r\n"
+        )
+    }
+
+    #[test]
+    fn a_scanners_register_that_nobody_answers_binds_nothing_and_fails_nothing() {
+        let mut t = tracker();
+        let k = key(5060, FlowTransport::Udp);
+        t.on_head("eth0", &head(k, S, &plain_register(1)));
+        let mut s = FlowState::new(S);
+        s.last_client_activity_ns = S;
+        s.packets_from_client = 1;
+        for now in [3 * S, 45 * S, 400 * S] {
+            assert!(t.sweep("eth0", vec![(k, s)], now).verdicts.is_empty(), "at {now}");
+        }
+        assert_eq!(t.census().registrations[&false], 0);
+        assert_eq!(t.census().would_430["udp"], 0);
+    }
+
+    #[test]
+    fn a_flow_that_never_kept_alive_is_listed_as_such_and_forgotten_when_idle() {
+        let mut t = tracker();
+        let k = key(40000, FlowTransport::Tls);
+        let mut s = FlowState::new(S);
+        s.last_client_activity_ns = S;
+        assert!(t.sweep("eth0", vec![(k, s)], 200 * S).verdicts.is_empty());
+        assert_eq!(t.census().flows[&("tls", NO_KEEPALIVE)], 1);
+        let view = t.view([("eth0", k, s)], 200 * S, false);
+        assert_eq!((view[0].state, view[0].kept_alive), (NO_KEEPALIVE, false));
+        // Idle past the keepalive interval, grace and retention: gone from the kernel's map, no verdict.
+        let sweep = t.sweep("eth0", vec![(k, s)], 1000 * S);
+        assert!(sweep.verdicts.is_empty());
+        assert_eq!(sweep.expired, vec![k]);
+    }
+
+    #[test]
+    fn only_bindings_routed_by_flow_would_warrant_430() {
+        let plain_ok = "SIP/2.0 200 OK\r\nTo: <sip:100@example.com>;tag=b\r\nCall-ID: scan-1\r\nCSeq: 1 REGISTER\r\n\
+                        Flow-Timer: 5\r\nContact: <sip:100@192.0.2.1:5060>;expires=600\r\n\r\n";
+        for (all_by_flow, want) in [(false, false), (true, true)] {
+            let limits = Limits { all_by_flow, ..Limits::default() };
+            let mut t = Tracker::with_limits(Timers::default(), Duration::from_secs(300), limits, false);
+            let k = key(40000, FlowTransport::Tcp);
+            t.on_head("eth0", &head(k, S, &plain_register(1)));
+            t.on_head("eth0", &head(k, S, plain_ok));
+            let sweep = t.sweep("eth0", vec![(k, alive_at(S))], 17 * S);
+            assert_eq!(sweep.verdicts.len(), 1);
+            assert_eq!(sweep.verdicts[0].aor.as_deref(), Some("sip:100@example.com"), "reported all the same");
+            assert_eq!(sweep.verdicts[0].would_430, want, "--all-bindings-by-flow {all_by_flow}");
+        }
+    }
+
+    #[test]
+    fn an_rst_verdict_followed_by_data_both_ways_is_retracted() {
+        let mut t = tracker();
+        let k = key(40000, FlowTransport::Tcp);
+        let mut s = alive_at(S);
+        s.rst_ns = 2 * S;
+        assert_eq!(t.sweep("eth0", vec![(k, s)], 3 * S).verdicts.len(), 1);
+        s.last_data_from_client_ns = 4 * S;
+        s.last_data_from_server_ns = 4 * S;
+        let sweep = t.sweep("eth0", vec![(k, s)], 5 * S);
+        assert_eq!(sweep.retracted.len(), 1);
+        assert_eq!(t.retractions, 1);
+        assert!(t.view([], 5 * S, true).is_empty());
+        assert!(t.sweep("eth0", vec![(k, s)], 6 * S).verdicts.is_empty(), "not judged again");
     }
 }

@@ -16,7 +16,8 @@ pub enum Reason {
     TcpReset,
     /// A FIN: the connection is closing.
     TcpFin,
-    /// Nothing from the client (no ping, no SIP, no STUN) for the keepalive interval plus grace.
+    /// A client seen keeping its flow alive (CRLF pings, STUN) fell silent (no
+    /// ping, no SIP, no STUN) for the keepalive interval plus grace.
     KeepaliveTimeout,
     /// A ping with no pong within the pong timeout (RFC 5626 §4.4.1), where the server side is seen.
     PongTimeout,
@@ -101,10 +102,27 @@ impl Timers {
     }
 }
 
+/// The client was seen keeping the flow alive (CRLF pings, STUN Binding
+/// requests, RFC 5626 §4.4). Only such a flow's silence means anything: many
+/// UAs never ping (they re-REGISTER, rely on TCP keepalives, or nothing), and
+/// inside TLS no ping can be seen; the Flow-Timer is the registrar's advice,
+/// not proof that a silent flow died.
+pub fn kept_alive(state: &FlowState) -> bool {
+    state.last_ping_ns != 0 || state.last_stun_request_ns != 0
+}
+
+/// Valid data went both ways after `at_ns`: a connection that an RST or FIN at
+/// `at_ns` had closed could not carry it, so that close was not what it seemed.
+pub fn lived_on_after(state: &FlowState, at_ns: u64) -> bool {
+    state.last_data_from_client_ns > at_ns && state.last_data_from_server_ns > at_ns
+}
+
 /// The flow's failure at `now_ns`, if it has failed; the earliest one when several apply.
 ///
 /// Pong and STUN timeouts need the server's side of the flow to be visible
 /// (egress attached, or a tap): without it, a missing answer proves nothing.
+/// RST and FIN reach here only as the kernel accepted them (see
+/// monitor_common::tcp_sequence): where the host's stack would act on them.
 pub fn judge(
     transport: FlowTransport,
     state: &FlowState,
@@ -122,11 +140,11 @@ pub fn judge(
     let server_seen = state.packets_from_server > 0;
 
     if transport.is_stream() {
-        if state.rst_ns != 0 {
+        if state.rst_ns != 0 && !lived_on_after(state, state.rst_ns) {
             fail(Reason::TcpReset, state.rst_ns);
         }
         let fin = [state.fin_from_client_ns, state.fin_from_server_ns].into_iter().filter(|t| *t != 0).min();
-        if let Some(at) = fin {
+        if let Some(at) = fin.filter(|at| !lived_on_after(state, *at)) {
             fail(Reason::TcpFin, at);
         }
         if server_seen && state.unanswered_ping_ns != 0 {
@@ -147,11 +165,11 @@ pub fn judge(
         }
     }
 
-    // A flow that never showed client activity is measured from when it was first seen.
-    let last_activity = state.last_client_activity_ns.max(state.first_seen_ns);
-    let deadline = last_activity + ns(timers.keepalive(transport, flow_timer) + timers.grace);
-    if now_ns > deadline {
-        fail(Reason::KeepaliveTimeout, deadline);
+    if kept_alive(state) {
+        let deadline = state.last_client_activity_ns + ns(timers.keepalive(transport, flow_timer) + timers.grace);
+        if now_ns > deadline {
+            fail(Reason::KeepaliveTimeout, deadline);
+        }
     }
     earliest
 }
@@ -163,6 +181,14 @@ pub fn came_back(transport: FlowTransport, state: &FlowState, failure: &Failure)
         && failure.reason != Reason::Replaced
         && failure.reason != Reason::StunError
         && state.last_client_activity_ns > failure.at_ns
+}
+
+/// Whether an RST or FIN verdict was wrong: the connection carried valid
+/// data both ways after it (see [`lived_on_after`]).
+pub fn retracted(transport: FlowTransport, state: &FlowState, failure: &Failure) -> bool {
+    transport.is_stream()
+        && matches!(failure.reason, Reason::TcpReset | Reason::TcpFin)
+        && lived_on_after(state, failure.at_ns)
 }
 
 #[cfg(test)]
@@ -179,6 +205,14 @@ mod tests {
         Timers::default()
     }
 
+    /// A client that keeps its flow alive, last heard from at `at`.
+    fn pinging(first: u64, at: u64) -> FlowState {
+        let mut s = fresh(first);
+        s.last_ping_ns = at;
+        s.last_client_activity_ns = at;
+        s
+    }
+
     #[test]
     fn a_pinging_stream_stays_alive() {
         let mut s = fresh(S);
@@ -191,8 +225,7 @@ mod tests {
 
     #[test]
     fn silence_past_flow_timer_and_grace_is_keepalive_timeout() {
-        let mut s = fresh(S);
-        s.last_client_activity_ns = 2 * S;
+        let s = pinging(S, 2 * S);
         let t = timers();
         // Flow-Timer 25 + grace 10: dead after 37 s, not before.
         assert_eq!(judge(FlowTransport::Tcp, &s, Some(25), &t, 37 * S), None);
@@ -206,10 +239,38 @@ mod tests {
     }
 
     #[test]
-    fn a_flow_never_heard_from_counts_from_first_sight() {
-        let s = fresh(5 * S);
-        assert_eq!(judge(FlowTransport::Udp, &s, None, &timers(), 44 * S), None);
-        assert_eq!(judge(FlowTransport::Udp, &s, None, &timers(), 45 * S).unwrap().at_ns, 44 * S);
+    fn a_flow_never_kept_alive_is_never_failed_by_silence() {
+        // A UA that registers and never pings (baresip), a scanner's REGISTER, a TLS flow.
+        let mut s = fresh(5 * S);
+        s.last_client_activity_ns = 6 * S;
+        s.last_sip_ns = 6 * S;
+        for transport in [FlowTransport::Udp, FlowTransport::Tcp, FlowTransport::Tls] {
+            assert_eq!(judge(transport, &s, Some(5), &timers(), 10_000 * S), None);
+        }
+        assert!(!kept_alive(&s));
+        // Once it pings, its silence counts from its last sign of life.
+        s.last_ping_ns = 7 * S;
+        s.last_client_activity_ns = 7 * S;
+        assert_eq!(judge(FlowTransport::Tcp, &s, Some(5), &timers(), 23 * S).unwrap().at_ns, 22 * S);
+    }
+
+    #[test]
+    fn an_rst_or_fin_followed_by_data_both_ways_is_no_failure() {
+        let mut s = fresh(S);
+        s.rst_ns = 3 * S;
+        s.last_data_from_client_ns = 4 * S;
+        assert!(judge(FlowTransport::Tcp, &s, None, &timers(), 5 * S).is_some(), "one way is not enough");
+        s.last_data_from_server_ns = 4 * S;
+        assert_eq!(judge(FlowTransport::Tcp, &s, None, &timers(), 5 * S), None);
+        let failure = Failure { reason: Reason::TcpReset, at_ns: 3 * S };
+        assert!(retracted(FlowTransport::Tcp, &s, &failure));
+        let mut s = fresh(S);
+        s.fin_from_client_ns = 3 * S;
+        assert!(!retracted(FlowTransport::Tcp, &s, &Failure { reason: Reason::TcpFin, at_ns: 3 * S }));
+        s.last_data_from_client_ns = 5 * S;
+        s.last_data_from_server_ns = 5 * S;
+        assert!(retracted(FlowTransport::Tcp, &s, &Failure { reason: Reason::TcpFin, at_ns: 3 * S }));
+        assert!(!retracted(FlowTransport::Tcp, &s, &Failure { reason: Reason::KeepaliveTimeout, at_ns: 3 * S }));
     }
 
     #[test]
@@ -231,7 +292,7 @@ mod tests {
 
     #[test]
     fn the_earliest_failure_wins() {
-        let mut s = fresh(S);
+        let mut s = pinging(S, S);
         s.rst_ns = 200 * S;
         // Silent since 1 s: the keepalive timeout (131 s) came before the RST.
         assert_eq!(judge(FlowTransport::Tcp, &s, None, &timers(), 201 * S).unwrap().reason, Reason::KeepaliveTimeout);

@@ -7,6 +7,10 @@
 use std::{
     net::{SocketAddr, UdpSocket},
     process::{Command, Output},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -55,6 +59,10 @@ fn a_restart_loses_no_packet_and_no_binding_and_detach_removes_everything() {
     let timers = ["--flow-timer", "3s", "--grace", "1s", "--sweep-interval", "200ms", "--keep-attached"];
     lab.start_agent(SERVER_IF, &timers);
 
+    // The registrar answers REGISTERs (Flow-Timer 3) and STUN keepalives.
+    let stop_registrar = Arc::new(AtomicBool::new(false));
+    let registrar = Lab::in_namespace(&server, || UdpSocket::bind((SERVER_V4, 5060)).expect("bind 5060"));
+    peers::udp_server(registrar, 3, stop_registrar.clone());
     let sender = Lab::in_namespace(&client, || UdpSocket::bind((netns::CLIENT_V4, 0)).expect("bind"));
     let local: SocketAddr = sender.local_addr().unwrap();
     let target = (SERVER_V4, 5060);
@@ -63,8 +71,11 @@ fn a_restart_loses_no_packet_and_no_binding_and_detach_removes_everything() {
     for _ in 0..10 {
         sender.send_to(&invite, target).unwrap();
     }
-    // Unanswered (no --egress), the REGISTER is taken as accepted after 2 s: a binding.
-    thread::sleep(Duration::from_millis(2600));
+    // The client keeps its flow alive with STUN, as an outbound UA over UDP does (RFC 5626 §4.4.2).
+    for id in 0..3 {
+        sender.send_to(&peers::stun_binding_request(id), target).unwrap();
+        thread::sleep(Duration::from_millis(300));
+    }
     assert_eq!(counted(&server, "INVITE"), 10.0);
 
     stop(&mut lab.spawned()[0]);
@@ -92,6 +103,7 @@ fn a_restart_loses_no_packet_and_no_binding_and_detach_removes_everything() {
     assert_eq!(failed["aor"], "sip:alice@example.com", "the binding survived the restart: {failed}");
     assert_eq!(failed["would_430"], true);
 
+    stop_registrar.store(true, Ordering::Relaxed);
     stop(&mut lab.spawned()[1]);
     let pin_dir = lab.pin_dir().to_string();
     let detached = sipflow_in(&server, &["detach", "-i", SERVER_IF, "--pin-dir", &pin_dir]);

@@ -83,7 +83,7 @@ pub fn send_ipv4(namespace: &str, packet: &[u8]) {
     });
 }
 
-/// A capture of the IPv4 packets, both directions, on one interface of one
+/// A capture of the packets, both directions, on one interface of one
 /// namespace (AF_PACKET, SOCK_DGRAM: packets without their link header).
 pub struct Sniffer {
     socket: OwnedFd,
@@ -93,7 +93,9 @@ impl Sniffer {
     /// Starts capturing on `iface` in `namespace`; packets sent before this are not seen.
     pub fn open(namespace: &str, iface: &str) -> Self {
         Lab::in_namespace(namespace, || {
-            let protocol = (libc::ETH_P_IP as u16).to_be();
+            // ETH_P_ALL, not ETH_P_IP: only "all protocols" sockets get a copy of
+            // the packets the namespace sends, and the client's own segments are the point.
+            let protocol = (libc::ETH_P_ALL as u16).to_be();
             // SAFETY: plain socket creation; the fd is owned below.
             let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM, i32::from(protocol)) };
             assert!(fd >= 0, "packet socket in {namespace}: {}", std::io::Error::last_os_error());

@@ -146,9 +146,12 @@ pub fn tcp4_segment(from_client: bool, port: u16, numbers: Sequence, flags: Flag
     } else {
         ((SERVER_V4, port), (CLIENT_V4, CLIENT_PORT))
     };
-    let mut b = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
-        .ipv4(source.0, destination.0, 64)
-        .tcp(source.1, destination.1, numbers.seq, numbers.window);
+    let mut b = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC).ipv4(source.0, destination.0, 64).tcp(
+        source.1,
+        destination.1,
+        numbers.seq,
+        numbers.window,
+    );
     if numbers.ack != 0 {
         b = b.ack(numbers.ack);
     }

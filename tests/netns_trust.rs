@@ -1,0 +1,507 @@
+//! Issue 13 in namespaces: verdicts an operator can page on. sipflow must not
+//! fail a flow, or raise a would-430, on traffic that proves nothing: a forged
+//! RST or FIN outside the window (the host drops it, RFC 5961), a busy TLS flow
+//! whose payload it cannot read, a scanner's REGISTER that nothing accepted.
+//! Next to each, the honest case that must still give its verdict: a real
+//! reset or close, a REGISTER challenged with 401 and then accepted.
+//!
+//! Real sockets throughout; forged segments leave a raw socket in the client's
+//! namespace with the client's exact 4-tuple, so they reach the server's XDP
+//! program the way an off-path attacker's would.
+
+use std::{
+    collections::BTreeMap,
+    io::{Read, Write},
+    net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use sipflow_tests::{
+    forge::{self, Control, Sniffer},
+    netns::{CLIENT_IF, CLIENT_V4, Lab, SERVER_IF, SERVER_V4, http_get},
+    peers::{self, TcpServer, connect},
+};
+
+const FLOW_TIMER_S: f64 = 2.0;
+const GRACE_S: f64 = 1.0;
+/// Short timers, so that a silence verdict, if one were coming, comes within the test.
+const AGENT_ARGS: &[&str] = &["--flow-timer", "2s", "--grace", "1s", "--sweep-interval", "200ms"];
+/// The Flow-Timer the registrars grant in their 2xx (the same as the agent's default here).
+const REGISTRAR_FLOW_TIMER: u32 = 2;
+const PING_EVERY: Duration = Duration::from_millis(500);
+
+/// Sets a flag when the test ends, also when it fails: the peers' threads stop.
+struct Running(Arc<AtomicBool>);
+
+impl Running {
+    fn new() -> Self {
+        Self(Arc::new(AtomicBool::new(false)))
+    }
+
+    fn stopped(&self) -> Arc<AtomicBool> {
+        self.0.clone()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Accepts on `listener` until `stopped`; each connection gets `handle` on a thread of its own.
+fn serve_each(listener: TcpListener, stopped: Arc<AtomicBool>, handle: fn(TcpStream, &AtomicBool)) {
+    listener.set_nonblocking(true).expect("nonblocking");
+    thread::spawn(move || {
+        while !stopped.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    let stopped = stopped.clone();
+                    thread::spawn(move || handle(stream, &stopped));
+                }
+                Err(_) => thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    });
+}
+
+/// Reads from `stream` until EOF, `stopped` or an error: returns what came, one read at a time.
+fn each_read(mut stream: TcpStream, stopped: &AtomicBool, mut on: impl FnMut(&mut TcpStream, &[u8]) -> bool) {
+    stream.set_read_timeout(Some(Duration::from_millis(100))).ok();
+    let mut buf = vec![0u8; 4096];
+    while !stopped.load(Ordering::Relaxed) {
+        match stream.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if !on(&mut stream, &buf[..n]) {
+                    return;
+                }
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// GET /flows (with `query`, e.g. "?state=failed") from the agent in `server`.
+fn flows(server: &str, query: &str) -> Vec<Value> {
+    let (status, body) = http_get(server, &format!("http://127.0.0.1:9560/flows{query}")).expect("GET /flows");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).expect("/flows is JSON")
+}
+
+/// The flow whose client side (`remote`, from the server's point of view) has port `client_port`.
+fn flow_at(flows: &[Value], client_port: u16) -> Option<&Value> {
+    flows.iter().find(|f| {
+        f["remote"].as_str().and_then(|r| r.parse::<SocketAddr>().ok()).is_some_and(|r| r.port() == client_port)
+    })
+}
+
+fn metrics(server: &str) -> String {
+    http_get(server, "http://127.0.0.1:9560/metrics").expect("GET /metrics").1
+}
+
+/// The sum of every sample of `name` that carries all of `labels`, whatever its
+/// other labels (the `peer` label, the reasons): 0 when there is none.
+fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (series_name, label_text) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let has = |(k, v): &(&str, &str)| label_text.split(',').any(|p| p == format!("{k}=\"{v}\""));
+            (series_name == name && labels.iter().all(has)).then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+/// A CRLFCRLF ping that must get its CRLF pong (RFC 5626 §4.4.1): the connection works.
+fn ping(stream: &mut TcpStream) {
+    stream.write_all(b"\r\n\r\n").expect("send a ping");
+    let mut pong = [0u8; 2];
+    stream.read_exact(&mut pong).expect("a pong: the real connection still works");
+    assert_eq!(&pong, b"\r\n");
+}
+
+/// An outbound REGISTER (reg-id, +sip.instance) that the registrar must accept.
+fn register(stream: &mut TcpStream, user: &str) {
+    let reply = peers::register(stream, user);
+    assert!(reply.starts_with(b"SIP/2.0 200"), "{}", String::from_utf8_lossy(&reply));
+}
+
+fn client_port(stream: &TcpStream) -> u16 {
+    stream.local_addr().expect("local addr").port()
+}
+
+/// Polls /flows until each stream's flow shows its binding (an AOR), pinging
+/// them meanwhile so that none falls silent: only then would a false verdict
+/// carry would_430, which is what an operator pages on.
+fn wait_for_bindings(server: &str, streams: &mut [&mut TcpStream]) {
+    let deadline = Instant::now() + Duration::from_secs(6);
+    let mut next_ping = Instant::now();
+    loop {
+        if Instant::now() >= next_ping {
+            streams.iter_mut().for_each(|s| ping(s));
+            next_ping += PING_EVERY;
+        }
+        let all = flows(server, "");
+        let bound = |s: &&mut TcpStream| flow_at(&all, client_port(s)).is_some_and(|f| f["aor"].is_string());
+        if streams.iter().all(bound) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "registered flows without a binding after 6 s: {all:#?}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A registered outbound client pinging every 0.5 s; one segment carrying
+/// `control`, forged with its 4-tuple and a sequence number 2^31 away from the
+/// next one it sends (outside any window, so the server's TCP drops it); then
+/// 3 s of pings that must all get their pong while /flows never calls the flow
+/// failed, and the agent counts the segment as ignored.
+fn a_forged_segment_fails_nothing(tag: &str, control: Control) {
+    let mut lab = Lab::new(tag);
+    let (client, server) = (lab.client.clone(), lab.server.clone());
+    lab.start_agent(SERVER_IF, AGENT_ARGS);
+    let _registrar = TcpServer::start(
+        Lab::in_namespace(&server, || TcpListener::bind((SERVER_V4, 5060)).unwrap()),
+        REGISTRAR_FLOW_TIMER,
+    );
+    let mut stream = connect(&client, 5060);
+    let port = client_port(&stream);
+    register(&mut stream, "alice");
+    wait_for_bindings(&server, &mut [&mut stream]);
+
+    // The client's next sequence number, read off its own interface from one ping.
+    let sniffer = Sniffer::open(&client, CLIENT_IF);
+    ping(&mut stream);
+    let v4 = |a: SocketAddr| match a {
+        SocketAddr::V4(a) => a,
+        SocketAddr::V6(_) => unreachable!("the lab's clients use IPv4"),
+    };
+    let (from, to): (SocketAddrV4, SocketAddrV4) = (v4(stream.local_addr().unwrap()), v4(stream.peer_addr().unwrap()));
+    let wire = sniffer.data_segment(from, to, Duration::from_secs(2)).expect("the client's ping on the wire");
+    drop(sniffer);
+    let seq = wire.next_seq.wrapping_add(1 << 31);
+    forge::send_ipv4(&client, &forge::tcp_control(from, to, seq, wire.ack, wire.window, control));
+    let forged_at = Instant::now();
+
+    let mut ignored = 0.0;
+    let mut next_ping = Instant::now();
+    while forged_at.elapsed() < Duration::from_secs(3) {
+        if Instant::now() >= next_ping {
+            ping(&mut stream);
+            next_ping += PING_EVERY;
+        }
+        let all = flows(&server, "");
+        let flow = flow_at(&all, port).unwrap_or_else(|| panic!("the live flow is listed: {all:#?}"));
+        assert_ne!(
+            flow["state"],
+            "failed",
+            "{:.1} s after one forged {control:?} (seq {seq:#x}, 2^31 past the client's next {:#x}), the live, \
+             pinging connection is called failed: {flow:#}",
+            forged_at.elapsed().as_secs_f64(),
+            wire.next_seq,
+        );
+        ignored = metric_sum(&metrics(&server), "sipflow_tcp_segments_ignored_total", &[]);
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        ignored >= 1.0,
+        "the forged {control:?} is counted in sipflow_tcp_segments_ignored_total (sum over reasons: {ignored})"
+    );
+    println!("forged {control:?} ignored; sipflow_tcp_segments_ignored_total sums to {ignored}");
+}
+
+#[test]
+fn a_forged_rst_out_of_window_fails_nothing() {
+    a_forged_segment_fails_nothing("rst", Control::Rst);
+}
+
+#[test]
+fn a_forged_fin_fails_nothing() {
+    a_forged_segment_fails_nothing("fin", Control::Fin);
+}
+
+#[test]
+fn a_real_rst_and_fin_still_fail_the_flow() {
+    let mut lab = Lab::new("honest");
+    let (client, server) = (lab.client.clone(), lab.server.clone());
+    lab.start_agent(SERVER_IF, AGENT_ARGS);
+    let _registrar = TcpServer::start(
+        Lab::in_namespace(&server, || TcpListener::bind((SERVER_V4, 5060)).unwrap()),
+        REGISTRAR_FLOW_TIMER,
+    );
+    let mut killed = connect(&client, 5060);
+    let mut closed = connect(&client, 5060);
+    let names = BTreeMap::from([(client_port(&killed), "killed"), (client_port(&closed), "closed")]);
+    register(&mut killed, "bob");
+    register(&mut closed, "carol");
+    wait_for_bindings(&server, &mut [&mut killed, &mut closed]);
+
+    // The host's own RST (SO_LINGER 0) and FIN: exactly where its peer expects them.
+    peers::reset(killed);
+    peers::finish(&closed);
+    let closed_at = Instant::now();
+
+    let mut seen: BTreeMap<&str, Value> = BTreeMap::new();
+    while closed_at.elapsed() < Duration::from_secs(5) && seen.len() < 2 {
+        for f in flows(&server, "?state=failed") {
+            let port = f["remote"].as_str().and_then(|r| r.parse::<SocketAddr>().ok()).map(|r| r.port());
+            if let Some(name) = port.and_then(|p| names.get(&p)) {
+                seen.entry(name).or_insert(f);
+            }
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    for (name, reason) in [("killed", "tcp_reset"), ("closed", "tcp_fin")] {
+        let flow = seen.get(name).unwrap_or_else(|| {
+            panic!("no verdict for the {name} client within 5 s: {seen:#?}\nall flows: {:#?}", flows(&server, ""))
+        });
+        assert_eq!(flow["reason"], reason, "{name}: {flow:#}");
+        assert_eq!(flow["would_430"], true, "{name}: a registered outbound flow that failed warrants 430: {flow:#}");
+    }
+}
+
+/// Discards whatever comes, like a TLS server that never answers a record.
+fn discard(stream: TcpStream, stopped: &AtomicBool) {
+    each_read(stream, stopped, |_, _| true);
+}
+
+/// Bytes that look like nothing in particular (xorshift64*): TLS records are
+/// opaque to sipflow, so what a TLS client sends is, to it, noise.
+struct Noise(u64);
+
+impl Noise {
+    fn seeded() -> Self {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        Self(now.as_nanos() as u64 | 1)
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                self.0 ^= self.0 >> 12;
+                self.0 ^= self.0 << 25;
+                self.0 ^= self.0 >> 27;
+                (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn a_busy_tls_flow_is_never_failed_by_silence() {
+    let mut lab = Lab::new("tls");
+    let (client, server) = (lab.client.clone(), lab.server.clone());
+    lab.start_agent(SERVER_IF, AGENT_ARGS);
+    // 5061 is sipflow's default TLS port: payload opaque, flow tracked at the TCP level.
+    let running = Running::new();
+    serve_each(
+        Lab::in_namespace(&server, || TcpListener::bind((SERVER_V4, 5061)).unwrap()),
+        running.stopped(),
+        discard,
+    );
+    let mut stream = connect(&client, 5061);
+    let port = client_port(&stream);
+
+    // 100 bytes every 0.5 s, past Flow-Timer + grace and 3 s more: the client is never silent.
+    let mut noise = Noise::seeded();
+    let start = Instant::now();
+    let mut next_send = start;
+    let mut listed = false;
+    while start.elapsed() < Duration::from_secs_f64(FLOW_TIMER_S + GRACE_S + 3.0) {
+        if Instant::now() >= next_send {
+            stream.write_all(&noise.bytes(100)).expect("send 100 bytes");
+            next_send += PING_EVERY;
+        }
+        let all = flows(&server, "");
+        if let Some(flow) = flow_at(&all, port) {
+            listed = true;
+            assert_ne!(
+                flow["state"],
+                "failed",
+                "after {:.1} s of 100 bytes every 0.5 s, the TLS flow is called failed: {flow:#}",
+                start.elapsed().as_secs_f64()
+            );
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(listed, "the TLS connection was never listed in /flows: {:#?}", flows(&server, ""));
+    let all = flows(&server, "");
+    let flow = flow_at(&all, port).unwrap_or_else(|| panic!("the TLS flow is still listed: {all:#?}"));
+    assert_eq!(flow["transport"], "tls", "{flow:#}");
+    assert_ne!(flow["state"], "failed", "{flow:#}");
+}
+
+/// What a SIP scanner sends: a REGISTER with a plain Contact (no reg-id, no
+/// +sip.instance, no ;ob) and its tell-tale User-Agent.
+fn scanner_register(local: SocketAddr) -> Vec<u8> {
+    format!(
+        "REGISTER sip:{SERVER_V4} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};branch=z9hG4bK-scan-1;rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: \"100\" <sip:100@{SERVER_V4}>;tag=scan\r\n\
+         To: \"100\" <sip:100@{SERVER_V4}>\r\n\
+         Call-ID: scan-1@{local}\r\n\
+         CSeq: 1 REGISTER\r\n\
+         Contact: <sip:100@{local}>\r\n\
+         Expires: 3600\r\n\
+         User-Agent: friendly-scanner\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn a_scanner_register_binds_nothing() {
+    let mut lab = Lab::new("scan");
+    let (client, server) = (lab.client.clone(), lab.server.clone());
+    // The defaults for direction: no --egress, no --ingress-only.
+    lab.start_agent(SERVER_IF, AGENT_ARGS);
+    // A SIP port that reads and never answers (a bound socket, so no ICMP port unreachable either).
+    let running = Running::new();
+    let sink = Lab::in_namespace(&server, || UdpSocket::bind((SERVER_V4, 5060)).unwrap());
+    sink.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let stopped = running.stopped();
+    thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while !stopped.load(Ordering::Relaxed) {
+            let _ = sink.recv_from(&mut buf);
+        }
+    });
+
+    let scanner = Lab::in_namespace(&client, || UdpSocket::bind((CLIENT_V4, 0)).unwrap());
+    let local = scanner.local_addr().unwrap();
+    scanner.send_to(&scanner_register(local), (SERVER_V4, 5060)).unwrap();
+    let sent_at = Instant::now();
+
+    // Past Flow-Timer + grace and 3 s more, so that the silent "flow" has had every
+    // chance to fail: at no point a binding, a would-430, or a failed flow warranting 430.
+    let mut violations: BTreeMap<&str, String> = BTreeMap::new();
+    let mut register_seen = false;
+    while sent_at.elapsed() < Duration::from_secs_f64(FLOW_TIMER_S + GRACE_S + 3.0) {
+        let at = sent_at.elapsed().as_secs_f64();
+        let text = metrics(&server);
+        register_seen |= metric_sum(&text, "sipflow_requests_total", &[("method", "REGISTER")]) >= 1.0;
+        let registrations = metric_sum(&text, "sipflow_registrations", &[]);
+        if registrations != 0.0 {
+            violations
+                .entry("registrations")
+                .or_insert(format!("{at:.1} s: sipflow_registrations sums to {registrations}"));
+        }
+        let would_430 = metric_sum(&text, "sipflow_flows_would_430", &[]);
+        if would_430 != 0.0 {
+            violations.entry("gauge").or_insert(format!("{at:.1} s: sipflow_flows_would_430 sums to {would_430}"));
+        }
+        if let Some(flow) = flows(&server, "?state=failed").into_iter().find(|f| f["would_430"] == true) {
+            violations.entry("flow").or_insert(format!("{at:.1} s: a failed flow with would_430: {flow}"));
+        }
+        thread::sleep(Duration::from_millis(250));
+    }
+    assert!(register_seen, "the agent saw the scanner's REGISTER (sipflow_requests_total{{method=\"REGISTER\"}})");
+    assert!(violations.is_empty(), "an unanswered scanner REGISTER bound something:\n{violations:#?}");
+}
+
+/// A registrar that challenges: the first REGISTER on a connection gets 401 with
+/// a Digest challenge, every later one 200 OK with Flow-Timer; pings get pongs.
+fn challenging_registrar(stream: TcpStream, stopped: &AtomicBool) {
+    let mut registers = 0;
+    each_read(stream, stopped, |stream, data| {
+        let reply = if data == b"\r\n\r\n" {
+            b"\r\n".to_vec()
+        } else if data.starts_with(b"REGISTER ") {
+            registers += 1;
+            if registers == 1 {
+                let challenge = peers::response_to(data, "401 Unauthorized");
+                let challenge = String::from_utf8(challenge).expect("UTF-8").replace(
+                    "Content-Length: 0\r\n",
+                    "WWW-Authenticate: Digest realm=\"example.com\", nonce=\"4e6f6e6365\", algorithm=MD5\r\n\
+                     Content-Length: 0\r\n",
+                );
+                challenge.into_bytes()
+            } else {
+                peers::ok_for(data, REGISTRAR_FLOW_TIMER)
+            }
+        } else {
+            return true;
+        };
+        stream.write_all(&reply).is_ok()
+    });
+}
+
+#[test]
+fn a_register_challenged_then_accepted_binds_once() {
+    let mut lab = Lab::new("chal");
+    let (client, server) = (lab.client.clone(), lab.server.clone());
+    // --egress: the default under the new contract, and on older agents what makes the 401 and the 200 seen.
+    let mut args = AGENT_ARGS.to_vec();
+    args.push("--egress");
+    lab.start_agent(SERVER_IF, &args);
+    let running = Running::new();
+    serve_each(
+        Lab::in_namespace(&server, || TcpListener::bind((SERVER_V4, 5060)).unwrap()),
+        running.stopped(),
+        challenging_registrar,
+    );
+
+    // The same REGISTER twice over one connection: same Call-ID, CSeq 1 then 2,
+    // the second with its credentials and a new branch, as a UA answers a challenge.
+    let mut stream = connect(&client, 5060);
+    let local = stream.local_addr().unwrap();
+    let first = peers::outbound_register("frank", "TCP", local, "frank", "frank-reg");
+    let second = String::from_utf8(first.clone())
+        .unwrap()
+        .replace("branch=z9hG4bK-frank-reg", "branch=z9hG4bK-frank-reg-2")
+        .replace(
+            "CSeq: 1 REGISTER\r\n",
+            "CSeq: 2 REGISTER\r\nAuthorization: Digest username=\"frank\", realm=\"example.com\", \
+             nonce=\"4e6f6e6365\", uri=\"sip:example.com\", response=\"00112233445566778899aabbccddeeff\"\r\n",
+        )
+        .into_bytes();
+    let challenge = peers::exchange(&mut stream, &first);
+    assert!(challenge.starts_with(b"SIP/2.0 401"), "{}", String::from_utf8_lossy(&challenge));
+    let accepted = peers::exchange(&mut stream, &second);
+    assert!(accepted.starts_with(b"SIP/2.0 200"), "{}", String::from_utf8_lossy(&accepted));
+    let accepted_at = Instant::now();
+
+    // Until the binding shows, then 2.5 s more (past the agent's 2 s settling of
+    // unanswered REGISTERs), pinging: the count never goes past one and ends at one.
+    let mut most = 0.0f64;
+    let mut bound_at: Option<Instant> = None;
+    let mut next_ping = Instant::now();
+    let text = loop {
+        if Instant::now() >= next_ping {
+            ping(&mut stream);
+            next_ping += PING_EVERY;
+        }
+        let text = metrics(&server);
+        let outbound = metric_sum(&text, "sipflow_registrations", &[("outbound", "true")]);
+        most = most.max(outbound);
+        if outbound >= 1.0 && bound_at.is_none() {
+            bound_at = Some(Instant::now());
+        }
+        if bound_at.is_some_and(|t| t.elapsed() >= Duration::from_millis(2500))
+            || accepted_at.elapsed() >= Duration::from_secs(10)
+        {
+            break text;
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    let ending = metric_sum(&text, "sipflow_registrations", &[("outbound", "true")]);
+    let registrations: Vec<&str> = text.lines().filter(|l| l.starts_with("sipflow_registrations")).collect();
+    assert!(bound_at.is_some(), "no binding within 10 s of the 200: {registrations:?}");
+    assert!(most <= 1.0, "401 then 200 bound more than once (at most {most}): {registrations:?}");
+    assert_eq!(ending, 1.0, "{registrations:?}");
+    assert_eq!(metric_sum(&text, "sipflow_registrations", &[("outbound", "false")]), 0.0, "{registrations:?}");
+    println!("401 then 200: sipflow_registrations{{outbound=\"true\"}} = {ending}");
+}

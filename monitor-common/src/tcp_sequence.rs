@@ -181,9 +181,8 @@ fn judge_reset(sender: &TcpSide, receiver: &TcpSide, segment: &SegmentHead) -> C
     }
     if sender.known & KNOWN_SEQ == 0 {
         // A connection refused: the RST answers the host's SYN, and acknowledges it exactly.
-        let answers_syn = segment.flags & ACK != 0
-            && receiver.known & KNOWN_SEQ != 0
-            && segment.ack == receiver.next_seq;
+        let answers_syn =
+            segment.flags & ACK != 0 && receiver.known & KNOWN_SEQ != 0 && segment.ack == receiver.next_seq;
         return if answers_syn { Close::Reset } else { Close::Ignored(KernelStat::CloseUnverifiable) };
     }
     let expected = sender.next_seq;
@@ -276,7 +275,10 @@ mod tests {
         assert_eq!(on_segment(&mut c.clone(), &s, &seg(100, FIN, 0)).close, Close::Fin);
         // With data before it: the FIN sits after the data.
         assert_eq!(on_segment(&mut c.clone(), &s, &seg(100, FIN, 10)).close, Close::Fin);
-        assert_eq!(on_segment(&mut c.clone(), &s, &seg(150, FIN, 0)).close, Close::Ignored(KernelStat::FinOutOfSequence));
+        assert_eq!(
+            on_segment(&mut c.clone(), &s, &seg(150, FIN, 0)).close,
+            Close::Ignored(KernelStat::FinOutOfSequence)
+        );
         // Accepted once; the same FIN again is nothing new, an RST after it may use RCV.NXT - 1.
         assert_eq!(on_segment(&mut c, &s, &seg(100, FIN, 0)).close, Close::Fin);
         assert_eq!(on_segment(&mut c, &s, &seg(100, FIN, 0)).close, Close::None);

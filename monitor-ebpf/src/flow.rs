@@ -225,8 +225,11 @@ fn judge_segment(state: &mut FlowState, scratch: &Scratch, direction: Direction,
         payload_len: scratch.tcp_payload_len,
         from_host: direction == Direction::Egress,
     };
-    let (sender, receiver) =
-        if from_client { (&mut state.tcp_client, &mut state.tcp_server) } else { (&mut state.tcp_server, &mut state.tcp_client) };
+    let (sender, receiver) = if from_client {
+        (&mut state.tcp_client, &mut state.tcp_server)
+    } else {
+        (&mut state.tcp_server, &mut state.tcp_client)
+    };
     let judged = tcp_sequence::on_segment(sender, receiver, &segment);
     if flags & tcp::ACK != 0 {
         tcp_sequence::on_acknowledged(receiver, segment.ack, segment.from_host);

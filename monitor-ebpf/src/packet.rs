@@ -91,50 +91,49 @@ pub fn parse(frame: &impl Frame) -> Parsed {
         return Parsed::LaterFragment;
     }
     let first_fragment = network.more_fragments;
-    let (transport, source_port, destination_port, tcp, payload_offset, payload_end) =
-        match network.protocol {
-            IPPROTO_UDP => {
-                let Some(header) = udp::parse(frame, network.transport_offset) else {
-                    return Parsed::Malformed;
-                };
-                let udp_end = network.transport_offset + header.length;
-                // A first fragment holds only the start of the datagram's payload.
-                let payload_end = if first_fragment {
-                    network.end
-                } else if udp_end > network.end {
-                    return Parsed::Malformed;
-                } else {
-                    udp_end
-                };
-                (
-                    Transport::Udp,
-                    header.source_port,
-                    header.destination_port,
-                    TcpFields::default(),
-                    network.transport_offset + udp::HEADER_LEN,
-                    payload_end,
-                )
-            }
-            IPPROTO_TCP => {
-                let Some(header) = tcp::parse(frame, network.transport_offset) else {
-                    return Parsed::Malformed;
-                };
-                (
-                    Transport::Tcp,
-                    header.source_port,
-                    header.destination_port,
-                    TcpFields {
-                        flags: header.flags,
-                        sequence: header.sequence,
-                        acknowledgment: header.acknowledgment,
-                        window: header.window,
-                    },
-                    network.transport_offset + header.header_len,
-                    network.end,
-                )
-            }
-            _ => return Parsed::Untracked,
-        };
+    let (transport, source_port, destination_port, tcp, payload_offset, payload_end) = match network.protocol {
+        IPPROTO_UDP => {
+            let Some(header) = udp::parse(frame, network.transport_offset) else {
+                return Parsed::Malformed;
+            };
+            let udp_end = network.transport_offset + header.length;
+            // A first fragment holds only the start of the datagram's payload.
+            let payload_end = if first_fragment {
+                network.end
+            } else if udp_end > network.end {
+                return Parsed::Malformed;
+            } else {
+                udp_end
+            };
+            (
+                Transport::Udp,
+                header.source_port,
+                header.destination_port,
+                TcpFields::default(),
+                network.transport_offset + udp::HEADER_LEN,
+                payload_end,
+            )
+        }
+        IPPROTO_TCP => {
+            let Some(header) = tcp::parse(frame, network.transport_offset) else {
+                return Parsed::Malformed;
+            };
+            (
+                Transport::Tcp,
+                header.source_port,
+                header.destination_port,
+                TcpFields {
+                    flags: header.flags,
+                    sequence: header.sequence,
+                    acknowledgment: header.acknowledgment,
+                    window: header.window,
+                },
+                network.transport_offset + header.header_len,
+                network.end,
+            )
+        }
+        _ => return Parsed::Untracked,
+    };
     if payload_offset > payload_end {
         return Parsed::Malformed;
     }

@@ -12,12 +12,7 @@
 //! is on as a slot number, its times in seconds. The table and the REGISTERs
 //! waiting for answers are capped; what a cap refuses is counted.
 
-use std::{
-    collections::HashMap,
-    fmt,
-    num::NonZeroU32,
-    sync::Arc,
-};
+use std::{collections::HashMap, fmt, num::NonZeroU32, sync::Arc};
 
 use monitor_common::{events::REGISTER_TRANSACTION_NS, flow::FlowKey};
 
@@ -266,8 +261,13 @@ impl Registrations {
                     self.refused.pending_full += 1;
                     return Vec::new();
                 }
-                let request =
-                    PendingRegister { at_ns, aor, contacts: head.contacts.clone(), star: head.contact_star, expires: head.expires };
+                let request = PendingRegister {
+                    at_ns,
+                    aor,
+                    contacts: head.contacts.clone(),
+                    star: head.contact_star,
+                    expires: head.expires,
+                };
                 self.pending.insert(id, request);
                 Vec::new()
             }
@@ -291,12 +291,8 @@ impl Registrations {
     /// Bindings whose time ran out.
     pub fn expire(&mut self, now_ns: u64) -> Vec<Change> {
         let now_s = now_ns / NS_PER_S;
-        let expired: Vec<BindingKey> = self
-            .bindings
-            .iter()
-            .filter(|(_, b)| u64::from(b.expires_at_s) <= now_s)
-            .map(|(k, _)| k.clone())
-            .collect();
+        let expired: Vec<BindingKey> =
+            self.bindings.iter().filter(|(_, b)| u64::from(b.expires_at_s) <= now_s).map(|(k, _)| k.clone()).collect();
         if !expired.is_empty() {
             self.generation += 1;
         }
@@ -422,7 +418,14 @@ impl Registrations {
     }
 
     /// Binds `key` to `flow`; returns the flow it was bound to before.
-    fn bind(&mut self, key: BindingKey, flow: FlowRef, expires_at_s: u32, flow_timer: u32, by_flow: bool) -> Option<FlowRef> {
+    fn bind(
+        &mut self,
+        key: BindingKey,
+        flow: FlowRef,
+        expires_at_s: u32,
+        flow_timer: u32,
+        by_flow: bool,
+    ) -> Option<FlowRef> {
         let previous = self.bindings.get(&key).map(|s| self.flows[s.flow as usize].id);
         if previous.is_some_and(|p| p != flow) {
             self.unbind(&key);
@@ -493,7 +496,8 @@ fn granted_expires(contact: &Contact, request: &PendingRegister, response: &SipH
         .contacts
         .iter()
         .find(|c| {
-            c.uri == contact.uri || (c.instance.is_some() && c.instance == contact.instance && c.reg_id == contact.reg_id)
+            c.uri == contact.uri
+                || (c.instance.is_some() && c.instance == contact.instance && c.reg_id == contact.reg_id)
         })
         .and_then(|c| c.expires)
         .or(response.expires);

@@ -328,7 +328,10 @@ impl Tracker {
                     // once it has been idle past any verdict's reach: a call's socket.
                     let idle_ns = now_ns.saturating_sub(state.last_seen_ns);
                     let reach = self.timers.keepalive(transport, flow_timer) + self.timers.grace;
-                    if !verdict::kept_alive(&state) && bindings.is_none() && idle_ns > reach.as_nanos() as u64 + retention {
+                    if !verdict::kept_alive(&state)
+                        && bindings.is_none()
+                        && idle_ns > reach.as_nanos() as u64 + retention
+                    {
                         sweep.expired.push(key);
                         continue;
                     }

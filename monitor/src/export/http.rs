@@ -52,8 +52,8 @@ pub struct AgentState {
     /// Where the bindings are saved (`--state-file`), and the generation last saved.
     pub state_file: PathBuf,
     pub saved_generation: AtomicU64,
-    /// When the bindings were last written.
-    pub last_saved: Mutex<Option<std::time::Instant>>,
+    /// When the bindings were last written, and how long that took.
+    pub last_saved: Mutex<Option<(std::time::Instant, std::time::Duration)>>,
     /// The start of the last sweep: every failure before it was reported.
     pub swept_until_ns: AtomicU64,
 }
@@ -153,13 +153,14 @@ impl AgentState {
     }
 
     /// Saves the bindings when they changed since they were last saved, at
-    /// most every [`SAVE_EVERY`], or `always` (at exit, with the time up to
+    /// most every [`SAVE_EVERY`] and never more than a tenth of the time (a
+    /// million bindings take seconds to write), or `always` (at exit, with the time up to
     /// which failures were reported). During a registration storm the table
     /// changes with every 2xx: a file rewritten on each change would cost its
     /// whole size per REGISTER.
     pub fn save_registrations(&self, always: bool) {
         let mut last_saved = self.last_saved.lock().expect("save lock");
-        if !always && last_saved.is_some_and(|at| at.elapsed() < SAVE_EVERY) {
+        if !always && last_saved.is_some_and(|(at, took)| at.elapsed() < SAVE_EVERY.max(took * 10)) {
             return;
         }
         // The table is copied under the lock (its keys are shared, not cloned)
@@ -174,10 +175,11 @@ impl AgentState {
             (generation, bindings)
         };
         let swept_until = self.swept_until_ns.load(Ordering::Relaxed);
-        match saved::save(&self.state_file, bindings.iter().map(|(k, b)| (k, b.clone())), swept_until) {
+        let started = std::time::Instant::now();
+        match saved::save(&self.state_file, bindings.into_iter(), swept_until) {
             Ok(()) => {
                 self.saved_generation.store(generation, Ordering::Relaxed);
-                *last_saved = Some(std::time::Instant::now());
+                *last_saved = Some((std::time::Instant::now(), started.elapsed()));
             }
             Err(e) => {
                 warn!(file = %self.state_file.display(), error = %e, "cannot save the registrations; a restart will forget them")

@@ -12,7 +12,15 @@
 //! is on as a slot number, its times in seconds. The table and the REGISTERs
 //! waiting for answers are capped; what a cap refuses is counted.
 
-use std::{collections::HashMap, fmt, num::NonZeroU32, sync::Arc};
+use std::{
+    collections::HashMap,
+    fmt,
+    hash::{BuildHasher, RandomState},
+    num::NonZeroU32,
+    sync::Arc,
+};
+
+use hashbrown::HashTable;
 
 use monitor_common::{events::REGISTER_TRANSACTION_NS, flow::FlowKey};
 
@@ -223,7 +231,10 @@ struct PendingRegister {
 pub struct Registrations {
     pending: HashMap<(FlowRef, Box<str>, u32), PendingRegister>,
     bindings: HashMap<BindingKey, Stored>,
-    flow_slots: HashMap<FlowRef, u32>,
+    /// Slots of `flows` by their flow: the index holds only slot numbers,
+    /// hashed and compared through the entries they point at.
+    flow_slots: HashTable<u32>,
+    flow_hasher: RandomState,
     flows: Vec<FlowEntry>,
     free_slots: Vec<u32>,
     ifaces: Vec<String>,
@@ -302,7 +313,7 @@ impl Registrations {
     /// The bindings on a flow, if it has any.
     pub fn on_flow(&self, iface: &str, key: &FlowKey) -> Option<FlowBindings<'_>> {
         let iface = self.ifaces.iter().position(|i| i == iface)?;
-        let slot = *self.flow_slots.get(&FlowRef { iface: iface as u16, key: *key })?;
+        let slot = self.slot_of(&FlowRef { iface: iface as u16, key: *key })?;
         let entry = &self.flows[slot as usize];
         Some(FlowBindings {
             shown: entry.shown.as_ref(),
@@ -450,9 +461,14 @@ impl Registrations {
         previous
     }
 
+    fn slot_of(&self, flow: &FlowRef) -> Option<u32> {
+        let flows = &self.flows;
+        self.flow_slots.find(self.flow_hasher.hash_one(flow), |&s| flows[s as usize].id == *flow).copied()
+    }
+
     fn slot_for(&mut self, flow: FlowRef) -> u32 {
-        if let Some(slot) = self.flow_slots.get(&flow) {
-            return *slot;
+        if let Some(slot) = self.slot_of(&flow) {
+            return slot;
         }
         let entry = FlowEntry { id: flow, count: 0, by_flow: 0, flow_timer: 0, shown: None };
         let slot = match self.free_slots.pop() {
@@ -465,7 +481,8 @@ impl Registrations {
                 (self.flows.len() - 1) as u32
             }
         };
-        self.flow_slots.insert(flow, slot);
+        let (flows, hasher) = (&self.flows, &self.flow_hasher);
+        self.flow_slots.insert_unique(hasher.hash_one(flow), slot, |&s| hasher.hash_one(flows[s as usize].id));
         slot
     }
 
@@ -476,8 +493,12 @@ impl Registrations {
         entry.count -= 1;
         entry.by_flow -= u32::from(stored.by_flow);
         if entry.count == 0 {
-            self.flow_slots.remove(&entry.id);
+            let id = entry.id;
             entry.shown = None;
+            let slot = stored.flow;
+            if let Ok(found) = self.flow_slots.find_entry(self.flow_hasher.hash_one(id), |&s| s == slot) {
+                found.remove();
+            }
             self.free_slots.push(stored.flow);
         } else if entry.shown.as_ref() == Some(key) {
             // Rare: the binding the flow was shown with left, others stay.

@@ -69,22 +69,25 @@ fn key_from_hex(hex: &str) -> Option<FlowKey> {
 
 /// Writes the bindings to `path` (through a temporary file and a rename, so
 /// that a crash never leaves half a file).
-pub fn save<'a>(
+pub fn save<K: std::borrow::Borrow<BindingKey>>(
     path: &Path,
-    bindings: impl Iterator<Item = (&'a BindingKey, Binding)>,
+    bindings: impl Iterator<Item = (K, Binding)>,
     swept_until_ns: u64,
 ) -> io::Result<()> {
     let bindings = bindings
-        .map(|(key, b)| SavedBinding {
-            aor: key.aor().to_string(),
-            instance: key.instance().map(str::to_string),
-            reg_id: key.reg_id(),
-            contact: key.contact().map(str::to_string),
-            iface: b.flow.iface,
-            flow: key_to_hex(&b.flow.key),
-            expires_at_ns: b.expires_at_ns,
-            flow_timer: b.flow_timer,
-            by_flow: b.by_flow,
+        .map(|(key, b)| {
+            let key: &BindingKey = key.borrow();
+            SavedBinding {
+                aor: key.aor().to_string(),
+                instance: key.instance().map(str::to_string),
+                reg_id: key.reg_id(),
+                contact: key.contact().map(str::to_string),
+                iface: b.flow.iface,
+                flow: key_to_hex(&b.flow.key),
+                expires_at_ns: b.expires_at_ns,
+                flow_timer: b.flow_timer,
+                by_flow: b.by_flow,
+            }
         })
         .collect();
     let file = SavedFile { boot_id: boot_id(), swept_until_ns, bindings };

@@ -154,3 +154,42 @@ fn tls_payload_from_the_client_is_client_activity() {
     assert!(s.last_client_activity_ns > before, "opaque bytes from the client are the client alive");
     assert_ne!(s.last_data_from_client_ns, 0);
 }
+
+#[test]
+fn the_servers_data_waits_for_the_clients_acknowledgment() {
+    let mut xdp = LoadedXdp::load();
+    let next = connected(&xdp, SIP_PORT);
+    // The host sends a request of 100 bytes on egress.
+    let request = tcp4_segment(false, SIP_PORT, numbers(SERVER_ISN + 1, next), NONE, &[b'x'; 100]);
+    assert_eq!(xdp.run_tc(&request), TC_ACT_UNSPEC);
+    let since = state(&xdp).server_unacked_since_ns;
+    assert_ne!(since, 0, "waiting for the client's acknowledgment");
+    // A pure ACK for half of it: the client is alive, the wait for the rest starts again.
+    let ack = |n: u32| tcp4_segment(true, SIP_PORT, numbers(next, SERVER_ISN + 1 + n), NONE, b"");
+    assert_eq!(xdp.run(&ack(50)), XDP_PASS);
+    let s = state(&xdp);
+    assert!(s.server_unacked_since_ns > since);
+    assert_eq!(s.srtt_us, 0, "no sample from a partial acknowledgment");
+    // All of it: no wait, and one RTT sample.
+    assert_eq!(xdp.run(&ack(100)), XDP_PASS);
+    let s = state(&xdp);
+    assert_eq!(s.server_unacked_since_ns, 0);
+    // A retransmission of acknowledged data starts no wait.
+    assert_eq!(xdp.run_tc(&request), TC_ACT_UNSPEC);
+    assert_eq!(state(&xdp).server_unacked_since_ns, 0);
+}
+
+#[test]
+fn a_udp_request_from_the_server_waits_for_anything_from_the_client() {
+    let mut xdp = LoadedXdp::load();
+    let from_server = |m: &[u8]| udp4_between((SERVER_V4, SIP_PORT), (CLIENT_V4, CLIENT_PORT), m);
+    assert_eq!(xdp.run_tc(&from_server(INVITE)), TC_ACT_UNSPEC);
+    let s = state(&xdp);
+    assert_ne!(s.server_request_unanswered_ns, 0);
+    assert_eq!(xdp.run(&udp4_between((CLIENT_V4, CLIENT_PORT), (SERVER_V4, SIP_PORT), RINGING)), XDP_PASS);
+    assert_eq!(state(&xdp).server_request_unanswered_ns, 0, "answered");
+    // An ACK expects no answer.
+    let ack = b"ACK sip:bob@example.com SIP/2.0\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n";
+    assert_eq!(xdp.run_tc(&from_server(ack)), TC_ACT_UNSPEC);
+    assert_eq!(state(&xdp).server_request_unanswered_ns, 0);
+}

@@ -86,12 +86,22 @@ pub struct FlowState {
     /// gap): valid traffic, what shows an RST or FIN verdict was wrong.
     pub last_data_from_client_ns: u64,
     pub last_data_from_server_ns: u64,
+    /// Since when data the server sent waits for the client's acknowledgment
+    /// (0: all acknowledged): a zombie flow's sign (RFC 5626 §5.3.1 flows
+    /// whose client is gone while the connection looks open).
+    pub server_unacked_since_ns: u64,
+    /// UDP: a request the server sent on the flow, with nothing from the client since (0: none).
+    pub server_request_unanswered_ns: u64,
     pub packets_from_client: u64,
     pub packets_from_server: u64,
     pub bytes_from_client: u64,
     pub bytes_from_server: u64,
     /// STUN requests since the last response (retransmissions included).
     pub stun_unanswered: u32,
+    /// Smoothed round-trip time from the server's data to the client's
+    /// acknowledgment, in microseconds (RFC 6298's 1/8 gain; 0: no sample yet).
+    pub srtt_us: u32,
+    pub _reserved: u32,
     pub last_status: u16,
     /// A `Method` index, or [`NO_METHOD`].
     pub last_method: u8,
@@ -122,11 +132,15 @@ impl FlowState {
             last_register_ns: 0,
             last_data_from_client_ns: 0,
             last_data_from_server_ns: 0,
+            server_unacked_since_ns: 0,
+            server_request_unanswered_ns: 0,
             packets_from_client: 0,
             packets_from_server: 0,
             bytes_from_client: 0,
             bytes_from_server: 0,
             stun_unanswered: 0,
+            srtt_us: 0,
+            _reserved: 0,
             last_status: 0,
             last_method: NO_METHOD,
             tcp_flags: 0,
@@ -151,7 +165,7 @@ mod tests {
     fn layouts_have_no_hidden_padding() {
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(align_of::<FlowKey>(), 2);
-        assert_eq!(size_of::<FlowState>(), 21 * 8 + 4 + 2 + 1 + 1 + 2 * 16);
+        assert_eq!(size_of::<FlowState>(), 23 * 8 + 4 + 4 + 4 + 2 + 1 + 1 + 2 * 16);
         assert_eq!(align_of::<FlowState>(), 8);
     }
 }

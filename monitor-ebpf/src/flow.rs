@@ -109,6 +109,8 @@ pub fn update(frame: &impl Frame, scratch: &mut Scratch, payload: Payload, direc
     state.last_seen_ns = now;
     let bytes = scratch.frame_len as u64;
     if from_client {
+        // Anything from the client answers the server's request as far as liveness goes.
+        state.server_request_unanswered_ns = 0;
         state.packets_from_client += 1;
         state.bytes_from_client += bytes;
     } else {
@@ -121,6 +123,26 @@ pub fn update(frame: &impl Frame, scratch: &mut Scratch, payload: Payload, direc
     }
     record(frame, scratch, state, payload, direction, now);
     true
+}
+
+/// The client acknowledged the server's data up to `ack`: all of it ends the
+/// wait and gives a round-trip sample (RFC 6298's smoothing); part of it is the
+/// client alive, and the wait for the rest starts again.
+#[inline(always)]
+fn client_acknowledged(state: &mut FlowState, ack: u32, acked_before: u32, now: u64) {
+    let since = state.server_unacked_since_ns;
+    if since == 0 {
+        return;
+    }
+    if !tcp_sequence::after(state.tcp_server.next_seq, ack) {
+        let sample_us = now.saturating_sub(since) / 1000;
+        let sample_us = if sample_us > u32::MAX as u64 { u32::MAX } else { sample_us as u32 };
+        let srtt = state.srtt_us;
+        state.srtt_us = if srtt == 0 { sample_us } else { srtt - srtt / 8 + sample_us / 8 };
+        state.server_unacked_since_ns = 0;
+    } else if tcp_sequence::after(ack, acked_before) {
+        state.server_unacked_since_ns = now;
+    }
 }
 
 /// Records a further message of a segment already taken (see `follow`).
@@ -152,6 +174,9 @@ fn record(
             state.last_method = method as u8;
             if from_client {
                 state.last_client_activity_ns = now;
+            } else if method != Method::Ack && state.server_request_unanswered_ns == 0 {
+                // Every request but ACK gets an answer from a live UA (RFC 3261 §17).
+                state.server_request_unanswered_ns = now;
             }
             if method == Method::Register {
                 state.last_register_ns = now;
@@ -225,6 +250,7 @@ fn judge_segment(state: &mut FlowState, scratch: &Scratch, direction: Direction,
         payload_len: scratch.tcp_payload_len,
         from_host: direction == Direction::Egress,
     };
+    let client_acked_before = state.tcp_client.ack;
     let (sender, receiver) = if from_client {
         (&mut state.tcp_client, &mut state.tcp_server)
     } else {
@@ -247,6 +273,13 @@ fn judge_segment(state: &mut FlowState, scratch: &Scratch, direction: Direction,
         } else {
             state.last_data_from_server_ns = now;
         }
+    }
+    if from_client {
+        if flags & tcp::ACK != 0 {
+            client_acknowledged(state, segment.ack, client_acked_before, now);
+        }
+    } else if judged.new_data && state.server_unacked_since_ns == 0 {
+        state.server_unacked_since_ns = now;
     }
     if segment.payload_len != 0 && !judged.new_data {
         return false;

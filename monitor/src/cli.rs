@@ -168,6 +168,17 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub pong_timeout: Duration,
 
+    /// The least time data the server sent on a TCP flow may go unacknowledged
+    /// before the flow is failed as a zombie (tcp_unacked); the flow's own
+    /// smoothed RTT x 4 where that is longer.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub ack_timeout: Duration,
+
+    /// How long a request the server sent over a UDP flow may go without
+    /// anything from the client before the flow fails (request_timeout).
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
     /// How long a failed flow stays listed in /flows after it failed.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     pub retention: Duration,
@@ -206,6 +217,8 @@ impl RunArgs {
             udp_keepalive: self.flow_timer.unwrap_or(defaults.udp_keepalive),
             grace: self.grace,
             pong_timeout: self.pong_timeout,
+            ack_timeout: self.ack_timeout,
+            request_timeout: self.request_timeout,
             ..defaults
         }
     }

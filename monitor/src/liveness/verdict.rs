@@ -27,10 +27,18 @@ pub enum Reason {
     StunError,
     /// The same AOR + instance + reg-id registered again over another flow (RFC 5626 §6).
     Replaced,
+    /// A zombie TCP flow: the server sent data the client did not acknowledge
+    /// within the ack timeout (the larger of `--ack-timeout` and 4 x the flow's
+    /// smoothed RTT), as a dead client's would stay. An edge proxy forwarding a
+    /// request into it answers 430 only when its transaction timer fires.
+    TcpUnacked,
+    /// UDP: the server sent a request on the flow and nothing came back from the
+    /// client within `--request-timeout`, through its retransmissions (RFC 3261 Timer A/E).
+    RequestTimeout,
 }
 
 impl Reason {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 9] = [
         Self::TcpReset,
         Self::TcpFin,
         Self::KeepaliveTimeout,
@@ -38,6 +46,8 @@ impl Reason {
         Self::StunTimeout,
         Self::StunError,
         Self::Replaced,
+        Self::TcpUnacked,
+        Self::RequestTimeout,
     ];
 
     pub const fn label(self) -> &'static str {
@@ -49,6 +59,8 @@ impl Reason {
             Self::StunTimeout => "stun_timeout",
             Self::StunError => "stun_error",
             Self::Replaced => "replaced",
+            Self::TcpUnacked => "tcp_unacked",
+            Self::RequestTimeout => "request_timeout",
         }
     }
 }
@@ -66,6 +78,11 @@ pub struct Timers {
     pub pong_timeout: Duration,
     /// A STUN transaction's whole retransmission schedule (RFC 8489 §6.2.1: Rc = 7, RTO = 500 ms, Rm = 16: 39.5 s).
     pub stun_timeout: Duration,
+    /// The least time the server's data may wait for the client's acknowledgment;
+    /// a flow's own RTT x 4 where that is longer.
+    pub ack_timeout: Duration,
+    /// How long a request the server sent over UDP may go without a word from the client.
+    pub request_timeout: Duration,
 }
 
 impl Default for Timers {
@@ -76,6 +93,8 @@ impl Default for Timers {
             grace: Duration::from_secs(10),
             pong_timeout: Duration::from_secs(10),
             stun_timeout: Duration::from_millis(39_500),
+            ack_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -92,6 +111,11 @@ fn ns(d: Duration) -> u64 {
 }
 
 impl Timers {
+    /// How long this flow's server data may wait for an acknowledgment.
+    pub fn ack_timeout_for(&self, state: &FlowState) -> Duration {
+        self.ack_timeout.max(Duration::from_micros(u64::from(state.srtt_us)) * 4)
+    }
+
     /// The keepalive interval in force: the registrar's Flow-Timer, else the default for the transport.
     pub fn keepalive(&self, transport: FlowTransport, flow_timer: Option<u32>) -> Duration {
         match (flow_timer, transport.is_stream()) {
@@ -153,7 +177,19 @@ pub fn judge(
                 fail(Reason::PongTimeout, deadline);
             }
         }
+        if state.server_unacked_since_ns != 0 {
+            let deadline = state.server_unacked_since_ns + ns(timers.ack_timeout_for(state));
+            if now_ns > deadline && !lived_on_after(state, deadline) {
+                fail(Reason::TcpUnacked, deadline);
+            }
+        }
     } else {
+        if state.server_request_unanswered_ns != 0 {
+            let deadline = state.server_request_unanswered_ns + ns(timers.request_timeout);
+            if now_ns > deadline {
+                fail(Reason::RequestTimeout, deadline);
+            }
+        }
         if state.last_stun_error_ns != 0 && state.last_stun_error_ns >= state.last_stun_response_ns {
             fail(Reason::StunError, state.last_stun_error_ns);
         }
@@ -187,7 +223,7 @@ pub fn came_back(transport: FlowTransport, state: &FlowState, failure: &Failure)
 /// data both ways after it (see [`lived_on_after`]).
 pub fn retracted(transport: FlowTransport, state: &FlowState, failure: &Failure) -> bool {
     transport.is_stream()
-        && matches!(failure.reason, Reason::TcpReset | Reason::TcpFin)
+        && matches!(failure.reason, Reason::TcpReset | Reason::TcpFin | Reason::TcpUnacked)
         && lived_on_after(state, failure.at_ns)
 }
 
@@ -344,5 +380,35 @@ mod tests {
         let replaced = Failure { reason: Reason::Replaced, at_ns: 40 * S };
         s.last_client_activity_ns = 50 * S;
         assert!(!came_back(FlowTransport::Udp, &s, &replaced));
+    }
+
+    #[test]
+    fn server_data_unacknowledged_past_the_ack_timeout_is_a_zombie() {
+        let mut s = fresh(S);
+        s.server_unacked_since_ns = 10 * S;
+        // Never kept alive (baresip): silence alone would not fail it; this is evidence.
+        assert_eq!(judge(FlowTransport::Tcp, &s, None, &timers(), 11 * S), None, "1 s not yet over");
+        assert_eq!(
+            judge(FlowTransport::Tcp, &s, None, &timers(), 11 * S + 1),
+            Some(Failure { reason: Reason::TcpUnacked, at_ns: 11 * S })
+        );
+        // A slow path: 4 x its 600 ms RTT.
+        s.srtt_us = 600_000;
+        assert_eq!(judge(FlowTransport::Tcp, &s, None, &timers(), 12 * S), None);
+        assert_eq!(judge(FlowTransport::Tls, &s, None, &timers(), 13 * S).unwrap().at_ns, 12_400_000_000);
+        // Acknowledged: nothing.
+        s.server_unacked_since_ns = 0;
+        assert_eq!(judge(FlowTransport::Tcp, &s, None, &timers(), 20 * S), None);
+    }
+
+    #[test]
+    fn a_udp_request_from_the_server_with_nothing_back_times_out() {
+        let mut s = fresh(S);
+        s.server_request_unanswered_ns = 5 * S;
+        assert_eq!(judge(FlowTransport::Udp, &s, None, &timers(), 7 * S), None);
+        assert_eq!(judge(FlowTransport::Udp, &s, None, &timers(), 7 * S + 1).unwrap().reason, Reason::RequestTimeout);
+        let failure = Failure { reason: Reason::RequestTimeout, at_ns: 7 * S };
+        s.last_client_activity_ns = 8 * S;
+        assert!(came_back(FlowTransport::Udp, &s, &failure), "the client spoke again");
     }
 }

@@ -152,14 +152,14 @@ fn a_full_lru_evicts_and_the_creations_are_counted() {
 #[test]
 fn a_full_ring_buffer_drops_and_counts() {
     let xdp = LoadedXdp::load();
-    let sent = 2000;
+    let sent = 8000;
     // UDP: every repeat is a REGISTER of its own (a repeated TCP segment would be a retransmission).
     let frame = udp4(CLIENT_PORT, SIP_PORT, REGISTER);
     let (verdict, _) = xdp.run_repeat(&frame, sent);
     assert_eq!(verdict, XDP_PASS);
     let counters = xdp.counters();
     let (delivered, lost) = (counters.stat(KernelStat::EventsSent), counters.stat(KernelStat::EventsLost));
-    assert!(lost > 0, "1 MiB holds fewer than {sent} heads");
+    assert!(lost > 0, "4 MiB holds fewer than {sent} heads");
     assert_eq!(delivered + lost, sent as u64);
 }
 

@@ -200,10 +200,13 @@ pub enum KernelStat {
     FinOutOfSequence = 7,
     /// An RST or FIN from a side whose sequence numbers were never seen.
     CloseUnverifiable = 8,
+    /// Flow events dropped because their ring buffer was full: the agent's
+    /// next walk of the map finds those flows, later.
+    FlowEventsLost = 9,
 }
 
 impl KernelStat {
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 10;
     /// The segments a flow's verdict ignores, with the `reason` label of
     /// `sipflow_tcp_segments_ignored_total`.
     pub const IGNORED_SEGMENTS: [(Self, &'static str); 4] = [

@@ -32,6 +32,45 @@ pub struct HeadEvent {
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for HeadEvent {}
 
+/// Why the kernel asks the agent to look at a flow now rather than at its
+/// next walk of the map: events, not sweeps.
+#[repr(u8)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum FlowEventKind {
+    /// An RST or FIN the host's stack acts on (or sent): a verdict now.
+    Closed = 1,
+    /// A wait began whose end is a verdict unless something comes: the
+    /// server's data unacknowledged, a ping without pong, a STUN request or a
+    /// request of the server's unanswered; or the client's first keepalive,
+    /// from which on its silence counts.
+    WaitBegan = 2,
+}
+
+impl FlowEventKind {
+    pub const fn from_u8(value: u8) -> Option<Self> {
+        match value {
+            1 => Some(Self::Closed),
+            2 => Some(Self::WaitBegan),
+            _ => None,
+        }
+    }
+}
+
+/// A flow to look at, through the `FLOW_EVENTS` ring buffer.
+#[repr(C)]
+#[derive(Copy, Clone)]
+pub struct FlowEvent {
+    pub key: FlowKey,
+    /// CLOCK_BOOTTIME nanoseconds of the packet.
+    pub timestamp_ns: u64,
+    /// A `FlowEventKind`.
+    pub kind: u8,
+    pub _reserved: [u8; 7],
+}
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for FlowEvent {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -40,5 +79,6 @@ mod tests {
     fn layout() {
         assert_eq!(core::mem::size_of::<HeadEvent>(), 40 + 8 + 4 + 2 + 1 + 1 + HEAD_MAX);
         assert_eq!(core::mem::align_of::<HeadEvent>(), 8);
+        assert_eq!(core::mem::size_of::<FlowEvent>(), 40 + 8 + 8);
     }
 }

@@ -37,7 +37,12 @@ pub const FLOWS: &str = "FLOWS";
 pub const DEFAULT_MAX_FLOWS: u32 = 65536;
 /// `RingBuf` of `events::HeadEvent`.
 pub const EVENTS: &str = "EVENTS";
-/// Size of `EVENTS` in bytes: about a thousand heads in flight.
-pub const EVENTS_BYTES: u32 = 1 << 20;
+/// Size of `EVENTS` in bytes: about four thousand heads in flight, so that a
+/// registration storm's burst waits here while the agent drains it.
+pub const EVENTS_BYTES: u32 = 1 << 22;
+/// `RingBuf` of `events::FlowEvent`: the moments a flow's verdict may change.
+pub const FLOW_EVENTS: &str = "FLOW_EVENTS";
+/// Size of `FLOW_EVENTS` in bytes: thousands of events in flight.
+pub const FLOW_EVENTS_BYTES: u32 = 1 << 18;
 /// `PerCpuArray<u64>` indexed by `counters::KernelStat`.
 pub const STATS: &str = "STATS";

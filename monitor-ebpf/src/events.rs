@@ -3,11 +3,29 @@
 
 use monitor_common::{
     counters::{Direction, KernelStat},
-    events::{HEAD_MAX, HeadEvent},
+    events::{FlowEvent, FlowEventKind, HEAD_MAX, HeadEvent},
+    flow::FlowKey,
 };
 use monitor_ebpf::frame::Frame;
 
-use crate::maps::{EVENTS, Scratch, bump_stat};
+use crate::maps::{EVENTS, FLOW_EVENTS, Scratch, bump_stat};
+
+/// Tells the agent to look at the flow now. Rare by construction: sent when a
+/// close is accepted or a wait begins, never per packet.
+#[inline(always)]
+pub fn send_flow_event(key: &FlowKey, kind: FlowEventKind, now: u64) {
+    let Some(mut entry) = FLOW_EVENTS.reserve::<FlowEvent>(0) else {
+        bump_stat(KernelStat::FlowEventsLost);
+        return;
+    };
+    // SAFETY: the reserved entry is ours until submitted; every field is written.
+    let event = unsafe { &mut *entry.as_mut_ptr() };
+    event.key = *key;
+    event.timestamp_ns = now;
+    event.kind = kind as u8;
+    event._reserved = [0; 7];
+    entry.submit(0);
+}
 
 #[inline(always)]
 pub fn send_head(frame: &impl Frame, scratch: &Scratch, direction: Direction, now: u64) {

@@ -4,7 +4,7 @@
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::generated::bpf_ktime_get_boot_ns};
 use monitor_common::{
     counters::{Direction, KernelStat, Method},
-    events::REGISTER_TRANSACTION_NS,
+    events::{FlowEventKind, REGISTER_TRANSACTION_NS},
     flow::{FlowKey, FlowState, FlowTransport},
     ports::PortKind,
     tcp_sequence::{self, Close, SegmentHead},
@@ -177,6 +177,7 @@ fn record(
             } else if method != Method::Ack && state.server_request_unanswered_ns == 0 {
                 // Every request but ACK gets an answer from a live UA (RFC 3261 §17).
                 state.server_request_unanswered_ns = now;
+                events::send_flow_event(&scratch.key, FlowEventKind::WaitBegan, now);
             }
             if method == Method::Register {
                 state.last_register_ns = now;
@@ -202,8 +203,10 @@ fn record(
         Payload::Ping if from_client => {
             state.last_ping_ns = now;
             state.last_client_activity_ns = now;
+            // The first ping of a wait: a pong deadline, and for a new pinger a keepalive one.
             if state.unanswered_ping_ns == 0 {
                 state.unanswered_ping_ns = now;
+                events::send_flow_event(&scratch.key, FlowEventKind::WaitBegan, now);
             }
         }
         Payload::Pong if !from_client => {
@@ -216,6 +219,7 @@ fn record(
             state.stun_unanswered = state.stun_unanswered.saturating_add(1);
             if state.unanswered_stun_ns == 0 {
                 state.unanswered_stun_ns = now;
+                events::send_flow_event(&scratch.key, FlowEventKind::WaitBegan, now);
             }
         }
         Payload::Stun(Stun::Success) if !from_client => {
@@ -267,6 +271,9 @@ fn judge_segment(state: &mut FlowState, scratch: &Scratch, direction: Direction,
         Close::Fin => state.fin_from_server_ns = now,
         Close::Ignored(stat) => bump_stat(stat),
     }
+    if matches!(judged.close, Close::Reset | Close::Fin) {
+        events::send_flow_event(&scratch.key, FlowEventKind::Closed, now);
+    }
     if judged.in_order {
         if from_client {
             state.last_data_from_client_ns = now;
@@ -280,6 +287,7 @@ fn judge_segment(state: &mut FlowState, scratch: &Scratch, direction: Direction,
         }
     } else if judged.new_data && state.server_unacked_since_ns == 0 {
         state.server_unacked_since_ns = now;
+        events::send_flow_event(&scratch.key, FlowEventKind::WaitBegan, now);
     }
     if segment.payload_len != 0 && !judged.new_data {
         return false;

@@ -13,7 +13,7 @@ use aya_ebpf::{
 use monitor_common::{
     counters::{KernelStat, PACKET_SLOTS, REQUEST_SLOTS, RESPONSE_SLOTS},
     flow::{FlowKey, FlowState},
-    maps::{DEFAULT_MAX_FLOWS, EVENTS_BYTES, PORTS},
+    maps::{DEFAULT_MAX_FLOWS, EVENTS_BYTES, FLOW_EVENTS_BYTES, PORTS},
 };
 use monitor_ebpf::{frame::Window, framing::HeadScan};
 
@@ -46,6 +46,10 @@ pub static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::pinned(DEFAULT_MA
 /// Heads of REGISTERs, their responses, 3xx and 430, for the agent.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
+
+/// The moments a flow's verdict may change (`events::FlowEvent`).
+#[map]
+pub static FLOW_EVENTS: RingBuf = RingBuf::pinned(FLOW_EVENTS_BYTES, 0);
 
 /// Per-CPU working memory for one packet.
 pub struct Scratch {

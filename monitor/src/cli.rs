@@ -183,8 +183,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     pub retention: Duration,
 
-    /// How often to read the kernel's maps and decide verdicts, e.g. `1s` or `500ms`.
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    /// How often every flow map is walked whole, to reconcile what events may
+    /// have missed (a full ring buffer, an eviction) and to refresh the flow
+    /// gauges. Verdicts do not wait for it: closes come as kernel events, and
+    /// timeouts as deadlines the agent keeps per flow.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub sweep_interval: Duration,
 
     /// Where the maps and links are pinned (a directory on the BPF filesystem),

@@ -1,5 +1,6 @@
-//! Drains the kernel's `EVENTS` ring buffer: the heads of REGISTERs, their
-//! responses, 3xx and 430, each with its flow and time.
+//! Drains the kernel's ring buffers: `EVENTS`, the heads of REGISTERs, their
+//! responses, 3xx and 430, each with its flow and time; and `FLOW_EVENTS`,
+//! the flows whose verdict may change now (a close accepted, a wait begun).
 
 use aya::{
     Ebpf,
@@ -7,9 +8,9 @@ use aya::{
 };
 use monitor_common::{
     counters::Direction,
-    events::{HEAD_MAX, HeadEvent},
+    events::{FlowEvent, FlowEventKind, HEAD_MAX, HeadEvent},
     flow::FlowKey,
-    maps::EVENTS,
+    maps::{EVENTS, FLOW_EVENTS},
 };
 use tokio::io::unix::AsyncFd;
 
@@ -30,11 +31,7 @@ pub struct Head {
 impl Head {
     /// Decodes a ring buffer record; `None` for a record of the wrong size.
     pub fn decode(record: &[u8]) -> Option<Self> {
-        if record.len() < size_of::<HeadEvent>() {
-            return None;
-        }
-        // SAFETY: the length is checked; HeadEvent is plain data, read unaligned.
-        let event: HeadEvent = unsafe { record.as_ptr().cast::<HeadEvent>().read_unaligned() };
+        let event: HeadEvent = read_record(record)?;
         let len = usize::from(event.head_len).min(HEAD_MAX);
         Some(Self {
             key: event.key,
@@ -47,29 +44,72 @@ impl Head {
     }
 }
 
-/// The ring buffer, pollable from tokio.
-pub struct HeadEvents {
-    ring: AsyncFd<RingBuf<MapData>>,
+/// A flow the kernel asks the agent to look at now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowNews {
+    pub key: FlowKey,
+    pub timestamp_ns: u64,
+    pub kind: FlowEventKind,
 }
 
-impl HeadEvents {
-    /// Takes the ring buffer out of a loaded instance; needs a tokio runtime.
+impl FlowNews {
+    pub fn decode(record: &[u8]) -> Option<Self> {
+        let event: FlowEvent = read_record(record)?;
+        Some(Self { key: event.key, timestamp_ns: event.timestamp_ns, kind: FlowEventKind::from_u8(event.kind)? })
+    }
+}
+
+fn read_record<T: aya::Pod>(record: &[u8]) -> Option<T> {
+    if record.len() < size_of::<T>() {
+        return None;
+    }
+    // SAFETY: the length is checked; T is plain data, read unaligned.
+    Some(unsafe { record.as_ptr().cast::<T>().read_unaligned() })
+}
+
+/// One of the kernel's ring buffers, pollable from tokio.
+pub struct Ring<T> {
+    ring: AsyncFd<RingBuf<MapData>>,
+    decode: fn(&[u8]) -> Option<T>,
+}
+
+/// The heads ring.
+pub type HeadEvents = Ring<Head>;
+/// The flow events ring.
+pub type FlowEvents = Ring<FlowNews>;
+
+impl Ring<Head> {
+    /// Takes the heads ring out of a loaded instance; needs a tokio runtime.
     pub fn take_from(ebpf: &mut Ebpf) -> Result<Self, String> {
-        let map = ebpf.take_map(EVENTS).ok_or("map EVENTS is missing")?;
+        Ring::take(ebpf, EVENTS, Head::decode)
+    }
+}
+
+impl Ring<FlowNews> {
+    /// Takes the flow events ring out of a loaded instance; needs a tokio runtime.
+    pub fn take_from(ebpf: &mut Ebpf) -> Result<Self, String> {
+        Ring::take(ebpf, FLOW_EVENTS, FlowNews::decode)
+    }
+}
+
+impl<T> Ring<T> {
+    fn take(ebpf: &mut Ebpf, name: &str, decode: fn(&[u8]) -> Option<T>) -> Result<Self, String> {
+        let map = ebpf.take_map(name).ok_or_else(|| format!("map {name} is missing"))?;
         let ring = RingBuf::try_from(map).map_err(|e: MapError| e.to_string())?;
         // SAFETY: the RingBuf owns its map's fd and keeps it open while the AsyncFd holds it.
-        let ring = unsafe { AsyncFd::register(ring) }.map_err(|e| format!("cannot poll the ring buffer: {e}"))?;
-        Ok(Self { ring })
+        let ring =
+            unsafe { AsyncFd::register(ring) }.map_err(|e| format!("cannot poll the ring buffer {name}: {e}"))?;
+        Ok(Self { ring, decode })
     }
 
-    /// Waits until heads are there, then returns all of them.
-    pub async fn next_batch(&mut self) -> std::io::Result<Vec<Head>> {
+    /// Waits until records are there, then returns all of them.
+    pub async fn next_batch(&mut self) -> std::io::Result<Vec<T>> {
         loop {
             let mut guard = self.ring.readable_mut().await?;
-            let heads = drain(guard.get_inner_mut());
+            let records = drain_with(guard.get_inner_mut(), self.decode);
             guard.clear_ready();
-            if !heads.is_empty() {
-                return Ok(heads);
+            if !records.is_empty() {
+                return Ok(records);
             }
         }
     }
@@ -77,11 +117,16 @@ impl HeadEvents {
 
 /// Whatever heads are in `ring` now, without waiting.
 pub fn drain(ring: &mut RingBuf<MapData>) -> Vec<Head> {
-    let mut heads = Vec::new();
+    drain_with(ring, Head::decode)
+}
+
+/// Whatever records are in `ring` now, decoded, without waiting.
+pub fn drain_with<T>(ring: &mut RingBuf<MapData>, decode: fn(&[u8]) -> Option<T>) -> Vec<T> {
+    let mut records = Vec::new();
     while let Some(record) = ring.next() {
-        if let Some(head) = Head::decode(&record) {
-            heads.push(head);
+        if let Some(decoded) = decode(&record) {
+            records.push(decoded);
         }
     }
-    heads
+    records
 }

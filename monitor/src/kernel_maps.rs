@@ -104,6 +104,11 @@ impl FlowTable {
         self.entries().collect()
     }
 
+    /// One flow as it is now: a single lookup, for a flow an event or a deadline names.
+    pub fn get(&self, key: &FlowKey) -> Option<FlowState> {
+        self.map.get(key, 0).ok()
+    }
+
     /// Forgets a flow the agent is done with.
     pub fn remove(&mut self, key: &FlowKey) {
         if self.map.remove(key).is_ok() {

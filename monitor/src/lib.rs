@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod detach_command;
 pub mod ebpf_object;
+pub mod engine;
 pub mod export;
 pub mod failure;
 pub mod flows_command;

@@ -2,7 +2,10 @@
 //! SIGINT or SIGTERM, unless the programs are to stay (--keep-attached).
 
 use std::{
-    sync::{Arc, Mutex, atomic::AtomicU64},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -15,12 +18,10 @@ use tracing::{info, warn};
 use crate::{
     attach::{self, AttachOptions, Attached, SipPorts},
     cli::RunArgs,
-    export::{
-        http::{AgentState, Instance, router},
-        metrics::Metrics,
-    },
+    engine::{AgentState, Engine, Input, Instance},
+    export::{http::router, metrics::Metrics},
     failure::Failure,
-    head_events::HeadEvents,
+    head_events::{FlowEvents, HeadEvents},
     kernel_maps::FlowTable,
     liveness::{registrations::Limits, saved, tracker::Tracker},
     pins, privileges,
@@ -61,9 +62,9 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     };
     for iface in &args.ifaces {
         match attach_one(iface, &options, args.sees_egress(), args.keep_attached) {
-            Ok((a, instance, events)) => {
+            Ok((a, instance, (heads, news))) => {
                 instances.push(instance);
-                event_sources.push((iface.clone(), events));
+                event_sources.push((iface.clone(), heads, news));
                 attached.push(a);
             }
             Err(failure) => {
@@ -101,63 +102,77 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         saved_generation: AtomicU64::new(tracker.registrations.generation),
         last_saved: Mutex::new(None),
         swept_until_ns: AtomicU64::new(0),
+        engine_alive: AtomicBool::new(true),
         tracker: Mutex::new(tracker),
         state_file: args.state_file.clone(),
     });
 
+    // The kernel's ring buffers are drained by tasks that only forward: the
+    // engine, on its own thread, owns every decision.
+    let (inputs, engine_inputs) = std::sync::mpsc::channel();
+    let (stopped_tx, mut stopped) = tokio::sync::mpsc::unbounded_channel::<String>();
     let mut tasks = Vec::new();
-    for (iface, mut events) in event_sources {
-        let state = state.clone();
+    for (i, (iface, mut heads, mut news)) in event_sources.into_iter().enumerate() {
+        let (inputs, stopped_tx) = (inputs.clone(), stopped_tx.clone());
         tasks.push(tokio::spawn(async move {
-            // While a sweep holds the tracker, heads wait here: this runs on the
-            // runtime's one thread, which must not block, and the ring buffer
-            // must keep being emptied.
-            let mut waiting = Vec::new();
-            let mut retry = tokio::time::interval(Duration::from_millis(20));
-            loop {
-                tokio::select! {
-                    batch = events.next_batch() => match batch {
-                        Ok(heads) => waiting.extend(heads),
-                        Err(e) => {
-                            warn!(iface, error = %e, "reading the ring buffer failed; registrations are no longer followed");
+            let failed = loop {
+                let input = tokio::select! {
+                    batch = heads.next_batch() => batch.map(|b| Input::Heads(i, b)),
+                    batch = news.next_batch() => batch.map(|b| Input::Flows(i, b)),
+                };
+                match input {
+                    Ok(input) => {
+                        if inputs.send(input).is_err() {
                             return;
                         }
-                    },
-                    _ = retry.tick(), if !waiting.is_empty() => {}
-                }
-                if let Ok(mut tracker) = state.tracker.try_lock() {
-                    for head in waiting.drain(..) {
-                        tracker.on_head(&iface, &head);
                     }
-                }
-            }
+                    Err(e) => break format!("reading {iface}'s ring buffers failed: {e}"),
+                };
+            };
+            let _ = stopped_tx.send(failed);
         }));
     }
-    let sweep_state = state.clone();
-    let interval = args.sweep_interval;
+    drop(inputs);
+    let engine = Engine::new(state.clone(), engine_inputs, args.sweep_interval);
+    let engine_state = state.clone();
+    let engine_stopped = stopped_tx.clone();
+    let engine_thread = std::thread::Builder::new()
+        .name("engine".into())
+        .spawn(move || {
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.run()));
+            engine_state.engine_alive.store(false, Ordering::Relaxed);
+            if ran.is_err() {
+                let _ = engine_stopped.send("the liveness engine stopped".to_string());
+            }
+        })
+        .map_err(|e| Failure::Runtime(format!("cannot start the liveness engine: {e}")))?;
+    let saver_state = state.clone();
     tasks.push(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(interval);
+        // The bindings are written off the engine's thread: at a million they take seconds.
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tick.tick().await;
-            // A sweep of a large flow map takes a while: off the threads that serve HTTP.
-            let state = sweep_state.clone();
-            if tokio::task::spawn_blocking(move || state.sweep()).await.is_err() {
-                warn!("a sweep failed; verdicts are no longer updated");
-                return;
-            }
+            let state = saver_state.clone();
+            let _ = tokio::task::spawn_blocking(move || state.save_registrations(false)).await;
         }
     }));
 
     info!(listen = %args.listen, "serving /metrics, /flows and /healthz");
-    let served = axum::serve(listener, router(state.clone())).with_graceful_shutdown(shutdown_signal()).await;
+    let serving = axum::serve(listener, router(state.clone())).with_graceful_shutdown(shutdown_signal());
+    let served = tokio::select! {
+        served = serving => served.map_err(|e| Failure::Runtime(format!("the HTTP endpoint failed: {e}"))),
+        Some(why) = stopped.recv() => Err(Failure::Runtime(format!("{why}; exiting so that the service manager restarts sipflow"))),
+    };
     for task in tasks {
         task.abort();
     }
+    // The readers held the engine's inputs: with them gone, it returns.
+    let _ = tokio::task::spawn_blocking(move || engine_thread.join()).await;
     state.save_registrations(true);
     for a in attached {
         a.detach(args.keep_attached);
     }
-    served.map_err(|e| Failure::Runtime(format!("the HTTP endpoint failed: {e}")))
+    served
 }
 
 /// Attaches to one interface and takes its maps; on a failure after the
@@ -167,7 +182,7 @@ fn attach_one(
     options: &AttachOptions,
     egress: bool,
     keep: bool,
-) -> Result<(Attached, Instance, HeadEvents), Failure> {
+) -> Result<(Attached, Instance, (HeadEvents, FlowEvents)), Failure> {
     let (mut a, counters) = attach::attach(iface, options)?;
     let mut taken = || {
         if egress {
@@ -177,8 +192,9 @@ fn attach_one(
         }
         let maps_failure = |reason: String| Failure::Load { iface: iface.to_string(), reason };
         let flows = FlowTable::take_from(a.ebpf_mut()).map_err(|e| maps_failure(e.to_string()))?;
-        let events = HeadEvents::take_from(a.ebpf_mut()).map_err(maps_failure)?;
-        Ok((flows, events))
+        let heads = HeadEvents::take_from(a.ebpf_mut()).map_err(maps_failure)?;
+        let news = FlowEvents::take_from(a.ebpf_mut()).map_err(maps_failure)?;
+        Ok((flows, (heads, news)))
     };
     match taken() {
         Ok((flows, events)) => {

@@ -10,6 +10,7 @@ pub mod netns;
 pub mod packets;
 pub mod peers;
 pub mod process;
+pub mod registrar;
 pub mod scratch_dir;
 pub mod sipp;
 pub mod tshark;

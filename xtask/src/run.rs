@@ -63,9 +63,12 @@ pub fn test() -> Result<()> {
 
 fn bench_smoke() -> Result<()> {
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-smoke");
-    for (bin, args) in
-        [("sipflow-bench", &["1000"][..]), ("sipflow-bench-live", &["2", "100"]), ("sipflow-bench-scale", &["2000"])]
-    {
+    for (bin, args) in [
+        ("sipflow-bench", &["1000"][..]),
+        ("sipflow-bench-live", &["2", "100"]),
+        ("sipflow-bench-scale", &["2000"]),
+        ("sipflow-bench-storm", &["2000"]),
+    ] {
         let mut command = vec!["run", "--quiet", "-p", "sipflow-tests", "--bin", bin, "--"];
         command.extend_from_slice(args);
         let status = Command::new(env!("CARGO"))
@@ -146,6 +149,8 @@ pub fn bench(repeat: u32, live_seconds: u32, rate: u32, scale_flows: &str) -> Re
         args.extend(sizes);
         cargo(&args)?;
     }
+    // Registration storms: 100 000 REGISTER/200 pairs over one flow, over as many flows, and a capped flood.
+    cargo(&["run", "--quiet", "-p", "sipflow-tests", "--bin", "sipflow-bench-storm", "--", "100000"])?;
     Ok(())
 }
 

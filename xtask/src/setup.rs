@@ -5,8 +5,8 @@
 //!   rust-src where one is installed, else Debian's rustc-web + rust-web-src,
 //!   linked into rustup as the toolchain `bpf-debian`;
 //! - bpf-linker (built against Debian's LLVM 22 on the Debian route);
-//! - the lab's tools: iproute2, sipp, tshark, and Kamailio with its outbound
-//!   module as the RFC 5626 edge proxy and registrar.
+//! - the lab's tools: iproute2, sipp, tshark, Kamailio with its outbound
+//!   module as the RFC 5626 edge proxy and registrar, and baresip as a real UA.
 //!
 //! Every step checks first and does nothing when its result is there.
 
@@ -19,10 +19,19 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Debian's compiler, standard library source and LLVM for bpf-linker.
 const TOOLCHAIN_PACKAGES: &[&str] =
     &["rustc-web", "cargo-web", "rust-web-src", "llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev"];
-/// What the tests and the demo run: namespaces, real SIP peers, a reference counter;
-/// promtool (in `prometheus`) checks the alert rules.
-const LAB_PACKAGES: &[&str] =
-    &["iproute2", "util-linux", "sip-tester", "tshark", "kamailio", "kamailio-outbound-modules", "prometheus"];
+/// What the tests and the demo run: namespaces, real SIP peers (baresip-core: the
+/// baresip UA and its modules, no GUI), a reference counter; promtool (in
+/// `prometheus`) checks the alert rules.
+const LAB_PACKAGES: &[&str] = &[
+    "iproute2",
+    "util-linux",
+    "sip-tester",
+    "tshark",
+    "kamailio",
+    "kamailio-outbound-modules",
+    "baresip-core",
+    "prometheus",
+];
 /// Keeps apt from starting the daemons it installs (Kamailio, Prometheus): the
 /// tests start their own, in namespaces. Debian's invoke-rc.d asks this script.
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";

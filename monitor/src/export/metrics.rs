@@ -28,6 +28,7 @@ pub struct Metrics {
     requests: IntCounterVec,
     responses: IntCounterVec,
     events_lost: IntCounterVec,
+    flow_events_lost: IntCounterVec,
     evictions: IntCounterVec,
     flows: IntGaugeVec,
     failures: IntCounterVec,
@@ -45,6 +46,8 @@ pub struct Metrics {
     map_entries: IntGaugeVec,
     map_capacity: IntGaugeVec,
     sweep_seconds: Gauge,
+    deadlines: prometheus::IntGauge,
+    verdict_delay: HistogramVec,
     program_attached: IntGaugeVec,
     /// The last snapshot seen per interface.
     last: HashMap<String, CounterSnapshot>,
@@ -103,6 +106,12 @@ impl Metrics {
         let events_lost = counter_vec(
             "sipflow_events_lost_total",
             "Message heads the kernel dropped because the ring buffer to the agent was full.",
+            &["iface"],
+        );
+        let flow_events_lost = counter_vec(
+            "sipflow_flow_events_lost_total",
+            "Flow events (a close, a wait begun) the kernel dropped because their ring buffer was full: \
+             those flows are judged at the next walk of the map instead, later.",
             &["iface"],
         );
         let evictions = counter_vec(
@@ -186,6 +195,22 @@ impl Metrics {
         )
         .expect("valid metric");
         registry.register(Box::new(sweep_seconds.clone())).expect("unique metric");
+        let deadlines = prometheus::IntGauge::new(
+            "sipflow_deadlines",
+            "Flows the engine will look at when a deadline of theirs passes (keepalive, pong, ack, request).",
+        )
+        .expect("valid metric");
+        registry.register(Box::new(deadlines.clone())).expect("unique metric");
+        let verdict_delay = HistogramVec::new(
+            HistogramOpts::new(
+                "sipflow_verdict_delay_seconds",
+                "From the packet (or the deadline) that failed a flow to the agent's verdict, by reason.",
+            )
+            .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            &["reason"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(verdict_delay.clone())).expect("unique metric");
         let program_attached = IntGaugeVec::new(
             Opts::new("sipflow_program_attached", "1 while the program is attached to the interface, else 0."),
             &["iface", "program"],
@@ -208,6 +233,7 @@ impl Metrics {
             &requests,
             &responses,
             &events_lost,
+            &flow_events_lost,
             &evictions,
             &failures,
             &answers_430,
@@ -225,6 +251,7 @@ impl Metrics {
             requests,
             responses,
             events_lost,
+            flow_events_lost,
             evictions,
             flows,
             failures,
@@ -242,6 +269,8 @@ impl Metrics {
             map_entries,
             map_capacity,
             sweep_seconds,
+            deadlines,
+            verdict_delay,
             program_attached,
             last_evicted: HashMap::new(),
             last: HashMap::new(),
@@ -251,6 +280,11 @@ impl Metrics {
     /// Whether `program` (`xdp` or `tc_egress`) is attached to `iface`.
     pub fn record_attached(&mut self, iface: &str, program: &str, attached: bool) {
         self.program_attached.with_label_values(&[iface, program]).set(i64::from(attached));
+    }
+
+    /// Flows waiting for a deadline of theirs.
+    pub fn record_deadlines(&mut self, flows: usize) {
+        self.deadlines.set(flows as i64);
     }
 
     /// How long the last sweep took, in seconds.
@@ -287,6 +321,8 @@ impl Metrics {
         }
         let lost = KernelStat::EventsLost as usize;
         self.events_lost.with_label_values(&[iface]).inc_by(growth(&now.stats, &last.stats, lost));
+        let flow_lost = KernelStat::FlowEventsLost as usize;
+        self.flow_events_lost.with_label_values(&[iface]).inc_by(growth(&now.stats, &last.stats, flow_lost));
         for (stat, reason) in KernelStat::IGNORED_SEGMENTS {
             let added = growth(&now.stats, &last.stats, stat as usize);
             self.segments_ignored.with_label_values(&[iface, reason]).inc_by(added);
@@ -320,6 +356,7 @@ impl Metrics {
     pub fn record_sweep(&mut self, sweep: &Sweep) {
         for v in &sweep.verdicts {
             self.failures.with_label_values(&[v.failure.reason.label()]).inc();
+            self.verdict_delay.with_label_values(&[v.failure.reason.label()]).observe(v.delay_s);
         }
         for (transport, seconds) in &sweep.rtt_samples {
             self.rtt.with_label_values(&[transport]).observe(*seconds);

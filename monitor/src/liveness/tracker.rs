@@ -90,6 +90,29 @@ pub struct Sweep {
     pub retracted: Vec<FlowId>,
     /// Flows past their retention: remove them from the kernel's map.
     pub expired: Vec<FlowKey>,
+    /// Healthy flows and when their verdict can next change with no new packet.
+    pub deadlines: Vec<(FlowKey, u64)>,
+}
+
+/// What `Tracker::look` is given about one flow.
+#[derive(Clone, Copy)]
+struct Look<'a> {
+    iface: &'a str,
+    key: FlowKey,
+    state: FlowState,
+    now_ns: u64,
+    this_sweep: u64,
+    /// When its binding moved to another flow, if it did.
+    replaced_at: Option<u64>,
+}
+
+/// What became of a flow looked at.
+enum Looked {
+    Failed,
+    /// Idle, unbound and never kept alive: removed from the kernel's map, not counted.
+    Forgotten,
+    /// Alive, by (transport, state) label.
+    Healthy((&'static str, &'static str)),
 }
 
 /// The counts the gauges export.
@@ -184,9 +207,10 @@ impl Tracker {
     }
 
     /// Feeds a message head from the kernel. Heads that don't parse are ignored.
-    pub fn on_head(&mut self, iface: &str, head: &Head) {
+    /// Returns the flows whose binding moved away: they fail now (`replaced`).
+    pub fn on_head(&mut self, iface: &str, head: &Head) -> Vec<FlowId> {
         let Ok(parsed) = sip_head::parse(&head.bytes) else {
-            return;
+            return Vec::new();
         };
         let flow = FlowId { iface: iface.to_string(), key: head.key };
         if parsed.status_code() == Some(430) {
@@ -201,10 +225,11 @@ impl Tracker {
         // A REGISTER comes from the client, its answer from the server: a client
         // cannot bind itself by sending a 200 of its own.
         let from_its_side = head.from_client == parsed.status_code().is_none();
-        if from_its_side {
-            let changes = self.registrations.on_head(&flow, &parsed, head.timestamp_ns);
-            self.note(changes, head.timestamp_ns);
+        if !from_its_side {
+            return Vec::new();
         }
+        let changes = self.registrations.on_head(&flow, &parsed, head.timestamp_ns);
+        self.note(changes, head.timestamp_ns)
     }
 
     /// Failures that happened before `now_ns` (the agent's start) were reported
@@ -232,12 +257,16 @@ impl Tracker {
         }
     }
 
-    fn note(&mut self, changes: Vec<Change>, at_ns: u64) {
+    /// Records when bindings moved away from their flows; returns those flows.
+    fn note(&mut self, changes: Vec<Change>, at_ns: u64) -> Vec<FlowId> {
+        let mut moved = Vec::new();
         for change in changes {
             if let Change::Replaced { old, .. } = change {
-                self.replaced.entry(old).or_insert(at_ns);
+                self.replaced.entry(old.clone()).or_insert(at_ns);
+                moved.push(old);
             }
         }
+        moved
     }
 
     /// Whether a failed flow would warrant 430: it still carries a binding, seen
@@ -271,8 +300,6 @@ impl Tracker {
         let previous_sweep_ns = self.last_sweep_ns.insert(iface.to_string(), now_ns).unwrap_or(0);
         let replaced: HashMap<FlowKey, u64> =
             self.replaced.iter().filter(|(id, _)| id.iface == iface).map(|(id, at)| (id.key, *at)).collect();
-        let retention = self.retention.as_nanos() as u64;
-
         let mut sweep = Sweep::default();
         let mut alive: BTreeMap<(&'static str, &'static str), i64> = BTreeMap::new();
         let mut failed = self.failed.remove(iface).unwrap_or_default();
@@ -286,62 +313,17 @@ impl Tracker {
             {
                 sweep.rtt_samples.push((transport.label(), seconds(state.last_pong_ns - state.last_ping_ns)));
             }
-            if let Some(tracked) = failed.get_mut(&key) {
-                tracked.state = state;
-                tracked.seen_in = this_sweep;
-                let came_back = verdict::came_back(transport, &state, &tracked.failure);
-                let retracted = verdict::retracted(transport, &state, &tracked.failure);
-                if came_back || retracted {
-                    failed.remove(&key);
-                    self.replaced.remove(&FlowId { iface: iface.to_string(), key });
-                    let id = FlowId { iface: iface.to_string(), key };
-                    if retracted {
-                        self.retractions += 1;
-                        sweep.retracted.push(id);
-                    } else {
-                        sweep.recovered.push(id);
-                    }
-                    *alive.entry((transport.label(), liveness_state(&state))).or_default() += 1;
-                }
-                continue;
-            }
-            let bindings = self.registrations.on_flow(iface, &key);
-            let flow_timer = bindings.and_then(|b| b.flow_timer);
-            let judged = verdict::judge(transport, &state, flow_timer, &self.timers, now_ns);
-            let replaced = replaced.get(&key).map(|&at_ns| Failure { reason: Reason::Replaced, at_ns });
-            match [judged, replaced].into_iter().flatten().min_by_key(|f| f.at_ns) {
-                Some(failure) => {
-                    failed.insert(key, TrackedFlow { state, failure, seen_in: this_sweep });
-                    if failure.at_ns < self.quiet_before_ns {
-                        continue;
-                    }
-                    sweep.verdicts.push(Verdict {
-                        aor: self.aor_of(iface, &key),
-                        would_430: self.would_430(iface, &key, &failure),
-                        delay_s: seconds(now_ns.saturating_sub(failure.at_ns)),
-                        failure,
-                        flow: FlowId { iface: iface.to_string(), key },
-                    });
-                }
-                None => {
-                    // A flow that never kept alive and carries no binding is forgotten
-                    // once it has been idle past any verdict's reach: a call's socket.
-                    let idle_ns = now_ns.saturating_sub(state.last_seen_ns);
-                    let reach = self.timers.keepalive(transport, flow_timer) + self.timers.grace;
-                    if !verdict::kept_alive(&state)
-                        && bindings.is_none()
-                        && idle_ns > reach.as_nanos() as u64 + retention
-                    {
-                        sweep.expired.push(key);
-                        continue;
-                    }
-                    *alive.entry((transport.label(), liveness_state(&state))).or_default() += 1;
-                }
+            let replaced_at = replaced.get(&key).copied();
+            let look = Look { iface, key, state, now_ns, this_sweep, replaced_at };
+            match self.look(&mut failed, &look, &mut sweep) {
+                Looked::Failed | Looked::Forgotten => {}
+                Looked::Healthy(labels) => *alive.entry(labels).or_default() += 1,
             }
         }
         // Failed flows the kernel no longer has (evicted or removed) leave the story;
         // those past their retention leave it and the kernel's map.
         let complete = complete();
+        let retention = self.retention.as_nanos() as u64;
         failed.retain(|key, tracked| {
             if !complete && tracked.seen_in != this_sweep {
                 return true;
@@ -361,6 +343,74 @@ impl Tracker {
         self.registrations.forget_unanswered(now_ns);
         self.registrations.expire(now_ns);
         sweep
+    }
+
+    /// Looks at one flow now, as an event or a deadline asks: the same rules
+    /// as a sweep, for one map entry (`None`: it left the map).
+    pub fn look_at(&mut self, iface: &str, key: FlowKey, state: Option<FlowState>, now_ns: u64) -> Sweep {
+        let mut sweep = Sweep::default();
+        let Some(state) = state else {
+            return sweep;
+        };
+        let replaced_at = self.replaced.get(&FlowId { iface: iface.to_string(), key }).copied();
+        let mut failed = self.failed.remove(iface).unwrap_or_default();
+        let look = Look { iface, key, state, now_ns, this_sweep: self.sweeps, replaced_at };
+        self.look(&mut failed, &look, &mut sweep);
+        self.failed.insert(iface.to_string(), failed);
+        sweep
+    }
+
+    /// One flow's verdict, recovery or retraction, and its next deadline.
+    fn look(&mut self, failed: &mut HashMap<FlowKey, TrackedFlow>, look: &Look<'_>, sweep: &mut Sweep) -> Looked {
+        let Look { iface, key, state, now_ns, this_sweep, replaced_at } = *look;
+        let transport = transport_of(&key);
+        if let Some(tracked) = failed.get_mut(&key) {
+            tracked.state = state;
+            tracked.seen_in = this_sweep;
+            let came_back = verdict::came_back(transport, &state, &tracked.failure);
+            let retracted = verdict::retracted(transport, &state, &tracked.failure);
+            if !(came_back || retracted) {
+                return Looked::Failed;
+            }
+            failed.remove(&key);
+            let id = FlowId { iface: iface.to_string(), key };
+            self.replaced.remove(&id);
+            if retracted {
+                self.retractions += 1;
+                sweep.retracted.push(id);
+            } else {
+                sweep.recovered.push(id);
+            }
+        }
+        let bindings = self.registrations.on_flow(iface, &key);
+        let flow_timer = bindings.and_then(|b| b.flow_timer);
+        let judged = verdict::judge(transport, &state, flow_timer, &self.timers, now_ns);
+        let replaced = replaced_at.map(|at_ns| Failure { reason: Reason::Replaced, at_ns });
+        if let Some(failure) = [judged, replaced].into_iter().flatten().min_by_key(|f| f.at_ns) {
+            failed.insert(key, TrackedFlow { state, failure, seen_in: this_sweep });
+            if failure.at_ns >= self.quiet_before_ns {
+                sweep.verdicts.push(Verdict {
+                    aor: self.aor_of(iface, &key),
+                    would_430: self.would_430(iface, &key, &failure),
+                    delay_s: seconds(now_ns.saturating_sub(failure.at_ns)),
+                    failure,
+                    flow: FlowId { iface: iface.to_string(), key },
+                });
+            }
+            return Looked::Failed;
+        }
+        // A flow that never kept alive and carries no binding is forgotten
+        // once it has been idle past any verdict's reach: a call's socket.
+        let idle_ns = now_ns.saturating_sub(state.last_seen_ns);
+        let reach = self.timers.keepalive(transport, flow_timer) + self.timers.grace + self.retention;
+        if !verdict::kept_alive(&state) && bindings.is_none() && idle_ns > reach.as_nanos() as u64 {
+            sweep.expired.push(key);
+            return Looked::Forgotten;
+        }
+        if let Some(at) = verdict::next_deadline(transport, &state, flow_timer, &self.timers, now_ns) {
+            sweep.deadlines.push((key, at));
+        }
+        Looked::Healthy((transport.label(), liveness_state(&state)))
     }
 
     pub fn census(&self) -> Census {

@@ -154,60 +154,93 @@ pub fn judge(
     timers: &Timers,
     now_ns: u64,
 ) -> Option<Failure> {
-    // The earliest failure, kept as they are found: this runs for every flow in every sweep.
+    // The earliest failure, kept as they are found: this runs for every flow the agent looks at.
     let mut earliest: Option<Failure> = None;
-    let mut fail = |reason, at_ns: u64| {
-        if earliest.is_none_or(|f| at_ns < f.at_ns) {
-            earliest = Some(Failure { reason, at_ns });
+    ways_to_fail(transport, state, flow_timer, timers, |failure, kind| {
+        let happened = kind == Way::Close || now_ns > failure.at_ns;
+        if happened && earliest.is_none_or(|f| failure.at_ns < f.at_ns) {
+            earliest = Some(failure);
         }
-    };
+    });
+    earliest
+}
+
+/// When the flow's verdict can next change with no new packet: its earliest
+/// deadline still ahead at `now_ns`. None when only a packet can fail it
+/// (a flow that never kept alive and waits for nothing).
+pub fn next_deadline(
+    transport: FlowTransport,
+    state: &FlowState,
+    flow_timer: Option<u32>,
+    timers: &Timers,
+    now_ns: u64,
+) -> Option<u64> {
+    let mut next: Option<u64> = None;
+    ways_to_fail(transport, state, flow_timer, timers, |failure, kind| {
+        if kind == Way::Deadline && failure.at_ns >= now_ns && next.is_none_or(|n| failure.at_ns < n) {
+            next = Some(failure.at_ns);
+        }
+    });
+    next
+}
+
+#[derive(Copy, Clone, PartialEq, Eq)]
+enum Way {
+    /// A packet that failed the flow when it was seen.
+    Close,
+    /// A wait that fails the flow when its deadline passes with nothing new.
+    Deadline,
+}
+
+/// Every way the flow fails from what the kernel saw, each with its time:
+/// closes at their packet's, waits at their deadline, past or ahead.
+fn ways_to_fail(
+    transport: FlowTransport,
+    state: &FlowState,
+    flow_timer: Option<u32>,
+    timers: &Timers,
+    mut each: impl FnMut(Failure, Way),
+) {
+    let mut fail = |reason, at_ns: u64, way| each(Failure { reason, at_ns }, way);
     let server_seen = state.packets_from_server > 0;
 
     if transport.is_stream() {
         if state.rst_ns != 0 && !lived_on_after(state, state.rst_ns) {
-            fail(Reason::TcpReset, state.rst_ns);
+            fail(Reason::TcpReset, state.rst_ns, Way::Close);
         }
         let fin = [state.fin_from_client_ns, state.fin_from_server_ns].into_iter().filter(|t| *t != 0).min();
         if let Some(at) = fin.filter(|at| !lived_on_after(state, *at)) {
-            fail(Reason::TcpFin, at);
+            fail(Reason::TcpFin, at, Way::Close);
         }
         if server_seen && state.unanswered_ping_ns != 0 {
-            let deadline = state.unanswered_ping_ns + ns(timers.pong_timeout);
-            if now_ns > deadline {
-                fail(Reason::PongTimeout, deadline);
-            }
+            fail(Reason::PongTimeout, state.unanswered_ping_ns + ns(timers.pong_timeout), Way::Deadline);
         }
         if state.server_unacked_since_ns != 0 {
             let deadline = state.server_unacked_since_ns + ns(timers.ack_timeout_for(state));
-            if now_ns > deadline && !lived_on_after(state, deadline) {
-                fail(Reason::TcpUnacked, deadline);
+            if !lived_on_after(state, deadline) {
+                fail(Reason::TcpUnacked, deadline, Way::Deadline);
             }
         }
     } else {
         if state.server_request_unanswered_ns != 0 {
-            let deadline = state.server_request_unanswered_ns + ns(timers.request_timeout);
-            if now_ns > deadline {
-                fail(Reason::RequestTimeout, deadline);
-            }
+            fail(
+                Reason::RequestTimeout,
+                state.server_request_unanswered_ns + ns(timers.request_timeout),
+                Way::Deadline,
+            );
         }
         if state.last_stun_error_ns != 0 && state.last_stun_error_ns >= state.last_stun_response_ns {
-            fail(Reason::StunError, state.last_stun_error_ns);
+            fail(Reason::StunError, state.last_stun_error_ns, Way::Close);
         }
         if server_seen && state.unanswered_stun_ns != 0 {
-            let deadline = state.unanswered_stun_ns + ns(timers.stun_timeout);
-            if now_ns > deadline {
-                fail(Reason::StunTimeout, deadline);
-            }
+            fail(Reason::StunTimeout, state.unanswered_stun_ns + ns(timers.stun_timeout), Way::Deadline);
         }
     }
 
     if kept_alive(state) {
         let deadline = state.last_client_activity_ns + ns(timers.keepalive(transport, flow_timer) + timers.grace);
-        if now_ns > deadline {
-            fail(Reason::KeepaliveTimeout, deadline);
-        }
+        fail(Reason::KeepaliveTimeout, deadline, Way::Deadline);
     }
-    earliest
 }
 
 /// Whether a failed flow has come back: new client activity on a UDP flow
@@ -410,5 +443,19 @@ mod tests {
         let failure = Failure { reason: Reason::RequestTimeout, at_ns: 7 * S };
         s.last_client_activity_ns = 8 * S;
         assert!(came_back(FlowTransport::Udp, &s, &failure), "the client spoke again");
+    }
+
+    #[test]
+    fn the_next_deadline_is_the_earliest_wait_still_ahead() {
+        let mut s = pinging(S, 10 * S);
+        // Keepalive: Flow-Timer 5 + grace 10 after the last ping.
+        assert_eq!(next_deadline(FlowTransport::Tcp, &s, Some(5), &timers(), 11 * S), Some(25 * S));
+        // The server's data waiting for an acknowledgment comes first.
+        s.server_unacked_since_ns = 12 * S;
+        assert_eq!(next_deadline(FlowTransport::Tcp, &s, Some(5), &timers(), 12 * S), Some(13 * S));
+        // Past it, the flow has failed and the keepalive one is next.
+        assert_eq!(next_deadline(FlowTransport::Tcp, &s, Some(5), &timers(), 14 * S), Some(25 * S));
+        // A flow that never kept alive and waits for nothing has no deadline: only a packet can fail it.
+        assert_eq!(next_deadline(FlowTransport::Tcp, &fresh(S), None, &timers(), 2 * S), None);
     }
 }

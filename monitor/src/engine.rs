@@ -1,0 +1,382 @@
+//! The liveness engine: the one owner of verdicts. Kernel events come in
+//! through a channel (message heads; flows whose verdict may change now: a
+//! close the host accepted, a wait begun), deadlines fire when a flow's
+//! verdict could change with no new packet, and a walk of every flow map
+//! reconciles what events may have missed, rarely. Verdicts, log lines,
+//! metrics and saved bindings go out; export/ only reads what is kept here.
+//!
+//! The engine runs on a thread of its own: the lookups and walks are system
+//! calls, and an RST's verdict must not wait behind an HTTP request.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::PathBuf,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        mpsc::{Receiver, RecvTimeoutError},
+    },
+    time::{Duration, Instant},
+};
+
+use monitor_common::{counters::KernelStat, events::FlowEventKind, flow::FlowKey};
+use tracing::{debug, info, warn};
+
+use crate::{
+    clock::boot_time_ns,
+    export::metrics::{FlowMapFill, Metrics},
+    head_events::{FlowNews, Head},
+    kernel_maps::{FlowTable, KernelCounters},
+    liveness::{
+        registrations::FlowId,
+        saved,
+        tracker::{Sweep, Tracker},
+    },
+    pins::{self, Pins},
+};
+
+/// One attached interface's maps.
+pub struct Instance {
+    pub iface: String,
+    pub counters: KernelCounters,
+    pub flows: Mutex<FlowTable>,
+    pub max_flows: u32,
+    /// Where its links are pinned, to tell whether the programs are still attached.
+    pub pins: Pins,
+    pub ifindex: u32,
+    pub egress: bool,
+}
+
+impl Instance {
+    pub fn programs_attached(&self) -> Vec<(&'static str, bool)> {
+        pins::programs_attached(&self.pins, self.ifindex, self.egress, crate::attach::tcx_links())
+    }
+}
+
+/// What the engine keeps and the HTTP handlers read.
+pub struct AgentState {
+    pub metrics: Mutex<Metrics>,
+    pub instances: Vec<Instance>,
+    pub tracker: Mutex<Tracker>,
+    /// Where the bindings are saved (`--state-file`), and the generation last saved.
+    pub state_file: PathBuf,
+    pub saved_generation: AtomicU64,
+    /// When the bindings were last written, and how long that took.
+    pub last_saved: Mutex<Option<(std::time::Instant, std::time::Duration)>>,
+    /// The start of the last walk of the maps: every failure before it was reported.
+    pub swept_until_ns: AtomicU64,
+    /// The engine's thread runs: false once it stopped, and /healthz fails.
+    pub engine_alive: AtomicBool,
+}
+
+impl AgentState {
+    /// Reads every interface's counters into the metrics, and whether each
+    /// program is still attached; false when a read failed or a program is gone.
+    pub fn refresh_counters(&self) -> bool {
+        let mut metrics = self.metrics.lock().expect("metrics lock");
+        let mut healthy = true;
+        for instance in &self.instances {
+            for (program, attached) in instance.programs_attached() {
+                metrics.record_attached(&instance.iface, program, attached);
+                healthy &= attached;
+            }
+            match instance.counters.read() {
+                Ok(snapshot) => metrics.record(&instance.iface, &snapshot),
+                Err(e) => {
+                    warn!(iface = instance.iface, error = %e, "reading the kernel's counters failed");
+                    healthy = false;
+                }
+            }
+        }
+        healthy
+    }
+
+    pub fn engine_running(&self) -> bool {
+        self.engine_alive.load(Ordering::Relaxed)
+    }
+
+    /// Saves the bindings when they changed since they were last saved, at
+    /// most every [`SAVE_EVERY`] and never more than a tenth of the time (a
+    /// million bindings take seconds to write), or `always` (at exit, with the time up to
+    /// which failures were reported). During a registration storm the table
+    /// changes with every 2xx: a file rewritten on each change would cost its
+    /// whole size per REGISTER.
+    pub fn save_registrations(&self, always: bool) {
+        let mut last_saved = self.last_saved.lock().expect("save lock");
+        if !always && last_saved.is_some_and(|(at, took)| at.elapsed() < SAVE_EVERY.max(took * 10)) {
+            return;
+        }
+        // The table is copied under the lock (its keys are shared, not cloned)
+        // and written without it, so heads keep flowing while the file is written.
+        let (generation, bindings) = {
+            let tracker = self.tracker.lock().expect("tracker lock");
+            let generation = tracker.registrations.generation;
+            if self.saved_generation.load(Ordering::Relaxed) == generation && !always {
+                return;
+            }
+            let bindings: Vec<_> = tracker.registrations.all().map(|(k, b)| (k.clone(), b)).collect();
+            (generation, bindings)
+        };
+        let swept_until = self.swept_until_ns.load(Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        match saved::save(&self.state_file, bindings.into_iter(), swept_until) {
+            Ok(()) => {
+                self.saved_generation.store(generation, Ordering::Relaxed);
+                *last_saved = Some((std::time::Instant::now(), started.elapsed()));
+            }
+            Err(e) => {
+                warn!(file = %self.state_file.display(), error = %e, "cannot save the registrations; a restart will forget them")
+            }
+        }
+    }
+}
+
+/// How often, at most, the bindings are written to --state-file while they change.
+pub const SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// "tcp 192.0.2.1:40000 -> 192.0.2.2:5060": client first, as packets of the flow start.
+pub fn describe(flow: &FlowId) -> String {
+    use crate::liveness::tracker::socket_addr;
+    let k = &flow.key;
+    let transport = monitor_common::flow::FlowTransport::from_u8(k.transport).map_or("?", |t| t.label());
+    format!(
+        "{transport} {} -> {}",
+        socket_addr(k.family, &k.client_addr, k.client_port),
+        socket_addr(k.family, &k.server_addr, k.server_port)
+    )
+}
+
+/// What the kernel's ring buffers bring the engine, per interface (an index into `AgentState::instances`).
+pub enum Input {
+    Heads(usize, Vec<Head>),
+    Flows(usize, Vec<FlowNews>),
+}
+
+/// A deadline is checked this long after it passes: a verdict needs the
+/// deadline strictly behind it.
+const DEADLINE_SLACK_NS: u64 = 1_000_000;
+
+/// When each flow is next looked at, earliest first.
+#[derive(Default)]
+struct Deadlines {
+    due: BTreeMap<(u64, u64), (usize, FlowKey)>,
+    at: HashMap<(usize, FlowKey), u64>,
+    next_id: u64,
+}
+
+impl Deadlines {
+    /// Looks at the flow at `at_ns`, unless it is to be looked at earlier already
+    /// (that look schedules the next one).
+    fn schedule(&mut self, iface: usize, key: FlowKey, at_ns: u64) {
+        let at_ns = at_ns.saturating_add(DEADLINE_SLACK_NS);
+        match self.at.get(&(iface, key)) {
+            Some(&scheduled) if scheduled <= at_ns => {}
+            _ => {
+                self.at.insert((iface, key), at_ns);
+                self.next_id += 1;
+                self.due.insert((at_ns, self.next_id), (iface, key));
+            }
+        }
+    }
+
+    /// The flows whose time has come, each once.
+    fn take_due(&mut self, now_ns: u64) -> Vec<(usize, FlowKey)> {
+        let mut out = Vec::new();
+        while let Some(entry) = self.due.first_entry() {
+            let (at_ns, _) = *entry.key();
+            if at_ns > now_ns {
+                break;
+            }
+            let flow = entry.remove();
+            // Entries superseded by an earlier schedule are skipped.
+            if self.at.get(&flow) == Some(&at_ns) {
+                self.at.remove(&flow);
+                out.push(flow);
+            }
+        }
+        out
+    }
+
+    fn next(&self) -> Option<u64> {
+        self.due.keys().next().map(|(at, _)| *at)
+    }
+
+    fn len(&self) -> usize {
+        self.at.len()
+    }
+}
+
+pub struct Engine {
+    state: Arc<AgentState>,
+    inputs: Receiver<Input>,
+    deadlines: Deadlines,
+    /// How often every flow map is walked to reconcile (--sweep-interval).
+    reconcile_every: Duration,
+}
+
+impl Engine {
+    pub fn new(state: Arc<AgentState>, inputs: Receiver<Input>, reconcile_every: Duration) -> Self {
+        Self { state, inputs, deadlines: Deadlines::default(), reconcile_every }
+    }
+
+    /// Runs until every input's sender is gone (the agent stops).
+    pub fn run(mut self) {
+        let mut next_reconcile = Instant::now();
+        loop {
+            if Instant::now() >= next_reconcile {
+                self.reconcile();
+                next_reconcile = Instant::now() + self.reconcile_every;
+            }
+            self.look_at_due();
+            let until_reconcile = next_reconcile.saturating_duration_since(Instant::now());
+            let until_deadline = self
+                .deadlines
+                .next()
+                .map_or(until_reconcile, |at| Duration::from_nanos(at.saturating_sub(boot_time_ns())));
+            match self.inputs.recv_timeout(until_reconcile.min(until_deadline)) {
+                Ok(input) => {
+                    self.take(input);
+                    // Whatever else is queued, before the gauges are updated once.
+                    while let Ok(input) = self.inputs.try_recv() {
+                        self.take(input);
+                    }
+                    self.record_census();
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+
+    fn take(&mut self, input: Input) {
+        match input {
+            Input::Heads(i, heads) => {
+                let iface = self.state.instances[i].iface.clone();
+                let moved: Vec<FlowId> = {
+                    let mut tracker = self.state.tracker.lock().expect("tracker lock");
+                    heads.iter().flat_map(|head| tracker.on_head(&iface, head)).collect()
+                };
+                // A binding that moved fails its old flow now, against the bindings as they are.
+                for old in moved {
+                    self.look(i, old.key);
+                }
+            }
+            Input::Flows(i, news) => {
+                for n in news {
+                    if n.kind == FlowEventKind::Closed || n.kind == FlowEventKind::WaitBegan {
+                        self.look(i, n.key);
+                    }
+                }
+            }
+        }
+    }
+
+    fn look_at_due(&mut self) {
+        for (i, key) in self.deadlines.take_due(boot_time_ns()) {
+            self.look(i, key);
+        }
+    }
+
+    /// Looks at one flow as it is in the kernel's map now.
+    fn look(&mut self, i: usize, key: FlowKey) {
+        let instance = &self.state.instances[i];
+        let state = instance.flows.lock().expect("flows lock").get(&key);
+        let sweep =
+            self.state.tracker.lock().expect("tracker lock").look_at(&instance.iface, key, state, boot_time_ns());
+        self.publish(i, &sweep);
+    }
+
+    /// Walks every flow map: judges what no event or deadline reached, and
+    /// schedules every flow's next deadline.
+    fn reconcile(&mut self) {
+        let started = Instant::now();
+        let walk_started_ns = boot_time_ns();
+        self.state.refresh_counters();
+        let state = self.state.clone();
+        for (i, instance) in state.instances.iter().enumerate() {
+            let now = boot_time_ns();
+            let (sweep, live, removed) = {
+                let flows = instance.flows.lock().expect("flows lock");
+                let mut live = 0u64;
+                let mut tracker = self.state.tracker.lock().expect("tracker lock");
+                let entries = flows.entries().inspect(|_| live += 1);
+                let complete = || !flows.walk_was_cut_short();
+                let sweep = tracker.sweep_walk(&instance.iface, entries, now, complete);
+                if flows.walk_was_cut_short() {
+                    warn!(iface = instance.iface, "reading the flow map failed midway; this walk judged part of it");
+                }
+                (sweep, live, flows.removed())
+            };
+            self.publish(i, &sweep);
+            let created = instance.counters.read().map(|s| s.stat(KernelStat::FlowsCreated));
+            if let Ok(created) = created {
+                let fill = FlowMapFill {
+                    live,
+                    capacity: instance.max_flows.into(),
+                    created,
+                    removed: removed + sweep.expired.len() as u64,
+                };
+                self.state.metrics.lock().expect("metrics lock").record_flow_map(&instance.iface, &fill);
+            }
+        }
+        self.state.swept_until_ns.store(walk_started_ns, Ordering::Relaxed);
+        self.record_census();
+        let mut metrics = self.state.metrics.lock().expect("metrics lock");
+        metrics.record_sweep_time(started.elapsed().as_secs_f64());
+        metrics.record_deadlines(self.deadlines.len());
+    }
+
+    /// What a look or a walk found: one log line per verdict, the counts, the
+    /// flows to forget, the next deadlines.
+    fn publish(&mut self, i: usize, sweep: &Sweep) {
+        log_verdicts(sweep);
+        if !sweep.expired.is_empty() {
+            let mut flows = self.state.instances[i].flows.lock().expect("flows lock");
+            for key in &sweep.expired {
+                flows.remove(key);
+            }
+        }
+        for (key, at) in &sweep.deadlines {
+            self.deadlines.schedule(i, *key, *at);
+        }
+        self.state.metrics.lock().expect("metrics lock").record_sweep(sweep);
+    }
+
+    /// The gauges and counters the tracker keeps, into the metrics.
+    fn record_census(&self) {
+        let (census, grades, retractions, refused) = {
+            let tracker = self.state.tracker.lock().expect("tracker lock");
+            (tracker.census(), tracker.grades, tracker.retractions, tracker.registrations.refused)
+        };
+        let mut metrics = self.state.metrics.lock().expect("metrics lock");
+        metrics.record_census(&census);
+        metrics.record_grades(grades);
+        metrics.record_registrations(retractions, refused);
+    }
+}
+
+fn log_verdicts(sweep: &Sweep) {
+    for v in &sweep.verdicts {
+        // A flow that carried a registration is news; one that did not is
+        // usually a call's socket gone quiet, many a second on a busy
+        // server: counted in the metrics, logged only at debug level.
+        let flow = describe(&v.flow);
+        let (reason, aor, delay) =
+            (v.failure.reason.label(), v.aor.as_deref().unwrap_or("-"), format!("{:.3}", v.delay_s));
+        if v.aor.is_some() {
+            info!(iface = v.flow.iface, flow, reason, aor, would_430 = v.would_430, delay_s = delay, "flow failed");
+        } else {
+            debug!(iface = v.flow.iface, flow, reason, delay_s = delay, "flow failed");
+        }
+    }
+    for id in &sweep.recovered {
+        info!(iface = id.iface, flow = %describe(id), "flow came back");
+    }
+    for id in &sweep.retracted {
+        warn!(
+            iface = id.iface,
+            flow = %describe(id),
+            "verdict retracted: the connection carried data both ways after the close it was failed for"
+        );
+    }
+}

@@ -191,10 +191,12 @@ fn record(
                 state.last_client_activity_ns = now;
             }
             // Any final response within a REGISTER transaction's lifetime may answer
-            // it, however many are in flight: the agent pairs them by CSeq.
+            // it, however many are in flight: the agent pairs them by CSeq. The
+            // difference is signed: with REGISTERs pipelined, another CPU may stamp
+            // the next one a moment after this response took its time.
             let answers_register = code >= 200
                 && state.last_register_ns != 0
-                && now.wrapping_sub(state.last_register_ns) <= REGISTER_TRANSACTION_NS;
+                && (now.wrapping_sub(state.last_register_ns) as i64) <= REGISTER_TRANSACTION_NS as i64;
             if answers_register || (300..400).contains(&code) || code == 430 {
                 events::send_head(frame, scratch, direction, now);
             }

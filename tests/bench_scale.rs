@@ -1,8 +1,10 @@
 //! `cargo xtask bench`, its scale part: the agent with its flow map filled to
 //! 100 000 and 1 000 000 flows. Frames from as many UDP clients are written on
 //! the client's veth (AF_PACKET), so the real XDP program creates the flows;
-//! then the agent's own `sipflow_sweep_seconds`, its resident memory and the
-//! map's locked memory are read. Writes target/bench/scale.{md,json}.
+//! then the agent's own `sipflow_sweep_seconds` (one reconciling walk), its
+//! resident memory, the map's locked memory, and the agent's CPU in steady
+//! state (a minute with the map full, the default --sweep-interval of 30 s) are
+//! read. Writes target/bench/scale.{md,json}.
 //!
 //! Usage: sipflow-bench-scale [FLOWS ...]
 
@@ -82,8 +84,22 @@ fn flow_map_bytes(pid: u32) -> u64 {
         .sum()
 }
 
+/// CPU seconds (user + system) the process has used: /proc/PID/stat fields 14 and 15.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz
+}
+
 struct Row {
     flows: u32,
+    /// Agent CPU in steady state, percent of one core.
+    cpu_percent: f64,
+    cpu_window_s: f64,
     in_map: f64,
     send_s: f64,
     sweep_s: f64,
@@ -96,13 +112,14 @@ fn measure(flows: u32) -> Row {
     let server = lab.server.clone();
     // Room for every flow: an LRU map starts evicting a little before it is full.
     let capacity = (flows + flows / 4).to_string();
-    lab.start_agent(SERVER_IF, &["--max-flows", &capacity, "--sweep-interval", "1s"]);
+    lab.start_agent(SERVER_IF, &["--max-flows", &capacity, "--sweep-interval", "30s"]);
     let agent = lab.spawned()[0].id();
     let idle_rss = status_kb(agent, "VmRSS");
     let send_s = send_from_clients(&lab.client.clone(), flows);
 
     let entries = |text: &str| metric(text, "sipflow_map_entries", &[("map", "flows")]).unwrap_or(0.0);
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // The gauge follows the reconciling walk: up to one --sweep-interval behind.
+    let deadline = Instant::now() + Duration::from_secs(90);
     let mut text = String::new();
     while Instant::now() < deadline {
         text = http_get(&server, "http://127.0.0.1:9560/metrics").map(|(_, t)| t).unwrap_or_default();
@@ -111,14 +128,19 @@ fn measure(flows: u32) -> Row {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    // Two more sweeps over the full map, so the figure is not the one that filled it.
-    std::thread::sleep(Duration::from_secs(3));
+    // Steady state: the map full, nothing new; a minute at scale (its walks included).
+    let window = Duration::from_secs(if flows >= 100_000 { 60 } else { 5 });
+    let cpu_before = cpu_seconds(agent);
+    std::thread::sleep(window);
+    let cpu_percent = (cpu_seconds(agent) - cpu_before) / window.as_secs_f64() * 100.0;
     let text = http_get(&server, "http://127.0.0.1:9560/metrics").map(|(_, t)| t).unwrap_or(text);
     let sweep_s = metric(&text, "sipflow_sweep_seconds", &[]).unwrap_or(f64::NAN);
     let rss = status_kb(agent, "VmRSS");
     eprintln!("scale: {flows} flows; agent RSS idle {idle_rss} kB, full {rss} kB");
     Row {
         flows,
+        cpu_percent,
+        cpu_window_s: window.as_secs_f64(),
         in_map: entries(&text),
         send_s,
         sweep_s,
@@ -134,13 +156,15 @@ fn main() {
     let rows: Vec<Row> = sizes.into_iter().map(measure).collect();
 
     let mut md = String::from("# The agent at scale\n\n");
-    md.push_str("| flows sent | flows in the map | send s | one sweep s | agent RSS MiB | flow map MiB |\n");
-    md.push_str("| ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    md.push_str(
+        "| flows sent | flows in the map | send s | one walk s | agent CPU % of a core (window s) | agent RSS MiB | flow map MiB |\n",
+    );
+    md.push_str("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
     for r in &rows {
         let _ = writeln!(
             md,
-            "| {} | {} | {:.1} | {:.3} | {:.1} | {:.1} |",
-            r.flows, r.in_map, r.send_s, r.sweep_s, r.rss_mib, r.map_mib
+            "| {} | {} | {:.1} | {:.3} | {:.1} ({:.0}) | {:.1} | {:.1} |",
+            r.flows, r.in_map, r.send_s, r.sweep_s, r.cpu_percent, r.cpu_window_s, r.rss_mib, r.map_mib
         );
     }
     print!("{md}");
@@ -148,6 +172,7 @@ fn main() {
         .iter()
         .map(|r| {
             serde_json::json!({"flows": r.flows, "in_map": r.in_map, "send_s": r.send_s, "sweep_s": r.sweep_s,
+                               "cpu_percent": r.cpu_percent, "cpu_window_s": r.cpu_window_s,
                                "agent_rss_mib": r.rss_mib, "flow_map_mib": r.map_mib})
         })
         .collect();

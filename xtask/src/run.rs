@@ -68,6 +68,8 @@ fn bench_smoke() -> Result<()> {
         ("sipflow-bench-live", &["2", "100"]),
         ("sipflow-bench-scale", &["2000"]),
         ("sipflow-bench-storm", &["2000"]),
+        ("sipflow-bench-verdicts", &["20"]),
+        ("sipflow-bench-bindings", &["2000"]),
     ] {
         let mut command = vec!["run", "--quiet", "-p", "sipflow-tests", "--bin", bin, "--"];
         command.extend_from_slice(args);
@@ -151,6 +153,9 @@ pub fn bench(repeat: u32, live_seconds: u32, rate: u32, scale_flows: &str) -> Re
     }
     // Registration storms: 100 000 REGISTER/200 pairs over one flow, over as many flows, and a capped flood.
     cargo(&["run", "--quiet", "-p", "sipflow-tests", "--bin", "sipflow-bench-storm", "--", "100000"])?;
+    // From an RST or FIN to its verdict; the binding table with a million registrations.
+    cargo(&["run", "--quiet", "-p", "sipflow-tests", "--bin", "sipflow-bench-verdicts", "--", "400"])?;
+    cargo(&["run", "--quiet", "-p", "sipflow-tests", "--bin", "sipflow-bench-bindings", "--", "1000000"])?;
     Ok(())
 }
 

@@ -206,7 +206,10 @@ impl Metrics {
                 "sipflow_verdict_delay_seconds",
                 "From the packet (or the deadline) that failed a flow to the agent's verdict, by reason.",
             )
-            .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                30.0,
+            ]),
             &["reason"],
         )
         .expect("valid metric");

@@ -193,3 +193,31 @@ fn a_udp_request_from_the_server_waits_for_anything_from_the_client() {
     assert_eq!(xdp.run_tc(&from_server(ack)), TC_ACT_UNSPEC);
     assert_eq!(state(&xdp).server_request_unanswered_ns, 0);
 }
+
+#[test]
+fn accepted_closes_and_begun_waits_reach_the_agent_as_events_forged_ones_do_not() {
+    use monitor_common::events::FlowEventKind;
+    let mut xdp = LoadedXdp::load();
+    let next = connected(&xdp, SIP_PORT);
+    xdp.flow_news();
+    // Forged: nothing to look at.
+    from_client(&xdp, next.wrapping_add(0x8000_0000), RST, b"");
+    from_client(&xdp, next + 9, FIN, b"");
+    assert!(xdp.flow_news().is_empty(), "a close the host ignores is no event");
+    // The host sends data: a wait for the client's acknowledgment begins.
+    let request = tcp4_segment(false, SIP_PORT, numbers(SERVER_ISN + 1, next), NONE, &[b'x'; 10]);
+    assert_eq!(xdp.run_tc(&request), TC_ACT_UNSPEC);
+    let news = xdp.flow_news();
+    assert_eq!(news.len(), 1);
+    assert_eq!(news[0].kind, FlowEventKind::WaitBegan);
+    // More data while the first waits: the same wait, no new event.
+    assert_eq!(xdp.run_tc(&tcp4_segment(false, SIP_PORT, numbers(SERVER_ISN + 11, next), NONE, b"y")), TC_ACT_UNSPEC);
+    assert!(xdp.flow_news().is_empty());
+    // The real RST: one event, with the flow's key and the packet's time.
+    from_client(&xdp, next, RST, b"");
+    let news = xdp.flow_news();
+    assert_eq!(news.len(), 1);
+    assert_eq!(news[0].kind, FlowEventKind::Closed);
+    assert_eq!(news[0].timestamp_ns, state(&xdp).rst_ns);
+    assert_eq!(news[0].key, xdp.flows.snapshot()[0].0);
+}

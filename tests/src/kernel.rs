@@ -7,11 +7,11 @@ use aya::{
     programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
 use monitor_common::maps::{
-    DEFAULT_MAX_FLOWS, EVENTS, FOLLOW_TC, PASS_PROGRAM, TC_EGRESS_PROGRAM, TC_FOLLOW_PROGRAMS, XDP_PROGRAM,
+    DEFAULT_MAX_FLOWS, EVENTS, FLOW_EVENTS, FOLLOW_TC, PASS_PROGRAM, TC_EGRESS_PROGRAM, TC_FOLLOW_PROGRAMS, XDP_PROGRAM,
 };
 use sipflow::{
     attach::{self, SipPorts},
-    head_events::{self, Head},
+    head_events::{self, FlowNews, Head},
     kernel_maps::{CounterSnapshot, FlowTable, KernelCounters},
 };
 
@@ -37,6 +37,7 @@ pub struct LoadedXdp {
     counters: KernelCounters,
     pub flows: FlowTable,
     events: RingBuf<MapData>,
+    flow_events: RingBuf<MapData>,
 }
 
 impl LoadedXdp {
@@ -54,12 +55,18 @@ impl LoadedXdp {
         let counters = KernelCounters::take_from(&mut ebpf).expect("counter maps");
         let flows = FlowTable::take_from(&mut ebpf).expect("flow map");
         let events = RingBuf::try_from(ebpf.take_map(EVENTS).expect("EVENTS")).expect("ring buffer");
-        Self { ebpf, _pins: pins, counters, flows, events }
+        let flow_events = RingBuf::try_from(ebpf.take_map(FLOW_EVENTS).expect("FLOW_EVENTS")).expect("ring buffer");
+        Self { ebpf, _pins: pins, counters, flows, events, flow_events }
     }
 
     /// The heads the program sent since the last call.
     pub fn heads(&mut self) -> Vec<Head> {
         head_events::drain(&mut self.events)
+    }
+
+    /// The flow events the program sent since the last call.
+    pub fn flow_news(&mut self) -> Vec<FlowNews> {
+        head_events::drain_with(&mut self.flow_events, FlowNews::decode)
     }
 
     fn program(&self) -> &Xdp {

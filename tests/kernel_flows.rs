@@ -180,3 +180,30 @@ fn every_final_response_after_pipelined_registers_reaches_the_agent() {
     run_all(&xdp, &[udp4_between((SERVER_V4, SIP_PORT), (CLIENT_V4, CLIENT_PORT + 1), REGISTER_OK)]);
     assert_eq!(xdp.counters().stat(KernelStat::EventsSent), 0);
 }
+
+#[test]
+fn a_phone_sending_from_5060_is_the_client_where_the_host_is_seen_both_ways() {
+    // A phone at .1 registers from its own 5060 with the server at .2: .1 sorts
+    // lower, and by address alone the phone would be taken for the server.
+    let phone_to_server = udp4_between((CLIENT_V4, SIP_PORT), (SERVER_V4, SIP_PORT), REGISTER);
+    let server_to_phone = udp4_between((SERVER_V4, SIP_PORT), (CLIENT_V4, SIP_PORT), REGISTER_OK);
+    let mut xdp = LoadedXdp::load();
+    assert_eq!(xdp.run(&phone_to_server), XDP_PASS);
+    assert_eq!(xdp.run_tc(&server_to_phone), sipflow_tests::kernel::TC_ACT_UNSPEC);
+    let (key, state) = only_flow(&xdp);
+    assert_eq!(
+        (key.server_addr[..4].to_vec(), key.client_addr[..4].to_vec()),
+        (SERVER_V4.to_vec(), CLIENT_V4.to_vec())
+    );
+    assert_eq!((state.packets_from_client, state.packets_from_server), (1, 1));
+    let heads = xdp.heads();
+    assert!(heads[0].from_client && !heads[1].from_client, "the REGISTER from the phone, the 200 from the host");
+
+    // Off a tap both directions arrive on ingress, and either end may be the
+    // monitored host: the lower port, then the lower address, as before.
+    let xdp = LoadedXdp::load_ingress_only();
+    assert_eq!(xdp.run(&phone_to_server), XDP_PASS);
+    assert_eq!(xdp.run(&udp4_between((SERVER_V4, SIP_PORT), (CLIENT_V4, SIP_PORT), REGISTER_OK)), XDP_PASS);
+    let (key, _) = only_flow(&xdp);
+    assert_eq!(key.server_addr[..4], CLIENT_V4, "one entry for both directions");
+}

@@ -1,6 +1,7 @@
 //! A tap or mirror port: both directions arrive on ingress, so XDP alone sees
-//! the server's answers too, without --egress. The server's veth is mirrored
-//! (tc u32 + mirred, both directions) onto a veth pair whose far end carries sipflow.
+//! the server's answers too (`--ingress-only`, as a tap is meant to be watched).
+//! The server's veth is mirrored (tc u32 + mirred, both directions) onto a veth
+//! pair whose far end carries sipflow.
 
 use std::{
     io::{Read, Write},
@@ -42,7 +43,7 @@ fn a_mirror_port_gives_both_directions_without_egress() {
             ],
         );
     }
-    lab.start_agent(TAP, &["--flow-timer", "60s", "--grace", "1s", "--sweep-interval", "200ms"]);
+    lab.start_agent(TAP, &["--ingress-only", "--flow-timer", "60s", "--grace", "1s", "--sweep-interval", "200ms"]);
     let _registrar = TcpServer::start(Lab::in_namespace(&server, || TcpListener::bind((SERVER_V4, 5060)).unwrap()), 2);
 
     let mut stream = peers::connect(&client, 5060);

@@ -101,7 +101,10 @@ pub struct FlowState {
     /// Smoothed round-trip time from the server's data to the client's
     /// acknowledgment, in microseconds (RFC 6298's 1/8 gain; 0: no sample yet).
     pub srtt_us: u32,
-    pub _reserved: u32,
+    /// The longest the client went quiet before a keepalive of its (ping or
+    /// STUN request), in milliseconds: its own cadence, which may be slower
+    /// than the Flow-Timer it was granted (baresip pings every 16-20 s whatever it is told).
+    pub keepalive_gap_ms: u32,
     pub last_status: u16,
     /// A `Method` index, or [`NO_METHOD`].
     pub last_method: u8,
@@ -140,7 +143,7 @@ impl FlowState {
             bytes_from_server: 0,
             stun_unanswered: 0,
             srtt_us: 0,
-            _reserved: 0,
+            keepalive_gap_ms: 0,
             last_status: 0,
             last_method: NO_METHOD,
             tcp_flags: 0,

@@ -14,6 +14,9 @@ pub const TC_FOLLOW_PROGRAMS: [&str; 2] = ["sipflow_tc_scan", "sipflow_tc_messag
 pub const FOLLOW_XDP: &str = "FOLLOW_XDP";
 pub const FOLLOW_TC: &str = "FOLLOW_TC";
 
+/// The kernel's global `u8`, 1 when only ingress is seen (`--ingress-only`).
+pub const INGRESS_ONLY: &str = "INGRESS_ONLY";
+
 /// An XDP program that only passes: the benchmark's yardstick.
 pub const PASS_PROGRAM: &str = "sipflow_pass";
 

@@ -29,19 +29,35 @@ pub struct Side {
     pub server_is_destination: bool,
 }
 
-/// The server side is the one on a configured SIP port. Between two SIP ports
-/// (proxy to proxy), the lower port, then the lower address, so that both
-/// directions still find the same entry.
+/// The server side is the one on a configured SIP port; between two SIP ports,
+/// see `both_on_sip_ports`. Both directions find the same entry.
 #[inline(always)]
-pub fn server_side(segment: &Segment) -> Option<Side> {
+pub fn server_side(segment: &Segment, direction: Direction) -> Option<Side> {
     let kind_of = |port: u16| SIP_PORTS.get(u32::from(port)).copied().filter(|kind| *kind != 0);
     let (kind, server_is_destination) = match (kind_of(segment.destination_port), kind_of(segment.source_port)) {
         (Some(d), None) => (d, true),
         (None, Some(s)) => (s, false),
-        (Some(d), Some(_)) => (d, destination_is_lower(segment)),
+        (Some(d), Some(_)) => (d, both_on_sip_ports(segment, direction)),
         (None, None) => return None,
     };
     Some(Side { kind: PortKind::from_u8(kind)?, server_is_destination })
+}
+
+/// Set by the agent at load time: only ingress is seen (`--ingress-only`, a tap).
+#[unsafe(no_mangle)]
+static INGRESS_ONLY: u8 = 0;
+
+/// Which end is the server when both ports are SIP ports. Where the host's
+/// own traffic is seen both ways, the host is: phones commonly send from
+/// 5060 too, and a phone must not be taken for the server because its
+/// address sorts lower. Off a tap, where either end may be the monitored one,
+/// the lower port, then the lower address.
+#[inline(always)]
+fn both_on_sip_ports(segment: &Segment, direction: Direction) -> bool {
+    // SAFETY: a read of a constant the loader may have rewritten; volatile so
+    // that the compiler does not fold in the default.
+    let ingress_only = unsafe { core::ptr::read_volatile(&INGRESS_ONLY) } != 0;
+    if ingress_only { destination_is_lower(segment) } else { direction == Direction::Ingress }
 }
 
 #[inline(always)]
@@ -145,6 +161,21 @@ fn client_acknowledged(state: &mut FlowState, ack: u32, acked_before: u32, now: 
     }
 }
 
+/// A keepalive after the client's quiet since its last sign of life: the
+/// longest such quiet is the client's own cadence.
+#[inline(always)]
+fn note_keepalive_gap(state: &mut FlowState, now: u64) {
+    let before = state.last_client_activity_ns;
+    if before == 0 || now <= before {
+        return;
+    }
+    let gap_ms = (now - before) / 1_000_000;
+    let gap_ms = if gap_ms > u32::MAX as u64 { u32::MAX } else { gap_ms as u32 };
+    if gap_ms > state.keepalive_gap_ms {
+        state.keepalive_gap_ms = gap_ms;
+    }
+}
+
 /// Records a further message of a segment already taken (see `follow`).
 #[inline(always)]
 pub fn update_followed(frame: &impl Frame, scratch: &Scratch, payload: Payload, direction: Direction) {
@@ -203,6 +234,7 @@ fn record(
         }
         // RFC 5626 §4.4.1: the client pings, the server pongs.
         Payload::Ping if from_client => {
+            note_keepalive_gap(state, now);
             state.last_ping_ns = now;
             state.last_client_activity_ns = now;
             // The first ping of a wait: a pong deadline, and for a new pinger a keepalive one.
@@ -216,6 +248,7 @@ fn record(
             state.unanswered_ping_ns = 0;
         }
         Payload::Stun(Stun::Request) if from_client => {
+            note_keepalive_gap(state, now);
             state.last_stun_request_ns = now;
             state.last_client_activity_ns = now;
             state.stun_unanswered = state.stun_unanswered.saturating_add(1);

@@ -49,7 +49,7 @@ fn count(direction: Direction, class: PacketClass) {
 
 #[inline(always)]
 fn observe_segment(frame: &impl Frame, segment: &Segment, direction: Direction) -> (PacketClass, bool) {
-    let Some(side) = flow::server_side(segment) else {
+    let Some(side) = flow::server_side(segment, direction) else {
         return (PacketClass::Other, false);
     };
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {

@@ -17,8 +17,8 @@ use aya::{
 };
 use monitor_common::{
     maps::{
-        FLOWS, FOLLOW_TC, FOLLOW_XDP, MAX_SIP_PORTS, PORTS, SIP_PORTS, TC_EGRESS_PROGRAM, TC_FOLLOW_PROGRAMS,
-        XDP_FOLLOW_PROGRAMS, XDP_PROGRAM,
+        FLOWS, FOLLOW_TC, FOLLOW_XDP, INGRESS_ONLY, MAX_SIP_PORTS, PORTS, SIP_PORTS, TC_EGRESS_PROGRAM,
+        TC_FOLLOW_PROGRAMS, XDP_FOLLOW_PROGRAMS, XDP_PROGRAM,
     },
     ports::PortKind,
 };
@@ -57,6 +57,8 @@ pub struct AttachOptions<'a> {
     pub pin_root: &'a Path,
     /// Take the interface's XDP hook from another program (`--replace`).
     pub replace: bool,
+    /// Only ingress is seen (`--ingress-only`): which end is the server where both are on SIP ports.
+    pub ingress_only: bool,
 }
 
 /// The SIP ports the kernel should treat as SIP, by kind.
@@ -77,13 +79,15 @@ pub fn ifindex(iface: &str) -> Option<u32> {
 }
 
 /// Loads the kernel programs (not yet attached) with the SIP ports configured
-/// and the flow map sized to `max_flows`. The maps are pinned in `pin_dir`,
+/// and the flow map sized to `max_flows`, told whether only ingress is seen. The maps are pinned in `pin_dir`,
 /// or taken over from there when an earlier agent pinned them.
-pub fn load(ports: &SipPorts, max_flows: u32, pin_dir: &Path) -> Result<Ebpf, String> {
+pub fn load(ports: &SipPorts, max_flows: u32, pin_dir: &Path, ingress_only: bool) -> Result<Ebpf, String> {
     if EBPF_OBJECT.is_empty() {
         return Err(Failure::NoKernelObject.to_string());
     }
+    let ingress_only = u8::from(ingress_only);
     let mut ebpf = EbpfLoader::new()
+        .override_global(INGRESS_ONLY, &ingress_only, true)
         .default_map_pin_directory(pin_dir)
         .map_max_entries(FLOWS, max_flows)
         .load(EBPF_OBJECT)
@@ -133,7 +137,7 @@ pub fn attach(iface: &str, options: &AttachOptions) -> Result<(Attached, KernelC
     for old in pins.prepare().map_err(|e| Failure::Pins { path: pins.dir.clone(), reason: e.to_string() })? {
         warn!(iface, pins = %old.display(), "removed the pins of another sipflow version; its flows are forgotten");
     }
-    let mut ebpf = load(options.ports, options.max_flows, &pins.dir).map_err(load_failure)?;
+    let mut ebpf = load(options.ports, options.max_flows, &pins.dir, options.ingress_only).map_err(load_failure)?;
     let flow_capacity = flow_capacity(&ebpf).unwrap_or(options.max_flows);
     if flow_capacity != options.max_flows {
         warn!(

@@ -59,6 +59,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         mode: args.xdp_mode,
         pin_root: &args.pin_dir,
         replace: args.replace,
+        ingress_only: args.ingress_only,
     };
     for iface in &args.ifaces {
         match attach_one(iface, &options, args.sees_egress(), args.keep_attached) {

@@ -26,6 +26,13 @@ impl Kamailio {
     /// Starts Kamailio in `namespace` on `addr`:5060, UDP and TCP, giving
     /// registrations `Flow-Timer: flow_timer`; returns once it listens.
     pub fn start(namespace: &str, addr: &str, flow_timer: u32) -> Self {
+        Self::start_with_lifetime(namespace, addr, flow_timer, flow_timer + 2)
+    }
+
+    /// The same, closing a TCP connection only after `tcp_lifetime` seconds
+    /// without traffic: for a UA that pings more slowly than its Flow-Timer
+    /// (baresip), or a test that leaves a flow idle and needs it open.
+    pub fn start_with_lifetime(namespace: &str, addr: &str, flow_timer: u32, tcp_lifetime: u32) -> Self {
         let rundir = ScratchDir::new(&format!("sipflow-kamailio-{namespace}"));
         let log = rundir.path().join("kamailio.log");
         let config = config_path();
@@ -36,7 +43,7 @@ impl Kamailio {
             .args(["-DD", "-E", "-Y"])
             .arg(rundir.path())
             .args(["-l", &format!("udp:{addr}:5060"), "-l", &format!("tcp:{addr}:5060")])
-            .args(["-A", &format!("FLOW_TIMER={flow_timer}"), "-A", &format!("TCP_LIFETIME={}", flow_timer + 2)])
+            .args(["-A", &format!("FLOW_TIMER={flow_timer}"), "-A", &format!("TCP_LIFETIME={tcp_lifetime}")])
             .stdin(Stdio::null())
             .stdout(output.try_clone().expect("log fd"))
             .stderr(output)

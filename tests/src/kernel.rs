@@ -48,10 +48,20 @@ impl LoadedXdp {
 
     /// The same, with the flow map sized to `max_flows`.
     pub fn load_with_max_flows(max_flows: u32) -> Self {
+        Self::load_with(max_flows, false)
+    }
+
+    /// The same, as `--ingress-only` loads it (a tap: both directions on ingress).
+    pub fn load_ingress_only() -> Self {
+        Self::load_with(DEFAULT_MAX_FLOWS, true)
+    }
+
+    fn load_with(max_flows: u32, ingress_only: bool) -> Self {
         crate::require_root();
         let ports = SipPorts { plain: vec![SIP_PORT], tls: vec![SIPS_PORT] };
         let pins = PinDir::new("test-run");
-        let mut ebpf = attach::load(&ports, max_flows, &pins.0).expect("the verifier accepts the program");
+        let mut ebpf =
+            attach::load(&ports, max_flows, &pins.0, ingress_only).expect("the verifier accepts the program");
         let counters = KernelCounters::take_from(&mut ebpf).expect("counter maps");
         let flows = FlowTable::take_from(&mut ebpf).expect("flow map");
         let events = RingBuf::try_from(ebpf.take_map(EVENTS).expect("EVENTS")).expect("ring buffer");

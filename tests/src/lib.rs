@@ -1,6 +1,7 @@
 //! Helpers for sipflow's root-only tests: crafted packets, the kernel program
 //! under BPF_PROG_TEST_RUN, and network-namespace labs that clean up after themselves.
 
+pub mod baresip;
 pub mod edge_lab;
 pub mod forge;
 pub mod interrupt;

@@ -147,6 +147,9 @@ pub struct FlowView {
     /// The keepalive interval in force: the registrar's Flow-Timer, else the default.
     pub flow_timer: u64,
     pub flow_timer_from_registrar: bool,
+    /// The interval a keepalive timeout is judged by (s): the Flow-Timer, or the
+    /// client's own slower cadence (its longest quiet before a keepalive), up to 120 s.
+    pub keepalive_interval: u64,
     pub aor: Option<String>,
     pub instance: Option<String>,
     pub reg_id: Option<u32>,
@@ -487,6 +490,7 @@ impl Tracker {
                 .then(|| seconds(now_ns.saturating_sub(s.last_client_activity_ns))),
             flow_timer: self.timers.keepalive(transport, flow_timer).as_secs(),
             flow_timer_from_registrar: flow_timer.is_some(),
+            keepalive_interval: self.timers.cadence(transport, flow_timer, s).as_secs(),
             aor: binding.map(|k| k.aor().to_string()),
             instance: binding.and_then(|k| k.instance()).map(str::to_string),
             reg_id: binding.and_then(|k| k.reg_id()),

@@ -99,6 +99,11 @@ impl Default for Timers {
     }
 }
 
+/// The slowest keepalive cadence a client's own quiet can set: RFC 5626's
+/// slowest recommended pace (a ping every 120 s on streams). A client quiet for
+/// longer once (a network outage) does not push every later verdict out.
+pub const MAX_CADENCE: Duration = Duration::from_secs(120);
+
 /// A failure and when it happened (CLOCK_BOOTTIME ns).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
@@ -111,6 +116,14 @@ fn ns(d: Duration) -> u64 {
 }
 
 impl Timers {
+    /// The client's keepalive interval as it keeps it: the Flow-Timer (or the
+    /// default), or the longest quiet it was seen to keep before a keepalive
+    /// where that is longer, up to [`MAX_CADENCE`].
+    pub fn cadence(&self, transport: FlowTransport, flow_timer: Option<u32>, state: &FlowState) -> Duration {
+        let own = Duration::from_millis(u64::from(state.keepalive_gap_ms)).min(MAX_CADENCE);
+        self.keepalive(transport, flow_timer).max(own)
+    }
+
     /// How long this flow's server data may wait for an acknowledgment.
     pub fn ack_timeout_for(&self, state: &FlowState) -> Duration {
         self.ack_timeout.max(Duration::from_micros(u64::from(state.srtt_us)) * 4)
@@ -238,7 +251,7 @@ fn ways_to_fail(
     }
 
     if kept_alive(state) {
-        let deadline = state.last_client_activity_ns + ns(timers.keepalive(transport, flow_timer) + timers.grace);
+        let deadline = state.last_client_activity_ns + ns(timers.cadence(transport, flow_timer, state) + timers.grace);
         fail(Reason::KeepaliveTimeout, deadline, Way::Deadline);
     }
 }
@@ -457,5 +470,17 @@ mod tests {
         assert_eq!(next_deadline(FlowTransport::Tcp, &s, Some(5), &timers(), 14 * S), Some(25 * S));
         // A flow that never kept alive and waits for nothing has no deadline: only a packet can fail it.
         assert_eq!(next_deadline(FlowTransport::Tcp, &fresh(S), None, &timers(), 2 * S), None);
+    }
+
+    #[test]
+    fn a_client_slower_than_its_flow_timer_is_judged_at_its_own_cadence() {
+        // baresip: Flow-Timer 3, but it pings 19 s after registering, then every 16-20 s.
+        let mut s = pinging(S, 19 * S);
+        s.keepalive_gap_ms = 19_000;
+        assert_eq!(judge(FlowTransport::Tcp, &s, Some(3), &timers(), 35 * S), None, "healthy between its pings");
+        assert_eq!(judge(FlowTransport::Tcp, &s, Some(3), &timers(), 48 * S + 1).unwrap().at_ns, 48 * S);
+        // A single long outage does not push verdicts out forever.
+        s.keepalive_gap_ms = 3_600_000;
+        assert_eq!(judge(FlowTransport::Tcp, &s, Some(3), &timers(), 149 * S + 1).unwrap().at_ns, 149 * S);
     }
 }

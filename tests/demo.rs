@@ -5,7 +5,10 @@
 
 use std::collections::BTreeSet;
 
-use sipflow_tests::edge_lab::{self, FLOW_TIMER, GRACE_S};
+use sipflow_tests::{
+    edge_lab::{self, FLOW_TIMER, GRACE_S, REAL_UA, RESTARTED},
+    kamailio::TRANSACTION_TIMER_MS,
+};
 
 fn main() {
     let full = std::env::args().nth(1).as_deref() == Some("lab");
@@ -17,21 +20,33 @@ fn main() {
     for (aor, how) in &outcome.breaks {
         match outcome.flagged.get(*aor) {
             Some(f) => println!(
-                "  {aor:<5} {} flow failed: {:<17} seen {:.2} s after the break, would warrant 430: {}",
+                "  {aor:<5} {} flow failed: {:<17} judged {:.3} s after the break, would warrant 430: {}",
                 f.transport, f.reason, f.after_break_s, f.would_430
             ),
             None => println!("  {aor:<5} NOT flagged ({how})"),
         }
     }
-    for aor in edge_lab::LIVE {
-        let verdict = if outcome.flagged.contains_key(aor) { "FLAGGED (wrongly)" } else { "alive, never flagged" };
-        println!("  {aor:<5} {verdict}");
+    let (_, restarted) = &outcome.restarted_flows;
+    println!(
+        "  {RESTARTED:<5} registered again {:.2} s after the kill, from {restarted}: {}",
+        outcome.restarted_after_s,
+        if outcome.flagged_flows.contains(restarted) { "FLAGGED (wrongly)" } else { "alive, never flagged" }
+    );
+    for aor in edge_lab::LIVE.iter().filter(|a| **a != RESTARTED).chain([&REAL_UA]) {
+        let verdict = if outcome.flagged.contains_key(*aor) { "FLAGGED (wrongly)" } else { "alive, never flagged" };
+        let state = outcome.flow_of(aor).map(|f| f["state"].as_str().unwrap_or("?").to_string()).unwrap_or_default();
+        println!("  {aor:<5} {verdict} (state {state})");
     }
 
-    println!("\nKamailio's 430 Flow Failed answers, and how long sipflow had known:");
+    println!(
+        "\nKamailio's 430 Flow Failed answers (transaction timer {} s), and how long sipflow had known:",
+        TRANSACTION_TIMER_MS / 1000
+    );
     for (at, aor) in &outcome.answers_430 {
         match outcome.flagged.get(aor) {
-            Some(f) if f.at < *at => println!("  430 for {aor:<5} flagged by sipflow {:.2} s before", at - f.at),
+            Some(f) if f.would_430 && f.at < *at => {
+                println!("  430 for {aor:<5} flagged by sipflow {:.3} s before ({})", at - f.at, f.reason)
+            }
             _ => println!("  430 for {aor:<5} NOT predicted by sipflow"),
         }
     }

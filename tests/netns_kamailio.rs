@@ -1,9 +1,10 @@
 //! The real-peer lab (tests/src/edge_lab.rs): Kamailio as an RFC 5626 edge
 //! proxy answers 430 for the flows that broke; sipflow must have flagged each of
-//! them before the 430 went out, must flag no live flow, and must count the SIP
-//! on the interface exactly as tshark does.
+//! them before the 430 went out (a UA killed and registered again at once, a
+//! zombie flow under a 4 s transaction timer), must flag no live flow, and must
+//! count the SIP on the interface exactly as tshark does.
 
-use sipflow_tests::edge_lab::{self, BROKEN, LIVE, REDIRECT};
+use sipflow_tests::edge_lab::{self, BROKEN, LIVE, REAL_UA, REDIRECT, RESTARTED, ZOMBIE};
 
 #[test]
 fn kamailio_430s_were_predicted_and_counts_match_tshark() {
@@ -19,29 +20,51 @@ fn kamailio_430s_were_predicted_and_counts_match_tshark() {
     };
     assert_eq!(outcome.caller_ok, [true, true], "every call got a final answer it expected\n{}", context());
 
-    // Kamailio answered 430 for every broken AOR, once per round, and only for them.
+    // Kamailio answered 430 for every broken AOR, once per round, and only for
+    // them; and once more for the zombie's and the restarted UA's requests
+    // during the break.
     let mut got_430: Vec<&str> = outcome.answers_430.iter().map(|(_, aor)| aor.as_str()).collect();
     got_430.sort();
-    let mut want: Vec<&str> = BROKEN.iter().chain(BROKEN.iter()).copied().collect();
+    let mut want: Vec<&str> = BROKEN.iter().chain(BROKEN.iter()).copied().chain([ZOMBIE, RESTARTED]).collect();
     want.sort();
     assert_eq!(got_430, want, "{}", context());
 
     // sipflow had flagged each of those flows, as would warrant 430, before the 430.
     assert_eq!(edge_lab::unpredicted_430s(&outcome), Vec::<String>::new(), "{}", context());
-    for (aor, reason) in
-        [("carol", "tcp_fin"), ("dave", "tcp_reset"), ("erin", "keepalive_timeout"), ("frank", "keepalive_timeout")]
-    {
+    for (aor, reason) in [
+        ("carol", "tcp_fin"),
+        ("dave", "tcp_reset"),
+        ("erin", "keepalive_timeout"),
+        ("frank", "keepalive_timeout"),
+        (ZOMBIE, "tcp_unacked"),
+        (RESTARTED, "tcp_fin"),
+    ] {
         assert_eq!(outcome.flagged[aor].reason, reason, "{aor}\n{}", context());
     }
+    for (aor, at) in edge_lab::leads_over_430(&outcome) {
+        eprintln!("{aor:<5} flagged {at:.3} s before Kamailio's 430");
+    }
 
-    // No live flow flagged; both live UAs got their INVITE and MESSAGE.
+    // The restarted UA: its dead flow flagged, its new one never.
+    let (before, after) = &outcome.restarted_flows;
+    assert_eq!(&outcome.flagged[RESTARTED].remote, before, "{}", context());
+    assert!(!outcome.flagged_flows.contains(after), "gus's new flow {after} was flagged\n{}", context());
+
+    // No live flow flagged; the live UAs got their INVITE and MESSAGE.
     for aor in LIVE {
-        assert!(!outcome.flagged.contains_key(aor), "{aor} was flagged\n{}", context());
+        if aor != RESTARTED {
+            assert!(!outcome.flagged.contains_key(aor), "{aor} was flagged\n{}", context());
+        }
         let delivered = &outcome.delivered[aor];
         for method in ["INVITE", "MESSAGE"] {
             assert!(delivered.iter().any(|l| l.starts_with(method)), "{aor} got no {method}: {delivered:?}");
         }
     }
+
+    // baresip, idle over TCP (it pings every 16-20 s, not every Flow-Timer): never flagged.
+    assert!(!outcome.flagged.contains_key(REAL_UA), "{REAL_UA} (baresip) was flagged\n{}", context());
+    let heidi = outcome.flow_of(REAL_UA).unwrap_or_else(|| panic!("no flow for {REAL_UA}\n{}", outcome.real_ua_log));
+    assert_ne!(heidi["state"], "failed", "{heidi}");
 
     // The same SIP, counted by sipflow in the kernel and by tshark from a capture.
     assert_eq!(outcome.sipflow.requests, outcome.tshark.requests, "requests by method\n{}", context());

@@ -10,21 +10,27 @@
 //! | dave  | TCP, CRLF pings            | the connection is reset (RST)     |
 //! | erin  | TCP from the phone network | the phone's link goes down        |
 //! | frank | UDP from the phone network | the phone's link goes down        |
+//! | gina  | TCP from the phone network | the link goes down and a request for her comes at once: a zombie flow |
+//! | gus   | TCP, CRLF pings            | killed (FIN), a request for him in the next 0.1 s, then he registers again over a new connection |
+//! | heidi | TCP, a real baresip 1.0    | idle and open: it pings every 16-20 s whatever the Flow-Timer |
 //!
-//! Then a caller (sipp) sends an INVITE over UDP and a MESSAGE over TCP to every
-//! AOR and to the redirect service, which answers 300 with several Contacts.
-//! Kamailio reaches alice and bob and answers 430 Flow Failed for the others.
+//! Kamailio answers gina's request 430 when its transaction timer (4 s) fires,
+//! gus's at once (his connection is gone). Then a caller (sipp) sends an INVITE
+//! over UDP and a MESSAGE over TCP to every AOR and to the redirect service,
+//! which answers 300 with several Contacts. Kamailio reaches alice, bob and the
+//! restarted gus and answers 430 Flow Failed for the others.
 //! [`run`] returns what each side saw; the test judges it, the demo tells it.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     process::Child,
     thread,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use crate::{
-    kamailio::Kamailio,
+    baresip::{self, Baresip},
+    kamailio::{Kamailio, TRANSACTION_TIMER_MS},
     netns::{CLIENT_V4, Lab, PHONE_V4, SERVER_IF, SERVER_V4, http_get},
     process::signal_group,
     scratch_dir::ScratchDir,
@@ -39,20 +45,33 @@ pub const FLOW_TIMER: u32 = 5;
 pub const GRACE_S: u32 = 1;
 /// How often the UAs ping: well within the Flow-Timer, as §4.4.1 asks.
 const KEEPALIVE: Duration = Duration::from_secs(2);
-pub const LIVE: [&str; 2] = ["alice", "bob"];
-pub const BROKEN: [&str; 4] = ["carol", "dave", "erin", "frank"];
+/// Alive to the end (gus: once registered again).
+pub const LIVE: [&str; 3] = ["alice", "bob", RESTARTED];
+pub const BROKEN: [&str; 5] = ["carol", "dave", "erin", "frank", ZOMBIE];
+/// Killed and registered again over a new connection at once.
+pub const RESTARTED: &str = "gus";
+/// The link goes down and a request follows at once: the server's data goes unacknowledged.
+pub const ZOMBIE: &str = "gina";
+/// A real UA (baresip), idle: never flagged, whatever its keepalives.
+pub const REAL_UA: &str = "heidi";
+/// Kamailio closes a TCP connection idle this long: longer than baresip's
+/// quiet between pings (up to 20 s), so that its connection stays open.
+const TCP_LIFETIME_S: u32 = 60;
 pub const REDIRECT: &str = "redirect";
 const PROXY: &str = "192.0.2.2:5060";
 
-/// A verdict as /flows first showed it.
+/// A verdict as the agent reached it (/flows keeps it: `verdict`).
 #[derive(Clone, Debug)]
 pub struct Flagged {
     pub reason: String,
+    /// As judged then, against the bindings of that moment.
     pub would_430: bool,
     pub transport: String,
-    /// Unix time of the first poll that showed it.
+    /// The client's side of the flow.
+    pub remote: String,
+    /// Unix time of the verdict.
     pub at: f64,
-    /// Seconds from the break to that poll.
+    /// Seconds from the break to the verdict.
     pub after_break_s: f64,
 }
 
@@ -60,8 +79,14 @@ pub struct Flagged {
 pub struct Outcome {
     /// How each broken flow was broken, in order.
     pub breaks: Vec<(&'static str, &'static str)>,
-    /// AOR -> sipflow's verdict on its flow.
+    /// AOR -> sipflow's first verdict on a flow of it.
     pub flagged: BTreeMap<String, Flagged>,
+    /// The client side of every flow flagged.
+    pub flagged_flows: BTreeSet<String>,
+    /// gus's flow before and after he was restarted.
+    pub restarted_flows: (String, String),
+    /// When gus registered again, in seconds after the break.
+    pub restarted_after_s: f64,
     /// Every 430 on the wire: (Unix time, the AOR it was for).
     pub answers_430: Vec<(f64, String)>,
     /// What tshark counted on the server's interface.
@@ -75,6 +100,16 @@ pub struct Outcome {
     pub metrics: String,
     pub flows: String,
     pub kamailio_log: String,
+    pub real_ua_log: String,
+}
+
+impl Outcome {
+    /// The flow /flows showed at the end carrying `user`'s binding.
+    pub fn flow_of(&self, user: &str) -> Option<serde_json::Value> {
+        let flows: Vec<serde_json::Value> = serde_json::from_str(&self.flows).unwrap_or_default();
+        let prefix = format!("sip:{user}@");
+        flows.into_iter().find(|f| f["aor"].as_str().is_some_and(|a| a.starts_with(&prefix)))
+    }
 }
 
 fn now() -> f64 {
@@ -100,21 +135,32 @@ fn run_in(tag: &str, work_dir: &std::path::Path, say: &mut dyn FnMut(String)) ->
 
     let mut capture = Capture::start(&server, SERVER_IF, &work_dir.join("edge.pcap"));
     let grace = format!("{GRACE_S}s");
-    lab.start_agent(SERVER_IF, &["--egress", "--grace", &grace, "--sweep-interval", "200ms"]);
+    // The default walk (30 s): verdicts come from the kernel's events and the
+    // agent's deadlines, not from walking the map.
+    lab.start_agent(SERVER_IF, &["--grace", &grace]);
     say(format!("sipflow: XDP + TC egress on {server}/{SERVER_IF}; tshark captures the same interface"));
-    let kamailio = Kamailio::start(&server, SERVER_V4, FLOW_TIMER);
-    say(format!("kamailio: edge proxy + registrar on {PROXY} udp/tcp, outbound, Flow-Timer {FLOW_TIMER}"));
+    let kamailio = Kamailio::start_with_lifetime(&server, SERVER_V4, FLOW_TIMER, TCP_LIFETIME_S);
+    say(format!(
+        "kamailio: edge proxy + registrar on {PROXY} udp/tcp, outbound, Flow-Timer {FLOW_TIMER}, \
+         transaction timer {} s",
+        TRANSACTION_TIMER_MS / 1000
+    ));
 
     let proxy = PROXY.parse().expect("proxy address");
     let sipp_client =
         |port| sipp::Peer { namespace: &client, local_ip: CLIENT_V4, local_port: port, proxy: PROXY, work_dir };
+    let mut heidi = Baresip::start(&client, (CLIENT_V4, 5090), SERVER_V4, REAL_UA, Transport::Tcp);
+    heidi.await_registered(Duration::from_secs(10));
+    say(format!("heidi registers over TCP from a real {} (outbound) -> SIP/2.0 200 OK", baresip::version()));
     let alice = OutboundUa::register(&client, proxy, "alice", Transport::Tcp, KEEPALIVE);
     let bob = OutboundUa::register(&client, proxy, "bob", Transport::Udp, KEEPALIVE);
     let mut carol: Child = sipp_client(5071).registered("carol");
     let dave = OutboundUa::register(&client, proxy, "dave", Transport::Tcp, KEEPALIVE);
     let erin = OutboundUa::register(&phone, proxy, "erin", Transport::Tcp, KEEPALIVE);
     let frank = OutboundUa::register(&phone, proxy, "frank", Transport::Udp, KEEPALIVE);
-    for ua in [&alice, &bob, &dave, &erin, &frank] {
+    let gina = OutboundUa::register(&phone, proxy, ZOMBIE, Transport::Tcp, KEEPALIVE);
+    let gus = OutboundUa::register(&client, proxy, RESTARTED, Transport::Tcp, KEEPALIVE);
+    for ua in [&alice, &bob, &dave, &erin, &frank, &gina, &gus] {
         let first = ua.registered.lines().next().unwrap_or("");
         say(format!("{:<5} registers over {} from {} -> {first}", ua.user, ua.transport.name(), ua.local));
     }
@@ -127,24 +173,52 @@ fn run_in(tag: &str, work_dir: &std::path::Path, say: &mut dyn FnMut(String)) ->
     let _ = carol.wait();
     crate::interrupt::process_ended(carol.id());
     dave.reset();
+    let gus_before = gus.local.to_string();
+    gus.close();
     lab.phone_link_down(&phone);
     let breaks = vec![
         ("carol", "her sipp process is killed (the kernel closes the connection: FIN)"),
         ("dave", "his connection is reset (RST)"),
         ("erin", "the phone's link goes down (TCP: silence)"),
         ("frank", "the phone's link goes down (UDP: silence)"),
+        (ZOMBIE, "the phone's link goes down and a MESSAGE for her follows (a zombie flow)"),
+        (RESTARTED, "killed (FIN); a MESSAGE for him follows, then he registers again"),
     ];
     for (aor, how) in &breaks {
         say(format!("{aor:<5} {how}"));
     }
 
-    // sipflow decides; a silent flow is failed after Flow-Timer + grace since its last keepalive.
+    // sipflow decides: a close at once, a zombie when the server's data goes
+    // unacknowledged, a silent flow Flow-Timer + grace after its last keepalive.
     let mut flagged = BTreeMap::new();
+    let mut flagged_flows = BTreeSet::new();
     let decide = Duration::from_secs((FLOW_TIMER + GRACE_S + 3) as u64);
-    while broken_at.elapsed() < decide {
-        poll_failed(&server, broken_at, &mut flagged);
-        thread::sleep(Duration::from_millis(100));
-    }
+    let (gus, restarted_after_s) = thread::scope(|scope| {
+        // A request for gina at once: Kamailio writes it into a connection
+        // whose other end is gone, and answers 430 when its timer fires.
+        scope.spawn(|| {
+            thread::sleep(Duration::from_millis(300));
+            sipp_client(5073).call_each("message_every_aor.xml", Mode::Tcp, &[ZOMBIE])
+        });
+        // A request for gus before he is back (430 at once), then gus again.
+        let restart = scope.spawn(|| {
+            thread::sleep(Duration::from_millis(100));
+            sipp_client(5074).call_each("message_every_aor.xml", Mode::Tcp, &[RESTARTED]);
+            let gus = OutboundUa::restart(&client, proxy, RESTARTED, Transport::Tcp, KEEPALIVE);
+            (gus, broken_at.elapsed().as_secs_f64())
+        });
+        while broken_at.elapsed() < decide {
+            poll_failed(&server, broken_at, &mut flagged, &mut flagged_flows);
+            thread::sleep(Duration::from_millis(100));
+        }
+        restart.join().expect("gus restarted")
+    });
+    say(format!(
+        "gus   registers again over TCP from {} {restarted_after_s:.2} s after the kill -> {}",
+        gus.local,
+        gus.registered.lines().next().unwrap_or("")
+    ));
+    let restarted_flows = (gus_before, gus.local.to_string());
 
     // The caller: an INVITE over UDP and a MESSAGE over TCP to every AOR.
     let mut aors: Vec<&str> = LIVE.iter().chain(BROKEN.iter()).copied().collect();
@@ -156,13 +230,14 @@ fn run_in(tag: &str, work_dir: &std::path::Path, say: &mut dyn FnMut(String)) ->
         (invites.join().expect("INVITE round"), messages.join().expect("MESSAGE round"))
     });
     // Late verdicts are recorded too: the test checks they came before the 430s.
-    poll_failed(&server, broken_at, &mut flagged);
+    poll_failed(&server, broken_at, &mut flagged, &mut flagged_flows);
     thread::sleep(Duration::from_millis(500));
     capture.stop();
 
     let (_, metrics) = http_get(&server, "http://127.0.0.1:9560/metrics").expect("scrape /metrics");
     let (_, flows) = http_get(&server, "http://127.0.0.1:9560/flows").expect("GET /flows");
-    let delivered = [&alice, &bob].iter().map(|ua| (ua.user.clone(), ua.delivered.lock().unwrap().clone())).collect();
+    let delivered =
+        [&alice, &bob, &gus].iter().map(|ua| (ua.user.clone(), ua.delivered.lock().unwrap().clone())).collect();
     let caller_ok = [invites.status.success(), messages.status.success()];
     for (round, output) in [("INVITE", &invites), ("MESSAGE", &messages)] {
         if !output.status.success() {
@@ -172,6 +247,9 @@ fn run_in(tag: &str, work_dir: &std::path::Path, say: &mut dyn FnMut(String)) ->
     Outcome {
         breaks,
         flagged,
+        flagged_flows,
+        restarted_flows,
+        restarted_after_s,
         answers_430: tshark::responses(&capture.path, 430),
         tshark: tshark::count_sip(&capture.path),
         sipflow: sipflow_counts(&metrics),
@@ -180,24 +258,36 @@ fn run_in(tag: &str, work_dir: &std::path::Path, say: &mut dyn FnMut(String)) ->
         metrics,
         flows,
         kamailio_log: kamailio.log_text(),
+        real_ua_log: heidi.log_text(),
     }
 }
 
-/// Records the first time /flows shows each AOR's flow failed.
-fn poll_failed(server: &str, broken_at: Instant, flagged: &mut BTreeMap<String, Flagged>) {
+/// Records each flow's verdict as the agent reached it, and each AOR's first.
+fn poll_failed(
+    server: &str,
+    broken_at: Instant,
+    flagged: &mut BTreeMap<String, Flagged>,
+    flagged_flows: &mut BTreeSet<String>,
+) {
     let Some((200, body)) = http_get(server, "http://127.0.0.1:9560/flows?state=failed") else {
         return;
     };
+    let (polled_at, since_break) = (now(), broken_at.elapsed().as_secs_f64());
     let flows: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap_or_default();
     for flow in flows {
-        let Some(aor) = flow["aor"].as_str() else { continue };
+        let remote = flow["remote"].as_str().unwrap_or("?").to_string();
+        flagged_flows.insert(remote.clone());
+        let verdict = &flow["verdict"];
+        let Some(aor) = verdict["aor"].as_str() else { continue };
         let user = aor.trim_start_matches("sip:").split('@').next().unwrap_or(aor).to_string();
+        let ago = verdict["seconds_ago"].as_f64().unwrap_or(0.0);
         flagged.entry(user).or_insert_with(|| Flagged {
             reason: flow["reason"].as_str().unwrap_or("?").to_string(),
-            would_430: flow["would_430"].as_bool().unwrap_or(false),
+            would_430: verdict["would_430"].as_bool().unwrap_or(false),
             transport: flow["transport"].as_str().unwrap_or("?").to_string(),
-            at: now(),
-            after_break_s: broken_at.elapsed().as_secs_f64(),
+            remote,
+            at: polled_at - ago,
+            after_break_s: since_break - ago,
         });
     }
 }
@@ -232,5 +322,17 @@ pub fn unpredicted_430s(outcome: &Outcome) -> Vec<String> {
         .iter()
         .filter(|(at, aor)| !outcome.flagged.get(aor).is_some_and(|f| f.would_430 && f.at < *at))
         .map(|(at, aor)| format!("{aor} at {at:.3}: flagged {:?}", outcome.flagged.get(aor)))
+        .collect()
+}
+
+/// Each 430 sipflow predicted: (AOR, seconds between the verdict and the 430).
+pub fn leads_over_430(outcome: &Outcome) -> Vec<(String, f64)> {
+    outcome
+        .answers_430
+        .iter()
+        .filter_map(|(at, aor)| {
+            let flagged = outcome.flagged.get(aor).filter(|f| f.would_430 && f.at < *at)?;
+            Some((aor.clone(), at - flagged.at))
+        })
         .collect()
 }

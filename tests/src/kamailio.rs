@@ -16,6 +16,10 @@ pub fn config_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("lab/kamailio.cfg")
 }
 
+/// Kamailio's transaction timer (tm's fr_timer, ms): a request unanswered over
+/// a flow this long is answered 430. Operators use 4-5 s rather than SIP's 32 s.
+pub const TRANSACTION_TIMER_MS: u32 = 4000;
+
 pub struct Kamailio {
     child: Child,
     pub log: PathBuf,
@@ -44,6 +48,7 @@ impl Kamailio {
             .arg(rundir.path())
             .args(["-l", &format!("udp:{addr}:5060"), "-l", &format!("tcp:{addr}:5060")])
             .args(["-A", &format!("FLOW_TIMER={flow_timer}"), "-A", &format!("TCP_LIFETIME={tcp_lifetime}")])
+            .args(["-A", &format!("FR_TIMER={TRANSACTION_TIMER_MS}")])
             .stdin(Stdio::null())
             .stdout(output.try_clone().expect("log fd"))
             .stderr(output)

@@ -52,7 +52,8 @@ impl Peer<'_> {
 
     /// One call per AOR user, all at once (`-r 50`), each to a final answer; sipp's output.
     pub fn call_each(&self, scenario_name: &str, mode: Mode, users: &[&str]) -> Output {
-        let injection = self.work_dir.join(format!("{scenario_name}.csv"));
+        // One file per local port: several callers may run at once.
+        let injection = self.work_dir.join(format!("{scenario_name}-{}.csv", self.local_port));
         let mut text = String::from("SEQUENTIAL\n");
         for user in users {
             text.push_str(&format!("{user};\n"));

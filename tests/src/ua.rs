@@ -85,6 +85,23 @@ impl OutboundUa {
     /// Registers `user` with the proxy at `proxy` from inside `namespace`, then
     /// keeps the flow alive every `keepalive` until told otherwise.
     pub fn register(namespace: &str, proxy: SocketAddr, user: &str, transport: Transport, keepalive: Duration) -> Self {
+        Self::register_as(namespace, proxy, user, transport, keepalive, &format!("{user}-reg"))
+    }
+
+    /// The same UA (same +sip.instance and reg-id) started again: a new
+    /// process, so a new Call-ID, over a new flow (RFC 5626 §4.2).
+    pub fn restart(namespace: &str, proxy: SocketAddr, user: &str, transport: Transport, keepalive: Duration) -> Self {
+        Self::register_as(namespace, proxy, user, transport, keepalive, &format!("{user}-reg-again"))
+    }
+
+    fn register_as(
+        namespace: &str,
+        proxy: SocketAddr,
+        user: &str,
+        transport: Transport,
+        keepalive: Duration,
+        call_id: &str,
+    ) -> Self {
         let mut socket = Lab::in_namespace(namespace, || match transport {
             Transport::Tcp => Socket::Tcp(TcpStream::connect_timeout(&proxy, Duration::from_secs(3)).expect("connect")),
             Transport::Udp => {
@@ -104,9 +121,7 @@ impl OutboundUa {
             Socket::Udp(s, _) => s.set_read_timeout(Some(Duration::from_millis(50))),
         }
         .expect("read timeout");
-        socket
-            .send(&outbound_register(user, transport.name(), local, user, &format!("{user}-reg")))
-            .expect("send REGISTER");
+        socket.send(&outbound_register(user, transport.name(), local, user, call_id)).expect("send REGISTER");
         let registered = await_final(&mut socket).unwrap_or_else(|| panic!("{user}: no answer to REGISTER"));
         assert!(registered.starts_with("SIP/2.0 200"), "{user}: REGISTER answered {registered}");
 

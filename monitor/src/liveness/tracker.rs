@@ -53,6 +53,20 @@ pub struct TrackedFlow {
     pub failure: Failure,
     /// The sweep that last met it in the kernel's map.
     seen_in: u64,
+    /// The verdict as it was reached, against the bindings of that moment.
+    judged: Judged,
+}
+
+/// A verdict as it was reached: the binding may move on afterwards (a UA that
+/// re-registers over a new flow), but what was predicted, and when, stays.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Judged {
+    /// When the agent reached the verdict (monotonic ns); shown as seconds ago.
+    #[serde(skip)]
+    pub at_ns: u64,
+    pub seconds_ago: f64,
+    pub aor: Option<String>,
+    pub would_430: bool,
 }
 
 /// How the host's own 430s compare with the verdicts before them.
@@ -158,6 +172,9 @@ pub struct FlowView {
     /// An edge proxy routes by this flow (an outbound binding, or --all-bindings-by-flow).
     pub routed_by_flow: bool,
     pub would_430: bool,
+    /// A failed flow's verdict as it was reached (null for others): `would_430`
+    /// above is as the bindings stand now, this one as they stood then.
+    pub verdict: Option<Judged>,
     pub packets_from_client: u64,
     pub packets_from_server: u64,
 }
@@ -249,9 +266,9 @@ impl Tracker {
     /// predicted when a flow carrying that AOR had been flagged before.
     fn grade_430(&mut self, answer: &sip_head::SipHead, at_ns: u64) {
         let predicted = answer.to_aor.as_deref().is_some_and(|aor| {
-            self.registrations.aors().any(|(key, flow)| {
-                key.aor() == aor && self.failure_of(&flow).is_some_and(|failure| failure.at_ns <= at_ns)
-            })
+            self.registrations
+                .flows_of(aor)
+                .any(|flow| self.failure_of(&flow).is_some_and(|failure| failure.at_ns <= at_ns))
         });
         if predicted {
             self.grades.predicted += 1;
@@ -390,11 +407,13 @@ impl Tracker {
         let judged = verdict::judge(transport, &state, flow_timer, &self.timers, now_ns);
         let replaced = replaced_at.map(|at_ns| Failure { reason: Reason::Replaced, at_ns });
         if let Some(failure) = [judged, replaced].into_iter().flatten().min_by_key(|f| f.at_ns) {
-            failed.insert(key, TrackedFlow { state, failure, seen_in: this_sweep });
+            let (aor, would_430) = (self.aor_of(iface, &key), self.would_430(iface, &key, &failure));
+            let judged = Judged { at_ns: now_ns, seconds_ago: 0.0, aor: aor.clone(), would_430 };
+            failed.insert(key, TrackedFlow { state, failure, seen_in: this_sweep, judged });
             if failure.at_ns >= self.quiet_before_ns {
                 sweep.verdicts.push(Verdict {
-                    aor: self.aor_of(iface, &key),
-                    would_430: self.would_430(iface, &key, &failure),
+                    aor,
+                    would_430,
                     delay_s: seconds(now_ns.saturating_sub(failure.at_ns)),
                     failure,
                     flow: FlowId { iface: iface.to_string(), key },
@@ -456,7 +475,12 @@ impl Tracker {
         let mut out: Vec<FlowView> = Vec::new();
         for (iface, flows) in &self.failed {
             for (key, tracked) in flows {
-                out.push(self.flow_view(iface, key, &tracked.state, Some(tracked.failure), now_ns));
+                let mut view = self.flow_view(iface, key, &tracked.state, Some(tracked.failure), now_ns);
+                view.verdict = Some(Judged {
+                    seconds_ago: seconds(now_ns.saturating_sub(tracked.judged.at_ns)),
+                    ..tracked.judged.clone()
+                });
+                out.push(view);
             }
         }
         if !only_failed {
@@ -497,6 +521,7 @@ impl Tracker {
             bindings: bindings.map_or(0, |b| b.count),
             routed_by_flow: bindings.is_some_and(|b| b.by_flow),
             would_430: failure.as_ref().is_some_and(|f| self.would_430(iface, key, f)),
+            verdict: None,
             packets_from_client: s.packets_from_client,
             packets_from_server: s.packets_from_server,
         }

@@ -144,3 +144,64 @@ fn flows_without_an_agent() {
     let output = Command::new(sipflow_bin()).args(["flows", "--agent", "127.0.0.1:1"]).output().unwrap();
     assert_one_sentence(&output, 1, "cannot reach the agent at 127.0.0.1:1");
 }
+
+/// As under `ip netns exec`: a mount namespace of its own, where the agent
+/// mounts the BPF filesystem itself. Its pins would die with it; it runs, and
+/// says so once, naming `nsenter --net`. (`check` fails on the same ground.)
+#[test]
+fn a_private_mount_namespace_is_named() {
+    require_root();
+    let state = format!("/tmp/sipflow-private-mounts-{}.json", std::process::id());
+    let script = "while umount /sys/fs/bpf 2>/dev/null; do :; done; ip link set lo up; exec \"$@\"";
+    let output = Command::new("timeout")
+        .args(["-s", "INT", "8", "unshare", "--net", "--mount", "--propagation", "private", "sh", "-c", script, "sh"])
+        .args([&sipflow_bin(), "run", "-i", "lo", "--listen", "127.0.0.1:0", "--state-file", &state])
+        .output()
+        .expect("unshare (util-linux)");
+    let _ = std::fs::remove_file(&state);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.matches("nsenter --net=/run/netns/NAME").count(), 1, "{stderr}");
+    assert!(stderr.contains("serving /metrics"), "it runs all the same: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// Interface names become directories under --pin-dir: `..` or `/` never reach one.
+#[test]
+fn interface_names_that_are_paths_are_refused() {
+    let dir = std::env::temp_dir().join(format!("sipflow-iface-names-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("pins")).unwrap();
+    std::fs::write(dir.join("keep"), b"mine").unwrap();
+    for name in ["..", "/", "../..", "sixteen-bytes-ab", "eth0:1"] {
+        let pins = dir.join("pins");
+        let output = Command::new(sipflow_bin()).args(["detach", "-i", name, "--pin-dir"]).arg(&pins).output().unwrap();
+        assert_one_sentence(&output, 2, "is not an interface name");
+    }
+    let kept = std::fs::read(dir.join("keep"));
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(kept.unwrap(), b"mine");
+}
+
+/// Every timer is bounded: no zero walk interval, no grace that overflows a
+/// deadline. (An agent that took them would run: in a network namespace of
+/// its own, with pins of its own, for 10 s at most.)
+#[test]
+fn unbounded_durations_are_refused() {
+    require_root();
+    let pins = format!("/sys/fs/bpf/sipflow-tests/unbounded-{}", std::process::id());
+    let state = format!("/tmp/sipflow-unbounded-{}.json", std::process::id());
+    for (option, value) in [
+        ("--sweep-interval", "0"),
+        ("--grace", "18446744073709551615s"),
+        ("--retention", "307445734561825861m"),
+        ("--flow-timer", "0"),
+    ] {
+        let output = Command::new("timeout")
+            .args(["-s", "KILL", "10", "unshare", "--net", &sipflow_bin(), "run", "-i", "lo", option, value])
+            .args(["--pin-dir", &pins, "--state-file", &state, "--listen", "127.0.0.1:0"])
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&pins);
+        let _ = std::fs::remove_file(&state);
+        assert_one_sentence(&output, 2, option);
+    }
+}

@@ -102,7 +102,12 @@ fn bpffs_check() -> Outcome {
         return Ok(format!("mounted at {}", pins::BPFFS));
     }
     match pins::ensure_bpffs() {
-        Ok(()) => Ok(format!("was not mounted; mounted it at {}", pins::BPFFS)),
+        Ok(_) if pins::private_mounts() => Err(format!(
+            "not mounted at {} in this mount namespace (as under `ip netns exec`): a BPF filesystem mounted \
+             here dies with the process; run sipflow with `nsenter --net=/run/netns/NAME` instead",
+            pins::BPFFS
+        )),
+        Ok(_) => Ok(format!("was not mounted; mounted it at {}", pins::BPFFS)),
         Err(e) => Err(format!(
             "not mounted at {} and cannot be mounted here ({e}); mount it with `mount -t bpf bpf {}`",
             pins::BPFFS,

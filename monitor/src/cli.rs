@@ -45,7 +45,7 @@ pub enum Command {
 #[derive(Args, Debug, Clone)]
 pub struct CheckArgs {
     /// Interface to check (repeat for several).
-    #[arg(short = 'i', long = "iface", value_name = "IFACE", required = true)]
+    #[arg(short = 'i', long = "iface", value_name = "IFACE", required = true, value_parser = iface_name)]
     pub ifaces: Vec<String>,
 
     /// XDP mode to try, as `sipflow run --xdp-mode`.
@@ -56,7 +56,7 @@ pub struct CheckArgs {
 #[derive(Args, Debug, Clone)]
 pub struct DetachArgs {
     /// Interface to clear (repeat for several).
-    #[arg(short = 'i', long = "iface", value_name = "IFACE", required = true)]
+    #[arg(short = 'i', long = "iface", value_name = "IFACE", required = true, value_parser = iface_name)]
     pub ifaces: Vec<String>,
 
     /// Where the agent pinned them (its --pin-dir).
@@ -88,7 +88,7 @@ pub enum FlowStateArg {
 pub struct RunArgs {
     /// Interface to monitor (repeat for several). XDP sees the packets that arrive
     /// on it. Required, here or as `iface` in the --config file.
-    #[arg(short = 'i', long = "iface", value_name = "IFACE")]
+    #[arg(short = 'i', long = "iface", value_name = "IFACE", value_parser = iface_name)]
     pub ifaces: Vec<String>,
 
     /// A TOML file with any of these options, keys spelled with `_` for `-`
@@ -157,37 +157,37 @@ pub struct RunArgs {
 
     /// Keepalive interval assumed when the registrar sent no Flow-Timer (RFC 5626
     /// §4.4). Default: 120s on TCP and TLS, 29s on UDP.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = keepalive_interval)]
     pub flow_timer: Option<Duration>,
 
     /// Time added to the keepalive interval before a silent flow is called failed.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = grace)]
     pub grace: Duration,
 
     /// A ping with no pong for this long fails the flow (needs the server's side, seen unless --ingress-only off a tap).
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = timeout)]
     pub pong_timeout: Duration,
 
     /// The least time data the server sent on a TCP flow may go unacknowledged
     /// before the flow is failed as a zombie (tcp_unacked); the flow's own
     /// smoothed RTT x 4 where that is longer.
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = timeout)]
     pub ack_timeout: Duration,
 
     /// How long a request the server sent over a UDP flow may go without
     /// anything from the client before the flow fails (request_timeout).
-    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = timeout)]
     pub request_timeout: Duration,
 
     /// How long a failed flow stays listed in /flows after it failed.
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = retention)]
     pub retention: Duration,
 
     /// How often every flow map is walked whole, to reconcile what events may
     /// have missed (a full ring buffer, an eviction) and to refresh the flow
     /// gauges. Verdicts do not wait for it: closes come as kernel events, and
     /// timeouts as deadlines the agent keeps per flow.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = walk_interval)]
     pub sweep_interval: Duration,
 
     /// Where the maps and links are pinned (a directory on the BPF filesystem),
@@ -262,13 +262,75 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = text.split_at(split);
     let number: u64 =
         number.parse().map_err(|_| format!("`{text}` is not a duration; write it like 30s, 500ms or 2m"))?;
+    let too_long = || format!("`{text}` is longer than any timer here can be");
     match unit {
         "" | "s" => Ok(Duration::from_secs(number)),
         "ms" => Ok(Duration::from_millis(number)),
-        "m" => Ok(Duration::from_secs(number * 60)),
-        "h" => Ok(Duration::from_secs(number * 3600)),
+        "m" => Ok(Duration::from_secs(number.checked_mul(60).ok_or_else(too_long)?)),
+        "h" => Ok(Duration::from_secs(number.checked_mul(3600).ok_or_else(too_long)?)),
         _ => Err(format!("`{text}` has an unknown unit; use ms, s, m or h")),
     }
+}
+
+/// An interface name as Linux accepts one (dev_valid_name): 1 to 15 bytes,
+/// not `.` or `..`, no `/`, `:` or white space. Names become directories
+/// under --pin-dir, so nothing else may reach a path.
+pub fn iface_name(text: &str) -> Result<String, String> {
+    let valid = (1..=15).contains(&text.len())
+        && text != "."
+        && text != ".."
+        && !text.chars().any(|c| c == '/' || c == ':' || c.is_whitespace());
+    if valid {
+        Ok(text.to_string())
+    } else {
+        Err(format!("`{text}` is not an interface name: 1 to 15 bytes, no '/', ':' or spaces, not . or .."))
+    }
+}
+
+const MILLISECOND: Duration = Duration::from_millis(1);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// A duration between `least` and `most`: every timer has bounds, so that no
+/// deadline computed from them can overflow, and none can spin the agent.
+fn bounded(text: &str, least: Duration, most: Duration) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration < least || duration > most {
+        return Err(format!("`{text}` is out of range; give between {} and {}", spelled(least), spelled(most)));
+    }
+    Ok(duration)
+}
+
+fn spelled(duration: Duration) -> String {
+    match duration.as_secs() {
+        0 => format!("{}ms", duration.as_millis()),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s => format!("{s}s"),
+    }
+}
+
+/// --flow-timer: RFC 5626 §4.4 intervals are seconds to minutes.
+fn keepalive_interval(text: &str) -> Result<Duration, String> {
+    bounded(text, Duration::from_secs(1), DAY)
+}
+
+fn grace(text: &str) -> Result<Duration, String> {
+    bounded(text, Duration::ZERO, DAY)
+}
+
+/// --pong-timeout, --ack-timeout, --request-timeout.
+fn timeout(text: &str) -> Result<Duration, String> {
+    bounded(text, MILLISECOND, HOUR)
+}
+
+fn retention(text: &str) -> Result<Duration, String> {
+    bounded(text, Duration::from_secs(1), 7 * DAY)
+}
+
+/// --sweep-interval: a walk takes up to a second at a million flows; walking
+/// more often than every 100 ms would keep a core busy for nothing.
+fn walk_interval(text: &str) -> Result<Duration, String> {
+    bounded(text, Duration::from_millis(100), HOUR)
 }
 
 #[cfg(test)]
@@ -289,6 +351,35 @@ mod tests {
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("3 weeks").is_err());
+        assert!(parse_duration("307445734561825861m").is_err(), "minutes past u64 seconds");
+        assert!(parse_duration("18446744073709551615h").is_err());
+    }
+
+    #[test]
+    fn interface_names_are_what_linux_accepts() {
+        for good in ["eth0", "sip0", "enp0s31f6", "veth-abcdefghij", "a"] {
+            assert_eq!(iface_name(good), Ok(good.to_string()));
+        }
+        for bad in ["", ".", "..", "/", "../x", "a/b", "eth0:1", "eth 0", "sixteen-bytes-ab"] {
+            assert!(iface_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(Cli::try_parse_from(["sipflow", "detach", "-i", ".."]).is_err());
+    }
+
+    #[test]
+    fn every_timer_is_bounded() {
+        let run = |args: &[&str]| {
+            let mut full = vec!["sipflow", "run", "-i", "eth0"];
+            full.extend_from_slice(args);
+            Cli::try_parse_from(full).map(|_| ()).map_err(|e| e.kind())
+        };
+        assert_eq!(run(&["--sweep-interval", "0"]), Err(clap::error::ErrorKind::ValueValidation));
+        assert_eq!(run(&["--grace", "18446744073709551615s"]), Err(clap::error::ErrorKind::ValueValidation));
+        assert_eq!(run(&["--retention", "307445734561825861m"]), Err(clap::error::ErrorKind::ValueValidation));
+        assert_eq!(run(&["--flow-timer", "0s"]), Err(clap::error::ErrorKind::ValueValidation));
+        assert_eq!(run(&["--ack-timeout", "2h"]), Err(clap::error::ErrorKind::ValueValidation));
+        assert!(run(&["--retention", "7d"]).is_err(), "no unit d");
+        assert_eq!(run(&["--sweep-interval", "200ms", "--grace", "0s", "--retention", "168h"]), Ok(()));
     }
 
     #[test]

@@ -13,11 +13,18 @@ pub fn flows(args: &FlowsArgs) -> Result<(), Failure> {
         None => "",
     };
     let url = format!("http://{}/flows{query}", args.agent);
-    let config = ureq::config::Config::builder().timeout_global(Some(Duration::from_secs(5))).build();
+    // Connecting and the answer's start are quick or the agent is not there;
+    // the body of a registrar's flows is hundreds of MB and takes its time,
+    // so it has no size limit and a generous time.
+    let config = ureq::config::Config::builder()
+        .timeout_connect(Some(Duration::from_secs(5)))
+        .timeout_recv_response(Some(Duration::from_secs(60)))
+        .timeout_recv_body(Some(Duration::from_secs(600)))
+        .build();
     let body = ureq::Agent::new_with_config(config)
         .get(&url)
         .call()
-        .and_then(|mut r| r.body_mut().read_to_string())
+        .and_then(|mut r| r.body_mut().with_config().limit(u64::MAX).read_to_string())
         .map_err(|e| {
             Failure::Runtime(format!(
                 "cannot reach the agent at {}: {e}; is `sipflow run` running there (see its --listen, and --agent here)?",

@@ -64,7 +64,7 @@ impl Pins {
     /// Removes every pin of the interface: the links (so the programs
     /// detach, once no process holds them) and the maps. False when there was nothing.
     pub fn remove_all(&self) -> io::Result<bool> {
-        if !self.iface_dir.exists() {
+        if std::fs::symlink_metadata(&self.iface_dir).is_err() {
             return Ok(false);
         }
         remove_tree(&self.iface_dir)?;
@@ -86,9 +86,10 @@ pub fn programs_attached(pins: &Pins, ifindex: u32, egress: bool, tc_pinned: boo
     out
 }
 
-/// bpffs holds no regular files: unlink each pin, then the directories.
+/// bpffs holds no regular files: unlink each pin, then the directories. A
+/// symbolic link is unlinked, never followed: what it points at stays.
 pub fn remove_tree(path: &Path) -> io::Result<()> {
-    if path.is_dir() {
+    if std::fs::symlink_metadata(path)?.file_type().is_dir() {
         for entry in std::fs::read_dir(path)? {
             remove_tree(&entry?.path())?;
         }
@@ -110,14 +111,15 @@ pub fn is_bpffs(path: &Path) -> bool {
 }
 
 /// Mounts the BPF filesystem at /sys/fs/bpf where it is not mounted yet, as
-/// systemd and most distributions do at boot. Needs CAP_SYS_ADMIN.
-pub fn ensure_bpffs() -> io::Result<()> {
+/// systemd and most distributions do at boot. Needs CAP_SYS_ADMIN. True when
+/// it mounted one.
+pub fn ensure_bpffs() -> io::Result<bool> {
     // Threads of one process (tests) must not each mount one over the other.
     static MOUNTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one_at_a_time = MOUNTING.lock().unwrap_or_else(|e| e.into_inner());
     let at = Path::new(BPFFS);
     if is_bpffs(at) {
-        return Ok(());
+        return Ok(false);
     }
     let (source, target, kind, options) = (c"bpf", c"/sys/fs/bpf", c"bpf", c"mode=0700");
     // SAFETY: NUL-terminated strings; mount(2) only reads them.
@@ -125,7 +127,20 @@ pub fn ensure_bpffs() -> io::Result<()> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(())
+    Ok(true)
+}
+
+/// Whether this process sees mounts of its own, apart from the host's (PID
+/// 1's): `ip netns exec` gives the command a private mount namespace with a
+/// /sys of its own, so a BPF filesystem mounted there, and every pin in it,
+/// dies with the process. Unknown (no /proc/1 to compare with) counts as private.
+pub fn private_mounts() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let namespace = |pid: &str| std::fs::metadata(format!("/proc/{pid}/ns/mnt")).map(|m| (m.dev(), m.ino()));
+    match (namespace("self"), namespace("1")) {
+        (Ok(own), Ok(host)) => own != host,
+        _ => true,
+    }
 }
 
 /// `enum bpf_cmd` numbers (include/uapi/linux/bpf.h).
@@ -190,6 +205,27 @@ mod tests {
         assert_eq!(pins.iface_dir, Path::new("/sys/fs/bpf/sipflow/eth0"));
         assert_eq!(pins.dir, Path::new(&format!("/sys/fs/bpf/sipflow/eth0/v{SCHEMA}")));
         assert_eq!(pins.link(XDP_LINK), pins.dir.join("xdp_link"));
+    }
+
+    #[test]
+    fn removal_unlinks_a_symbolic_link_and_leaves_what_it_points_at() {
+        let base = std::env::temp_dir().join(format!("sipflow-pins-test-{}", std::process::id()));
+        let (root, victim) = (base.join("pins"), base.join("victim"));
+        std::fs::create_dir_all(victim.join("deeper")).unwrap();
+        std::fs::write(victim.join("deeper/keep"), b"mine").unwrap();
+        std::fs::create_dir_all(&root).unwrap();
+        // An interface directory that is a link out of the pin directory, and a
+        // link inside a real one.
+        std::os::unix::fs::symlink(&victim, root.join("eth0")).unwrap();
+        std::fs::create_dir_all(root.join("eth1/v4")).unwrap();
+        std::os::unix::fs::symlink(&victim, root.join("eth1/v4/flows")).unwrap();
+        assert!(Pins::new(&root, "eth0").remove_all().unwrap());
+        assert!(Pins::new(&root, "eth1").remove_all().unwrap());
+        let kept = std::fs::read(victim.join("deeper/keep"));
+        let gone = (root.join("eth0").symlink_metadata().is_err(), root.join("eth1").exists());
+        std::fs::remove_dir_all(&base).unwrap();
+        assert_eq!(kept.unwrap(), b"mine");
+        assert_eq!(gone, (true, false));
     }
 
     #[test]

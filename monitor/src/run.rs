@@ -18,8 +18,12 @@ use tracing::{info, warn};
 use crate::{
     attach::{self, AttachOptions, Attached, SipPorts},
     cli::RunArgs,
+    clock::boot_time_ns,
     engine::{AgentState, Engine, Input, Instance},
-    export::{http::router, metrics::Metrics},
+    export::{
+        http::{self, router},
+        metrics::Metrics,
+    },
     failure::Failure,
     head_events::{FlowEvents, HeadEvents},
     kernel_maps::FlowTable,
@@ -42,7 +46,15 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         return Err(Failure::NotPrivileged);
     }
     if args.pin_dir.starts_with(pins::BPFFS) {
-        pins::ensure_bpffs().map_err(|e| Failure::NoBpffs(e.to_string()))?;
+        let mounted = pins::ensure_bpffs().map_err(|e| Failure::NoBpffs(e.to_string()))?;
+        if mounted && pins::private_mounts() {
+            warn!(
+                pin_dir = %args.pin_dir.display(),
+                "sipflow runs in a mount namespace of its own (as under `ip netns exec`) and mounted the BPF \
+                 filesystem there: its pins die with it, and a restart loses flows, counts and attached programs; \
+                 enter only the network namespace instead, with `nsenter --net=/run/netns/NAME sipflow run ...`"
+            );
+        }
     }
     // Bind before attaching, so a busy port fails before anything changes on the host.
     let listener = TcpListener::bind(args.listen)
@@ -83,7 +95,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         all_by_flow: args.all_bindings_by_flow,
     };
     let mut tracker = Tracker::with_limits(args.timers(), args.retention, limits, args.ingress_only);
-    match saved::load(&args.state_file) {
+    match saved::load(&args.state_file, boot_time_ns(), args.max_bindings, &args.ifaces) {
         Ok(saved) => {
             if !saved.bindings.is_empty() {
                 let bindings = saved.bindings.len();
@@ -112,10 +124,12 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     // engine, on its own thread, owns every decision.
     let (inputs, engine_inputs) = std::sync::mpsc::channel();
     let (stopped_tx, mut stopped) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let mut tasks = Vec::new();
+    // Every task runs for the agent's life: one that ends, however (an error,
+    // a panic), ends the agent, so that the service manager restarts it.
+    let mut tasks = tokio::task::JoinSet::new();
     for (i, (iface, mut heads, mut news)) in event_sources.into_iter().enumerate() {
         let (inputs, stopped_tx) = (inputs.clone(), stopped_tx.clone());
-        tasks.push(tokio::spawn(async move {
+        tasks.spawn(async move {
             let failed = loop {
                 let input = tokio::select! {
                     batch = heads.next_batch() => batch.map(|b| Input::Heads(i, b)),
@@ -131,7 +145,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
                 };
             };
             let _ = stopped_tx.send(failed);
-        }));
+        });
     }
     drop(inputs);
     let engine = Engine::new(state.clone(), engine_inputs, args.sweep_interval);
@@ -142,31 +156,35 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         .spawn(move || {
             let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.run()));
             engine_state.engine_alive.store(false, Ordering::Relaxed);
-            if ran.is_err() {
-                let _ = engine_stopped.send("the liveness engine stopped".to_string());
-            }
+            let why = if ran.is_err() { "the liveness engine failed" } else { "the liveness engine stopped" };
+            let _ = engine_stopped.send(why.to_string());
         })
         .map_err(|e| Failure::Runtime(format!("cannot start the liveness engine: {e}")))?;
     let saver_state = state.clone();
-    tasks.push(tokio::spawn(async move {
+    tasks.spawn(async move {
         // The bindings are written off the engine's thread: at a million they take seconds.
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tick.tick().await;
             let state = saver_state.clone();
-            let _ = tokio::task::spawn_blocking(move || state.save_registrations(false)).await;
+            if tokio::task::spawn_blocking(move || state.save_registrations(false)).await.is_err() {
+                let _ = stopped_tx.send("saving the registrations failed".to_string());
+                return;
+            }
         }
-    }));
+    });
 
     info!(listen = %args.listen, "serving /metrics, /flows and /healthz");
-    let serving = axum::serve(listener, router(state.clone())).with_graceful_shutdown(shutdown_signal());
+    let serving = http::serve(listener, router(state.clone()), shutdown_signal());
     let served = tokio::select! {
-        served = serving => served.map_err(|e| Failure::Runtime(format!("the HTTP endpoint failed: {e}"))),
+        () = serving => Ok(()),
         Some(why) = stopped.recv() => Err(Failure::Runtime(format!("{why}; exiting so that the service manager restarts sipflow"))),
+        Some(ended) = tasks.join_next() => {
+            let why = if ended.is_err() { "a task of the agent failed" } else { "a task of the agent ended" };
+            Err(Failure::Runtime(format!("{why}; exiting so that the service manager restarts sipflow")))
+        }
     };
-    for task in tasks {
-        task.abort();
-    }
+    tasks.abort_all();
     // The readers held the engine's inputs: with them gone, it returns.
     let _ = tokio::task::spawn_blocking(move || engine_thread.join()).await;
     state.save_registrations(true);

@@ -7,6 +7,7 @@ pub mod forge;
 pub mod interrupt;
 pub mod kamailio;
 pub mod kernel;
+pub mod many_clients;
 pub mod netns;
 pub mod packets;
 pub mod peers;

@@ -1,10 +1,16 @@
 //! GET /metrics, GET /flows (?state=failed) and GET /healthz: they read what
 //! the engine keeps, and never drive it.
 
-use std::sync::Arc;
+use std::{future::Future, sync::Arc, time::Duration};
+
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
+use tokio::net::TcpListener;
 
 use axum::{
-    Json, Router,
+    Router,
     extract::{Query, State},
     http::StatusCode,
     response::IntoResponse,
@@ -13,6 +19,39 @@ use axum::{
 use serde::Deserialize;
 
 use crate::{clock::boot_time_ns, engine::AgentState};
+
+/// How long a connection may take to send a request head, and may stay idle
+/// between requests: a scraper sends its head at once; a connection that
+/// does not is closed rather than kept for ever.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `router` on `listener` until `shutdown` completes, each connection
+/// on a task of its own, held to [`HEADER_READ_TIMEOUT`].
+pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()>) {
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                // Out of file descriptors, or a connection reset before it was
+                // accepted: the listener itself is fine; try again shortly.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let service = TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
 
 pub fn router(state: Arc<AgentState>) -> Router {
     Router::new()
@@ -42,21 +81,24 @@ async fn flows(State(state): State<Arc<AgentState>>, Query(query): Query<FlowsQu
             return (StatusCode::BAD_REQUEST, message).into_response();
         }
     };
-    // Listing every flow walks the kernel's maps: off the runtime's thread.
-    let view = tokio::task::spawn_blocking(move || {
-        let now = boot_time_ns();
-        let tables: Vec<_> =
-            state.instances.iter().map(|i| (i.iface.as_str(), i.flows.lock().expect("flows lock"))).collect();
-        let kernel_flows = tables
-            .iter()
-            .filter(|_| !only_failed)
-            .flat_map(|(iface, table)| table.entries().map(move |(key, flow)| (*iface, key, flow)));
-        state.tracker.lock().expect("tracker lock").view(kernel_flows, now, only_failed)
+    // Listing every flow walks the kernel's maps and writes MBs of JSON: off
+    // the runtime's thread, each lock held only for its own part, so that the
+    // engine (which takes them too) waits for one map at most, never for all.
+    let body = tokio::task::spawn_blocking(move || {
+        let mut kernel_flows = Vec::new();
+        if !only_failed {
+            for instance in &state.instances {
+                let table = instance.flows.lock().expect("flows lock");
+                kernel_flows.extend(table.entries().map(|(key, flow)| (instance.iface.as_str(), key, flow)));
+            }
+        }
+        let view = state.tracker.lock().expect("tracker lock").view(kernel_flows, boot_time_ns(), only_failed);
+        serde_json::to_vec(&view)
     })
     .await;
-    match view {
-        Ok(view) => Json(view).into_response(),
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "listing the flows failed\n").into_response(),
+    match body {
+        Ok(Ok(body)) => ([("content-type", "application/json")], body).into_response(),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "listing the flows failed\n").into_response(),
     }
 }
 

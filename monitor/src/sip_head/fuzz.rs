@@ -5,11 +5,11 @@
 use super::parse;
 use super::tests::SAMPLES;
 
-/// Marsaglia's xorshift64.
-struct Rng(u64);
+/// Marsaglia's xorshift64: the agent's fuzz tests share it.
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x << 13;
         x ^= x >> 7;
@@ -18,7 +18,7 @@ impl Rng {
         x
     }
 
-    fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         (self.next() % n.max(1) as u64) as usize
     }
 

@@ -31,7 +31,7 @@ mod params;
 mod start_line;
 
 #[cfg(test)]
-mod fuzz;
+pub(crate) mod fuzz;
 #[cfg(test)]
 mod tests;
 

@@ -51,6 +51,15 @@ fn sipflow_flows_lists_thirty_thousand_flows() {
     assert!(json.stdout.len() > 10 << 20, "more than ureq's default limit: {} bytes", json.stdout.len());
     let listed: Vec<serde_json::Value> = serde_json::from_slice(&json.stdout).expect("a JSON array");
     assert_eq!(listed.len(), flows as usize);
+    // Or page by page.
+    let page = |query: &str| {
+        let (_, body) = http_get(&server, &format!("http://127.0.0.1:9560/flows?{query}")).expect("a page");
+        serde_json::from_str::<Vec<serde_json::Value>>(&body).expect("a JSON array")
+    };
+    assert_eq!(page("limit=100").len(), 100);
+    let last = page(&format!("offset={}&limit=100", flows - 5));
+    assert_eq!(last.len(), 5);
+    assert_eq!(last[4]["remote"], listed[flows as usize - 1]["remote"], "the same order as the whole list");
 }
 
 /// A thousand connections that send nothing do not stop a scrape; one that

@@ -70,6 +70,11 @@ async fn metrics(State(state): State<Arc<AgentState>>) -> impl IntoResponse {
 #[derive(Deserialize)]
 struct FlowsQuery {
     state: Option<String>,
+    /// Pages of the list (failed flows first, then by interface and client):
+    /// skip `offset` flows, return `limit` at most.
+    #[serde(default)]
+    offset: usize,
+    limit: Option<usize>,
 }
 
 async fn flows(State(state): State<Arc<AgentState>>, Query(query): Query<FlowsQuery>) -> impl IntoResponse {
@@ -93,7 +98,8 @@ async fn flows(State(state): State<Arc<AgentState>>, Query(query): Query<FlowsQu
             }
         }
         let view = state.tracker.lock().expect("tracker lock").view(kernel_flows, boot_time_ns(), only_failed);
-        serde_json::to_vec(&view)
+        let page: Vec<_> = view.iter().skip(query.offset).take(query.limit.unwrap_or(usize::MAX)).collect();
+        serde_json::to_vec(&page)
     })
     .await;
     match body {

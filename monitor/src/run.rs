@@ -176,14 +176,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
 
     info!(listen = %args.listen, "serving /metrics, /flows and /healthz");
     let serving = http::serve(listener, router(state.clone()), shutdown_signal());
-    let served = tokio::select! {
-        () = serving => Ok(()),
-        Some(why) = stopped.recv() => Err(Failure::Runtime(format!("{why}; exiting so that the service manager restarts sipflow"))),
-        Some(ended) = tasks.join_next() => {
-            let why = if ended.is_err() { "a task of the agent failed" } else { "a task of the agent ended" };
-            Err(Failure::Runtime(format!("{why}; exiting so that the service manager restarts sipflow")))
-        }
-    };
+    let served = until_something_ends(serving, &mut stopped, &mut tasks).await;
     tasks.abort_all();
     // The readers held the engine's inputs: with them gone, it returns.
     let _ = tokio::task::spawn_blocking(move || engine_thread.join()).await;
@@ -235,11 +228,65 @@ fn attach_one(
     }
 }
 
+/// Waits until serving ends (a signal: Ok), or a task says it failed or
+/// ends at all (Err: the agent exits non-zero, and systemd restarts it).
+async fn until_something_ends(
+    serving: impl Future<Output = ()>,
+    stopped: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    tasks: &mut tokio::task::JoinSet<()>,
+) -> Result<(), Failure> {
+    let restart = |why: &str| Failure::Runtime(format!("{why}; exiting so that the service manager restarts sipflow"));
+    tokio::select! {
+        () = serving => Ok(()),
+        Some(why) = stopped.recv() => Err(restart(&why)),
+        Some(ended) = tasks.join_next() => {
+            Err(restart(if ended.is_err() { "a task of the agent failed" } else { "a task of the agent ended" }))
+        }
+    }
+}
+
 async fn shutdown_signal() {
     let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
     tokio::select! {
         _ = term.recv() => info!("SIGTERM: stopping"),
         _ = int.recv() => info!("SIGINT: stopping"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `until_something_ends` with `serving`, after `spawn` put the agent's tasks in place.
+    fn ends_with(serving: impl Future<Output = ()>, spawn: fn(&mut tokio::task::JoinSet<()>)) -> Result<(), Failure> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let (_keep, mut stopped) = tokio::sync::mpsc::unbounded_channel::<String>();
+            let mut tasks = tokio::task::JoinSet::new();
+            spawn(&mut tasks);
+            until_something_ends(serving, &mut stopped, &mut tasks).await
+        })
+    }
+
+    #[test]
+    fn a_task_that_panics_or_ends_ends_the_agent() {
+        let failed = ends_with(std::future::pending(), |tasks| {
+            tasks.spawn(std::future::pending());
+            tasks.spawn(async { panic!("a reader failed") });
+        });
+        assert!(matches!(&failed, Err(Failure::Runtime(why)) if why.contains("failed")), "{failed:?}");
+        let ended = ends_with(std::future::pending(), |tasks| {
+            tasks.spawn(async {});
+        });
+        assert!(matches!(&ended, Err(Failure::Runtime(why)) if why.contains("ended")), "{ended:?}");
+    }
+
+    #[test]
+    fn a_signal_ends_it_well() {
+        let served = ends_with(async {}, |tasks| {
+            tasks.spawn(std::future::pending());
+        });
+        assert!(served.is_ok(), "{served:?}");
     }
 }

@@ -139,23 +139,25 @@ fn cargo_test(args: &[&str], tally: &mut Tally) -> Result<()> {
 }
 
 pub fn bench(repeat: u32, live_seconds: u32, rate: u32, scale_flows: &str) -> Result<()> {
-    cargo(&["build", "-p", "monitor", "--bins"])?;
-    cargo(&["run", "--quiet", "-p", "sipflow-tests", "--bin", "sipflow-bench", "--", &repeat.to_string()])?;
+    // The agent as operators run it: a release build (a debug agent spends
+    // most of a storm parsing heads unoptimised).
+    cargo(&["build", "--release", "-p", "monitor", "--bins"])?;
+    cargo(&["run", "--release", "--quiet", "-p", "sipflow-tests", "--bin", "sipflow-bench", "--", &repeat.to_string()])?;
     if live_seconds > 0 {
         let (seconds, rate) = (live_seconds.to_string(), rate.to_string());
-        cargo(&["run", "--quiet", "-p", "sipflow-tests", "--bin", "sipflow-bench-live", "--", &seconds, &rate])?;
+        cargo(&["run", "--release", "--quiet", "-p", "sipflow-tests", "--bin", "sipflow-bench-live", "--", &seconds, &rate])?;
     }
     let sizes: Vec<&str> = scale_flows.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
     if !sizes.is_empty() {
-        let mut args = vec!["run", "--quiet", "-p", "sipflow-tests", "--bin", "sipflow-bench-scale", "--"];
+        let mut args = vec!["run", "--release", "--quiet", "-p", "sipflow-tests", "--bin", "sipflow-bench-scale", "--"];
         args.extend(sizes);
         cargo(&args)?;
     }
     // Registration storms: 100 000 REGISTER/200 pairs over one flow, over as many flows, and a capped flood.
-    cargo(&["run", "--quiet", "-p", "sipflow-tests", "--bin", "sipflow-bench-storm", "--", "100000"])?;
+    cargo(&["run", "--release", "--quiet", "-p", "sipflow-tests", "--bin", "sipflow-bench-storm", "--", "100000"])?;
     // From an RST or FIN to its verdict; the binding table with a million registrations.
-    cargo(&["run", "--quiet", "-p", "sipflow-tests", "--bin", "sipflow-bench-verdicts", "--", "400"])?;
-    cargo(&["run", "--quiet", "-p", "sipflow-tests", "--bin", "sipflow-bench-bindings", "--", "1000000"])?;
+    cargo(&["run", "--release", "--quiet", "-p", "sipflow-tests", "--bin", "sipflow-bench-verdicts", "--", "400"])?;
+    cargo(&["run", "--release", "--quiet", "-p", "sipflow-tests", "--bin", "sipflow-bench-bindings", "--", "1000000"])?;
     Ok(())
 }
 

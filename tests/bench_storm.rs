@@ -184,6 +184,8 @@ struct Run {
     bindings_full: f64,
     refused_other: f64,
     lost: f64,
+    /// Flows the kernel's LRU map evicted: their REGISTER's answer may go unseen.
+    evicted: f64,
     kernel_registers: f64,
     kernel_oks: f64,
     /// First REGISTER to the first poll showing the settled bindings.
@@ -329,6 +331,7 @@ fn measure(kind: Kind, count: usize, rate: Option<u32>) -> Run {
             .map(|r| metric(&text, "sipflow_registrations_refused_total", &[("reason", r)]).unwrap_or(f64::NAN))
             .sum(),
         lost: metric(&text, "sipflow_events_lost_total", &[]).unwrap_or(f64::NAN),
+        evicted: sum_of(&text, "sipflow_flow_evictions_total"),
         kernel_registers: metric(&text, "sipflow_requests_total", &[("method", "REGISTER")]).unwrap_or(0.0),
         kernel_oks: metric(&text, "sipflow_responses_total", &[("code", "200")]).unwrap_or(0.0),
         settle_s,
@@ -428,6 +431,7 @@ fn main() {
     row("bindings bound (sipflow_registrations)", &|r| r.bound.to_string());
     row("refused: bindings_full / pending_full + cut_head", &|r| format!("{} / {}", r.bindings_full, r.refused_other));
     row("events lost", &|r| r.lost.to_string());
+    row("flows evicted (sipflow_flow_evictions_total)", &|r| r.evicted.to_string());
     row("first REGISTER to bindings settled, s", &|r| match r.settle_s {
         Some(s) => format!("{s:.2}{}", if s <= GOAL_S { "" } else { " (over 10 s)" }),
         None => format!("not settled; last change at {:.2}", r.last_change_s),
@@ -469,7 +473,7 @@ fn main() {
                 "answered": r.storm.answered, "retransmissions": r.storm.retransmissions,
                 "registrar_answers": r.answers_sent, "send_s": r.storm.seconds,
                 "kernel_registers": r.kernel_registers, "kernel_200s": r.kernel_oks, "bound": r.bound,
-                "refused_bindings_full": r.bindings_full, "refused_other": r.refused_other, "events_lost": r.lost,
+                "refused_bindings_full": r.bindings_full, "refused_other": r.refused_other, "events_lost": r.lost, "flows_evicted": r.evicted,
                 "settle_s": r.settle_s, "last_change_s": r.last_change_s,
                 "agent_rss_idle_kb": r.rss_idle_kb, "agent_rss_kb": r.rss_kb, "agent_rss_peak_kb": r.hwm_kb,
                 "agent_cpu_s": r.agent_cpu_s, "state_writes": r.state_writes, "state_bytes": r.state_bytes,
@@ -488,4 +492,12 @@ fn main() {
     if runs.iter().any(|r| !r.failures.is_empty()) {
         std::process::exit(1);
     }
+}
+
+/// A metric summed over all its series (every interface).
+fn sum_of(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
 }

@@ -142,22 +142,24 @@ pub fn bench(repeat: u32, live_seconds: u32, rate: u32, scale_flows: &str) -> Re
     // The agent as operators run it: a release build (a debug agent spends
     // most of a storm parsing heads unoptimised).
     cargo(&["build", "--release", "-p", "monitor", "--bins"])?;
-    cargo(&["run", "--release", "--quiet", "-p", "sipflow-tests", "--bin", "sipflow-bench", "--", &repeat.to_string()])?;
+    let bench = |name: &str, args: &[&str]| {
+        let mut all = vec!["run", "--release", "--quiet", "-p", "sipflow-tests", "--bin", name, "--"];
+        all.extend_from_slice(args);
+        cargo(&all)
+    };
+    bench("sipflow-bench", &[&repeat.to_string()])?;
     if live_seconds > 0 {
-        let (seconds, rate) = (live_seconds.to_string(), rate.to_string());
-        cargo(&["run", "--release", "--quiet", "-p", "sipflow-tests", "--bin", "sipflow-bench-live", "--", &seconds, &rate])?;
+        bench("sipflow-bench-live", &[&live_seconds.to_string(), &rate.to_string()])?;
     }
     let sizes: Vec<&str> = scale_flows.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
     if !sizes.is_empty() {
-        let mut args = vec!["run", "--release", "--quiet", "-p", "sipflow-tests", "--bin", "sipflow-bench-scale", "--"];
-        args.extend(sizes);
-        cargo(&args)?;
+        bench("sipflow-bench-scale", &sizes)?;
     }
     // Registration storms: 100 000 REGISTER/200 pairs over one flow, over as many flows, and a capped flood.
-    cargo(&["run", "--release", "--quiet", "-p", "sipflow-tests", "--bin", "sipflow-bench-storm", "--", "100000"])?;
+    bench("sipflow-bench-storm", &["100000"])?;
     // From an RST or FIN to its verdict; the binding table with a million registrations.
-    cargo(&["run", "--release", "--quiet", "-p", "sipflow-tests", "--bin", "sipflow-bench-verdicts", "--", "400"])?;
-    cargo(&["run", "--release", "--quiet", "-p", "sipflow-tests", "--bin", "sipflow-bench-bindings", "--", "1000000"])?;
+    bench("sipflow-bench-verdicts", &["400"])?;
+    bench("sipflow-bench-bindings", &["1000000"])?;
     Ok(())
 }
 

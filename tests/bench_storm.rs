@@ -41,7 +41,8 @@ use std::{
 
 use sipflow_tests::{
     netns::{Lab, SERVER_IF, SERVER_V4, http_get, metric},
-    registrar::{self, Rng, Storm},
+    registrar::{self, Storm},
+    rng::Rng,
 };
 
 /// How often /healthz, /metrics and the state file are looked at.
@@ -275,8 +276,8 @@ fn measure(kind: Kind, count: usize, rate: Option<u32>) -> Run {
                 1000,
                 rate,
                 move |_| {
-                    let address = addresses[ports.below(0..addresses.len() as u64) as usize];
-                    SocketAddr::V4(SocketAddrV4::new(address, ports.below(1024..65_536) as u16))
+                    let address = addresses[ports.below(addresses.len())];
+                    SocketAddr::V4(SocketAddrV4::new(address, ports.within(1024..65_536) as u16))
                 },
                 move |n, local| registrar::register(&aors[n], local, &registrar::call_id(n, "flood"), None),
             )

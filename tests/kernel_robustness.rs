@@ -11,6 +11,7 @@ use monitor_common::counters::{
 use sipflow_tests::{
     kernel::{LoadedXdp, XDP_PASS},
     packets::*,
+    rng::Rng,
 };
 
 struct Torture {
@@ -111,21 +112,6 @@ fn rfc4475_torture_messages() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// A small deterministic generator (xorshift64*), so a failure reproduces.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 fn seeds() -> Vec<Vec<u8>> {
     let mut seeds = vec![
         udp4(CLIENT_PORT, SIP_PORT, INVITE),
@@ -157,7 +143,7 @@ fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
             // Flip bytes anywhere, headers included.
             0 | 1 => {
                 let i = rng.below(frame.len());
-                frame[i] = rng.next() as u8;
+                frame[i] = rng.next_u64() as u8;
             }
             // Interesting values where lengths and offsets live.
             2 => {
@@ -167,7 +153,7 @@ fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
             3 => frame.truncate(14 + rng.below(frame.len() - 13)),
             4 => {
                 let at = rng.below(frame.len());
-                let junk: Vec<u8> = (0..rng.below(64)).map(|_| rng.next() as u8).collect();
+                let junk: Vec<u8> = (0..rng.below(64)).map(|_| rng.next_u64() as u8).collect();
                 frame.splice(at..at, junk);
             }
             _ => frame.extend((0..rng.below(32)).map(|_| b"\r\n SIP/2.0"[rng.below(10)])),
@@ -186,12 +172,12 @@ fn random_and_mutated_frames_always_pass_and_count_once() {
     const BATCH: usize = 1000;
     let xdp = LoadedXdp::load();
     let seeds = seeds();
-    let mut rng = Rng(0x5eed_cafe_f00d_0001);
+    let mut rng = Rng::seeded(0x5eed_cafe_f00d_0001);
     let mut before = xdp.counters();
     for batch in 0..FRAMES / BATCH {
         for n in 0..BATCH {
             let frame: Vec<u8> = if n % 4 == 0 {
-                (0..14 + rng.below(600)).map(|_| rng.next() as u8).collect()
+                (0..14 + rng.below(600)).map(|_| rng.next_u64() as u8).collect()
             } else {
                 let seed = &seeds[rng.below(seeds.len())];
                 mutate(&mut rng, seed)

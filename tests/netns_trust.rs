@@ -26,6 +26,7 @@ use sipflow_tests::{
     forge::{self, Control, Sniffer},
     netns::{CLIENT_IF, CLIENT_V4, Lab, SERVER_IF, SERVER_V4, http_get},
     peers::{self, TcpServer, connect},
+    rng::Rng,
 };
 
 const FLOW_TIMER_S: f64 = 2.0;
@@ -277,28 +278,6 @@ fn discard(stream: TcpStream, stopped: &AtomicBool) {
     each_read(stream, stopped, |_, _| true);
 }
 
-/// Bytes that look like nothing in particular (xorshift64*): TLS records are
-/// opaque to sipflow, so what a TLS client sends is, to it, noise.
-struct Noise(u64);
-
-impl Noise {
-    fn seeded() -> Self {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
-        Self(now.as_nanos() as u64 | 1)
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n)
-            .map(|_| {
-                self.0 ^= self.0 >> 12;
-                self.0 ^= self.0 << 25;
-                self.0 ^= self.0 >> 27;
-                (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
-            })
-            .collect()
-    }
-}
-
 #[test]
 fn a_busy_tls_flow_is_never_failed_by_silence() {
     let mut lab = Lab::new("tls");
@@ -315,7 +294,7 @@ fn a_busy_tls_flow_is_never_failed_by_silence() {
     let port = client_port(&stream);
 
     // 100 bytes every 0.5 s, past Flow-Timer + grace and 3 s more: the client is never silent.
-    let mut noise = Noise::seeded();
+    let mut noise = Rng::new();
     let start = Instant::now();
     let mut next_send = start;
     let mut listed = false;

@@ -352,35 +352,6 @@ pub fn sequential_source(addresses: &[Ipv4Addr], n: usize) -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(address, 1024 + (n % PORTS) as u16))
 }
 
-/// A small xorshift64* generator: random enough for AORs and ports, no crate needed.
-pub struct Rng(u64);
-
-impl Rng {
-    /// Seeded from the clock and the process id.
-    pub fn new() -> Self {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
-        Self((nanos as u64 ^ (u64::from(std::process::id()) << 32)) | 1)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// A number in `range`.
-    pub fn below(&mut self, range: std::ops::Range<u64>) -> u64 {
-        range.start + self.next_u64() % (range.end - range.start)
-    }
-}
-
-impl Default for Rng {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

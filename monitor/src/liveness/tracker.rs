@@ -14,7 +14,7 @@ use monitor_common::counters::Direction;
 
 use super::{
     registrations::{Change, FlowId, Limits, Registrations},
-    verdict::{self, Failure, Reason, Timers},
+    verdict::{self, FlowFailure, Reason, Timers},
 };
 use crate::{head_events::Head, sip_head};
 
@@ -50,7 +50,7 @@ pub struct Tracker {
 #[derive(Clone, Debug)]
 pub struct TrackedFlow {
     pub state: FlowState,
-    pub failure: Failure,
+    pub failure: FlowFailure,
     /// The sweep that last met it in the kernel's map.
     seen_in: u64,
     /// The verdict as it was reached, against the bindings of that moment.
@@ -85,7 +85,7 @@ pub struct Grades {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Verdict {
     pub flow: FlowId,
-    pub failure: Failure,
+    pub failure: FlowFailure,
     pub aor: Option<String>,
     pub would_430: bool,
     /// Seconds from the failure to the verdict.
@@ -258,7 +258,7 @@ impl Tracker {
         self.quiet_before_ns = now_ns;
     }
 
-    fn failure_of(&self, flow: &FlowId) -> Option<Failure> {
+    fn failure_of(&self, flow: &FlowId) -> Option<FlowFailure> {
         self.failed.get(&flow.iface)?.get(&flow.key).map(|f| f.failure)
     }
 
@@ -292,7 +292,7 @@ impl Tracker {
     /// Whether a failed flow would warrant 430: it still carries a binding, seen
     /// made by its 2xx and not moved elsewhere, that an edge proxy routes by
     /// this flow (RFC 5626 §5.3.1).
-    fn would_430(&self, iface: &str, key: &FlowKey, failure: &Failure) -> bool {
+    fn would_430(&self, iface: &str, key: &FlowKey, failure: &FlowFailure) -> bool {
         failure.reason != Reason::Replaced && self.registrations.on_flow(iface, key).is_some_and(|b| b.by_flow)
     }
 
@@ -405,7 +405,7 @@ impl Tracker {
         let bindings = self.registrations.on_flow(iface, &key);
         let flow_timer = bindings.and_then(|b| b.flow_timer);
         let judged = verdict::judge(transport, &state, flow_timer, &self.timers, now_ns);
-        let replaced = replaced_at.map(|at_ns| Failure { reason: Reason::Replaced, at_ns });
+        let replaced = replaced_at.map(|at_ns| FlowFailure { reason: Reason::Replaced, at_ns });
         if let Some(failure) = [judged, replaced].into_iter().flatten().min_by_key(|f| f.at_ns) {
             let (aor, would_430) = (self.aor_of(iface, &key), self.would_430(iface, &key, &failure));
             let judged = Judged { at_ns: now_ns, seconds_ago: 0.0, aor: aor.clone(), would_430 };
@@ -495,7 +495,14 @@ impl Tracker {
         out
     }
 
-    fn flow_view(&self, iface: &str, key: &FlowKey, s: &FlowState, failure: Option<Failure>, now_ns: u64) -> FlowView {
+    fn flow_view(
+        &self,
+        iface: &str,
+        key: &FlowKey,
+        s: &FlowState,
+        failure: Option<FlowFailure>,
+        now_ns: u64,
+    ) -> FlowView {
         let transport = transport_of(key);
         let bindings = self.registrations.on_flow(iface, key);
         let flow_timer = bindings.and_then(|b| b.flow_timer);
@@ -604,7 +611,7 @@ mod tests {
         let sweep = t.sweep("eth0", vec![(k, alive_at(S))], 17 * S);
         assert_eq!(sweep.verdicts.len(), 1);
         let v = &sweep.verdicts[0];
-        assert_eq!(v.failure, Failure { reason: Reason::KeepaliveTimeout, at_ns: 16 * S });
+        assert_eq!(v.failure, FlowFailure { reason: Reason::KeepaliveTimeout, at_ns: 16 * S });
         assert!(v.would_430);
         assert_eq!(v.aor.as_deref(), Some("sip:alice@example.com"));
         assert_eq!(v.delay_s, 1.0);

@@ -104,9 +104,10 @@ impl Default for Timers {
 /// longer once (a network outage) does not push every later verdict out.
 pub const MAX_CADENCE: Duration = Duration::from_secs(120);
 
-/// A failure and when it happened (CLOCK_BOOTTIME ns).
+/// What became of a flow, and when (CLOCK_BOOTTIME ns); the CLI's own
+/// `failure::Failure` is what the agent says when it cannot run.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub struct Failure {
+pub struct FlowFailure {
     pub reason: Reason,
     pub at_ns: u64,
 }
@@ -166,9 +167,9 @@ pub fn judge(
     flow_timer: Option<u32>,
     timers: &Timers,
     now_ns: u64,
-) -> Option<Failure> {
+) -> Option<FlowFailure> {
     // The earliest failure, kept as they are found: this runs for every flow the agent looks at.
-    let mut earliest: Option<Failure> = None;
+    let mut earliest: Option<FlowFailure> = None;
     ways_to_fail(transport, state, flow_timer, timers, |failure, kind| {
         let happened = kind == Way::Close || now_ns > failure.at_ns;
         if happened && earliest.is_none_or(|f| failure.at_ns < f.at_ns) {
@@ -212,9 +213,9 @@ fn ways_to_fail(
     state: &FlowState,
     flow_timer: Option<u32>,
     timers: &Timers,
-    mut each: impl FnMut(Failure, Way),
+    mut each: impl FnMut(FlowFailure, Way),
 ) {
-    let mut fail = |reason, at_ns: u64, way| each(Failure { reason, at_ns }, way);
+    let mut fail = |reason, at_ns: u64, way| each(FlowFailure { reason, at_ns }, way);
     let server_seen = state.packets_from_server > 0;
 
     if transport.is_stream() {
@@ -258,7 +259,7 @@ fn ways_to_fail(
 
 /// Whether a failed flow has come back: new client activity on a UDP flow
 /// after it failed (a TCP connection never comes back).
-pub fn came_back(transport: FlowTransport, state: &FlowState, failure: &Failure) -> bool {
+pub fn came_back(transport: FlowTransport, state: &FlowState, failure: &FlowFailure) -> bool {
     !transport.is_stream()
         && failure.reason != Reason::Replaced
         && failure.reason != Reason::StunError
@@ -267,7 +268,7 @@ pub fn came_back(transport: FlowTransport, state: &FlowState, failure: &Failure)
 
 /// Whether an RST or FIN verdict was wrong: the connection carried valid
 /// data both ways after it (see [`lived_on_after`]).
-pub fn retracted(transport: FlowTransport, state: &FlowState, failure: &Failure) -> bool {
+pub fn retracted(transport: FlowTransport, state: &FlowState, failure: &FlowFailure) -> bool {
     transport.is_stream()
         && matches!(failure.reason, Reason::TcpReset | Reason::TcpFin | Reason::TcpUnacked)
         && lived_on_after(state, failure.at_ns)
@@ -312,7 +313,7 @@ mod tests {
         // Flow-Timer 25 + grace 10: dead after 37 s, not before.
         assert_eq!(judge(FlowTransport::Tcp, &s, Some(25), &t, 37 * S), None);
         let f = judge(FlowTransport::Tcp, &s, Some(25), &t, 37 * S + 1).unwrap();
-        assert_eq!(f, Failure { reason: Reason::KeepaliveTimeout, at_ns: 37 * S });
+        assert_eq!(f, FlowFailure { reason: Reason::KeepaliveTimeout, at_ns: 37 * S });
         // Without Flow-Timer: 120 s on streams, 29 s on UDP.
         assert_eq!(judge(FlowTransport::Tcp, &s, None, &t, 100 * S), None);
         assert!(judge(FlowTransport::Tcp, &s, None, &t, 133 * S).is_some());
@@ -344,15 +345,15 @@ mod tests {
         assert!(judge(FlowTransport::Tcp, &s, None, &timers(), 5 * S).is_some(), "one way is not enough");
         s.last_data_from_server_ns = 4 * S;
         assert_eq!(judge(FlowTransport::Tcp, &s, None, &timers(), 5 * S), None);
-        let failure = Failure { reason: Reason::TcpReset, at_ns: 3 * S };
+        let failure = FlowFailure { reason: Reason::TcpReset, at_ns: 3 * S };
         assert!(retracted(FlowTransport::Tcp, &s, &failure));
         let mut s = fresh(S);
         s.fin_from_client_ns = 3 * S;
-        assert!(!retracted(FlowTransport::Tcp, &s, &Failure { reason: Reason::TcpFin, at_ns: 3 * S }));
+        assert!(!retracted(FlowTransport::Tcp, &s, &FlowFailure { reason: Reason::TcpFin, at_ns: 3 * S }));
         s.last_data_from_client_ns = 5 * S;
         s.last_data_from_server_ns = 5 * S;
-        assert!(retracted(FlowTransport::Tcp, &s, &Failure { reason: Reason::TcpFin, at_ns: 3 * S }));
-        assert!(!retracted(FlowTransport::Tcp, &s, &Failure { reason: Reason::KeepaliveTimeout, at_ns: 3 * S }));
+        assert!(retracted(FlowTransport::Tcp, &s, &FlowFailure { reason: Reason::TcpFin, at_ns: 3 * S }));
+        assert!(!retracted(FlowTransport::Tcp, &s, &FlowFailure { reason: Reason::KeepaliveTimeout, at_ns: 3 * S }));
     }
 
     #[test]
@@ -362,7 +363,7 @@ mod tests {
         s.rst_ns = 3 * S;
         assert_eq!(
             judge(FlowTransport::Tcp, &s, None, &timers(), 3 * S),
-            Some(Failure { reason: Reason::TcpReset, at_ns: 3 * S })
+            Some(FlowFailure { reason: Reason::TcpReset, at_ns: 3 * S })
         );
         let mut s = fresh(S);
         s.fin_from_client_ns = 4 * S;
@@ -390,7 +391,7 @@ mod tests {
         assert_eq!(judge(FlowTransport::Tcp, &s, None, &timers(), 20 * S), None, "10 s not yet over");
         assert_eq!(
             judge(FlowTransport::Tcp, &s, None, &timers(), 20 * S + 1),
-            Some(Failure { reason: Reason::PongTimeout, at_ns: 20 * S })
+            Some(FlowFailure { reason: Reason::PongTimeout, at_ns: 20 * S })
         );
         s.unanswered_ping_ns = 0;
         assert_eq!(judge(FlowTransport::Tcp, &s, None, &timers(), 30 * S), None, "answered");
@@ -417,13 +418,13 @@ mod tests {
     #[test]
     fn udp_comes_back_tcp_does_not() {
         let mut s = fresh(S);
-        let failure = Failure { reason: Reason::KeepaliveTimeout, at_ns: 40 * S };
+        let failure = FlowFailure { reason: Reason::KeepaliveTimeout, at_ns: 40 * S };
         s.last_client_activity_ns = 50 * S;
         assert!(came_back(FlowTransport::Udp, &s, &failure));
         assert!(!came_back(FlowTransport::Tcp, &s, &failure));
         s.last_client_activity_ns = 30 * S;
         assert!(!came_back(FlowTransport::Udp, &s, &failure));
-        let replaced = Failure { reason: Reason::Replaced, at_ns: 40 * S };
+        let replaced = FlowFailure { reason: Reason::Replaced, at_ns: 40 * S };
         s.last_client_activity_ns = 50 * S;
         assert!(!came_back(FlowTransport::Udp, &s, &replaced));
     }
@@ -436,7 +437,7 @@ mod tests {
         assert_eq!(judge(FlowTransport::Tcp, &s, None, &timers(), 11 * S), None, "1 s not yet over");
         assert_eq!(
             judge(FlowTransport::Tcp, &s, None, &timers(), 11 * S + 1),
-            Some(Failure { reason: Reason::TcpUnacked, at_ns: 11 * S })
+            Some(FlowFailure { reason: Reason::TcpUnacked, at_ns: 11 * S })
         );
         // A slow path: 4 x its 600 ms RTT.
         s.srtt_us = 600_000;
@@ -453,7 +454,7 @@ mod tests {
         s.server_request_unanswered_ns = 5 * S;
         assert_eq!(judge(FlowTransport::Udp, &s, None, &timers(), 7 * S), None);
         assert_eq!(judge(FlowTransport::Udp, &s, None, &timers(), 7 * S + 1).unwrap().reason, Reason::RequestTimeout);
-        let failure = Failure { reason: Reason::RequestTimeout, at_ns: 7 * S };
+        let failure = FlowFailure { reason: Reason::RequestTimeout, at_ns: 7 * S };
         s.last_client_activity_ns = 8 * S;
         assert!(came_back(FlowTransport::Udp, &s, &failure), "the client spoke again");
     }

@@ -207,3 +207,21 @@ fn a_phone_sending_from_5060_is_the_client_where_the_host_is_seen_both_ways() {
     let (key, _) = only_flow(&xdp);
     assert_eq!(key.server_addr[..4], CLIENT_V4, "one entry for both directions");
 }
+
+#[test]
+fn a_phone_sending_from_the_sips_port_over_udp_gets_its_answers_seen() {
+    // A phone's second account often registers from 5061 over UDP. Between two
+    // SIP ports the host is the server, and its 200 is SIP from 5060, not TLS
+    // to 5061: it is classified, and it reaches the agent to make the binding.
+    let phone = (CLIENT_V4, SIPS_PORT);
+    let mut xdp = LoadedXdp::load();
+    assert_eq!(xdp.run(&udp4_between(phone, (SERVER_V4, SIP_PORT), REGISTER)), XDP_PASS);
+    let answer = udp4_between((SERVER_V4, SIP_PORT), phone, REGISTER_OK);
+    assert_eq!(xdp.run_tc(&answer), sipflow_tests::kernel::TC_ACT_UNSPEC);
+    let (key, state) = only_flow(&xdp);
+    assert_eq!((key.server_port, key.client_port), (SIP_PORT, SIPS_PORT));
+    assert_eq!((state.packets_from_client, state.packets_from_server), (1, 1));
+    let heads = xdp.heads();
+    assert_eq!(heads.len(), 2, "the REGISTER and its 200: {heads:?}");
+    assert!(heads[0].from_client && !heads[1].from_client);
+}

@@ -37,7 +37,12 @@ pub fn server_side(segment: &Segment, direction: Direction) -> Option<Side> {
     let (kind, server_is_destination) = match (kind_of(segment.destination_port), kind_of(segment.source_port)) {
         (Some(d), None) => (d, true),
         (None, Some(s)) => (s, false),
-        (Some(d), Some(_)) => (d, both_on_sip_ports(segment, direction)),
+        // The server's port says what the flow carries: a phone sending from
+        // 5061 (the SIPS port) to 5060 speaks plain SIP, both ways.
+        (Some(d), Some(s)) => {
+            let server_is_destination = both_on_sip_ports(segment, direction);
+            (if server_is_destination { d } else { s }, server_is_destination)
+        }
         (None, None) => return None,
     };
     Some(Side { kind: PortKind::from_u8(kind)?, server_is_destination })

@@ -74,11 +74,12 @@ fn every_metric_the_rules_and_the_dashboard_query_is_exported() {
     // The example config file, with the lab's interface and port given as flags (which win).
     let config = deploy("sipflow.toml");
     lab.start_agent(SERVER_IF, &["--config", config.to_str().unwrap(), "--egress"]);
-    // After the first sweep, which sets the flow map's gauges.
+    // After the first walk, which sets the flow map's gauges and then the flow census.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let exposition = loop {
         let (_, text) = http_get(&server, "http://127.0.0.1:9560/metrics").expect("scrape");
-        if text.contains("sipflow_map_entries{") || std::time::Instant::now() > deadline {
+        let walked = text.contains("sipflow_map_entries{") && text.contains("sipflow_flows_would_430{");
+        if walked || std::time::Instant::now() > deadline {
             break text;
         }
         std::thread::sleep(std::time::Duration::from_millis(200));

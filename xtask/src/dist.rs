@@ -12,11 +12,13 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
+use crate::command::output;
+
 const MAINTAINER: &str = "sipflow developers <sipflow@example.invalid>";
 
 /// Builds the release binary and packages it.
 pub fn dist() -> Result<()> {
-    crate::run::cargo(&["build", "--release", "-p", "monitor"])?;
+    crate::command::cargo(&["build", "--release", "-p", "monitor"])?;
     let deb = package(&workspace().join("target/release/sipflow"), &workspace().join("target/dist"))?;
     println!("{}", deb.display());
     Ok(())
@@ -24,14 +26,6 @@ pub fn dist() -> Result<()> {
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace").to_path_buf()
-}
-
-fn output(program: &Path, args: &[&str]) -> Result<Vec<u8>> {
-    let out = Command::new(program).args(args).output().with_context(|| format!("run {}", program.display()))?;
-    if !out.status.success() {
-        bail!("{} {} failed: {}", program.display(), args.join(" "), String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(out.stdout)
 }
 
 fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
@@ -146,7 +140,7 @@ pub fn check(binary: &Path) -> Result<()> {
         Path::new("dpkg-deb"),
         &["-x", deb.to_str().context("UTF-8 path")?, unpacked.to_str().context("UTF-8 path")?],
     )?;
-    let version = output(&unpacked.join("usr/bin/sipflow"), &["--version"])?;
+    let version = output(unpacked.join("usr/bin/sipflow"), &["--version"])?;
     if !String::from_utf8_lossy(&version).starts_with("sipflow ") {
         bail!("the packaged binary does not run");
     }

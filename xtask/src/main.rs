@@ -3,6 +3,7 @@
 //! xtask depends on nothing of sipflow's own, so it builds on a machine that
 //! does not have the eBPF toolchain yet; `setup` is what installs it.
 
+mod command;
 mod dist;
 mod run;
 mod setup;
@@ -65,22 +66,22 @@ fn main() {
     let result: Result<()> = match task {
         Task::Setup => setup::setup(),
         Task::Dist => setup::setup().and_then(|()| dist::dist()),
-        Task::Build => setup::setup().and_then(|()| run::cargo(&["build", "--release", "-p", "monitor"])),
-        Task::Test => run::require_root("the tests load BPF programs and create network namespaces")
+        Task::Build => setup::setup().and_then(|()| command::cargo(&["build", "--release", "-p", "monitor"])),
+        Task::Test => command::require_root("the tests load BPF programs and create network namespaces")
             .and_then(|()| setup::setup())
             .and_then(|()| run::test()),
         Task::Bench { repeat, live_seconds, rate, scale_flows } => {
-            run::require_root("the benchmark loads BPF programs")
+            command::require_root("the benchmark loads BPF programs")
                 .and_then(|()| setup::setup())
                 .and_then(|()| run::bench(repeat, live_seconds, rate, &scale_flows))
         }
-        Task::Soak { minutes, rate } => run::require_root("the soak attaches XDP and creates network namespaces")
+        Task::Soak { minutes, rate } => command::require_root("the soak attaches XDP and creates network namespaces")
             .and_then(|()| setup::setup())
             .and_then(|()| run::soak((minutes * 60.0).round() as u64, rate)),
-        Task::Demo => run::require_root("the demo attaches XDP and creates network namespaces")
+        Task::Demo => command::require_root("the demo attaches XDP and creates network namespaces")
             .and_then(|()| setup::setup())
             .and_then(|()| run::demo(false)),
-        Task::Lab => run::require_root("the lab attaches XDP and creates network namespaces")
+        Task::Lab => command::require_root("the lab attaches XDP and creates network namespaces")
             .and_then(|()| setup::setup())
             .and_then(|()| run::demo(true)),
     };

@@ -7,22 +7,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-pub fn require_root(why: &str) -> Result<()> {
-    let uid = Command::new("id").arg("-u").output().context("run id -u")?;
-    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-        bail!("run this as root ({why}), e.g. `sudo -E cargo xtask ...`");
-    }
-    Ok(())
-}
-
-pub fn cargo(args: &[&str]) -> Result<()> {
-    let status =
-        Command::new(env!("CARGO")).args(args).status().with_context(|| format!("run cargo {}", args.join(" ")))?;
-    if !status.success() {
-        bail!("cargo {} failed", args.join(" "));
-    }
-    Ok(())
-}
+use crate::command::cargo;
 
 /// Style first (cheap), then every test; the namespace tests need the sipflow binary built.
 pub fn test() -> Result<()> {

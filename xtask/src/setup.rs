@@ -12,7 +12,9 @@
 
 use std::{path::Path, process::Command};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
+
+use crate::command::run;
 
 const LINKED_TOOLCHAIN: &str = "bpf-debian";
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -70,18 +72,6 @@ pub fn setup() -> Result<()> {
                 &[("LLVM_PREFIX", "/usr/lib/llvm-22")],
             )?;
         }
-    }
-    Ok(())
-}
-
-fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> Result<()> {
-    let status = Command::new(program)
-        .args(args)
-        .envs(env.iter().copied())
-        .status()
-        .with_context(|| format!("run {program}"))?;
-    if !status.success() {
-        bail!("{program} {} failed", args.join(" "));
     }
     Ok(())
 }

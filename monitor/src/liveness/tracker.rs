@@ -162,7 +162,7 @@ pub struct FlowView {
     pub flow_timer: u64,
     pub flow_timer_from_registrar: bool,
     /// The interval a keepalive timeout is judged by (s): the Flow-Timer, or the
-    /// client's own slower cadence (its longest quiet before a keepalive), up to 120 s.
+    /// client's own slower cadence (5/4 of its longest quiet before a keepalive), up to 120 s.
     pub keepalive_interval: u64,
     pub aor: Option<String>,
     pub instance: Option<String>,

@@ -118,10 +118,13 @@ fn ns(d: Duration) -> u64 {
 
 impl Timers {
     /// The client's keepalive interval as it keeps it: the Flow-Timer (or the
-    /// default), or the longest quiet it was seen to keep before a keepalive
-    /// where that is longer, up to [`MAX_CADENCE`].
+    /// default), or what the longest quiet it was seen to keep before a
+    /// keepalive says where that is longer, up to [`MAX_CADENCE`]. A client
+    /// picks each interval between 80 and 100 % of its own (RFC 5626 §4.4.1),
+    /// so a quiet seen may be the short end: its interval may be 5/4 of it
+    /// (baresip: 16 s seen once, then 18.8 s).
     pub fn cadence(&self, transport: FlowTransport, flow_timer: Option<u32>, state: &FlowState) -> Duration {
-        let own = Duration::from_millis(u64::from(state.keepalive_gap_ms)).min(MAX_CADENCE);
+        let own = Duration::from_millis(u64::from(state.keepalive_gap_ms) * 5 / 4).min(MAX_CADENCE);
         self.keepalive(transport, flow_timer).max(own)
     }
 
@@ -479,7 +482,14 @@ mod tests {
         let mut s = pinging(S, 19 * S);
         s.keepalive_gap_ms = 19_000;
         assert_eq!(judge(FlowTransport::Tcp, &s, Some(3), &timers(), 35 * S), None, "healthy between its pings");
-        assert_eq!(judge(FlowTransport::Tcp, &s, Some(3), &timers(), 48 * S + 1).unwrap().at_ns, 48 * S);
+        // 19 s seen may be 80 % of its interval: 23.75 s, then grace 10.
+        assert_eq!(
+            judge(FlowTransport::Tcp, &s, Some(3), &timers(), 48 * S + 1),
+            None,
+            "its next interval may be longer"
+        );
+        let at = 19 * S + 23_750_000_000 + 10 * S;
+        assert_eq!(judge(FlowTransport::Tcp, &s, Some(3), &timers(), at + 1).unwrap().at_ns, at);
         // A single long outage does not push verdicts out forever.
         s.keepalive_gap_ms = 3_600_000;
         assert_eq!(judge(FlowTransport::Tcp, &s, Some(3), &timers(), 149 * S + 1).unwrap().at_ns, 149 * S);

@@ -221,17 +221,20 @@ mod tests {
         dir
     }
 
-    fn one_binding(iface: &str, expires_at_ns: u64) -> Vec<(BindingKey, Binding)> {
-        let key = FlowKey {
+    fn flow_key(vlan_id: u16, family: u8) -> FlowKey {
+        FlowKey {
             server_addr: [1; 16],
             client_addr: [2; 16],
             server_port: 5060,
             client_port: 40000,
-            vlan_id: 0,
-            family: 4,
+            vlan_id,
+            family,
             transport: 1,
-        };
-        let flow = FlowId { iface: iface.into(), key };
+        }
+    }
+
+    fn one_binding(iface: &str, expires_at_ns: u64) -> Vec<(BindingKey, Binding)> {
+        let flow = FlowId { iface: iface.into(), key: flow_key(0, 4) };
         let binding = Binding { flow, expires_at_ns, flow_timer: None, by_flow: true };
         vec![(BindingKey::outbound("sip:a@b", "<urn:uuid:1>", 1).unwrap(), binding)]
     }
@@ -327,16 +330,7 @@ mod tests {
 
     #[test]
     fn bindings_round_trip_through_the_file() {
-        let key = FlowKey {
-            server_addr: [1; 16],
-            client_addr: [2; 16],
-            server_port: 5060,
-            client_port: 40000,
-            vlan_id: 7,
-            family: 6,
-            transport: 1,
-        };
-        let flow = FlowId { iface: "eth0".into(), key };
+        let flow = FlowId { iface: "eth0".into(), key: flow_key(7, 6) };
         let bindings = vec![
             (
                 BindingKey::outbound("sip:a@b", "<urn:uuid:1>", 1).unwrap(),

@@ -203,10 +203,20 @@ pub enum KernelStat {
     /// Flow events dropped because their ring buffer was full: the agent's
     /// next walk of the map finds those flows, later.
     FlowEventsLost = 9,
+    /// SSL reads and writes whose plaintext was read, on a SIPS port's socket.
+    TlsCalls = 10,
+    /// ... whose flow this interface has not seen (another interface's, or loopback).
+    TlsFlowUnseen = 11,
+    /// SSL writes never followed by a write to a SIPS socket in the same thread.
+    TlsSocketUnknown = 12,
 }
 
 impl KernelStat {
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 13;
+    /// SSL calls by what became of their plaintext, with the `result` label of
+    /// `sipflow_tls_calls_total`.
+    pub const TLS_CALLS: [(Self, &'static str); 3] =
+        [(Self::TlsCalls, "read"), (Self::TlsFlowUnseen, "flow_unseen"), (Self::TlsSocketUnknown, "socket_unknown")];
     /// The segments a flow's verdict ignores, with the `reason` label of
     /// `sipflow_tcp_segments_ignored_total`.
     pub const IGNORED_SEGMENTS: [(Self, &'static str); 4] = [

@@ -53,6 +53,19 @@ pub struct FlowKey {
     pub transport: u8,
 }
 
+impl FlowKey {
+    /// All zeroes, to be filled in.
+    pub const UNSET: Self = Self {
+        server_addr: [0; 16],
+        client_addr: [0; 16],
+        server_port: 0,
+        client_port: 0,
+        vlan_id: 0,
+        family: 0,
+        transport: 0,
+    };
+}
+
 /// `FlowState::last_method` before any request was seen.
 pub const NO_METHOD: u8 = u8::MAX;
 

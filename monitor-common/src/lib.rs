@@ -11,3 +11,4 @@ pub mod flow;
 pub mod maps;
 pub mod ports;
 pub mod tcp_sequence;
+pub mod tls;

@@ -181,15 +181,19 @@ fn note_keepalive_gap(state: &mut FlowState, now: u64) {
     }
 }
 
-/// Records a further message of a segment already taken (see `follow`).
+/// Records a message on a flow already seen: a further message of a segment
+/// already taken (see `follow`), or plaintext the host's TLS library handled
+/// (see `tls`). False when the flow is not in the map.
 #[inline(always)]
-pub fn update_followed(frame: &impl Frame, scratch: &Scratch, payload: Payload, direction: Direction) {
+pub fn update_followed(frame: &impl Frame, scratch: &Scratch, payload: Payload, direction: Direction) -> bool {
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_boot_ns() };
-    if let Some(state) = FLOWS.get_ptr_mut(&scratch.key) {
-        // SAFETY: a live map value; see `update` on concurrent writers.
-        record(frame, scratch, unsafe { &mut *state }, payload, direction, now);
-    }
+    let Some(state) = FLOWS.get_ptr_mut(&scratch.key) else {
+        return false;
+    };
+    // SAFETY: a live map value; see `update` on concurrent writers.
+    record(frame, scratch, unsafe { &mut *state }, payload, direction, now);
+    true
 }
 
 /// What the payload tells about the flow's liveness; the heads the agent

@@ -17,8 +17,8 @@ use monitor_ebpf::{
 
 use crate::{
     flow,
-    maps::{SCRATCH, Scratch, bump_stat},
-    observe::count_message,
+    maps::{Scratch, bump_stat},
+    tally::count_message,
 };
 
 /// Messages counted in one segment at most; a segment with more is counted
@@ -55,12 +55,10 @@ pub enum Next {
     Done = 2,
 }
 
-/// The scratch slot and the walk's cursor and end, or `None` when it is over.
+/// The walk's cursor and end, left in the scratch by the program that
+/// tail-called us, or `None` when it is over.
 #[inline(always)]
-fn resume() -> Option<(&'static mut Scratch, usize, usize)> {
-    let scratch = SCRATCH.get_ptr_mut(0)?;
-    // SAFETY: this CPU's scratch slot, left by the program that tail-called us.
-    let scratch = unsafe { &mut *scratch };
+fn resume(scratch: &Scratch) -> Option<(usize, usize)> {
     // SAFETY: plain reads of the scratch slot; volatile so that the verifier
     // sees unknown values, not the ones of one path through the caller.
     let cursor = unsafe { read_volatile(&scratch.follow.cursor) } as usize;
@@ -68,23 +66,29 @@ fn resume() -> Option<(&'static mut Scratch, usize, usize)> {
     if cursor >= end || end > MAX_OFFSET {
         return None;
     }
-    Some((scratch, cursor, end))
+    Some((cursor, end))
 }
 
 /// The `scan` program's step.
 #[inline(always)]
-pub fn scan(frame: &impl Frame) -> Next {
-    match resume() {
-        Some((scratch, cursor, end)) => scan_head(frame, scratch, cursor, end),
+pub fn scan(frame: &impl Frame, scratch: Option<&mut Scratch>) -> Next {
+    let Some(scratch) = scratch else {
+        return Next::Done;
+    };
+    match resume(scratch) {
+        Some((cursor, end)) => scan_head(frame, scratch, cursor, end),
         None => Next::Done,
     }
 }
 
 /// The `message` program's step.
 #[inline(always)]
-pub fn message(frame: &impl Frame, direction: Direction) -> Next {
-    match resume() {
-        Some((scratch, cursor, end)) => message_at_cursor(frame, scratch, cursor, end, direction),
+pub fn message(frame: &impl Frame, scratch: Option<&mut Scratch>, direction: Direction) -> Next {
+    let Some(scratch) = scratch else {
+        return Next::Done;
+    };
+    match resume(scratch) {
+        Some((cursor, end)) => message_at_cursor(frame, scratch, cursor, end, direction),
         None => Next::Done,
     }
 }

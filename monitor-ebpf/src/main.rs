@@ -10,19 +10,26 @@ mod flow;
 mod follow;
 mod maps;
 mod observe;
+mod sock;
+mod tally;
 mod tc_frame;
+mod tls;
+mod user_frame;
 mod xdp_frame;
 
 use aya_ebpf::{
     bindings::{TC_ACT_UNSPEC, xdp_action},
-    macros::{classifier, xdp},
-    programs::{TcContext, XdpContext},
+    macros::{classifier, raw_tracepoint, uprobe, uretprobe, xdp},
+    programs::{ProbeContext, RawTracePointContext, RetProbeContext, TcContext, XdpContext},
 };
-use monitor_common::counters::{Direction, KernelStat};
+use monitor_common::{
+    counters::{Direction, KernelStat},
+    tls::{SslOp, TLS_FIRST_SLOT},
+};
 
 use crate::{
     follow::Next,
-    maps::{FOLLOW_TC, FOLLOW_XDP, bump_stat},
+    maps::{FOLLOW_TC, FOLLOW_TLS, FOLLOW_XDP, bump_stat, packet_scratch},
 };
 
 #[xdp]
@@ -38,13 +45,13 @@ pub fn sipflow_xdp(ctx: XdpContext) -> u32 {
 /// The rest of a TCP segment after its first message (see `follow`).
 #[xdp]
 pub fn sipflow_xdp_scan(ctx: XdpContext) -> u32 {
-    follow_xdp(&ctx, follow::scan(&xdp_frame::XdpFrame(&ctx)));
+    follow_xdp(&ctx, follow::scan(&xdp_frame::XdpFrame(&ctx), packet_scratch()));
     xdp_action::XDP_PASS
 }
 
 #[xdp]
 pub fn sipflow_xdp_message(ctx: XdpContext) -> u32 {
-    follow_xdp(&ctx, follow::message(&xdp_frame::XdpFrame(&ctx), Direction::Ingress));
+    follow_xdp(&ctx, follow::message(&xdp_frame::XdpFrame(&ctx), packet_scratch(), Direction::Ingress));
     xdp_action::XDP_PASS
 }
 
@@ -61,13 +68,13 @@ pub fn sipflow_tc_egress(ctx: TcContext) -> i32 {
 
 #[classifier]
 pub fn sipflow_tc_scan(ctx: TcContext) -> i32 {
-    follow_tc(&ctx, follow::scan(&tc_frame::TcFrame(&ctx)));
+    follow_tc(&ctx, follow::scan(&tc_frame::TcFrame(&ctx), packet_scratch()));
     TC_ACT_UNSPEC
 }
 
 #[classifier]
 pub fn sipflow_tc_message(ctx: TcContext) -> i32 {
-    follow_tc(&ctx, follow::message(&tc_frame::TcFrame(&ctx), Direction::Egress));
+    follow_tc(&ctx, follow::message(&tc_frame::TcFrame(&ctx), packet_scratch(), Direction::Egress));
     TC_ACT_UNSPEC
 }
 
@@ -88,6 +95,91 @@ fn follow_tc(ctx: &TcContext, next: Next) {
     if next != Next::Done {
         // SAFETY: as in `follow_xdp`.
         unsafe { FOLLOW_TC.tail_call(ctx, next as u32) };
+        bump_stat(KernelStat::MessageBoundReached);
+    }
+}
+
+// SIP inside TLS (see `tls`): uprobes on the TLS library's read and write
+// calls, raw tracepoints on the socket calls that tell their socket, and the
+// programs that read the plaintext, tail-called as a segment's walkers are.
+
+#[uprobe]
+pub fn sipflow_ssl_read(ctx: ProbeContext) -> u32 {
+    tls::ssl_entry(&ctx, SslOp::Read, false);
+    0
+}
+
+#[uprobe]
+pub fn sipflow_ssl_read_ex(ctx: ProbeContext) -> u32 {
+    tls::ssl_entry(&ctx, SslOp::Read, true);
+    0
+}
+
+#[uprobe]
+pub fn sipflow_ssl_write(ctx: ProbeContext) -> u32 {
+    tls::ssl_entry(&ctx, SslOp::Write, false);
+    0
+}
+
+#[uprobe]
+pub fn sipflow_ssl_write_ex(ctx: ProbeContext) -> u32 {
+    tls::ssl_entry(&ctx, SslOp::Write, true);
+    0
+}
+
+#[uretprobe]
+pub fn sipflow_ssl_return(ctx: RetProbeContext) -> u32 {
+    if tls::ssl_return(&ctx) {
+        read_plaintext(&ctx);
+    }
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sock_recv_length")]
+pub fn sipflow_sock_recv(ctx: RawTracePointContext) -> i32 {
+    tls::sock_recv(&ctx);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sock_send_length")]
+pub fn sipflow_sock_send(ctx: RawTracePointContext) -> i32 {
+    tls::sock_send(&ctx);
+    0
+}
+
+/// Tail-called only, from `sipflow_ssl_return`: of its program type (kprobe,
+/// as every uprobe program is), and never attached.
+#[uprobe]
+pub fn sipflow_tls_first(ctx: ProbeContext) -> u32 {
+    follow_tls(&ctx, tls::first());
+    0
+}
+
+#[uprobe]
+pub fn sipflow_tls_scan(ctx: ProbeContext) -> u32 {
+    follow_tls(&ctx, tls::scan());
+    0
+}
+
+#[uprobe]
+pub fn sipflow_tls_message(ctx: ProbeContext) -> u32 {
+    follow_tls(&ctx, tls::message());
+    0
+}
+
+/// Hands an SSL call's plaintext, set up in the thread's scratch, to the
+/// program that reads its first message.
+#[inline(always)]
+fn read_plaintext(ctx: &RetProbeContext) {
+    // SAFETY: a tail call into our own program of the same type (kprobe).
+    unsafe { FOLLOW_TLS.tail_call(ctx, TLS_FIRST_SLOT) };
+}
+
+#[inline(always)]
+fn follow_tls(ctx: &ProbeContext, next: Next) {
+    if next != Next::Done {
+        // SAFETY: as in `follow_xdp`.
+        unsafe { FOLLOW_TLS.tail_call(ctx, next as u32) };
         bump_stat(KernelStat::MessageBoundReached);
     }
 }

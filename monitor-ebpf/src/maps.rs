@@ -110,6 +110,72 @@ pub static FOLLOW_TC: ProgramArray = ProgramArray::pinned(2, 0);
 #[map]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::pinned(1, 0);
 
+/// This CPU's scratch slot, for the packet being read.
+#[inline(always)]
+pub fn packet_scratch() -> Option<&'static mut Scratch> {
+    let scratch = SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot; a packet's programs run to the end on one CPU,
+    // and the next packet starts afresh.
+    Some(unsafe { &mut *scratch })
+}
+
+// The TLS plaintext path (see `tls`). Its maps are not pinned: what they hold
+// lasts one SSL call, and the probes go with the agent that attached them.
+
+/// Threads (by pid_tgid) at most in an SSL call at once.
+const TLS_THREADS: u32 = 16384;
+
+/// An SSL_read or SSL_write under way in a thread, from its entry to its
+/// return; a write whose socket is not known yet waits here for the thread's
+/// next write to a SIPS socket.
+pub struct SslCall {
+    /// The caller's plaintext buffer.
+    pub buffer: u64,
+    /// `_ex` forms: where the count is written (0 for the others).
+    pub count_at: u64,
+    /// The flow, once a socket read or written in this call has shown it.
+    pub key: FlowKey,
+    /// Plaintext bytes of a returned write that waits for its socket.
+    pub waiting_len: u32,
+    /// A `monitor_common::tls::SslOp`.
+    pub op: u8,
+    /// Whether a socket was seen in the call, and whose (see `tls`).
+    pub keyed: u8,
+    /// 1 once the call returned (a write waiting for its socket).
+    pub returned: u8,
+    pub _reserved: u8,
+}
+
+#[map]
+pub static SSL_CALLS: LruHashMap<u64, SslCall> = LruHashMap::with_max_entries(TLS_THREADS, 0);
+
+/// The SIPS-port socket each thread last read from: the flow of its next
+/// SSL_read when the library decrypts from memory (Kamailio, Python's asyncio).
+#[map]
+pub static LAST_RECV: LruHashMap<u64, FlowKey> = LruHashMap::with_max_entries(TLS_THREADS, 0);
+
+/// Working memory for reading one SSL call's plaintext, per thread: a probe
+/// may be preempted, so a per-CPU slot could be another thread's meanwhile.
+pub struct TlsScratch {
+    pub scratch: Scratch,
+    /// The plaintext in the process's memory, and a `Direction` (read: ingress).
+    pub buffer: u64,
+    pub direction: u32,
+}
+
+/// Threads reading plaintext at once; most calls are on other sockets and need none.
+#[map]
+pub static TLS_SCRATCH: LruHashMap<u64, TlsScratch> = LruHashMap::with_max_entries(4096, 0);
+
+/// All zeroes: what a thread's `TLS_SCRATCH` entry is made from (it is too
+/// large for the stack). Never written.
+#[map]
+pub static TLS_SCRATCH_TEMPLATE: PerCpuArray<TlsScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// The programs that read plaintext, by `monitor_common::tls::TLS_FOLLOW_PROGRAMS`.
+#[map]
+pub static FOLLOW_TLS: ProgramArray = ProgramArray::with_max_entries(3, 0);
+
 /// Adds one to a per-CPU counter; per-CPU slots need no atomics.
 #[inline(always)]
 pub fn bump(counters: &PerCpuArray<u64>, index: u32) {

@@ -2,7 +2,7 @@
 //! payload, count it, and update the flow.
 
 use monitor_common::{
-    counters::{Direction, KernelStat, PacketClass, packet_index, request_index, response_index},
+    counters::{Direction, KernelStat, PacketClass, packet_index},
     ports::PortKind,
 };
 use monitor_ebpf::{
@@ -15,7 +15,8 @@ use monitor_ebpf::{
 
 use crate::{
     flow, follow,
-    maps::{PACKETS, REQUESTS, RESPONSES, SCRATCH, Scratch, bump, bump_stat},
+    maps::{PACKETS, Scratch, bump, bump_stat, packet_scratch},
+    tally::count_message,
 };
 
 /// No IP datagram carries more.
@@ -52,11 +53,9 @@ fn observe_segment(frame: &impl Frame, segment: &Segment, direction: Direction) 
     let Some(side) = flow::server_side(segment, direction) else {
         return (PacketClass::Other, false);
     };
-    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+    let Some(scratch) = packet_scratch() else {
         return (PacketClass::Other, false);
     };
-    // SAFETY: this CPU's scratch slot, used only for the duration of this packet.
-    let scratch = unsafe { &mut *scratch };
     flow::key_into(&mut scratch.key, segment, &side);
     scratch.from_client = side.server_is_destination as u8;
     scratch.tcp_flags = segment.tcp_flags;
@@ -96,27 +95,20 @@ fn observe_segment(frame: &impl Frame, segment: &Segment, direction: Direction) 
     (class, more)
 }
 
-/// Requests by method, responses by exact code.
-#[inline(always)]
-pub fn count_message(payload: Payload, direction: Direction) {
-    match payload {
-        Payload::Request(method) => bump(&REQUESTS, request_index(direction, method)),
-        Payload::Response(code) => {
-            if let Some(index) = response_index(direction, code) {
-                bump(&RESPONSES, index);
-            }
-        }
-        _ => {}
-    }
-}
-
-/// What the payload is. Leaves the message's offset and length in the scratch
-/// slot for the flow update.
+/// What the payload is; a TLS port's is opaque here (its plaintext is read
+/// where the host's TLS library has it, see `tls`).
 #[inline(always)]
 fn classify(frame: &impl Frame, scratch: &mut Scratch, kind: PortKind, transport: Transport) -> Payload {
     if kind == PortKind::Tls {
         return Payload::Other;
     }
+    classify_payload(frame, scratch, transport)
+}
+
+/// What the payload at the scratch's offset is. Leaves the message's offset
+/// and length in the scratch slot for the flow update.
+#[inline(always)]
+pub fn classify_payload(frame: &impl Frame, scratch: &mut Scratch, transport: Transport) -> Payload {
     // SAFETY: plain reads of fields just written; volatile so that they are re-read
     // from map memory (see `Scratch`).
     let mut offset = unsafe { core::ptr::read_volatile(&scratch.payload_offset) } as usize;

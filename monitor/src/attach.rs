@@ -21,6 +21,7 @@ use monitor_common::{
         TC_FOLLOW_PROGRAMS, XDP_FOLLOW_PROGRAMS, XDP_PROGRAM,
     },
     ports::PortKind,
+    tls::{SOCK_OFFSETS, SockOffsets},
 };
 use tracing::{info, warn};
 
@@ -30,6 +31,7 @@ use crate::{
     failure::Failure,
     kernel_maps::KernelCounters,
     pins::{self, Pins, TC_LINK, XDP_LINK},
+    tls_probes::{self, TlsPlan},
     xdp_hook,
 };
 
@@ -59,6 +61,8 @@ pub struct AttachOptions<'a> {
     pub replace: bool,
     /// Only ingress is seen (`--ingress-only`): which end is the server where both are on SIP ports.
     pub ingress_only: bool,
+    /// Read SIP inside TLS, from these libraries (`None`: TLS flows at the TCP level only).
+    pub tls: Option<&'a TlsPlan>,
 }
 
 /// The SIP ports the kernel should treat as SIP, by kind.
@@ -81,13 +85,20 @@ pub fn ifindex(iface: &str) -> Option<u32> {
 /// Loads the kernel programs (not yet attached) with the SIP ports configured
 /// and the flow map sized to `max_flows`, told whether only ingress is seen. The maps are pinned in `pin_dir`,
 /// or taken over from there when an earlier agent pinned them.
-pub fn load(ports: &SipPorts, max_flows: u32, pin_dir: &Path, ingress_only: bool) -> Result<Ebpf, String> {
+pub fn load(
+    ports: &SipPorts,
+    max_flows: u32,
+    pin_dir: &Path,
+    ingress_only: bool,
+    sock_offsets: SockOffsets,
+) -> Result<Ebpf, String> {
     if EBPF_OBJECT.is_empty() {
         return Err(Failure::NoKernelObject.to_string());
     }
     let ingress_only = u8::from(ingress_only);
     let mut ebpf = EbpfLoader::new()
         .override_global(INGRESS_ONLY, &ingress_only, true)
+        .override_global(SOCK_OFFSETS, &sock_offsets, true)
         .default_map_pin_directory(pin_dir)
         .map_max_entries(FLOWS, max_flows)
         .load(EBPF_OBJECT)
@@ -109,12 +120,13 @@ pub fn load(ports: &SipPorts, max_flows: u32, pin_dir: &Path, ingress_only: bool
 /// Loads the programs that walk a TCP segment's further SIP messages and puts
 /// them where their entry program tail-calls them, in slot order. Without
 /// them, only each segment's first message would be counted.
-pub fn install_followers(ebpf: &mut Ebpf, programs: [&str; 2], array: &str) -> Result<(), String> {
+pub fn install_followers<const N: usize>(ebpf: &mut Ebpf, programs: [&str; N], array: &str) -> Result<(), String> {
     for (slot, name) in programs.into_iter().enumerate() {
         let program = ebpf.program_mut(name).ok_or_else(|| format!("program {name} is missing"))?;
         match program {
             Program::Xdp(p) => p.load(),
             Program::SchedClassifier(p) => p.load(),
+            Program::UProbe(p) => p.load(),
             _ => return Err(format!("program {name} has an unexpected type")),
         }
         .map_err(|e| {
@@ -137,7 +149,9 @@ pub fn attach(iface: &str, options: &AttachOptions) -> Result<(Attached, KernelC
     for old in pins.prepare().map_err(|e| Failure::Pins { path: pins.dir.clone(), reason: e.to_string() })? {
         warn!(iface, pins = %old.display(), "removed the pins of another sipflow version; its flows are forgotten");
     }
-    let mut ebpf = load(options.ports, options.max_flows, &pins.dir, options.ingress_only).map_err(load_failure)?;
+    let offsets = options.tls.map(|plan| plan.offsets).unwrap_or_default();
+    let mut ebpf =
+        load(options.ports, options.max_flows, &pins.dir, options.ingress_only, offsets).map_err(load_failure)?;
     let flow_capacity = flow_capacity(&ebpf).unwrap_or(options.max_flows);
     if flow_capacity != options.max_flows {
         warn!(
@@ -166,6 +180,15 @@ pub fn attach(iface: &str, options: &AttachOptions) -> Result<(Attached, KernelC
         }
     };
     info!(iface, mode, pins = %pins.dir.display(), "attached XDP program");
+    if let Some(plan) = options.tls {
+        match tls_probes::attach(&mut ebpf, plan) {
+            Ok(()) => {}
+            Err(reason) if plan.named => return Err(Failure::Tls(reason)),
+            Err(reason) => {
+                warn!(iface, %reason, "SIP inside TLS will not be read; TLS flows are tracked at the TCP level only")
+            }
+        }
+    }
     let counters = KernelCounters::take_from(&mut ebpf).map_err(|e| load_failure(e.to_string()))?;
     let attached = Attached { iface: iface.to_string(), ifindex, mode, pins, egress: false, flow_capacity, ebpf };
     Ok((attached, counters))
@@ -303,7 +326,7 @@ fn verifier_reason(error: &aya::programs::ProgramError) -> String {
     lines[lines.len().saturating_sub(3)..].join(" ")
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -100,9 +100,24 @@ pub struct RunArgs {
     #[arg(long = "sip-port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub sip_ports: Vec<u16>,
 
-    /// SIP over TLS port, tracked at the TCP level only (repeatable). Default: 5061.
+    /// SIP over TLS port (repeatable). Default: 5061. Its flows are tracked at
+    /// the TCP level, and their SIP is read in clear from the host's TLS
+    /// library where the host is the TLS server (see --tls-lib).
     #[arg(long = "sips-port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub sips_ports: Vec<u16>,
+
+    /// TLS library whose SSL_read and SSL_write (OpenSSL's API, and their _ex
+    /// forms) are probed for the SIP in TLS flows, in every process that maps
+    /// it, started before sipflow or after (repeatable). Default: libssl.so.3
+    /// as the dynamic linker finds it. A server linked statically is covered
+    /// by naming its own binary here, when it has a symbol table.
+    #[arg(long = "tls-lib", value_name = "PATH")]
+    pub tls_libs: Vec<PathBuf>,
+
+    /// Read no TLS plaintext: TLS flows are then tracked at the TCP level only,
+    /// with no binding and no would_430.
+    #[arg(long, conflicts_with = "tls_libs")]
+    pub no_tls_plaintext: bool,
 
     /// Accepted for older command lines and config files: both directions are
     /// watched by default now (see --ingress-only).

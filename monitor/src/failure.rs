@@ -31,6 +31,8 @@ pub enum Failure {
     NoBpffs(String),
     #[error("{0}")]
     Usage(String),
+    #[error("cannot read SIP inside TLS: {0}; check the --tls-lib paths, or pass --no-tls-plaintext")]
+    Tls(String),
     #[error("{0} check(s) failed; see the lines above")]
     Preflight(usize),
     #[error("reading the kernel's maps failed: {0}")]

@@ -16,7 +16,7 @@ use std::{
 };
 
 /// The layout of the pinned maps; bump it with any change to their types.
-pub const SCHEMA: u32 = 4;
+pub const SCHEMA: u32 = 5;
 /// Where the BPF filesystem is mounted, and where sipflow pins by default.
 pub const BPFFS: &str = "/sys/fs/bpf";
 pub const DEFAULT_ROOT: &str = "/sys/fs/bpf/sipflow";

@@ -28,7 +28,7 @@ use crate::{
     head_events::{FlowEvents, HeadEvents},
     kernel_maps::FlowTable,
     liveness::{registrations::Limits, saved, tracker::Tracker},
-    pins, privileges,
+    pins, privileges, tls_probes,
 };
 
 pub async fn run(args: RunArgs) -> Result<(), Failure> {
@@ -62,6 +62,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         .map_err(|e| Failure::Listen { addr: args.listen, reason: e.to_string() })?;
 
     let ports = SipPorts { plain: args.plain_ports(), tls: args.tls_ports() };
+    let tls = tls_probes::plan(&ports.tls, &args.tls_libs, args.no_tls_plaintext)?;
     let mut attached = Vec::new();
     let mut instances = Vec::new();
     let mut event_sources = Vec::new();
@@ -72,6 +73,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         pin_root: &args.pin_dir,
         replace: args.replace,
         ingress_only: args.ingress_only,
+        tls: tls.as_ref(),
     };
     for iface in &args.ifaces {
         match attach_one(iface, &options, args.sees_egress(), args.keep_attached) {

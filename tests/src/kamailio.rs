@@ -27,7 +27,8 @@ pub struct Kamailio {
 }
 
 impl Kamailio {
-    /// Starts Kamailio in `namespace` on `addr`:5060, UDP and TCP, giving
+    /// Starts Kamailio in `namespace` on `addr`:5060, UDP and TCP, and
+    /// `addr`:5061 over TLS (a self-signed certificate), giving
     /// registrations `Flow-Timer: flow_timer`; returns once it listens.
     pub fn start(namespace: &str, addr: &str, flow_timer: u32) -> Self {
         Self::start_with_lifetime(namespace, addr, flow_timer, flow_timer + 2)
@@ -39,6 +40,16 @@ impl Kamailio {
     pub fn start_with_lifetime(namespace: &str, addr: &str, flow_timer: u32, tcp_lifetime: u32) -> Self {
         let rundir = ScratchDir::new(&format!("sipflow-kamailio-{namespace}"));
         let log = rundir.path().join("kamailio.log");
+        let (cert, key) = (rundir.path().join("cert.pem"), rundir.path().join("key.pem"));
+        let made = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=proxy", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl (package openssl)");
+        assert!(made.success(), "openssl could not make the proxy's certificate");
         let config = config_path();
         let output = File::create(&log).expect("kamailio log");
         let child = Command::new("ip")
@@ -47,6 +58,8 @@ impl Kamailio {
             .args(["-DD", "-E", "-Y"])
             .arg(rundir.path())
             .args(["-l", &format!("udp:{addr}:5060"), "-l", &format!("tcp:{addr}:5060")])
+            .args(["-l", &format!("tls:{addr}:5061"), "-A", "WITH_TLS"])
+            .args(["-A", &format!("TLS_CERT=\"{}\"", cert.display()), "-A", &format!("TLS_KEY=\"{}\"", key.display())])
             .args(["-A", &format!("FLOW_TIMER={flow_timer}"), "-A", &format!("TCP_LIFETIME={tcp_lifetime}")])
             .args(["-A", &format!("FR_TIMER={TRANSACTION_TIMER_MS}")])
             .stdin(Stdio::null())
@@ -68,14 +81,15 @@ impl Kamailio {
                 panic!("kamailio exited with {status}:\n{}", self.log_text());
             }
             let out = Command::new("ip").args(["netns", "exec", namespace, "ss", "-ltn"]).output().expect("ss");
-            if String::from_utf8_lossy(&out.stdout).contains(":5060") {
+            let listening = String::from_utf8_lossy(&out.stdout).into_owned();
+            if listening.contains(":5060") && listening.contains(":5061") {
                 // The UDP workers come up with the TCP ones.
                 thread::sleep(Duration::from_millis(200));
                 return;
             }
             thread::sleep(Duration::from_millis(100));
         }
-        panic!("kamailio did not listen on 5060 within 10 s:\n{}", self.log_text());
+        panic!("kamailio did not listen on 5060 and 5061 within 10 s:\n{}", self.log_text());
     }
 
     pub fn log_text(&self) -> String {

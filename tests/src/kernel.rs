@@ -60,8 +60,8 @@ impl LoadedXdp {
         crate::require_root();
         let ports = SipPorts { plain: vec![SIP_PORT], tls: vec![SIPS_PORT] };
         let pins = PinDir::new("test-run");
-        let mut ebpf =
-            attach::load(&ports, max_flows, &pins.0, ingress_only).expect("the verifier accepts the program");
+        let mut ebpf = attach::load(&ports, max_flows, &pins.0, ingress_only, Default::default())
+            .expect("the verifier accepts the program");
         let counters = KernelCounters::take_from(&mut ebpf).expect("counter maps");
         let flows = FlowTable::take_from(&mut ebpf).expect("flow map");
         let events = RingBuf::try_from(ebpf.take_map(EVENTS).expect("EVENTS")).expect("ring buffer");

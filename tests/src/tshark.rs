@@ -96,6 +96,10 @@ const PER_SEGMENT: &str = "tcp.desegment_tcp_streams:FALSE";
 /// holds as many comma-separated values.
 fn fields(capture: &Path, filter: &str, names: &[&str]) -> Vec<Vec<String>> {
     let mut command = Command::new("tshark");
+    let keys = capture.with_extension("keys");
+    if keys.is_file() {
+        command.arg("-o").arg(format!("tls.keylog_file:{}", keys.display()));
+    }
     command.arg("-r").arg(capture).args([
         "-o",
         PER_SEGMENT,
@@ -120,13 +124,20 @@ fn values(field: Option<&String>) -> impl Iterator<Item = &str> {
     field.map(String::as_str).unwrap_or("").split(',').filter(|v| !v.is_empty())
 }
 
-/// Counts requests by method (the 14 standard ones, else "other") and responses by code.
+/// Counts requests by method (the 14 standard ones, else "other") and responses
+/// by code. SIP over TLS is counted where the capture's key log (the same path
+/// with the extension `keys`, NSS format) decrypts it.
 pub fn count_sip(capture: &Path) -> SipCounts {
     let mut counts = SipCounts::default();
     let retransmitted = "tcp.port == 5060 && tcp.len > 0 && tcp.analysis.retransmission";
     counts.tcp_retransmissions = fields(capture, retransmitted, &["frame.number"]).len() as u64;
-    for row in fields(capture, SIP_FILTER, &["sip.Method", "sip.Status-Code", "udp.srcport"]) {
-        let transport = if row.get(2).is_some_and(|v| !v.is_empty()) { "udp" } else { "tcp" };
+    for row in fields(capture, SIP_FILTER, &["sip.Method", "sip.Status-Code", "udp.srcport", "tls.record.content_type"])
+    {
+        let transport = match (row.get(2).is_some_and(|v| !v.is_empty()), row.get(3).is_some_and(|v| !v.is_empty())) {
+            (true, _) => "udp",
+            (false, true) => "tls",
+            (false, false) => "tcp",
+        };
         for method in values(row.first()) {
             let known = Method::STANDARD.iter().any(|(_, name)| *name == method.as_bytes());
             *counts.requests.entry(if known { method.to_string() } else { "other".into() }).or_default() += 1;

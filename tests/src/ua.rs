@@ -1,5 +1,5 @@
 //! An RFC 5626 outbound user agent for the Kamailio lab, on a thread of its own:
-//! it registers over TCP or UDP, keeps its flow alive (CRLFCRLF pings on TCP,
+//! it registers over TCP, TLS (OpenSSL, through the `openssl` crate) or UDP, keeps its flow alive (CRLFCRLF pings on TCP,
 //! STUN Binding requests on UDP, RFC 5626 §4.4), and answers what the proxy
 //! sends it over that flow: MESSAGE and OPTIONS with 200, INVITE with 486.
 //!
@@ -7,8 +7,10 @@
 //! are the "small test clients for pings and STUN" of the lab.
 
 use std::{
+    fs::OpenOptions,
     io::{ErrorKind, Read, Write},
     net::{SocketAddr, TcpStream, UdpSocket},
+    path::{Path, PathBuf},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU8, Ordering},
@@ -16,6 +18,8 @@ use std::{
     thread::{self, JoinHandle},
     time::{Duration, Instant},
 };
+
+use openssl::ssl::{SslConnector, SslMethod, SslStream, SslVerifyMode};
 
 use crate::{
     netns::Lab,
@@ -26,6 +30,7 @@ use crate::{
 pub enum Transport {
     Tcp,
     Udp,
+    Tls,
 }
 
 impl Transport {
@@ -34,8 +39,36 @@ impl Transport {
         match self {
             Transport::Tcp => "TCP",
             Transport::Udp => "UDP",
+            Transport::Tls => "TLS",
         }
     }
+
+    fn is_stream(self) -> bool {
+        self != Transport::Udp
+    }
+}
+
+/// Where TLS UAs append their session keys (NSS key log format, as
+/// SSLKEYLOGFILE), so that tshark can read the SIP they carry.
+static KEY_LOG: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+pub fn set_tls_key_log(path: &Path) {
+    *KEY_LOG.lock().unwrap() = Some(path.to_path_buf());
+}
+
+/// A TLS client as a phone would be: the proxy's self-signed certificate is not checked.
+fn tls_connect(stream: TcpStream) -> SslStream<TcpStream> {
+    let mut connector = SslConnector::builder(SslMethod::tls_client()).expect("TLS context");
+    connector.set_verify(SslVerifyMode::NONE);
+    if let Some(path) = KEY_LOG.lock().unwrap().clone() {
+        connector.set_keylog_callback(move |_, line| {
+            if let Ok(mut file) = OpenOptions::new().create(true).append(true).open(&path) {
+                let _ = writeln!(file, "{line}");
+            }
+        });
+    }
+    let config = connector.build().configure().expect("TLS config").verify_hostname(false);
+    config.connect("proxy", stream).expect("TLS handshake with the proxy")
 }
 
 /// What the UA's thread is told to do next.
@@ -50,6 +83,7 @@ const RESET: u8 = 3;
 enum Socket {
     Tcp(TcpStream),
     Udp(UdpSocket, SocketAddr),
+    Tls(Box<SslStream<TcpStream>>),
 }
 
 impl Socket {
@@ -57,6 +91,7 @@ impl Socket {
         match self {
             Socket::Tcp(stream) => stream.write_all(bytes),
             Socket::Udp(socket, to) => socket.send_to(bytes, *to).map(|_| ()),
+            Socket::Tls(stream) => stream.write_all(bytes),
         }
     }
 
@@ -64,6 +99,7 @@ impl Socket {
         match self {
             Socket::Tcp(stream) => stream.read(buf),
             Socket::Udp(socket, _) => socket.recv(buf),
+            Socket::Tls(stream) => stream.read(buf),
         }
     }
 }
@@ -104,6 +140,11 @@ impl OutboundUa {
     ) -> Self {
         let mut socket = Lab::in_namespace(namespace, || match transport {
             Transport::Tcp => Socket::Tcp(TcpStream::connect_timeout(&proxy, Duration::from_secs(3)).expect("connect")),
+            Transport::Tls => {
+                let stream = TcpStream::connect_timeout(&proxy, Duration::from_secs(3)).expect("connect");
+                stream.set_read_timeout(Some(Duration::from_secs(3))).expect("handshake timeout");
+                Socket::Tls(Box::new(tls_connect(stream)))
+            }
             Transport::Udp => {
                 let any: SocketAddr = if proxy.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().unwrap();
                 let socket = UdpSocket::bind(any).expect("bind");
@@ -114,11 +155,13 @@ impl OutboundUa {
         let local = match &socket {
             Socket::Tcp(s) => s.local_addr(),
             Socket::Udp(s, _) => s.local_addr(),
+            Socket::Tls(s) => s.get_ref().local_addr(),
         }
         .expect("local addr");
         match &socket {
             Socket::Tcp(s) => s.set_read_timeout(Some(Duration::from_millis(50))),
             Socket::Udp(s, _) => s.set_read_timeout(Some(Duration::from_millis(50))),
+            Socket::Tls(s) => s.get_ref().set_read_timeout(Some(Duration::from_millis(50))),
         }
         .expect("read timeout");
         socket.send(&outbound_register(user, transport.name(), local, user, call_id)).expect("send REGISTER");
@@ -198,8 +241,11 @@ fn keep_alive(
         match command.load(Ordering::Relaxed) {
             CLOSE => return,
             RESET => {
-                if let Socket::Tcp(stream) = socket {
-                    peers::reset(stream);
+                match socket {
+                    Socket::Tcp(stream) => peers::reset(stream),
+                    // Dropped without close_notify, as a crashing process would.
+                    Socket::Tls(stream) => peers::reset(stream.get_ref().try_clone().expect("dup socket")),
+                    Socket::Udp(..) => {}
                 }
                 return;
             }
@@ -212,7 +258,7 @@ fn keep_alive(
         if Instant::now() >= next_ping {
             next_ping += every;
             let ping = match transport {
-                Transport::Tcp => b"\r\n\r\n".to_vec(),
+                Transport::Tcp | Transport::Tls => b"\r\n\r\n".to_vec(),
                 Transport::Udp => {
                     stun_id += 1;
                     stun_binding_request(stun_id)
@@ -240,7 +286,7 @@ fn keep_alive(
 /// Takes one whole SIP message off the front of `pending`; pongs, STUN and
 /// anything that is not SIP are dropped.
 fn next_message(pending: &mut Vec<u8>, transport: Transport) -> Option<Vec<u8>> {
-    if transport == Transport::Udp {
+    if !transport.is_stream() {
         // A datagram is one message (or a STUN answer, which starts with a zero byte).
         let message = std::mem::take(pending);
         return message.first().is_some_and(u8::is_ascii_alphabetic).then_some(message);

@@ -31,7 +31,12 @@ const LAB_PACKAGES: &[&str] = &[
     "tshark",
     "kamailio",
     "kamailio-outbound-modules",
+    "kamailio-tls-modules",
     "baresip-core",
+    // The lab's TLS: certificates for Kamailio, and the UAs' OpenSSL (the openssl crate links it).
+    "openssl",
+    "libssl-dev",
+    "pkg-config",
     "prometheus",
 ];
 /// Keeps apt from starting the daemons it installs (Kamailio, Prometheus): the

@@ -37,6 +37,7 @@ pub struct Metrics {
     received_430: IntCounter,
     last_grades: Grades,
     segments_ignored: IntCounterVec,
+    tls_calls: IntCounterVec,
     retracted: IntCounter,
     last_retractions: u64,
     refused: IntCounterVec,
@@ -168,6 +169,13 @@ impl Metrics {
              in the window but not at the next sequence number, outside it, or from a side never seen.",
             &["iface", "reason"],
         );
+        let tls_calls = counter_vec(
+            "sipflow_tls_calls_total",
+            "SSL reads and writes on a SIPS port's sockets, by what became of their plaintext: read into the \
+             flow's state (result=read); on a flow this interface has not seen (flow_unseen); or a write \
+             whose socket never showed in its thread (socket_unknown).",
+            &["iface", "result"],
+        );
         let retracted = IntCounter::new(
             "sipflow_verdicts_retracted_total",
             "RST or FIN verdicts taken back: the connection carried valid data both ways after them.",
@@ -241,6 +249,7 @@ impl Metrics {
             &failures,
             &answers_430,
             &segments_ignored,
+            &tls_calls,
             &refused,
         ] {
             registry.register(Box::new(collector.clone())).expect("unique metric");
@@ -263,6 +272,7 @@ impl Metrics {
             received_430,
             last_grades: Grades::default(),
             segments_ignored,
+            tls_calls,
             retracted,
             last_retractions: 0,
             refused,
@@ -329,6 +339,10 @@ impl Metrics {
         for (stat, reason) in KernelStat::IGNORED_SEGMENTS {
             let added = growth(&now.stats, &last.stats, stat as usize);
             self.segments_ignored.with_label_values(&[iface, reason]).inc_by(added);
+        }
+        for (stat, result) in KernelStat::TLS_CALLS {
+            let added = growth(&now.stats, &last.stats, stat as usize);
+            self.tls_calls.with_label_values(&[iface, result]).inc_by(added);
         }
         *last = now.clone();
     }

@@ -1,0 +1,288 @@
+//! SIP inside TLS, read where the host's TLS library holds it in clear: the
+//! buffer of each SSL_read and SSL_write (uprobes on libssl), handed to the
+//! same classifier and walker as a TCP segment's payload, and recorded on the
+//! flow the XDP and TC programs keep for the connection.
+//!
+//! Which connection a call is on: the socket the thread reads or writes
+//! (the `sock_recv_length` and `sock_send_length` tracepoints, raw: no tracefs
+//! needed, and kprobes need not be built in), not the SSL object's fd, whose
+//! place inside OpenSSL's structures changes between versions and which a
+//! memory BIO does not have at all. Nor the SSL object's address: Kamailio
+//! keeps it in shared memory and writes it from whichever process has a
+//! message for the flow. A library that reads the socket itself does so
+//! inside SSL_read, and writes inside SSL_write. Servers that decrypt from
+//! memory (Kamailio's tls module, Python's asyncio) read the socket just
+//! before SSL_read and write it just after SSL_write, in the same thread:
+//! their read is the thread's last SIPS-socket read, and their write waits for
+//! the thread's next socket write, which must be at least as long. Only
+//! sockets whose local port is a SIPS port count: the host as the TLS server,
+//! so a client on the same host (one of whose flows crosses a monitored
+//! interface) is never counted twice.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    programs::{ProbeContext, RawTracePointContext, RetProbeContext},
+};
+use monitor_common::{
+    counters::{Direction, KernelStat},
+    flow::FlowKey,
+    tls::SslOp,
+};
+use monitor_ebpf::packet::Transport;
+
+use crate::{
+    flow,
+    follow::{self, Next},
+    maps::{LAST_RECV, SSL_CALLS, SslCall, TLS_SCRATCH, TLS_SCRATCH_TEMPLATE, TlsScratch, bump_stat},
+    observe::classify_payload,
+    sock,
+    tally::count_message,
+    user_frame::UserFrame,
+};
+
+/// Plaintext of one call read at most: what a TCP segment can carry, and more
+/// than a TLS record (16 KiB), which is what one SSL_read returns.
+const MAX_PLAINTEXT: u64 = 65535;
+
+/// `SslCall::keyed`: no socket seen in the call yet; a SIPS port's (`key`
+/// holds its flow); another socket's.
+const UNKEYED: u8 = 0;
+const KEYED: u8 = 1;
+const FOREIGN: u8 = 2;
+
+/// An SSL call begins: remember its buffer until it returns.
+#[inline(always)]
+pub fn ssl_entry(ctx: &ProbeContext, op: SslOp, ex: bool) {
+    let Some(buffer) = ctx.arg::<u64>(1) else {
+        return;
+    };
+    let count_at = if ex { ctx.arg::<u64>(3).unwrap_or(0) } else { 0 };
+    if ex && count_at == 0 {
+        return;
+    }
+    let thread = bpf_get_current_pid_tgid();
+    // SAFETY: a read of this thread's entry; only this thread writes it.
+    if let Some(before) = SSL_CALLS.get_ptr(&thread)
+        && unsafe { (*before).returned } != 0
+    {
+        // A write never followed by a write to its socket: its plaintext goes unread.
+        bump_stat(KernelStat::TlsSocketUnknown);
+    }
+    let call = SslCall {
+        buffer,
+        count_at,
+        key: FlowKey::UNSET,
+        waiting_len: 0,
+        op: op as u8,
+        keyed: UNKEYED,
+        returned: 0,
+        _reserved: 0,
+    };
+    let _ = SSL_CALLS.insert(&thread, &call, 0);
+}
+
+/// An SSL call returns. True when its plaintext is to be read: the thread's
+/// scratch is set up for `first`.
+#[inline(always)]
+pub fn ssl_return(ctx: &RetProbeContext) -> bool {
+    let thread = bpf_get_current_pid_tgid();
+    let Some(call) = SSL_CALLS.get_ptr_mut(&thread) else {
+        return false;
+    };
+    // SAFETY: this thread's entry; only this thread writes it.
+    let call = unsafe { &mut *call };
+    let rc: i64 = ctx.ret();
+    let rc = rc as i32;
+    let len = if call.count_at != 0 {
+        // SAFETY: the helper checks the user address.
+        if rc == 1 { unsafe { bpf_probe_read_user(call.count_at as *const u64) }.unwrap_or(0) } else { 0 }
+    } else if rc > 0 {
+        rc as u64
+    } else {
+        0
+    };
+    if len == 0 {
+        let _ = SSL_CALLS.remove(&thread);
+        return false;
+    }
+    let len = if len > MAX_PLAINTEXT { MAX_PLAINTEXT } else { len } as u32;
+    let buffer = call.buffer;
+    if call.keyed == FOREIGN {
+        // The call read or wrote a socket that is no SIPS port's: not SIP over TLS to this host.
+        let _ = SSL_CALLS.remove(&thread);
+        return false;
+    }
+    if call.op == SslOp::Write as u8 {
+        if call.keyed == UNKEYED {
+            // Encrypted into memory: the socket write comes next (`tcp_sendmsg`).
+            call.returned = 1;
+            call.waiting_len = len;
+            return false;
+        }
+        let key = call.key;
+        let _ = SSL_CALLS.remove(&thread);
+        return prepare(thread, &key, buffer, len, Direction::Egress);
+    }
+    let key = if call.keyed == KEYED {
+        call.key
+    } else {
+        match LAST_RECV.get_ptr(&thread) {
+            // SAFETY: this thread's entry; only this thread writes it.
+            Some(key) => unsafe { *key },
+            None => {
+                let _ = SSL_CALLS.remove(&thread);
+                return false;
+            }
+        }
+    };
+    let _ = SSL_CALLS.remove(&thread);
+    prepare(thread, &key, buffer, len, Direction::Ingress)
+}
+
+/// `sock_recv_length(sk, ret, flags)`: a thread read `ret` bytes from a socket.
+#[inline(always)]
+pub fn sock_recv(ctx: &RawTracePointContext) {
+    let sock: u64 = ctx.arg(0);
+    let read: i64 = ctx.arg(1);
+    if read as i32 <= 0 {
+        return;
+    }
+    let thread = bpf_get_current_pid_tgid();
+    let mut key = FlowKey::UNSET;
+    let on_sips = sock::tls_flow(sock, &mut key);
+    if let Some(call) = SSL_CALLS.get_ptr_mut(&thread) {
+        // SAFETY: this thread's entry; only this thread writes it.
+        let call = unsafe { &mut *call };
+        if call.op == SslOp::Read as u8 && call.returned == 0 {
+            call.key = key;
+            call.keyed = if on_sips { KEYED } else { FOREIGN };
+        }
+    }
+    if on_sips {
+        let _ = LAST_RECV.insert(&thread, &key, 0);
+    } else if LAST_RECV.get_ptr(&thread).is_some() {
+        // Another socket: the thread's next SSL_read is not on the SIPS one it read before.
+        let _ = LAST_RECV.remove(&thread);
+    }
+}
+
+/// `sock_send_length(sk, ret, flags)`: a thread wrote `ret` bytes to a
+/// socket. Reads the plaintext of a write that waited for it.
+#[inline(always)]
+pub fn sock_send(ctx: &RawTracePointContext) {
+    let thread = bpf_get_current_pid_tgid();
+    // Most writes are by threads in no SSL call: one lookup, and done.
+    let Some(call) = SSL_CALLS.get_ptr_mut(&thread) else {
+        return;
+    };
+    // SAFETY: this thread's entry; only this thread writes it.
+    let call = unsafe { &mut *call };
+    if call.op != SslOp::Write as u8 {
+        return;
+    }
+    let sock: u64 = ctx.arg(0);
+    let sent: i64 = ctx.arg(1);
+    let sent = sent as i32;
+    let mut key = FlowKey::UNSET;
+    let on_sips = sent > 0 && sock::tls_flow(sock, &mut key);
+    if call.returned == 0 {
+        if sent > 0 {
+            call.key = key;
+            call.keyed = if on_sips { KEYED } else { FOREIGN };
+        }
+        return;
+    }
+    // A record is longer than the plaintext it carries: a shorter write is not this one's.
+    if !on_sips || (sent as u32) < call.waiting_len {
+        bump_stat(KernelStat::TlsSocketUnknown);
+        let _ = SSL_CALLS.remove(&thread);
+        return;
+    }
+    let (buffer, len) = (call.buffer, call.waiting_len);
+    let _ = SSL_CALLS.remove(&thread);
+    // No tail call from a tracepoint into the walkers (another program type):
+    // the write's first message is read here. A server writes one message at a time.
+    if prepare(thread, &key, buffer, len, Direction::Egress) {
+        let _ = first();
+    }
+}
+
+/// Sets up the thread's scratch to read `len` bytes of plaintext at `buffer`
+/// as a message on `key`'s flow.
+#[inline(always)]
+fn prepare(thread: u64, key: &FlowKey, buffer: u64, len: u32, direction: Direction) -> bool {
+    let Some(tls) = thread_scratch_or_new(thread) else {
+        return false;
+    };
+    let scratch = &mut tls.scratch;
+    scratch.key = *key;
+    // Read by the host as the TLS server: the client sent it.
+    scratch.from_client = (direction == Direction::Ingress) as u8;
+    scratch.tcp_flags = 0;
+    scratch.payload_offset = 0;
+    scratch.payload_len = len;
+    scratch.tcp_payload_len = len;
+    scratch.frame_len = len;
+    tls.buffer = buffer;
+    tls.direction = direction as u32;
+    true
+}
+
+#[inline(always)]
+fn thread_scratch_or_new(thread: u64) -> Option<&'static mut TlsScratch> {
+    if TLS_SCRATCH.get_ptr_mut(&thread).is_none() {
+        let template = TLS_SCRATCH_TEMPLATE.get_ptr(0)?;
+        // SAFETY: a map value that is never written.
+        let _ = TLS_SCRATCH.insert(&thread, unsafe { &*template }, 0);
+    }
+    let tls = TLS_SCRATCH.get_ptr_mut(&thread)?;
+    // SAFETY: this thread's entry; only this thread uses it.
+    Some(unsafe { &mut *tls })
+}
+
+/// The scratch `prepare` left for this thread, and the plaintext as a frame.
+#[inline(always)]
+fn resume() -> Option<(&'static mut TlsScratch, UserFrame, Direction)> {
+    let tls = TLS_SCRATCH.get_ptr_mut(&bpf_get_current_pid_tgid())?;
+    // SAFETY: this thread's entry; only this thread uses it.
+    let tls = unsafe { &mut *tls };
+    // SAFETY: plain reads of map memory (volatile: see `Scratch`).
+    let len = unsafe { core::ptr::read_volatile(&tls.scratch.frame_len) } as usize;
+    let frame = UserFrame { buffer: tls.buffer, len };
+    let direction = if tls.direction == Direction::Egress as u32 { Direction::Egress } else { Direction::Ingress };
+    Some((tls, frame, direction))
+}
+
+/// The `first` program's step: the call's first message, as `observe` takes
+/// a segment's; the rest is walked as a segment's is.
+#[inline(always)]
+pub fn first() -> Next {
+    let Some((tls, frame, direction)) = resume() else {
+        return Next::Done;
+    };
+    let scratch = &mut tls.scratch;
+    let payload = classify_payload(&frame, scratch, Transport::Tcp);
+    if !flow::update_followed(&frame, scratch, payload, direction) {
+        bump_stat(KernelStat::TlsFlowUnseen);
+        return Next::Done;
+    }
+    bump_stat(KernelStat::TlsCalls);
+    count_message(payload, direction);
+    if follow::start(scratch, payload) { Next::Scan } else { Next::Done }
+}
+
+#[inline(always)]
+pub fn scan() -> Next {
+    match resume() {
+        Some((tls, frame, _)) => follow::scan(&frame, Some(&mut tls.scratch)),
+        None => Next::Done,
+    }
+}
+
+#[inline(always)]
+pub fn message() -> Next {
+    match resume() {
+        Some((tls, frame, direction)) => follow::message(&frame, Some(&mut tls.scratch), direction),
+        None => Next::Done,
+    }
+}

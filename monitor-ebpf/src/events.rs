@@ -1,6 +1,7 @@
 //! Heads of the messages the agent parses (REGISTER, its response, 3xx, 430),
 //! sent through the `EVENTS` ring buffer. A full buffer drops the head and counts it.
 
+use aya_ebpf::bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 use monitor_common::{
     counters::{Direction, KernelStat},
     events::{FlowEvent, FlowEventKind, HEAD_MAX, HeadEvent},
@@ -10,8 +11,12 @@ use monitor_ebpf::frame::Frame;
 
 use crate::maps::{EVENTS, FLOW_EVENTS, Scratch, bump_stat};
 
-/// Tells the agent to look at the flow now. Rare by construction: sent when a
-/// close is accepted or a wait begins, never per packet.
+/// Tells the agent to look at the flow. Sent when a close is accepted or a
+/// wait begins, never per packet. A close wakes the agent at once: its verdict
+/// is due now. A wait does not: its deadline is a second or more away, the
+/// agent drains those events every `head_events::QUIET_DRAIN` anyway, and a
+/// wakeup per server response (a wait for its ACK begins with each) cost the
+/// sending thread more than the rest of sipflow's work on the packet.
 #[inline(always)]
 pub fn send_flow_event(key: &FlowKey, kind: FlowEventKind, now: u64) {
     let Some(mut entry) = FLOW_EVENTS.reserve::<FlowEvent>(0) else {
@@ -24,7 +29,11 @@ pub fn send_flow_event(key: &FlowKey, kind: FlowEventKind, now: u64) {
     event.timestamp_ns = now;
     event.kind = kind as u8;
     event._reserved = [0; 7];
-    entry.submit(0);
+    let wakeup = match kind {
+        FlowEventKind::Closed => BPF_RB_FORCE_WAKEUP,
+        FlowEventKind::WaitBegan => BPF_RB_NO_WAKEUP,
+    };
+    entry.submit(wakeup as u64);
 }
 
 #[inline(always)]

@@ -12,6 +12,8 @@ use monitor_common::{
     flow::FlowKey,
     maps::{EVENTS, FLOW_EVENTS},
 };
+use std::time::Duration;
+
 use tokio::io::unix::AsyncFd;
 
 /// One head, copied out of the ring buffer.
@@ -67,6 +69,13 @@ fn read_record<T: aya::Pod>(record: &[u8]) -> Option<T> {
     Some(unsafe { record.as_ptr().cast::<T>().read_unaligned() })
 }
 
+/// How often the flow events ring is looked at for the waits the kernel
+/// submits without a wakeup. A wait's deadline is taken from the event's own
+/// timestamp and lies a second or more after it by default (`--ack-timeout`,
+/// the pong and STUN timeouts), so verdicts come no later for it; only a
+/// timeout set below this period can see its verdict up to that much late.
+pub const QUIET_DRAIN: Duration = Duration::from_millis(100);
+
 /// One of the kernel's ring buffers, pollable from tokio.
 pub struct Ring<T> {
     ring: AsyncFd<RingBuf<MapData>>,
@@ -110,6 +119,29 @@ impl<T> Ring<T> {
             guard.clear_ready();
             if !records.is_empty() {
                 return Ok(records);
+            }
+        }
+    }
+
+    /// The same, also looking every `period` for records the kernel submitted
+    /// without waking the reader (see the kernel's `send_flow_event`).
+    pub async fn next_batch_or_every(&mut self, period: Duration) -> std::io::Result<Vec<T>> {
+        loop {
+            tokio::select! {
+                guard = self.ring.readable_mut() => {
+                    let mut guard = guard?;
+                    let records = drain_with(guard.get_inner_mut(), self.decode);
+                    guard.clear_ready();
+                    if !records.is_empty() {
+                        return Ok(records);
+                    }
+                }
+                () = tokio::time::sleep(period) => {
+                    let records = drain_with(self.ring.get_mut(), self.decode);
+                    if !records.is_empty() {
+                        return Ok(records);
+                    }
+                }
             }
         }
     }

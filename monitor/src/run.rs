@@ -25,7 +25,7 @@ use crate::{
         metrics::Metrics,
     },
     failure::Failure,
-    head_events::{FlowEvents, HeadEvents},
+    head_events::{FlowEvents, HeadEvents, QUIET_DRAIN},
     kernel_maps::FlowTable,
     liveness::{registrations::Limits, saved, tracker::Tracker},
     pins, privileges, tls_probes,
@@ -135,7 +135,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
             let failed = loop {
                 let input = tokio::select! {
                     batch = heads.next_batch() => batch.map(|b| Input::Heads(i, b)),
-                    batch = news.next_batch() => batch.map(|b| Input::Flows(i, b)),
+                    batch = news.next_batch_or_every(QUIET_DRAIN) => batch.map(|b| Input::Flows(i, b)),
                 };
                 match input {
                     Ok(input) => {

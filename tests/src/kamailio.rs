@@ -40,16 +40,7 @@ impl Kamailio {
     pub fn start_with_lifetime(namespace: &str, addr: &str, flow_timer: u32, tcp_lifetime: u32) -> Self {
         let rundir = ScratchDir::new(&format!("sipflow-kamailio-{namespace}"));
         let log = rundir.path().join("kamailio.log");
-        let (cert, key) = (rundir.path().join("cert.pem"), rundir.path().join("key.pem"));
-        let made = Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=proxy", "-keyout"])
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .stderr(Stdio::null())
-            .status()
-            .expect("openssl (package openssl)");
-        assert!(made.success(), "openssl could not make the proxy's certificate");
+        let (cert, key) = crate::tls::self_signed(rundir.path());
         let config = config_path();
         let output = File::create(&log).expect("kamailio log");
         let child = Command::new("ip")

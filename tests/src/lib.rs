@@ -16,6 +16,7 @@ pub mod registrar;
 pub mod rng;
 pub mod scratch_dir;
 pub mod sipp;
+pub mod tls;
 pub mod tshark;
 pub mod ua;
 

@@ -4,6 +4,7 @@
 use std::{
     io::{Read, Write},
     net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    path::Path,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -11,6 +12,8 @@ use std::{
     thread,
     time::Duration,
 };
+
+use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod};
 
 /// An outbound REGISTER (RFC 5626 §4.2): reg-id, +sip.instance, ;ob, Supported: outbound.
 pub fn outbound_register(user: &str, transport: &str, local: SocketAddr, instance: &str, call_id: &str) -> Vec<u8> {
@@ -56,7 +59,42 @@ impl TcpServer {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         let running = running.clone();
+                        stream.set_read_timeout(Some(Duration::from_millis(100))).ok();
                         thread::spawn(move || serve(stream, flow_timer, pongs, &running));
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        Self { stop, addr }
+    }
+}
+
+impl TcpServer {
+    /// The same over TLS (OpenSSL reading its socket itself: SSL_read_ex and
+    /// SSL_write_ex, the socket calls inside them), with `cert` and `key`.
+    pub fn start_tls(listener: TcpListener, flow_timer: u32, cert: &Path, key: &Path) -> Self {
+        let mut acceptor = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).expect("TLS context");
+        acceptor.set_private_key_file(key, SslFiletype::PEM).expect("TLS key");
+        acceptor.set_certificate_chain_file(cert).expect("TLS certificate");
+        let acceptor = acceptor.build();
+        let addr = listener.local_addr().expect("local addr");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let stop = Arc::new(AtomicBool::new(false));
+        let running = stop.clone();
+        thread::spawn(move || {
+            while !running.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let (running, acceptor) = (running.clone(), acceptor.clone());
+                        thread::spawn(move || {
+                            stream.set_nonblocking(false).ok();
+                            stream.set_read_timeout(Some(Duration::from_secs(3))).ok();
+                            if let Ok(tls) = acceptor.accept(stream) {
+                                tls.get_ref().set_read_timeout(Some(Duration::from_millis(100))).ok();
+                                serve(tls, flow_timer, true, &running);
+                            }
+                        });
                     }
                     Err(_) => thread::sleep(Duration::from_millis(20)),
                 }
@@ -72,8 +110,8 @@ impl Drop for TcpServer {
     }
 }
 
-fn serve(mut stream: TcpStream, flow_timer: u32, pongs: bool, stop: &AtomicBool) {
-    stream.set_read_timeout(Some(Duration::from_millis(100))).ok();
+/// Answers on `stream`, whose reads time out (100 ms) so that `stop` is seen.
+fn serve(mut stream: impl Read + Write, flow_timer: u32, pongs: bool, stop: &AtomicBool) {
     let mut buf = vec![0u8; 4096];
     while !stop.load(Ordering::Relaxed) {
         let n = match stream.read(&mut buf) {

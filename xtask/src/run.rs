@@ -55,6 +55,7 @@ fn bench_smoke() -> Result<()> {
         ("sipflow-bench-storm", &["2000"]),
         ("sipflow-bench-verdicts", &["20"]),
         ("sipflow-bench-bindings", &["2000"]),
+        ("sipflow-bench-tls", &["1", "200"]),
     ] {
         let mut command = vec!["run", "--quiet", "-p", "sipflow-tests", "--bin", bin, "--"];
         command.extend_from_slice(args);
@@ -145,6 +146,8 @@ pub fn bench(repeat: u32, live_seconds: u32, rate: u32, scale_flows: &str) -> Re
     // From an RST or FIN to its verdict; the binding table with a million registrations.
     bench("sipflow-bench-verdicts", &["400"])?;
     bench("sipflow-bench-bindings", &["1000000"])?;
+    // What reading SIP inside TLS costs the TLS server, per SSL call.
+    bench("sipflow-bench-tls", &["5", "2000"])?;
     Ok(())
 }
 

@@ -45,7 +45,7 @@ fn main() {
     let _ = xdp.heads();
     xdp.run_tc(&cases[0].1);
     let _ = writeln!(md, "\nInstructions the verifier processed (limit 1 000 000):\n");
-    let programs = [[XDP_PROGRAM, TC_EGRESS_PROGRAM], XDP_FOLLOW_PROGRAMS, TC_FOLLOW_PROGRAMS];
+    let programs = [&[XDP_PROGRAM, TC_EGRESS_PROGRAM][..], &XDP_FOLLOW_PROGRAMS, &TC_FOLLOW_PROGRAMS];
     for program in programs.concat() {
         let count = xdp.verified_instructions(program).map_or("?".to_string(), |n| n.to_string());
         let _ = writeln!(md, "- {program}: {count}");

@@ -3,7 +3,7 @@
 //! need, and the heads of REGISTERs, their responses, 3xx and 430.
 
 use monitor_common::{
-    counters::{KernelStat, Method},
+    counters::{Direction, KernelStat, Method, request_index, response_index},
     flow::{FlowKey, FlowState, FlowTransport},
 };
 use sipflow_tests::{
@@ -224,4 +224,65 @@ fn a_phone_sending_from_the_sips_port_over_udp_gets_its_answers_seen() {
     let heads = xdp.heads();
     assert_eq!(heads.len(), 2, "the REGISTER and its 200: {heads:?}");
     assert!(heads[0].from_client && !heads[1].from_client);
+}
+
+/// SIP over WebSocket (RFC 7118) on a `--ws-port`: the HTTP upgrade is no SIP;
+/// a client's masked REGISTER is counted and its head reaches the agent
+/// unmasked; the server's 200 in an unmasked frame binds; WebSocket ping and
+/// pong frames are the flow's keepalives; a frame a client did not mask, or
+/// one with an extension's bits, is read or skipped by what it says, never
+/// mistaken: its payload is not SIP unless unmasked to SIP.
+#[test]
+fn sip_over_websocket_frames() {
+    let mut xdp = LoadedXdp::load();
+    let mask = Some([0xa1, 0xb2, 0xc3, 0xd4]);
+    let upgrade = b"GET / HTTP/1.1\r\nHost: proxy\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Protocol: sip\r\n\r\n";
+    let switching = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+    run_all(
+        &xdp,
+        &[
+            tcp4(CLIENT_PORT, WS_PORT, Flags::default(), upgrade),
+            tcp4_from_server(WS_PORT, CLIENT_PORT, Flags::default(), switching),
+        ],
+    );
+    let requests_before: u64 = xdp.counters().requests.iter().sum();
+    assert_eq!(requests_before, 0, "the HTTP upgrade is not SIP");
+
+    run_all(
+        &xdp,
+        &[
+            tcp4(CLIENT_PORT, WS_PORT, Flags::default(), &ws_frame(1, REGISTER, mask)),
+            tcp4_from_server(WS_PORT, CLIENT_PORT, Flags::default(), &ws_frame(1, REGISTER_OK, None)),
+            tcp4(CLIENT_PORT, WS_PORT, Flags::default(), &ws_frame(9, b"", mask)),
+            tcp4_from_server(WS_PORT, CLIENT_PORT, Flags::default(), &ws_frame(10, b"", None)),
+        ],
+    );
+    let counters = xdp.counters();
+    let register = request_index(Direction::Ingress, Method::Register) as usize;
+    assert_eq!(counters.requests[register], 1);
+    let ok = response_index(Direction::Ingress, 200).unwrap() as usize;
+    assert_eq!(counters.responses[ok], 1, "XDP sees both directions of crafted frames as ingress");
+    let (k, state) = only_flow(&xdp);
+    assert_eq!((k.server_port, k.transport), (WS_PORT, FlowTransport::Tcp as u8));
+    assert_eq!(state.last_status, 200);
+    assert_ne!(state.last_ping_ns, 0, "a WebSocket ping is a keepalive");
+    assert_ne!(state.last_pong_ns, 0);
+    assert_eq!(state.unanswered_ping_ns, 0, "answered by the pong frame");
+    let heads = xdp.heads();
+    assert_eq!(heads.len(), 2, "{heads:?}");
+    assert_eq!(heads[0].bytes, REGISTER, "the agent gets the REGISTER unmasked");
+    assert_eq!(heads[1].bytes, REGISTER_OK);
+
+    // Masked with another key, the same bytes are still this REGISTER; a text
+    // frame whose payload is not SIP counts nothing.
+    run_all(
+        &xdp,
+        &[
+            tcp4(CLIENT_PORT, WS_PORT, Flags::default(), &ws_frame(1, REGISTER, Some([9, 8, 7, 6]))),
+            tcp4(CLIENT_PORT, WS_PORT, Flags::default(), &ws_frame(1, b"hello, not SIP", mask)),
+            tcp4(CLIENT_PORT, WS_PORT, Flags::default(), &[0xc1, 0x05, 1, 2, 3, 4, 5]),
+        ],
+    );
+    assert_eq!(xdp.counters().requests[register], 2);
+    assert_eq!(xdp.counters().requests.iter().sum::<u64>(), 2);
 }

@@ -26,6 +26,10 @@ pub struct HeadEvent {
     pub direction: u8,
     /// 1 when the client sent it, 0 when the server did.
     pub from_client: u8,
+    /// A WebSocket client's masking key (RFC 6455 §5.3): `head` is as on the
+    /// wire, and byte i unmasks with key byte i mod 4. Zeroes for all else.
+    pub mask: [u8; 4],
+    pub _reserved: [u8; 4],
     pub head: [u8; HEAD_MAX],
 }
 
@@ -77,7 +81,7 @@ mod tests {
 
     #[test]
     fn layout() {
-        assert_eq!(core::mem::size_of::<HeadEvent>(), 40 + 8 + 4 + 2 + 1 + 1 + HEAD_MAX);
+        assert_eq!(core::mem::size_of::<HeadEvent>(), 40 + 8 + 4 + 2 + 1 + 1 + 4 + 4 + HEAD_MAX);
         assert_eq!(core::mem::align_of::<HeadEvent>(), 8);
         assert_eq!(core::mem::size_of::<FlowEvent>(), 40 + 8 + 8);
     }

@@ -6,11 +6,12 @@ pub const XDP_PROGRAM: &str = "sipflow_xdp";
 /// TC egress program (`--egress`).
 pub const TC_EGRESS_PROGRAM: &str = "sipflow_tc_egress";
 
-/// The programs that walk a TCP segment holding several SIP messages, tail-called
-/// through the program arrays `FOLLOW_XDP` and `FOLLOW_TC`, in their slot order:
-/// the head scanner (0), then the message counter (1).
-pub const XDP_FOLLOW_PROGRAMS: [&str; 2] = ["sipflow_xdp_scan", "sipflow_xdp_message"];
-pub const TC_FOLLOW_PROGRAMS: [&str; 2] = ["sipflow_tc_scan", "sipflow_tc_message"];
+/// The programs that walk a TCP segment holding several SIP messages, and the
+/// one that reads a WebSocket frame, tail-called through the program arrays
+/// `FOLLOW_XDP` and `FOLLOW_TC`, in their slot order: the head scanner (0),
+/// the message counter (1), the WebSocket frame reader (2).
+pub const XDP_FOLLOW_PROGRAMS: [&str; 3] = ["sipflow_xdp_scan", "sipflow_xdp_message", "sipflow_xdp_websocket"];
+pub const TC_FOLLOW_PROGRAMS: [&str; 3] = ["sipflow_tc_scan", "sipflow_tc_message", "sipflow_tc_websocket"];
 pub const FOLLOW_XDP: &str = "FOLLOW_XDP";
 pub const FOLLOW_TC: &str = "FOLLOW_TC";
 

@@ -6,8 +6,11 @@
 pub enum PortKind {
     /// SIP in clear text, UDP or TCP (5060 by default).
     Plain = 1,
-    /// SIP over TLS (5061 by default): opaque payload, tracked at the TCP level only.
+    /// SIP over TLS (5061 by default): opaque on the wire, tracked at the TCP
+    /// level; its plaintext (SIP, or SIP over WebSocket frames) is read from the TLS library.
     Tls = 2,
+    /// SIP over WebSocket in clear (RFC 7118, `--ws-port`): frames over TCP.
+    Ws = 3,
 }
 
 impl PortKind {
@@ -15,6 +18,7 @@ impl PortKind {
         match value {
             1 => Some(Self::Plain),
             2 => Some(Self::Tls),
+            3 => Some(Self::Ws),
             _ => None,
         }
     }

@@ -59,6 +59,8 @@ pub fn send_head(frame: &impl Frame, scratch: &Scratch, direction: Direction, no
     event.head_len = len as u16;
     event.direction = direction as u8;
     event.from_client = scratch.from_client;
+    event.mask = scratch.ws_mask;
+    event._reserved = [0; 4];
     entry.submit(0);
     bump_stat(KernelStat::EventsSent);
 }

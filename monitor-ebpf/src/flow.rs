@@ -85,7 +85,7 @@ pub fn key_into(key: &mut FlowKey, segment: &Segment, side: &Side) {
     let transport = match (segment.transport, side.kind) {
         (Transport::Udp, _) => FlowTransport::Udp,
         (Transport::Tcp, PortKind::Tls) => FlowTransport::Tls,
-        (Transport::Tcp, PortKind::Plain) => FlowTransport::Tcp,
+        (Transport::Tcp, PortKind::Plain | PortKind::Ws) => FlowTransport::Tcp,
     };
     if side.server_is_destination {
         key.server_addr = segment.destination;

@@ -52,7 +52,9 @@ pub enum Next {
     Scan = 0,
     /// Count the message whose start line is at the cursor (`sipflow_*_message`).
     Message = 1,
-    Done = 2,
+    /// Read the WebSocket frame at the payload's start (`sipflow_*_websocket`).
+    Websocket = 2,
+    Done = 3,
 }
 
 /// The walk's cursor and end, left in the scratch by the program that

@@ -17,3 +17,4 @@ pub mod sip;
 pub mod stun;
 pub mod tcp;
 pub mod udp;
+pub mod websocket;

@@ -15,6 +15,7 @@ mod tally;
 mod tc_frame;
 mod tls;
 mod user_frame;
+mod websocket_frame;
 mod xdp_frame;
 
 use aya_ebpf::{
@@ -34,10 +35,11 @@ use crate::{
 
 #[xdp]
 pub fn sipflow_xdp(ctx: XdpContext) -> u32 {
-    if observe::observe(&xdp_frame::XdpFrame(&ctx), Direction::Ingress) {
+    let next = observe::observe(&xdp_frame::XdpFrame(&ctx), Direction::Ingress);
+    if next != Next::Done {
         // SAFETY: a tail call into our own walker; it returns only when none is
         // installed (a load that was not the agent's), and then the rest goes uncounted.
-        unsafe { FOLLOW_XDP.tail_call(&ctx, Next::Scan as u32) };
+        unsafe { FOLLOW_XDP.tail_call(&ctx, next as u32) };
     }
     xdp_action::XDP_PASS
 }
@@ -55,13 +57,21 @@ pub fn sipflow_xdp_message(ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// A `--ws-port` segment's WebSocket frame (see `websocket_frame`).
+#[xdp]
+pub fn sipflow_xdp_websocket(ctx: XdpContext) -> u32 {
+    let _ = websocket_frame::read(&xdp_frame::XdpFrame(&ctx), packet_scratch(), Direction::Ingress);
+    xdp_action::XDP_PASS
+}
+
 /// TC egress. TC_ACT_UNSPEC lets the next program decide, and the packet
 /// passes when there is none: the most neutral answer a classifier can give.
 #[classifier]
 pub fn sipflow_tc_egress(ctx: TcContext) -> i32 {
-    if observe::observe(&tc_frame::TcFrame::new(&ctx), Direction::Egress) {
+    let next = observe::observe(&tc_frame::TcFrame::new(&ctx), Direction::Egress);
+    if next != Next::Done {
         // SAFETY: as in `sipflow_xdp`.
-        unsafe { FOLLOW_TC.tail_call(&ctx, Next::Scan as u32) };
+        unsafe { FOLLOW_TC.tail_call(&ctx, next as u32) };
     }
     TC_ACT_UNSPEC
 }
@@ -75,6 +85,12 @@ pub fn sipflow_tc_scan(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn sipflow_tc_message(ctx: TcContext) -> i32 {
     follow_tc(&ctx, follow::message(&tc_frame::TcFrame(&ctx), packet_scratch(), Direction::Egress));
+    TC_ACT_UNSPEC
+}
+
+#[classifier]
+pub fn sipflow_tc_websocket(ctx: TcContext) -> i32 {
+    let _ = websocket_frame::read(&tc_frame::TcFrame(&ctx), packet_scratch(), Direction::Egress);
     TC_ACT_UNSPEC
 }
 

@@ -78,6 +78,10 @@ pub struct Scratch {
     pub payload: u32,
     /// A new flow's first state, built here rather than on the stack.
     pub new_flow: FlowState,
+    /// 1 when the payload was a WebSocket frame (RFC 7118): one message, not
+    /// walked for more; `ws_mask` is its masking key (zeroes: unmasked).
+    pub ws_framed: u8,
+    pub ws_mask: [u8; 4],
     /// The walk through a TCP segment that holds more than one message.
     pub follow: Follow,
 }
@@ -100,12 +104,12 @@ pub struct Follow {
     pub scan: HeadScan,
 }
 
-/// The programs that walk a segment's further messages, by `follow::Next`:
+/// The programs that walk a segment's further messages or read its WebSocket frame, by `follow::Next`:
 /// one array per program type, as a tail call stays within its type.
 #[map]
-pub static FOLLOW_XDP: ProgramArray = ProgramArray::pinned(2, 0);
+pub static FOLLOW_XDP: ProgramArray = ProgramArray::pinned(3, 0);
 #[map]
-pub static FOLLOW_TC: ProgramArray = ProgramArray::pinned(2, 0);
+pub static FOLLOW_TC: ProgramArray = ProgramArray::pinned(3, 0);
 
 #[map]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::pinned(1, 0);

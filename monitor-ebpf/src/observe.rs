@@ -14,20 +14,23 @@ use monitor_ebpf::{
 };
 
 use crate::{
-    flow, follow,
+    flow,
+    follow::{self, Next},
     maps::{PACKETS, Scratch, bump, bump_stat, packet_scratch},
     tally::count_message,
+    websocket_frame,
 };
 
 /// No IP datagram carries more.
-const MAX_PAYLOAD: usize = 65535;
+pub const MAX_PAYLOAD: usize = 65535;
 
-/// Counts the packet and updates its flow. True when a TCP segment's first
-/// message is counted and more may follow it: the caller then hands the
-/// segment to the `follow` program, which reads `Scratch::follow`.
+/// Counts the packet and updates its flow. Says what comes next: when a TCP
+/// segment's first message is counted and more may follow it, the `follow`
+/// programs walk the rest (`Scratch::follow`); a WebSocket port's segment goes
+/// to the program that reads its frame.
 #[inline(always)]
-pub fn observe(frame: &impl Frame, direction: Direction) -> bool {
-    let (class, more) = match packet::parse(frame) {
+pub fn observe(frame: &impl Frame, direction: Direction) -> Next {
+    let (class, next) = match packet::parse(frame) {
         Parsed::Segment(segment) => {
             if segment.first_fragment {
                 count(direction, PacketClass::Fragment);
@@ -35,12 +38,12 @@ pub fn observe(frame: &impl Frame, direction: Direction) -> bool {
             }
             observe_segment(frame, &segment, direction)
         }
-        Parsed::LaterFragment => (PacketClass::Fragment, false),
-        Parsed::Untracked => (PacketClass::Other, false),
-        Parsed::Malformed => (PacketClass::Malformed, false),
+        Parsed::LaterFragment => (PacketClass::Fragment, Next::Done),
+        Parsed::Untracked => (PacketClass::Other, Next::Done),
+        Parsed::Malformed => (PacketClass::Malformed, Next::Done),
     };
     count(direction, class);
-    more
+    next
 }
 
 #[inline(always)]
@@ -49,12 +52,12 @@ fn count(direction: Direction, class: PacketClass) {
 }
 
 #[inline(always)]
-fn observe_segment(frame: &impl Frame, segment: &Segment, direction: Direction) -> (PacketClass, bool) {
+fn observe_segment(frame: &impl Frame, segment: &Segment, direction: Direction) -> (PacketClass, Next) {
     let Some(side) = flow::server_side(segment, direction) else {
-        return (PacketClass::Other, false);
+        return (PacketClass::Other, Next::Done);
     };
     let Some(scratch) = packet_scratch() else {
-        return (PacketClass::Other, false);
+        return (PacketClass::Other, Next::Done);
     };
     flow::key_into(&mut scratch.key, segment, &side);
     scratch.from_client = side.server_is_destination as u8;
@@ -67,6 +70,8 @@ fn observe_segment(frame: &impl Frame, segment: &Segment, direction: Direction) 
     scratch.payload_offset = segment.payload_offset as u32;
     scratch.payload_len = segment.payload_len as u32;
 
+    scratch.ws_framed = 0;
+    scratch.ws_mask = [0; 4];
     let payload = classify(frame, scratch, side.kind, segment.transport);
     // SAFETY: a plain write and read of this CPU's scratch slot (see `Scratch::payload`).
     let payload = unsafe {
@@ -74,10 +79,16 @@ fn observe_segment(frame: &impl Frame, segment: &Segment, direction: Direction) 
         Payload::decode(core::ptr::read_volatile(&scratch.payload))
     };
     // A TCP retransmission is counted as a packet but its messages only once, as tshark does.
-    let mut more = false;
+    let mut next = Next::Done;
     if flow::update(frame, scratch, payload, direction) {
         count_message(payload, direction);
-        more = segment.transport == Transport::Tcp && follow::start(scratch, payload);
+        let websocket = side.kind == PortKind::Ws && segment.transport == Transport::Tcp;
+        if websocket && segment.payload_len != 0 {
+            // Its packets are class `other`; its SIP is counted by method and code there.
+            next = Next::Websocket;
+        } else if segment.transport == Transport::Tcp && follow::start(scratch, payload) {
+            next = Next::Scan;
+        }
     }
 
     let control = scratch.tcp_flags & (tcp::SYN | tcp::FIN | tcp::RST) != 0;
@@ -92,17 +103,33 @@ fn observe_segment(frame: &impl Frame, segment: &Segment, direction: Direction) 
         Payload::Stun(Stun::Other) | Payload::Other if control => PacketClass::TcpControl,
         Payload::Stun(Stun::Other) | Payload::Other => PacketClass::Other,
     };
-    (class, more)
+    (class, next)
 }
 
-/// What the payload is; a TLS port's is opaque here (its plaintext is read
-/// where the host's TLS library has it, see `tls`).
+/// What the payload is, where the entry program reads it.
 #[inline(always)]
 fn classify(frame: &impl Frame, scratch: &mut Scratch, kind: PortKind, transport: Transport) -> Payload {
-    if kind == PortKind::Tls {
-        return Payload::Other;
+    match (kind, transport) {
+        // Read where the TLS library has it (see `tls`).
+        (PortKind::Tls, _) => Payload::Other,
+        // Read by a program of its own (see `websocket_frame`).
+        (PortKind::Ws, Transport::Tcp) => Payload::Other,
+        _ => classify_payload(frame, scratch, transport),
     }
-    classify_payload(frame, scratch, transport)
+}
+
+/// Plaintext a TLS library handled: SIP, or WebSocket frames carrying it
+/// (wss). A frame head never parses from SIP's text (see `websocket`).
+#[inline(always)]
+pub fn classify_plaintext(frame: &impl Frame, scratch: &mut Scratch) -> Payload {
+    scratch.ws_framed = 0;
+    scratch.ws_mask = [0; 4];
+    let payload = websocket_frame::classify(frame, scratch);
+    // SAFETY: a plain read of the scratch slot (volatile: see `Scratch`).
+    if unsafe { core::ptr::read_volatile(&scratch.ws_framed) } != 0 {
+        return payload;
+    }
+    classify_payload(frame, scratch, Transport::Tcp)
 }
 
 /// What the payload at the scratch's offset is. Leaves the message's offset

@@ -28,13 +28,12 @@ use monitor_common::{
     flow::FlowKey,
     tls::SslOp,
 };
-use monitor_ebpf::packet::Transport;
 
 use crate::{
     flow,
     follow::{self, Next},
     maps::{LAST_RECV, SSL_CALLS, SslCall, TLS_SCRATCH, TLS_SCRATCH_TEMPLATE, TlsScratch, bump_stat},
-    observe::classify_payload,
+    observe::classify_plaintext,
     sock,
     tally::count_message,
     user_frame::UserFrame,
@@ -261,14 +260,15 @@ pub fn first() -> Next {
         return Next::Done;
     };
     let scratch = &mut tls.scratch;
-    let payload = classify_payload(&frame, scratch, Transport::Tcp);
+    let payload = classify_plaintext(&frame, scratch);
     if !flow::update_followed(&frame, scratch, payload, direction) {
         bump_stat(KernelStat::TlsFlowUnseen);
         return Next::Done;
     }
     bump_stat(KernelStat::TlsCalls);
     count_message(payload, direction);
-    if follow::start(scratch, payload) { Next::Scan } else { Next::Done }
+    // A WebSocket frame carries one message (RFC 7118 §5).
+    if scratch.ws_framed == 0 && follow::start(scratch, payload) { Next::Scan } else { Next::Done }
 }
 
 #[inline(always)]

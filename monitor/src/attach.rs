@@ -69,6 +69,16 @@ pub struct AttachOptions<'a> {
 pub struct SipPorts {
     pub plain: Vec<u16>,
     pub tls: Vec<u16>,
+    /// SIP over WebSocket in clear (`--ws-port`).
+    pub ws: Vec<u16>,
+}
+
+impl SipPorts {
+    /// A port given as two kinds (say `--sip-port 8080 --ws-port 8080`), if any.
+    pub fn given_twice(&self) -> Option<u16> {
+        let mut seen = std::collections::BTreeSet::new();
+        self.plain.iter().chain(&self.tls).chain(&self.ws).copied().find(|port| !seen.insert(*port))
+    }
 }
 
 pub fn interface_exists(iface: &str) -> bool {
@@ -290,13 +300,13 @@ fn attach_mode(program: &mut Xdp, iface: &str, mode: XdpMode) -> Result<XdpLinkI
 }
 
 fn configure_ports(ebpf: &mut Ebpf, ports: &SipPorts) -> Result<(), String> {
-    if ports.plain.len() + ports.tls.len() > MAX_SIP_PORTS as usize {
+    if ports.plain.len() + ports.tls.len() + ports.ws.len() > MAX_SIP_PORTS as usize {
         return Err(format!("at most {MAX_SIP_PORTS} SIP ports can be monitored"));
     }
     let map = ebpf.map_mut(SIP_PORTS).ok_or("map SIP_PORTS is missing")?;
     let mut map: Array<_, u8> = Array::try_from(map).map_err(|e| e.to_string())?;
     let mut wanted = vec![0u8; PORTS as usize];
-    for (list, kind) in [(&ports.plain, PortKind::Plain), (&ports.tls, PortKind::Tls)] {
+    for (list, kind) in [(&ports.plain, PortKind::Plain), (&ports.tls, PortKind::Tls), (&ports.ws, PortKind::Ws)] {
         for port in list {
             wanted[usize::from(*port)] = kind as u8;
         }

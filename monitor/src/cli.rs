@@ -106,6 +106,13 @@ pub struct RunArgs {
     #[arg(long = "sips-port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub sips_ports: Vec<u16>,
 
+    /// SIP over WebSocket in clear (RFC 7118) on this port (repeatable; none by
+    /// default): SIP read from the frames, WebSocket pings and CRLF keepalives
+    /// both count. For secure WebSocket (wss), give its port with --sips-port:
+    /// the frames are then read from the TLS library.
+    #[arg(long = "ws-port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub ws_ports: Vec<u16>,
+
     /// TLS library whose SSL_read and SSL_write (OpenSSL's API, and their _ex
     /// forms) are probed for the SIP in TLS flows, in every process that maps
     /// it, started before sipflow or after (repeatable). Default: libssl.so.3

@@ -40,7 +40,8 @@ impl Head {
             timestamp_ns: event.timestamp_ns,
             direction: if event.direction == Direction::Egress as u8 { Direction::Egress } else { Direction::Ingress },
             from_client: event.from_client != 0,
-            bytes: event.head[..len].to_vec(),
+            // A WebSocket client's frame is masked on the wire; all else has a key of zeroes.
+            bytes: event.head[..len].iter().enumerate().map(|(i, b)| b ^ event.mask[i % 4]).collect(),
             cut: event.payload_len as usize > len,
         })
     }

@@ -61,7 +61,12 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         .await
         .map_err(|e| Failure::Listen { addr: args.listen, reason: e.to_string() })?;
 
-    let ports = SipPorts { plain: args.plain_ports(), tls: args.tls_ports() };
+    let ports = SipPorts { plain: args.plain_ports(), tls: args.tls_ports(), ws: args.ws_ports.clone() };
+    if let Some(port) = ports.given_twice() {
+        return Err(Failure::Usage(format!(
+            "port {port} is given twice among --sip-port, --sips-port and --ws-port (or their defaults); give each port once"
+        )));
+    }
     let tls = tls_probes::plan(&ports.tls, &args.tls_libs, args.no_tls_plaintext)?;
     let mut attached = Vec::new();
     let mut instances = Vec::new();

@@ -17,7 +17,7 @@ use sipflow::{
 
 use crate::{
     PinDir,
-    packets::{SIP_PORT, SIPS_PORT},
+    packets::{SIP_PORT, SIPS_PORT, WS_PORT},
 };
 
 pub const XDP_PASS: u32 = 2;
@@ -58,7 +58,7 @@ impl LoadedXdp {
 
     fn load_with(max_flows: u32, ingress_only: bool) -> Self {
         crate::require_root();
-        let ports = SipPorts { plain: vec![SIP_PORT], tls: vec![SIPS_PORT] };
+        let ports = SipPorts { plain: vec![SIP_PORT], tls: vec![SIPS_PORT], ws: vec![WS_PORT] };
         let pins = PinDir::new("test-run");
         let mut ebpf = attach::load(&ports, max_flows, &pins.0, ingress_only, Default::default())
             .expect("the verifier accepts the program");

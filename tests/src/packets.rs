@@ -12,6 +12,8 @@ pub const SERVER_V6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0,
 pub const CLIENT_PORT: u16 = 40000;
 pub const SIP_PORT: u16 = 5060;
 pub const SIPS_PORT: u16 = 5061;
+/// SIP over WebSocket in clear (`--ws-port`), as the kernel tests configure it.
+pub const WS_PORT: u16 = 8080;
 
 pub const INVITE: &[u8] = b"INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:40000;branch=z9hG4bK1\r\nCall-ID: a@b\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
 pub const REGISTER: &[u8] = b"REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/TCP 192.0.2.1:40000;branch=z9hG4bK2\r\nCall-ID: r@b\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n";
@@ -231,4 +233,26 @@ pub fn stun(kind: u16) -> Vec<u8> {
     m.extend_from_slice(&0x2112_a442u32.to_be_bytes());
     m.extend_from_slice(&[0x5a; 12]);
     m
+}
+
+/// A WebSocket frame (RFC 6455 §5.2) with FIN set; masked with `mask` when
+/// given, as a client must send it.
+pub fn ws_frame(opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
+    let mut frame = vec![0x80 | opcode];
+    match payload.len() {
+        n if n < 126 => frame.push(mask_bit | n as u8),
+        n => {
+            frame.push(mask_bit | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    match mask {
+        Some(key) => {
+            frame.extend_from_slice(&key);
+            frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        }
+        None => frame.extend_from_slice(payload),
+    }
+    frame
 }

@@ -3,6 +3,7 @@
 //! head is read from the start of a payload window, and a masked payload is
 //! unmasked in the window before the SIP classifier reads it.
 //!
+//! ```text
 //!  0               1               2               3
 //!  0 1 2 3 4 5 6 7 0 1 2 3 4 5 6 7 0 1 2 3 4 5 6 7 0 1 2 3 4 5 6 7
 //! +-+-+-+-+-------+-+-------------+-------------------------------+
@@ -14,6 +15,7 @@
 //! + - - - - - - - - - - - - - - - +-------------------------------+
 //! |                               | Masking-key, if MASK set to 1 |
 //! +-------------------------------+-------------------------------+
+//! ```
 
 use crate::frame::{WINDOW, Window};
 

@@ -45,6 +45,9 @@ fn kamailio_430s_were_predicted_and_counts_match_tshark() {
         ("tara", "tcp_reset"),
         ("toni", "keepalive_timeout"),
         (TLS_ZOMBIE, "tcp_unacked"),
+        // Over WebSocket: frames read by the kernel (ws) and from libssl (wss).
+        ("wendy", "tcp_fin"),
+        ("wynn", "keepalive_timeout"),
     ] {
         assert_eq!(outcome.flagged[aor].reason, reason, "{aor}\n{}", context());
     }

@@ -18,10 +18,15 @@
 //! | tara  | TLS, CRLF pings            | the connection is reset (RST)     |
 //! | toni  | TLS from the phone network | the phone's link goes down        |
 //! | tess  | TLS from the phone network | the link goes down and a request for her comes at once: a zombie flow |
+//! | walt  | WebSocket, ping frames     | stays alive                       |
+//! | wendy | WebSocket, ping frames     | killed (FIN)                      |
+//! | wade  | secure WebSocket (wss)     | stays alive                       |
+//! | wynn  | wss from the phone network | the phone's link goes down        |
 //!
 //! Kamailio's TLS is OpenSSL's: sipflow reads the REGISTERs, 2xx, pings and
 //! pongs inside it from libssl (uprobes), and tshark decrypts the capture
-//! with the UAs' key log to referee the counts.
+//! with the UAs' key log to referee the counts. Over WebSocket (RFC 7118) the
+//! kernel reads the frames (ws: `--ws-port`; wss: from libssl too).
 //!
 //! Kamailio answers gina's request 430 when its transaction timer (4 s) fires,
 //! gus's at once (his connection is gone). Then a caller (sipp) sends an INVITE
@@ -39,7 +44,7 @@ use std::{
 
 use crate::{
     baresip::{self, Baresip},
-    kamailio::{Kamailio, TRANSACTION_TIMER_MS},
+    kamailio::{Kamailio, TRANSACTION_TIMER_MS, WS_PORT, WSS_PORT},
     netns::{CLIENT_V4, Lab, PHONE_V4, SERVER_IF, SERVER_V4, http_get},
     process::signal_group,
     scratch_dir::ScratchDir,
@@ -55,8 +60,9 @@ pub const GRACE_S: u32 = 1;
 /// How often the UAs ping: well within the Flow-Timer, as §4.4.1 asks.
 const KEEPALIVE: Duration = Duration::from_secs(2);
 /// Alive to the end (gus: once registered again).
-pub const LIVE: [&str; 4] = ["alice", "bob", RESTARTED, TLS_LIVE];
-pub const BROKEN: [&str; 9] = ["carol", "dave", "erin", "frank", ZOMBIE, "tom", "tara", "toni", TLS_ZOMBIE];
+pub const LIVE: [&str; 6] = ["alice", "bob", RESTARTED, TLS_LIVE, "walt", "wade"];
+pub const BROKEN: [&str; 11] =
+    ["carol", "dave", "erin", "frank", ZOMBIE, "tom", "tara", "toni", TLS_ZOMBIE, "wendy", "wynn"];
 /// The UA over TLS that stays alive.
 pub const TLS_LIVE: &str = "tina";
 /// The zombie over TLS.
@@ -126,6 +132,11 @@ impl Outcome {
     }
 }
 
+/// The proxy's address on another of its ports.
+fn proxy_on(port: u16) -> std::net::SocketAddr {
+    std::net::SocketAddr::new(SERVER_V4.parse().expect("server address"), port)
+}
+
 fn now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs_f64()
 }
@@ -136,7 +147,9 @@ pub fn run(tag: &str, say: &mut dyn FnMut(String)) -> Outcome {
     let outcome = run_in(tag, work_dir.path(), say);
     // For a closer look: SIPFLOW_LAB_PCAP=/path keeps the capture.
     if let Some(keep) = std::env::var_os("SIPFLOW_LAB_PCAP") {
-        let _ = std::fs::copy(work_dir.path().join("edge.pcap"), keep);
+        let keep = std::path::PathBuf::from(keep);
+        let _ = std::fs::copy(work_dir.path().join("edge.pcap"), &keep);
+        let _ = std::fs::copy(work_dir.path().join("edge.keys"), keep.with_extension("keys"));
     }
     outcome
 }
@@ -153,12 +166,13 @@ fn run_in(tag: &str, work_dir: &std::path::Path, say: &mut dyn FnMut(String)) ->
     let grace = format!("{GRACE_S}s");
     // The default walk (30 s): verdicts come from the kernel's events and the
     // agent's deadlines, not from walking the map.
-    lab.start_agent(SERVER_IF, &["--grace", &grace]);
+    let (ws, wss) = (WS_PORT.to_string(), WSS_PORT.to_string());
+    lab.start_agent(SERVER_IF, &["--grace", &grace, "--ws-port", &ws, "--sips-port", "5061", "--sips-port", &wss]);
     say(format!("sipflow: XDP + TC egress on {server}/{SERVER_IF}; tshark captures the same interface"));
     let kamailio = Kamailio::start_with_lifetime(&server, SERVER_V4, FLOW_TIMER, TCP_LIFETIME_S);
     say(format!(
-        "kamailio: edge proxy + registrar on {PROXY} udp/tcp and :5061 tls, outbound, Flow-Timer {FLOW_TIMER}, \
-         transaction timer {} s",
+        "kamailio: edge proxy + registrar on {PROXY} udp/tcp, :5061 tls, :{WS_PORT} ws, :{WSS_PORT} wss; \
+         outbound, Flow-Timer {FLOW_TIMER}, transaction timer {} s",
         TRANSACTION_TIMER_MS / 1000
     ));
 
@@ -182,7 +196,14 @@ fn run_in(tag: &str, work_dir: &std::path::Path, say: &mut dyn FnMut(String)) ->
     let tara = OutboundUa::register(&client, tls_proxy, "tara", Transport::Tls, KEEPALIVE);
     let toni = OutboundUa::register(&phone, tls_proxy, "toni", Transport::Tls, KEEPALIVE);
     let tess = OutboundUa::register(&phone, tls_proxy, TLS_ZOMBIE, Transport::Tls, KEEPALIVE);
-    for ua in [&alice, &bob, &dave, &erin, &frank, &gina, &gus, &tina, &tom, &tara, &toni, &tess] {
+    let (ws_proxy, wss_proxy) = (proxy_on(WS_PORT), proxy_on(WSS_PORT));
+    let walt = OutboundUa::register(&client, ws_proxy, "walt", Transport::Ws, KEEPALIVE);
+    let wendy = OutboundUa::register(&client, ws_proxy, "wendy", Transport::Ws, KEEPALIVE);
+    let wade = OutboundUa::register(&client, wss_proxy, "wade", Transport::Wss, KEEPALIVE);
+    let wynn = OutboundUa::register(&phone, wss_proxy, "wynn", Transport::Wss, KEEPALIVE);
+    for ua in
+        [&alice, &bob, &dave, &erin, &frank, &gina, &gus, &tina, &tom, &tara, &toni, &tess, &walt, &wendy, &wade, &wynn]
+    {
         let first = ua.registered.lines().next().unwrap_or("");
         say(format!("{:<5} registers over {} from {} -> {first}", ua.user, ua.transport.name(), ua.local));
     }
@@ -197,6 +218,7 @@ fn run_in(tag: &str, work_dir: &std::path::Path, say: &mut dyn FnMut(String)) ->
     dave.reset();
     tom.close();
     tara.reset();
+    wendy.close();
     let gus_before = gus.local.to_string();
     gus.close();
     lab.phone_link_down(&phone);
@@ -211,6 +233,8 @@ fn run_in(tag: &str, work_dir: &std::path::Path, say: &mut dyn FnMut(String)) ->
         ("tara", "her TLS connection is reset (RST)"),
         ("toni", "the phone's link goes down (TLS: silence)"),
         (TLS_ZOMBIE, "the phone's link goes down and a MESSAGE for her follows (a zombie TLS flow)"),
+        ("wendy", "killed (WebSocket: FIN)"),
+        ("wynn", "the phone's link goes down (wss: silence)"),
     ];
     for (aor, how) in &breaks {
         say(format!("{aor:<5} {how}"));
@@ -268,9 +292,11 @@ fn run_in(tag: &str, work_dir: &std::path::Path, say: &mut dyn FnMut(String)) ->
 
     let (_, metrics) = http_get(&server, "http://127.0.0.1:9560/metrics").expect("scrape /metrics");
     let (_, flows) = http_get(&server, "http://127.0.0.1:9560/flows").expect("GET /flows");
-    let delivered =
-        [&alice, &bob, &gus, &tina].iter().map(|ua| (ua.user.clone(), ua.delivered.lock().unwrap().clone())).collect();
-    drop((toni, tess));
+    let delivered = [&alice, &bob, &gus, &tina, &walt, &wade]
+        .iter()
+        .map(|ua| (ua.user.clone(), ua.delivered.lock().unwrap().clone()))
+        .collect();
+    drop((toni, tess, wynn));
     let caller_ok = [invites.status.success(), messages.status.success()];
     for (round, output) in [("INVITE", &invites), ("MESSAGE", &messages)] {
         if !output.status.success() {

@@ -20,6 +20,10 @@ pub fn config_path() -> PathBuf {
 /// a flow this long is answered 430. Operators use 4-5 s rather than SIP's 32 s.
 pub const TRANSACTION_TIMER_MS: u32 = 4000;
 
+/// SIP over WebSocket (RFC 7118): ws in clear, and wss.
+pub const WS_PORT: u16 = 8080;
+pub const WSS_PORT: u16 = 8443;
+
 pub struct Kamailio {
     child: Child,
     pub log: PathBuf,
@@ -27,8 +31,9 @@ pub struct Kamailio {
 }
 
 impl Kamailio {
-    /// Starts Kamailio in `namespace` on `addr`:5060, UDP and TCP, and
-    /// `addr`:5061 over TLS (a self-signed certificate), giving
+    /// Starts Kamailio in `namespace` on `addr`:5060, UDP and TCP, `addr`:5061
+    /// over TLS (a self-signed certificate), and WebSocket on `WS_PORT` and
+    /// `WSS_PORT` (over TLS), giving
     /// registrations `Flow-Timer: flow_timer`; returns once it listens.
     pub fn start(namespace: &str, addr: &str, flow_timer: u32) -> Self {
         Self::start_with_lifetime(namespace, addr, flow_timer, flow_timer + 2)
@@ -50,6 +55,7 @@ impl Kamailio {
             .arg(rundir.path())
             .args(["-l", &format!("udp:{addr}:5060"), "-l", &format!("tcp:{addr}:5060")])
             .args(["-l", &format!("tls:{addr}:5061"), "-A", "WITH_TLS"])
+            .args(["-l", &format!("tcp:{addr}:{WS_PORT}"), "-l", &format!("tls:{addr}:{WSS_PORT}"), "-A", "WITH_WS"])
             .args(["-A", &format!("TLS_CERT=\"{}\"", cert.display()), "-A", &format!("TLS_KEY=\"{}\"", key.display())])
             .args(["-A", &format!("FLOW_TIMER={flow_timer}"), "-A", &format!("TCP_LIFETIME={tcp_lifetime}")])
             .args(["-A", &format!("FR_TIMER={TRANSACTION_TIMER_MS}")])
@@ -73,14 +79,15 @@ impl Kamailio {
             }
             let out = Command::new("ip").args(["netns", "exec", namespace, "ss", "-ltn"]).output().expect("ss");
             let listening = String::from_utf8_lossy(&out.stdout).into_owned();
-            if listening.contains(":5060") && listening.contains(":5061") {
+            let ports = [5060, 5061, WS_PORT, WSS_PORT];
+            if ports.iter().all(|port| listening.contains(&format!(":{port}"))) {
                 // The UDP workers come up with the TCP ones.
                 thread::sleep(Duration::from_millis(200));
                 return;
             }
             thread::sleep(Duration::from_millis(100));
         }
-        panic!("kamailio did not listen on 5060 and 5061 within 10 s:\n{}", self.log_text());
+        panic!("kamailio did not listen on all its ports within 10 s:\n{}", self.log_text());
     }
 
     pub fn log_text(&self) -> String {

@@ -95,23 +95,24 @@ const PER_SEGMENT: &str = "tcp.desegment_tcp_streams:FALSE";
 /// One frame's SIP fields; a TCP segment may hold several messages, so each field
 /// holds as many comma-separated values.
 fn fields(capture: &Path, filter: &str, names: &[&str]) -> Vec<Vec<String>> {
+    fields_with(capture, filter, names, true)
+}
+
+/// The same; `per_segment` false lets tshark reassemble TCP streams, which its
+/// WebSocket dissector needs (it follows the HTTP upgrade). A WebSocket frame
+/// carries one message (RFC 7118), so that counts as sipflow does.
+fn fields_with(capture: &Path, filter: &str, names: &[&str], per_segment: bool) -> Vec<Vec<String>> {
     let mut command = Command::new("tshark");
     let keys = capture.with_extension("keys");
     if keys.is_file() {
         command.arg("-o").arg(format!("tls.keylog_file:{}", keys.display()));
     }
-    command.arg("-r").arg(capture).args([
-        "-o",
-        PER_SEGMENT,
-        "-Y",
-        filter,
-        "-T",
-        "fields",
-        "-E",
-        "separator=\t",
-        "-E",
-        "occurrence=a",
-    ]);
+    // The lab's wss listener: HTTP (then WebSocket) inside TLS.
+    command.args(["-d", "tls.port==8443,http"]);
+    if per_segment {
+        command.args(["-o", PER_SEGMENT]);
+    }
+    command.arg("-r").arg(capture).args(["-Y", filter, "-T", "fields", "-E", "separator=\t", "-E", "occurrence=a"]);
     for name in names {
         command.args(["-e", name]);
     }
@@ -126,13 +127,16 @@ fn values(field: Option<&String>) -> impl Iterator<Item = &str> {
 
 /// Counts requests by method (the 14 standard ones, else "other") and responses
 /// by code. SIP over TLS is counted where the capture's key log (the same path
-/// with the extension `keys`, NSS format) decrypts it.
+/// with the extension `keys`, NSS format) decrypts it; SIP over WebSocket
+/// (which tshark dissects only in reassembled streams) in a pass of its own.
 pub fn count_sip(capture: &Path) -> SipCounts {
     let mut counts = SipCounts::default();
     let retransmitted = "tcp.port == 5060 && tcp.len > 0 && tcp.analysis.retransmission";
     counts.tcp_retransmissions = fields(capture, retransmitted, &["frame.number"]).len() as u64;
-    for row in fields(capture, SIP_FILTER, &["sip.Method", "sip.Status-Code", "udp.srcport", "tls.record.content_type"])
-    {
+    let names = ["sip.Method", "sip.Status-Code", "udp.srcport", "tls.record.content_type"];
+    let mut rows = fields(capture, SIP_FILTER, &names);
+    rows.extend(fields_with(capture, &format!("{SIP_FILTER} && websocket"), &names, false));
+    for row in rows {
         let transport = match (row.get(2).is_some_and(|v| !v.is_empty()), row.get(3).is_some_and(|v| !v.is_empty())) {
             (true, _) => "udp",
             (false, true) => "tls",

@@ -20,6 +20,7 @@ use std::{
 };
 
 use openssl::ssl::{SslConnector, SslMethod, SslStream, SslVerifyMode};
+use tungstenite::{Message, WebSocket, client::IntoClientRequest};
 
 use crate::{
     netns::Lab,
@@ -31,6 +32,9 @@ pub enum Transport {
     Tcp,
     Udp,
     Tls,
+    /// SIP over WebSocket (RFC 7118), in clear and over TLS.
+    Ws,
+    Wss,
 }
 
 impl Transport {
@@ -40,6 +44,8 @@ impl Transport {
             Transport::Tcp => "TCP",
             Transport::Udp => "UDP",
             Transport::Tls => "TLS",
+            Transport::Ws => "WS",
+            Transport::Wss => "WSS",
         }
     }
 
@@ -84,6 +90,45 @@ enum Socket {
     Tcp(TcpStream),
     Udp(UdpSocket, SocketAddr),
     Tls(Box<SslStream<TcpStream>>),
+    Ws(Box<WebSocket<TcpStream>>),
+    Wss(Box<WebSocket<SslStream<TcpStream>>>),
+}
+
+/// The WebSocket handshake (RFC 6455 §4) with the "sip" subprotocol (RFC 7118 §4.1).
+fn ws_connect<S: Read + Write>(scheme: &str, proxy: SocketAddr, stream: S) -> WebSocket<S> {
+    let mut request = format!("{scheme}://{proxy}/").into_client_request().expect("WebSocket URL");
+    request.headers_mut().insert("Sec-WebSocket-Protocol", "sip".parse().unwrap());
+    let (socket, _) = tungstenite::client::client(request, stream).expect("WebSocket handshake with the proxy");
+    socket
+}
+
+/// What a WebSocket read gave: a message's bytes, or an io error for the caller's loop.
+fn ws_read<S: Read + Write>(socket: &mut WebSocket<S>, buf: &mut [u8]) -> std::io::Result<usize> {
+    match socket.read() {
+        Ok(Message::Text(text)) => copy_into(text.as_bytes(), buf),
+        Ok(Message::Binary(bytes)) => copy_into(&bytes, buf),
+        // Control frames (the proxy's pong): nothing for the SIP layer.
+        Ok(_) => Err(ErrorKind::WouldBlock.into()),
+        Err(tungstenite::Error::Io(e)) => Err(e),
+        Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => Ok(0),
+        Err(e) => Err(std::io::Error::other(e)),
+    }
+}
+
+fn copy_into(bytes: &[u8], buf: &mut [u8]) -> std::io::Result<usize> {
+    let n = bytes.len().min(buf.len());
+    buf[..n].copy_from_slice(&bytes[..n]);
+    Ok(n)
+}
+
+/// One message per frame (RFC 7118 §5); a keepalive as a WebSocket ping frame.
+fn ws_send<S: Read + Write>(socket: &mut WebSocket<S>, bytes: &[u8]) -> std::io::Result<()> {
+    let message = if bytes == b"\r\n\r\n" {
+        Message::Ping(Vec::new().into())
+    } else {
+        Message::Text(String::from_utf8_lossy(bytes).into_owned().into())
+    };
+    socket.send(message).map_err(std::io::Error::other)
 }
 
 impl Socket {
@@ -92,6 +137,8 @@ impl Socket {
             Socket::Tcp(stream) => stream.write_all(bytes),
             Socket::Udp(socket, to) => socket.send_to(bytes, *to).map(|_| ()),
             Socket::Tls(stream) => stream.write_all(bytes),
+            Socket::Ws(socket) => ws_send(socket, bytes),
+            Socket::Wss(socket) => ws_send(socket, bytes),
         }
     }
 
@@ -100,6 +147,8 @@ impl Socket {
             Socket::Tcp(stream) => stream.read(buf),
             Socket::Udp(socket, _) => socket.recv(buf),
             Socket::Tls(stream) => stream.read(buf),
+            Socket::Ws(socket) => ws_read(socket, buf),
+            Socket::Wss(socket) => ws_read(socket, buf),
         }
     }
 }
@@ -145,6 +194,16 @@ impl OutboundUa {
                 stream.set_read_timeout(Some(Duration::from_secs(3))).expect("handshake timeout");
                 Socket::Tls(Box::new(tls_connect(stream)))
             }
+            Transport::Ws => {
+                let stream = TcpStream::connect_timeout(&proxy, Duration::from_secs(3)).expect("connect");
+                stream.set_read_timeout(Some(Duration::from_secs(3))).expect("handshake timeout");
+                Socket::Ws(Box::new(ws_connect("ws", proxy, stream)))
+            }
+            Transport::Wss => {
+                let stream = TcpStream::connect_timeout(&proxy, Duration::from_secs(3)).expect("connect");
+                stream.set_read_timeout(Some(Duration::from_secs(3))).expect("handshake timeout");
+                Socket::Wss(Box::new(ws_connect("wss", proxy, tls_connect(stream))))
+            }
             Transport::Udp => {
                 let any: SocketAddr = if proxy.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().unwrap();
                 let socket = UdpSocket::bind(any).expect("bind");
@@ -156,12 +215,16 @@ impl OutboundUa {
             Socket::Tcp(s) => s.local_addr(),
             Socket::Udp(s, _) => s.local_addr(),
             Socket::Tls(s) => s.get_ref().local_addr(),
+            Socket::Ws(s) => s.get_ref().local_addr(),
+            Socket::Wss(s) => s.get_ref().get_ref().local_addr(),
         }
         .expect("local addr");
         match &socket {
             Socket::Tcp(s) => s.set_read_timeout(Some(Duration::from_millis(50))),
             Socket::Udp(s, _) => s.set_read_timeout(Some(Duration::from_millis(50))),
             Socket::Tls(s) => s.get_ref().set_read_timeout(Some(Duration::from_millis(50))),
+            Socket::Ws(s) => s.get_ref().set_read_timeout(Some(Duration::from_millis(50))),
+            Socket::Wss(s) => s.get_ref().get_ref().set_read_timeout(Some(Duration::from_millis(50))),
         }
         .expect("read timeout");
         socket.send(&outbound_register(user, transport.name(), local, user, call_id)).expect("send REGISTER");
@@ -245,6 +308,8 @@ fn keep_alive(
                     Socket::Tcp(stream) => peers::reset(stream),
                     // Dropped without close_notify, as a crashing process would.
                     Socket::Tls(stream) => peers::reset(stream.get_ref().try_clone().expect("dup socket")),
+                    Socket::Ws(socket) => peers::reset(socket.get_ref().try_clone().expect("dup socket")),
+                    Socket::Wss(socket) => peers::reset(socket.get_ref().get_ref().try_clone().expect("dup socket")),
                     Socket::Udp(..) => {}
                 }
                 return;
@@ -258,7 +323,7 @@ fn keep_alive(
         if Instant::now() >= next_ping {
             next_ping += every;
             let ping = match transport {
-                Transport::Tcp | Transport::Tls => b"\r\n\r\n".to_vec(),
+                Transport::Tcp | Transport::Tls | Transport::Ws | Transport::Wss => b"\r\n\r\n".to_vec(),
                 Transport::Udp => {
                     stun_id += 1;
                     stun_binding_request(stun_id)

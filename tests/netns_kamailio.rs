@@ -4,7 +4,7 @@
 //! zombie flow under a 4 s transaction timer), must flag no live flow, and must
 //! count the SIP on the interface exactly as tshark does.
 
-use sipflow_tests::edge_lab::{self, BROKEN, LIVE, REAL_UA, REDIRECT, RESTARTED, TLS_ZOMBIE, ZOMBIE};
+use sipflow_tests::edge_lab::{self, BROKEN, LIVE, REAL_UA, REDIRECT, RESTARTED, TLS_ZOMBIE, WS_ZOMBIE, ZOMBIE};
 
 #[test]
 fn kamailio_430s_were_predicted_and_counts_match_tshark() {
@@ -27,7 +27,7 @@ fn kamailio_430s_were_predicted_and_counts_match_tshark() {
     got_430.sort();
     // The TLS zombie is left out of the caller's rounds (see edge_lab).
     let rounds = BROKEN.iter().copied().filter(|a| *a != TLS_ZOMBIE);
-    let mut want: Vec<&str> = rounds.clone().chain(rounds).chain([ZOMBIE, RESTARTED, TLS_ZOMBIE]).collect();
+    let mut want: Vec<&str> = rounds.clone().chain(rounds).chain([ZOMBIE, RESTARTED, TLS_ZOMBIE, WS_ZOMBIE]).collect();
     want.sort();
     assert_eq!(got_430, want, "{}", context());
 
@@ -47,6 +47,8 @@ fn kamailio_430s_were_predicted_and_counts_match_tshark() {
         (TLS_ZOMBIE, "tcp_unacked"),
         // Over WebSocket: frames read by the kernel (ws) and from libssl (wss).
         ("wendy", "tcp_fin"),
+        ("wes", "tcp_reset"),
+        (WS_ZOMBIE, "tcp_unacked"),
         ("wynn", "keepalive_timeout"),
     ] {
         assert_eq!(outcome.flagged[aor].reason, reason, "{aor}\n{}", context());

@@ -10,6 +10,9 @@ pub type Window = [u8; WINDOW];
 /// gives the verifier an upper bound for every variable offset.
 pub const MAX_HEADER_OFFSET: usize = 1024;
 
+/// No IP datagram carries a larger payload; nor is more plaintext read of one call.
+pub const MAX_PAYLOAD: usize = 65535;
+
 /// Packet memory as a program type exposes it: XDP, TC, or a slice in tests.
 pub trait Frame {
     /// Address of the first byte of the frame.

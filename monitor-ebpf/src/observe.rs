@@ -6,7 +6,7 @@ use monitor_common::{
     ports::PortKind,
 };
 use monitor_ebpf::{
-    frame::{self, Frame, MAX_HEADER_OFFSET, WINDOW},
+    frame::{self, Frame, MAX_HEADER_OFFSET, MAX_PAYLOAD, WINDOW},
     packet::{self, Parsed, Segment, Transport},
     payload::{self, Payload},
     stun::Stun,
@@ -20,9 +20,6 @@ use crate::{
     tally::count_message,
     websocket_frame,
 };
-
-/// No IP datagram carries more.
-pub const MAX_PAYLOAD: usize = 65535;
 
 /// Counts the packet and updates its flow. Says what comes next: when a TCP
 /// segment's first message is counted and more may follow it, the `follow`

@@ -29,6 +29,8 @@ use monitor_common::{
     tls::SslOp,
 };
 
+use monitor_ebpf::frame::MAX_PAYLOAD;
+
 use crate::{
     flow,
     follow::{self, Next},
@@ -38,10 +40,6 @@ use crate::{
     tally::count_message,
     user_frame::UserFrame,
 };
-
-/// Plaintext of one call read at most: what a TCP segment can carry, and more
-/// than a TLS record (16 KiB), which is what one SSL_read returns.
-const MAX_PLAINTEXT: u64 = 65535;
 
 /// `SslCall::keyed`: no socket seen in the call yet; a SIPS port's (`key`
 /// holds its flow); another socket's.
@@ -104,7 +102,8 @@ pub fn ssl_return(ctx: &RetProbeContext) -> bool {
         let _ = SSL_CALLS.remove(&thread);
         return false;
     }
-    let len = if len > MAX_PLAINTEXT { MAX_PLAINTEXT } else { len } as u32;
+    // More than a TLS record (16 KiB), which is what one SSL_read returns.
+    let len = if len > MAX_PAYLOAD as u64 { MAX_PAYLOAD as u64 } else { len } as u32;
     let buffer = call.buffer;
     if call.keyed == FOREIGN {
         // The call read or wrote a socket that is no SIPS port's: not SIP over TLS to this host.

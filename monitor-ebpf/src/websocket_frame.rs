@@ -5,13 +5,13 @@
 
 use monitor_common::counters::Direction;
 use monitor_ebpf::{
-    frame::{Frame, MAX_HEADER_OFFSET, WINDOW},
+    frame::{Frame, MAX_HEADER_OFFSET, MAX_PAYLOAD, WINDOW},
     packet::Transport,
     payload::{self, Payload},
     websocket::{self, Opcode},
 };
 
-use crate::{flow, follow::Next, maps::Scratch, observe::MAX_PAYLOAD, tally::count_message};
+use crate::{flow, follow::Next, maps::Scratch, tally::count_message};
 
 /// The `websocket` program's step: the frame's message counted and recorded on its flow.
 #[inline(always)]

@@ -10,11 +10,17 @@ use aya::{
 use monitor_common::maps::PASS_PROGRAM;
 
 use crate::{
-    attach, cli::CheckArgs, cli::XdpModeArg, ebpf_object::EBPF_OBJECT, failure::Failure, pins, privileges, xdp_hook,
+    attach,
+    cli::CheckArgs,
+    cli::XdpModeArg,
+    ebpf_object::EBPF_OBJECT,
+    failure::Failure,
+    kernel_btf::{self, Btf},
+    pins, privileges, tls_probes, xdp_hook,
 };
 
 /// The oldest kernel with everything sipflow uses (README, "Kernel requirements").
-const MIN_KERNEL: (u32, u32) = (5, 18);
+const MIN_KERNEL: (u8, u8) = (5, 18);
 const BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// One check's outcome: what was found, or what is wrong and how to fix it.
@@ -33,6 +39,7 @@ pub fn check(args: &CheckArgs) -> Result<(), Failure> {
     report("privileges", privileges_check(privileged));
     report("kernel", kernel_check());
     report("BTF", btf_check());
+    report("SIP inside TLS", tls_check());
     let bpffs = bpffs_check();
     let bpffs_ok = bpffs.is_ok();
     report("BPF filesystem", bpffs);
@@ -77,9 +84,7 @@ fn privileges_check(privileged: bool) -> Outcome {
 fn kernel_check() -> Outcome {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let release = release.trim();
-    let mut numbers = release.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u32>().ok());
-    let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
-    if version >= MIN_KERNEL {
+    if kernel_at_least(MIN_KERNEL) {
         Ok(format!("Linux {release}"))
     } else {
         Err(format!(
@@ -89,12 +94,36 @@ fn kernel_check() -> Outcome {
     }
 }
 
+/// The running kernel is this version or newer, as aya reads it (the one
+/// reading attach uses too).
+fn kernel_at_least((major, minor): (u8, u8)) -> bool {
+    aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(major, minor, 0))
+}
+
 fn btf_check() -> Outcome {
     if Path::new(BTF).exists() {
         Ok(BTF.into())
     } else {
         Err(format!("{BTF} is missing; use a kernel built with CONFIG_DEBUG_INFO_BTF=y"))
     }
+}
+
+/// Whether SIP inside TLS can be read here. Never a failure: without it TLS
+/// flows are tracked at the TCP level, as before.
+fn tls_check() -> Outcome {
+    let offsets = Btf::from_file(Path::new(kernel_btf::VMLINUX)).and_then(|btf| kernel_btf::sock_offsets(&btf));
+    let tracepoints = kernel_at_least((6, 4));
+    Ok(match (tls_probes::default_library(), offsets, tracepoints) {
+        (Some(library), Ok(_), true) => {
+            format!("{} probed by default; socket offsets read from BTF", library.display())
+        }
+        (None, _, _) => format!(
+            "no {} known to the dynamic linker: TLS flows are tracked at the TCP level (name a library with --tls-lib)",
+            tls_probes::DEFAULT_LIBRARY
+        ),
+        (_, Err(e), _) => format!("{e}: TLS flows are tracked at the TCP level"),
+        (_, _, false) => "the socket tracepoints need Linux 6.4: TLS flows are tracked at the TCP level".into(),
+    })
 }
 
 fn bpffs_check() -> Outcome {

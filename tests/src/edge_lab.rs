@@ -20,6 +20,8 @@
 //! | tess  | TLS from the phone network | the link goes down and a request for her comes at once: a zombie flow |
 //! | walt  | WebSocket, ping frames     | stays alive                       |
 //! | wendy | WebSocket, ping frames     | killed (FIN)                      |
+//! | wes   | WebSocket, ping frames     | the connection is reset (RST)     |
+//! | wilma | WebSocket from the phone network | the link goes down and a request for her comes at once: a zombie flow |
 //! | wade  | secure WebSocket (wss)     | stays alive                       |
 //! | wynn  | wss from the phone network | the phone's link goes down        |
 //!
@@ -61,12 +63,14 @@ pub const GRACE_S: u32 = 1;
 const KEEPALIVE: Duration = Duration::from_secs(2);
 /// Alive to the end (gus: once registered again).
 pub const LIVE: [&str; 6] = ["alice", "bob", RESTARTED, TLS_LIVE, "walt", "wade"];
-pub const BROKEN: [&str; 11] =
-    ["carol", "dave", "erin", "frank", ZOMBIE, "tom", "tara", "toni", TLS_ZOMBIE, "wendy", "wynn"];
+pub const BROKEN: [&str; 13] =
+    ["carol", "dave", "erin", "frank", ZOMBIE, "tom", "tara", "toni", TLS_ZOMBIE, "wendy", "wes", WS_ZOMBIE, "wynn"];
 /// The UA over TLS that stays alive.
 pub const TLS_LIVE: &str = "tina";
 /// The zombie over TLS.
 pub const TLS_ZOMBIE: &str = "tess";
+/// The zombie over WebSocket.
+pub const WS_ZOMBIE: &str = "wilma";
 /// Killed and registered again over a new connection at once.
 pub const RESTARTED: &str = "gus";
 /// The link goes down and a request follows at once: the server's data goes unacknowledged.
@@ -199,11 +203,14 @@ fn run_in(tag: &str, work_dir: &std::path::Path, say: &mut dyn FnMut(String)) ->
     let (ws_proxy, wss_proxy) = (proxy_on(WS_PORT), proxy_on(WSS_PORT));
     let walt = OutboundUa::register(&client, ws_proxy, "walt", Transport::Ws, KEEPALIVE);
     let wendy = OutboundUa::register(&client, ws_proxy, "wendy", Transport::Ws, KEEPALIVE);
+    let wes = OutboundUa::register(&client, ws_proxy, "wes", Transport::Ws, KEEPALIVE);
+    let wilma = OutboundUa::register(&phone, ws_proxy, WS_ZOMBIE, Transport::Ws, KEEPALIVE);
     let wade = OutboundUa::register(&client, wss_proxy, "wade", Transport::Wss, KEEPALIVE);
     let wynn = OutboundUa::register(&phone, wss_proxy, "wynn", Transport::Wss, KEEPALIVE);
-    for ua in
-        [&alice, &bob, &dave, &erin, &frank, &gina, &gus, &tina, &tom, &tara, &toni, &tess, &walt, &wendy, &wade, &wynn]
-    {
+    for ua in [
+        &alice, &bob, &dave, &erin, &frank, &gina, &gus, &tina, &tom, &tara, &toni, &tess, &walt, &wendy, &wes, &wilma,
+        &wade, &wynn,
+    ] {
         let first = ua.registered.lines().next().unwrap_or("");
         say(format!("{:<5} registers over {} from {} -> {first}", ua.user, ua.transport.name(), ua.local));
     }
@@ -219,6 +226,7 @@ fn run_in(tag: &str, work_dir: &std::path::Path, say: &mut dyn FnMut(String)) ->
     tom.close();
     tara.reset();
     wendy.close();
+    wes.reset();
     let gus_before = gus.local.to_string();
     gus.close();
     lab.phone_link_down(&phone);
@@ -234,6 +242,8 @@ fn run_in(tag: &str, work_dir: &std::path::Path, say: &mut dyn FnMut(String)) ->
         ("toni", "the phone's link goes down (TLS: silence)"),
         (TLS_ZOMBIE, "the phone's link goes down and a MESSAGE for her follows (a zombie TLS flow)"),
         ("wendy", "killed (WebSocket: FIN)"),
+        ("wes", "his WebSocket connection is reset (RST)"),
+        (WS_ZOMBIE, "the phone's link goes down and a MESSAGE for her follows (a zombie WebSocket flow)"),
         ("wynn", "the phone's link goes down (wss: silence)"),
     ];
     for (aor, how) in &breaks {
@@ -250,7 +260,7 @@ fn run_in(tag: &str, work_dir: &std::path::Path, say: &mut dyn FnMut(String)) ->
         // whose other end is gone, and answers 430 when its timer fires.
         scope.spawn(|| {
             thread::sleep(Duration::from_millis(300));
-            sipp_client(5073).call_each("message_every_aor.xml", Mode::Tcp, &[ZOMBIE, TLS_ZOMBIE])
+            sipp_client(5073).call_each("message_every_aor.xml", Mode::Tcp, &[ZOMBIE, TLS_ZOMBIE, WS_ZOMBIE])
         });
         // A request for gus before he is back (430 at once), then gus again.
         let restart = scope.spawn(|| {
@@ -296,7 +306,7 @@ fn run_in(tag: &str, work_dir: &std::path::Path, say: &mut dyn FnMut(String)) ->
         .iter()
         .map(|ua| (ua.user.clone(), ua.delivered.lock().unwrap().clone()))
         .collect();
-    drop((toni, tess, wynn));
+    drop((toni, tess, wilma, wynn));
     let caller_ok = [invites.status.success(), messages.status.success()];
     for (round, output) in [("INVITE", &invites), ("MESSAGE", &messages)] {
         if !output.status.success() {

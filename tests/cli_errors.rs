@@ -33,8 +33,9 @@ fn not_privileged() {
 
 #[test]
 fn usage_errors_exit_2_with_one_sentence() {
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 7] = [
         (&["run"], "no interface to monitor"),
+        (&["run", "-i", "lo", "--ws-port", "5060"], "port 5060 is given twice"),
         (&["run", "-i", "lo", "--sip-port", "70000"], "--sip-port"),
         (&["run", "-i", "lo", "--sip-port", "0"], "--sip-port"),
         (&["run", "-i", "lo", "--sweep-interval", "soon"], "write it like 30s, 500ms or 2m"),

@@ -8,7 +8,7 @@
 use std::{net::TcpListener, thread, time::Duration, time::Instant};
 
 use sipflow_tests::{
-    netns::{Lab, SERVER_IF, SERVER_V4, http_get, metric},
+    netns::{Lab, SERVER_IF, SERVER_V4, http_get, metric, sipflow_bin},
     peers::TcpServer,
     scratch_dir::ScratchDir,
     tls::self_signed,
@@ -79,4 +79,22 @@ fn without_tls_plaintext_nothing_inside_tls_is_read() {
     assert_eq!(flow["state"], "no_keepalive", "{flow}");
     let (_, metrics) = http_get(&lab.server, "http://127.0.0.1:9560/metrics").expect("scrape");
     assert_eq!(metric(&metrics, "sipflow_requests_total", &[("method", "REGISTER")]), Some(0.0), "{metrics}");
+}
+
+/// A --tls-lib that is no TLS library: one sentence, a non-zero exit, and
+/// nothing left attached to the interface.
+#[test]
+fn a_named_library_that_cannot_be_probed_fails_plainly() {
+    let lab = Lab::new("tlsB");
+    let output = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.server, &sipflow_bin(), "run", "-i", SERVER_IF, "--listen", "127.0.0.1:9561"])
+        .args(["--pin-dir", lab.pin_dir(), "--state-file", &lab.state_file(), "--tls-lib", "/etc/hostname"])
+        .output()
+        .expect("run sipflow");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let last = stderr.trim().lines().last().unwrap_or_default();
+    assert!(last.starts_with("sipflow: cannot read SIP inside TLS: /etc/hostname"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!Lab::link_show(&lab.server, SERVER_IF).contains("xdp"), "XDP left attached");
 }

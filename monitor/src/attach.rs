@@ -29,6 +29,7 @@ use crate::{
     cli::XdpModeArg,
     ebpf_object::EBPF_OBJECT,
     failure::Failure,
+    kernel_error::{KernelError, at},
     kernel_maps::KernelCounters,
     pins::{self, Pins, TC_LINK, XDP_LINK},
     tls_probes::{self, TlsPlan},
@@ -101,9 +102,9 @@ pub fn load(
     pin_dir: &Path,
     ingress_only: bool,
     sock_offsets: SockOffsets,
-) -> Result<Ebpf, String> {
+) -> Result<Ebpf, KernelError> {
     if EBPF_OBJECT.is_empty() {
-        return Err(Failure::NoKernelObject.to_string());
+        return Err(KernelError::NoKernelObject);
     }
     let ingress_only = u8::from(ingress_only);
     let mut ebpf = EbpfLoader::new()
@@ -112,17 +113,14 @@ pub fn load(
         .default_map_pin_directory(pin_dir)
         .map_max_entries(FLOWS, max_flows)
         .load(EBPF_OBJECT)
-        .map_err(|e| error_chain(&e))?;
+        .map_err(at("loading the kernel object"))?;
     configure_ports(&mut ebpf, ports)?;
     let program: &mut Xdp = ebpf
         .program_mut(XDP_PROGRAM)
-        .ok_or_else(|| format!("program {XDP_PROGRAM} is missing"))?
+        .ok_or_else(|| KernelError::missing_program(XDP_PROGRAM))?
         .try_into()
-        .map_err(|e: aya::programs::ProgramError| e.to_string())?;
-    program.load().map_err(|e| {
-        tracing::debug!(log = %error_chain(&e), "the verifier's full answer");
-        verifier_reason(&e)
-    })?;
+        .map_err(at(XDP_PROGRAM))?;
+    program.load().map_err(KernelError::verifier(XDP_PROGRAM))?;
     install_followers(&mut ebpf, XDP_FOLLOW_PROGRAMS, FOLLOW_XDP)?;
     Ok(ebpf)
 }
@@ -130,23 +128,20 @@ pub fn load(
 /// Loads the programs that walk a TCP segment's further SIP messages and puts
 /// them where their entry program tail-calls them, in slot order. Without
 /// them, only each segment's first message would be counted.
-pub fn install_followers<const N: usize>(ebpf: &mut Ebpf, programs: [&str; N], array: &str) -> Result<(), String> {
+pub fn install_followers<const N: usize>(ebpf: &mut Ebpf, programs: [&str; N], array: &str) -> Result<(), KernelError> {
     for (slot, name) in programs.into_iter().enumerate() {
-        let program = ebpf.program_mut(name).ok_or_else(|| format!("program {name} is missing"))?;
+        let program = ebpf.program_mut(name).ok_or_else(|| KernelError::missing_program(name))?;
         match program {
             Program::Xdp(p) => p.load(),
             Program::SchedClassifier(p) => p.load(),
             Program::UProbe(p) => p.load(),
-            _ => return Err(format!("program {name} has an unexpected type")),
+            _ => return Err(KernelError::UnexpectedType(name.to_string())),
         }
-        .map_err(|e| {
-            tracing::debug!(log = %error_chain(&e), "the verifier's full answer");
-            format!("{name}: {}", verifier_reason(&e))
-        })?;
-        let fd = program.fd().and_then(|fd| fd.try_clone().map_err(Into::into)).map_err(|e| e.to_string())?;
-        let map = ebpf.map_mut(array).ok_or_else(|| format!("map {array} is missing"))?;
-        let mut slots = ProgramArray::try_from(map).map_err(|e| e.to_string())?;
-        slots.set(slot as u32, &fd, 0).map_err(|e| e.to_string())?;
+        .map_err(KernelError::verifier(name))?;
+        let fd = program.fd().and_then(|fd| fd.try_clone().map_err(Into::into)).map_err(at(name))?;
+        let map = ebpf.map_mut(array).ok_or_else(|| KernelError::missing_map(array))?;
+        let mut slots = ProgramArray::try_from(map).map_err(at(array))?;
+        slots.set(slot as u32, &fd, 0).map_err(at(format!("{array} slot {slot}")))?;
     }
     Ok(())
 }
@@ -154,7 +149,7 @@ pub fn install_followers<const N: usize>(ebpf: &mut Ebpf, programs: [&str; N], a
 /// Loads, configures and attaches; returns the attachment and its counters.
 pub fn attach(iface: &str, options: &AttachOptions) -> Result<(Attached, KernelCounters), Failure> {
     let ifindex = ifindex(iface).ok_or_else(|| Failure::UnknownInterface(iface.to_string()))?;
-    let load_failure = |reason: String| Failure::Load { iface: iface.to_string(), reason };
+    let load_failure = |source: KernelError| Failure::Load { iface: iface.to_string(), source };
     let pins = Pins::new(options.pin_root, iface);
     for old in pins.prepare().map_err(|e| Failure::Pins { path: pins.dir.clone(), reason: e.to_string() })? {
         warn!(iface, pins = %old.display(), "removed the pins of another sipflow version; its flows are forgotten");
@@ -171,35 +166,36 @@ pub fn attach(iface: &str, options: &AttachOptions) -> Result<(Attached, KernelC
             "the pinned flow map keeps its size; `sipflow detach -i {iface}` first to change it"
         );
     }
-    let program: &mut Xdp = ebpf
-        .program_mut(XDP_PROGRAM)
-        .and_then(|p| p.try_into().ok())
-        .ok_or_else(|| load_failure(format!("program {XDP_PROGRAM} is missing")))?;
-    let link_path = pins.link(XDP_LINK);
-    let mode = match take_over_xdp(program, &link_path, ifindex) {
-        Some(taken) => taken.map_err(|reason| Failure::Attach { iface: iface.to_string(), mode: "pinned", reason })?,
-        None => {
-            refuse_foreign_xdp(iface, options.replace)?;
-            let (link, used) = attach_xdp(program, iface, options.mode)?;
-            pin_xdp(program, link, &link_path).map_err(|reason| Failure::Attach {
-                iface: iface.to_string(),
-                mode: used,
-                reason,
-            })?;
-            used
-        }
-    };
-    info!(iface, mode, pins = %pins.dir.display(), "attached XDP program");
+    // Before XDP is attached: a failure here leaves nothing attached behind.
     if let Some(plan) = options.tls {
         match tls_probes::attach(&mut ebpf, plan) {
             Ok(()) => {}
-            Err(reason) if plan.named => return Err(Failure::Tls(reason)),
+            Err(source) if plan.named => return Err(Failure::Tls(source)),
             Err(reason) => {
                 warn!(iface, %reason, "SIP inside TLS will not be read; TLS flows are tracked at the TCP level only")
             }
         }
     }
-    let counters = KernelCounters::take_from(&mut ebpf).map_err(|e| load_failure(e.to_string()))?;
+    let program: &mut Xdp = ebpf
+        .program_mut(XDP_PROGRAM)
+        .and_then(|p| p.try_into().ok())
+        .ok_or_else(|| load_failure(KernelError::missing_program(XDP_PROGRAM)))?;
+    let link_path = pins.link(XDP_LINK);
+    let mode = match take_over_xdp(program, &link_path, ifindex) {
+        Some(taken) => taken.map_err(|source| Failure::Attach { iface: iface.to_string(), mode: "pinned", source })?,
+        None => {
+            refuse_foreign_xdp(iface, options.replace)?;
+            let (link, used) = attach_xdp(program, iface, options.mode)?;
+            pin_xdp(program, link, &link_path).map_err(|source| Failure::Attach {
+                iface: iface.to_string(),
+                mode: used,
+                source,
+            })?;
+            used
+        }
+    };
+    info!(iface, mode, pins = %pins.dir.display(), "attached XDP program");
+    let counters = KernelCounters::take_from(&mut ebpf).map_err(|e| load_failure(at("the counter maps")(e)))?;
     let attached = Attached { iface: iface.to_string(), ifindex, mode, pins, egress: false, flow_capacity, ebpf };
     Ok((attached, counters))
 }
@@ -220,7 +216,7 @@ fn flow_capacity(ebpf: &Ebpf) -> Option<u32> {
 /// Moves the link an earlier agent pinned to this agent's program
 /// (BPF_LINK_UPDATE): packets are counted throughout. `None` when there is no
 /// such link on this interface (a stale pin is removed).
-fn take_over_xdp(program: &mut Xdp, path: &Path, ifindex: u32) -> Option<Result<&'static str, String>> {
+fn take_over_xdp(program: &mut Xdp, path: &Path, ifindex: u32) -> Option<Result<&'static str, KernelError>> {
     if !path.exists() {
         return None;
     }
@@ -231,14 +227,14 @@ fn take_over_xdp(program: &mut Xdp, path: &Path, ifindex: u32) -> Option<Result<
             let _ = std::fs::remove_file(path);
             return None;
         }
-        Err(e) => return Some(Err(format!("cannot read the pinned link {}: {e}", path.display()))),
+        Err(e) => return Some(Err(at(format!("reading the pinned link {}", path.display()))(e))),
     }
     let taken = PinnedLink::from_pin(path)
-        .map_err(|e| error_chain(&e))
-        .and_then(|pinned| XdpLink::try_from(FdLink::from(pinned)).map_err(|e| error_chain(&e)))
-        .and_then(|link| program.attach_to_link(link).map_err(|e| error_chain(&e)))
+        .map_err(at("opening the pinned XDP link"))
+        .and_then(|pinned| XdpLink::try_from(FdLink::from(pinned)).map_err(at("the pinned XDP link")))
+        .and_then(|link| program.attach_to_link(link).map_err(at("updating the pinned XDP link")))
         // The pin keeps the link; the program need not hold it too.
-        .and_then(|id| program.take_link(id).map(drop).map_err(|e| error_chain(&e)));
+        .and_then(|id| program.take_link(id).map(drop).map_err(at("the pinned XDP link")));
     Some(taken.map(|()| "taken over"))
 }
 
@@ -257,10 +253,10 @@ fn attach_xdp(program: &mut Xdp, iface: &str, mode: XdpModeArg) -> Result<(XdpLi
 }
 
 /// Pins the new link, so that it outlives this process.
-fn pin_xdp(program: &mut Xdp, link: XdpLinkId, path: &Path) -> Result<(), String> {
-    let link = program.take_link(link).map_err(|e| error_chain(&e))?;
-    let link = FdLink::try_from(link).map_err(|e| error_chain(&e))?;
-    link.pin(path).map(drop).map_err(|e| error_chain(&e))
+fn pin_xdp(program: &mut Xdp, link: XdpLinkId, path: &Path) -> Result<(), KernelError> {
+    let link = program.take_link(link).map_err(at("the XDP link"))?;
+    let link = FdLink::try_from(link).map_err(at("the XDP link"))?;
+    link.pin(path).map(drop).map_err(at(format!("pinning the XDP link at {}", path.display())))
 }
 
 /// Another program on the interface's XDP hook is left alone, unless
@@ -284,10 +280,10 @@ fn refuse_foreign_xdp(iface: &str, replace: bool) -> Result<(), Failure> {
         return Err(Failure::OtherXdp { iface: iface.to_string(), program: other.describe() });
     }
     warn!(iface, program = %other.describe(), "--replace: removing the XDP program attached before");
-    xdp_hook::remove(iface, &other).map_err(|reason| Failure::Attach {
+    xdp_hook::remove(iface, &other).map_err(|e| Failure::Attach {
         iface: iface.to_string(),
         mode: "--replace",
-        reason,
+        source: at("--replace")(e),
     })
 }
 
@@ -295,16 +291,16 @@ fn attach_mode(program: &mut Xdp, iface: &str, mode: XdpMode) -> Result<XdpLinkI
     program.attach(iface, mode).map_err(|e| Failure::Attach {
         iface: iface.to_string(),
         mode: if mode == XdpMode::Driver { "native" } else { "generic" },
-        reason: error_chain(&e),
+        source: at("attaching")(e),
     })
 }
 
-fn configure_ports(ebpf: &mut Ebpf, ports: &SipPorts) -> Result<(), String> {
+fn configure_ports(ebpf: &mut Ebpf, ports: &SipPorts) -> Result<(), KernelError> {
     if ports.plain.len() + ports.tls.len() + ports.ws.len() > MAX_SIP_PORTS as usize {
-        return Err(format!("at most {MAX_SIP_PORTS} SIP ports can be monitored"));
+        return Err(KernelError::TooManyPorts);
     }
-    let map = ebpf.map_mut(SIP_PORTS).ok_or("map SIP_PORTS is missing")?;
-    let mut map: Array<_, u8> = Array::try_from(map).map_err(|e| e.to_string())?;
+    let map = ebpf.map_mut(SIP_PORTS).ok_or_else(|| KernelError::missing_map(SIP_PORTS))?;
+    let mut map: Array<_, u8> = Array::try_from(map).map_err(at(SIP_PORTS))?;
     let mut wanted = vec![0u8; PORTS as usize];
     for (list, kind) in [(&ports.plain, PortKind::Plain), (&ports.tls, PortKind::Tls), (&ports.ws, PortKind::Ws)] {
         for port in list {
@@ -321,64 +317,47 @@ fn configure_ports(ebpf: &mut Ebpf, ports: &SipPorts) -> Result<(), String> {
         })
         .collect();
     for port in stale {
-        map.set(port, 0, 0).map_err(|e| e.to_string())?;
+        map.set(port, 0, 0).map_err(at(SIP_PORTS))?;
     }
     for (port, kind) in wanted.into_iter().enumerate().filter(|(_, kind)| *kind != 0) {
-        map.set(port as u32, kind, 0).map_err(|e| e.to_string())?;
+        map.set(port as u32, kind, 0).map_err(at(SIP_PORTS))?;
     }
     Ok(())
 }
 
 /// The verifier's log is long; its last lines say why it refused.
-fn verifier_reason(error: &aya::programs::ProgramError) -> String {
-    let text = error_chain(error);
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(3)..].join(" ")
-}
-
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 impl Attached {
     /// Also attaches the TC egress program, so the host's own responses, pongs,
     /// FINs and RSTs reach the same flows. Its link is pinned like XDP's.
     pub fn attach_egress(&mut self) -> Result<(), Failure> {
         let iface = self.iface.clone();
-        let failure = |reason: String| Failure::Attach { iface: iface.clone(), mode: "TC egress", reason };
+        let failure = |source: KernelError| Failure::Attach { iface: iface.clone(), mode: "TC egress", source };
         install_followers(&mut self.ebpf, TC_FOLLOW_PROGRAMS, FOLLOW_TC).map_err(failure)?;
         let program: &mut SchedClassifier = self
             .ebpf
             .program_mut(TC_EGRESS_PROGRAM)
             .and_then(|p| p.try_into().ok())
-            .ok_or_else(|| failure(format!("program {TC_EGRESS_PROGRAM} is missing")))?;
-        program.load().map_err(|e| failure(verifier_reason(&e)))?;
+            .ok_or_else(|| failure(KernelError::missing_program(TC_EGRESS_PROGRAM)))?;
+        program.load().map_err(|e| failure(KernelError::verifier(TC_EGRESS_PROGRAM)(e)))?;
         let path = self.pins.link(TC_LINK);
         let taken = path.exists() && pins::link_ifindex(&path).ok() == Some(self.ifindex);
         if taken {
             PinnedLink::from_pin(&path)
-                .map_err(|e| error_chain(&e))
-                .and_then(|p| SchedClassifierLink::try_from(FdLink::from(p)).map_err(|e| error_chain(&e)))
-                .and_then(|link| program.attach_to_link(link).map_err(|e| error_chain(&e)))
-                .and_then(|id| program.take_link(id).map(drop).map_err(|e| error_chain(&e)))
+                .map_err(at("opening the pinned TC link"))
+                .and_then(|p| SchedClassifierLink::try_from(FdLink::from(p)).map_err(at("the pinned TC link")))
+                .and_then(|link| program.attach_to_link(link).map_err(at("updating the pinned TC link")))
+                .and_then(|id| program.take_link(id).map(drop).map_err(at("the pinned TC link")))
                 .map_err(failure)?;
         } else {
             let _ = std::fs::remove_file(&path);
             // Kernels before 6.6 attach through the clsact qdisc; it may be there already.
             let _ = tc::qdisc_add_clsact(&self.iface);
-            let id = program.attach(&self.iface, TcAttachType::Egress).map_err(|e| failure(error_chain(&e)))?;
+            let id = program.attach(&self.iface, TcAttachType::Egress).map_err(|e| failure(at("attaching")(e)))?;
             if tcx_links() {
                 // A TCX link is pinned, like XDP's.
-                let link = program.take_link(id).map_err(|e| failure(error_chain(&e)))?;
-                let link = FdLink::try_from(link).map_err(|e| failure(error_chain(&e)))?;
-                link.pin(&path).map(drop).map_err(|e| failure(error_chain(&e)))?;
+                let link = program.take_link(id).map_err(|e| failure(at("the TC link")(e)))?;
+                let link = FdLink::try_from(link).map_err(|e| failure(at("the TC link")(e)))?;
+                link.pin(&path).map(drop).map_err(|e| failure(at(format!("pinning at {}", path.display()))(e)))?;
             } else {
                 // An older kernel's tc filter is no BPF link: the program keeps it,
                 // and it goes when the agent does (aya detaches it on drop).

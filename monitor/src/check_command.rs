@@ -24,13 +24,29 @@ const MIN_KERNEL: (u8, u8) = (5, 18);
 const BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// One check's outcome: what was found, or what is wrong and how to fix it.
-type Outcome = Result<String, String>;
+type Outcome = Result<String, Fix>;
+
+/// What is wrong and how to fix it, in one sentence.
+#[derive(Debug)]
+struct Fix(String);
+
+impl From<&str> for Fix {
+    fn from(text: &str) -> Self {
+        Self(text.to_string())
+    }
+}
+
+impl From<String> for Fix {
+    fn from(text: String) -> Self {
+        Self(text)
+    }
+}
 
 pub fn check(args: &CheckArgs) -> Result<(), Failure> {
     let mut failed = 0;
     let mut report = |what: &str, outcome: Outcome| match outcome {
         Ok(found) => println!("ok    {what}: {found}"),
-        Err(fix) => {
+        Err(Fix(fix)) => {
             failed += 1;
             println!("FAIL  {what}: {fix}");
         }
@@ -57,10 +73,10 @@ pub fn check(args: &CheckArgs) -> Result<(), Failure> {
             &format!("{iface} XDP hook"),
             match &other {
                 None => Ok("free".into()),
-                Some(program) => Err(format!(
+                Some(program) => Err(Fix(format!(
                     "{} is attached; sipflow leaves it alone unless `sipflow run --replace` (if it is sipflow's own, from --keep-attached, `sipflow run` takes it over and `sipflow detach` removes it)",
                     program.describe()
-                )),
+                ))),
             },
         );
         if other.is_none() && privileged && bpffs_ok {
@@ -87,10 +103,10 @@ fn kernel_check() -> Outcome {
     if kernel_at_least(MIN_KERNEL) {
         Ok(format!("Linux {release}"))
     } else {
-        Err(format!(
+        Err(Fix(format!(
             "Linux {release} is older than {}.{}, which sipflow needs (bpf_xdp_load_bytes); upgrade the kernel",
             MIN_KERNEL.0, MIN_KERNEL.1
-        ))
+        )))
     }
 }
 
@@ -104,7 +120,7 @@ fn btf_check() -> Outcome {
     if Path::new(BTF).exists() {
         Ok(BTF.into())
     } else {
-        Err(format!("{BTF} is missing; use a kernel built with CONFIG_DEBUG_INFO_BTF=y"))
+        Err(Fix(format!("{BTF} is missing; use a kernel built with CONFIG_DEBUG_INFO_BTF=y")))
     }
 }
 
@@ -131,17 +147,17 @@ fn bpffs_check() -> Outcome {
         return Ok(format!("mounted at {}", pins::BPFFS));
     }
     match pins::ensure_bpffs() {
-        Ok(_) if pins::private_mounts() => Err(format!(
+        Ok(_) if pins::private_mounts() => Err(Fix(format!(
             "not mounted at {} in this mount namespace (as under `ip netns exec`): a BPF filesystem mounted \
              here dies with the process; run sipflow with `nsenter --net=/run/netns/NAME` instead",
             pins::BPFFS
-        )),
+        ))),
         Ok(_) => Ok(format!("was not mounted; mounted it at {}", pins::BPFFS)),
-        Err(e) => Err(format!(
+        Err(e) => Err(Fix(format!(
             "not mounted at {} and cannot be mounted here ({e}); mount it with `mount -t bpf bpf {}`",
             pins::BPFFS,
             pins::BPFFS
-        )),
+        ))),
     }
 }
 
@@ -156,7 +172,7 @@ fn xdp_check(iface: &str, mode: XdpModeArg) -> Outcome {
 
 fn try_attach(iface: &str, mode: XdpModeArg, scratch: &Path) -> Outcome {
     if EBPF_OBJECT.is_empty() {
-        return Err(Failure::NoKernelObject.to_string());
+        return Err(Fix(Failure::NoKernelObject.to_string()));
     }
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(scratch)
@@ -183,5 +199,5 @@ fn try_attach(iface: &str, mode: XdpModeArg, scratch: &Path) -> Outcome {
             Err(e) => refused.push(format!("{name} mode refused: {e}")),
         }
     }
-    Err(format!("{}; try another --xdp-mode", refused.join("; ")))
+    Err(Fix(format!("{}; try another --xdp-mode", refused.join("; "))))
 }

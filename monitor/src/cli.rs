@@ -277,36 +277,46 @@ pub enum LogFormat {
     Json,
 }
 
+/// A value clap refuses, in the sentence it prints.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OptionError {
+    #[error("`{0}` is not a duration; write it like 30s, 500ms or 2m")]
+    NotADuration(String),
+    #[error("`{0}` is longer than any timer here can be")]
+    TooLong(String),
+    #[error("`{0}` has an unknown unit; use ms, s, m or h")]
+    UnknownUnit(String),
+    #[error("`{text}` is out of range; give between {least} and {most}")]
+    OutOfRange { text: String, least: String, most: String },
+    #[error("`{0}` is not an interface name: 1 to 15 bytes, no '/', ':' or spaces, not . or ..")]
+    InterfaceName(String),
+}
+
 /// A duration such as `90s`, `500ms`, `2m`, or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, OptionError> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: u64 =
-        number.parse().map_err(|_| format!("`{text}` is not a duration; write it like 30s, 500ms or 2m"))?;
-    let too_long = || format!("`{text}` is longer than any timer here can be");
+    let number: u64 = number.parse().map_err(|_| OptionError::NotADuration(text.into()))?;
+    let too_long = || OptionError::TooLong(text.into());
     match unit {
         "" | "s" => Ok(Duration::from_secs(number)),
         "ms" => Ok(Duration::from_millis(number)),
         "m" => Ok(Duration::from_secs(number.checked_mul(60).ok_or_else(too_long)?)),
         "h" => Ok(Duration::from_secs(number.checked_mul(3600).ok_or_else(too_long)?)),
-        _ => Err(format!("`{text}` has an unknown unit; use ms, s, m or h")),
+        _ => Err(OptionError::UnknownUnit(text.into())),
     }
 }
 
 /// An interface name as Linux accepts one (dev_valid_name): 1 to 15 bytes,
 /// not `.` or `..`, no `/`, `:` or white space. Names become directories
 /// under --pin-dir, so nothing else may reach a path.
-pub fn iface_name(text: &str) -> Result<String, String> {
+pub fn iface_name(text: &str) -> Result<String, OptionError> {
     let valid = (1..=15).contains(&text.len())
         && text != "."
         && text != ".."
         && !text.chars().any(|c| c == '/' || c == ':' || c.is_whitespace());
-    if valid {
-        Ok(text.to_string())
-    } else {
-        Err(format!("`{text}` is not an interface name: 1 to 15 bytes, no '/', ':' or spaces, not . or .."))
-    }
+    if valid { Ok(text.to_string()) } else { Err(OptionError::InterfaceName(text.into())) }
 }
 
 const MILLISECOND: Duration = Duration::from_millis(1);
@@ -315,10 +325,10 @@ const DAY: Duration = Duration::from_secs(86_400);
 
 /// A duration between `least` and `most`: every timer has bounds, so that no
 /// deadline computed from them can overflow, and none can spin the agent.
-fn bounded(text: &str, least: Duration, most: Duration) -> Result<Duration, String> {
+fn bounded(text: &str, least: Duration, most: Duration) -> Result<Duration, OptionError> {
     let duration = parse_duration(text)?;
     if duration < least || duration > most {
-        return Err(format!("`{text}` is out of range; give between {} and {}", spelled(least), spelled(most)));
+        return Err(OptionError::OutOfRange { text: text.into(), least: spelled(least), most: spelled(most) });
     }
     Ok(duration)
 }
@@ -332,26 +342,26 @@ fn spelled(duration: Duration) -> String {
 }
 
 /// --flow-timer: RFC 5626 §4.4 intervals are seconds to minutes.
-fn keepalive_interval(text: &str) -> Result<Duration, String> {
+fn keepalive_interval(text: &str) -> Result<Duration, OptionError> {
     bounded(text, Duration::from_secs(1), DAY)
 }
 
-fn grace(text: &str) -> Result<Duration, String> {
+fn grace(text: &str) -> Result<Duration, OptionError> {
     bounded(text, Duration::ZERO, DAY)
 }
 
 /// --pong-timeout, --ack-timeout, --request-timeout.
-fn timeout(text: &str) -> Result<Duration, String> {
+fn timeout(text: &str) -> Result<Duration, OptionError> {
     bounded(text, MILLISECOND, HOUR)
 }
 
-fn retention(text: &str) -> Result<Duration, String> {
+fn retention(text: &str) -> Result<Duration, OptionError> {
     bounded(text, Duration::from_secs(1), 7 * DAY)
 }
 
 /// --sweep-interval: a walk takes up to a second at a million flows; walking
 /// more often than every 100 ms would keep a core busy for nothing.
-fn walk_interval(text: &str) -> Result<Duration, String> {
+fn walk_interval(text: &str) -> Result<Duration, OptionError> {
     bounded(text, Duration::from_millis(100), HOUR)
 }
 

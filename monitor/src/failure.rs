@@ -3,6 +3,8 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
+use crate::kernel_error::KernelError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
     #[error(
@@ -17,10 +19,19 @@ pub enum Failure {
         "this sipflow binary was built without its kernel programs (AYA_BUILD_SKIP); rebuild it with `cargo build`"
     )]
     NoKernelObject,
-    #[error("the kernel refused sipflow's programs on `{iface}`: {reason}; run `sipflow check -i {iface}`")]
-    Load { iface: String, reason: String },
-    #[error("cannot attach XDP to `{iface}` in {mode} mode: {reason}")]
-    Attach { iface: String, mode: &'static str, reason: String },
+    #[error("the kernel refused sipflow's programs on `{iface}`: {source}; run `sipflow check -i {iface}`")]
+    Load {
+        iface: String,
+        #[source]
+        source: KernelError,
+    },
+    #[error("cannot attach XDP to `{iface}` in {mode} mode: {source}")]
+    Attach {
+        iface: String,
+        mode: &'static str,
+        #[source]
+        source: KernelError,
+    },
     #[error("`{iface}` already has an XDP program: {program}; sipflow leaves it alone unless you pass --replace")]
     OtherXdp { iface: String, program: String },
     #[error("cannot pin sipflow's maps and links in {path}: {reason}; check that {path} is on a BPF filesystem")]
@@ -32,7 +43,7 @@ pub enum Failure {
     #[error("{0}")]
     Usage(String),
     #[error("cannot read SIP inside TLS: {0}; check the --tls-lib paths, or pass --no-tls-plaintext")]
-    Tls(String),
+    Tls(#[source] KernelError),
     #[error("{0} check(s) failed; see the lines above")]
     Preflight(usize),
     #[error("reading the kernel's maps failed: {0}")]

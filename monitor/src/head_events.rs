@@ -4,7 +4,7 @@
 
 use aya::{
     Ebpf,
-    maps::{MapData, MapError, RingBuf},
+    maps::{MapData, RingBuf},
 };
 use monitor_common::{
     counters::Direction,
@@ -15,6 +15,8 @@ use monitor_common::{
 use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
+
+use crate::kernel_error::{KernelError, at};
 
 /// One head, copied out of the ring buffer.
 #[derive(Clone, Debug)]
@@ -90,25 +92,24 @@ pub type FlowEvents = Ring<FlowNews>;
 
 impl Ring<Head> {
     /// Takes the heads ring out of a loaded instance; needs a tokio runtime.
-    pub fn take_from(ebpf: &mut Ebpf) -> Result<Self, String> {
+    pub fn take_from(ebpf: &mut Ebpf) -> Result<Self, KernelError> {
         Ring::take(ebpf, EVENTS, Head::decode)
     }
 }
 
 impl Ring<FlowNews> {
     /// Takes the flow events ring out of a loaded instance; needs a tokio runtime.
-    pub fn take_from(ebpf: &mut Ebpf) -> Result<Self, String> {
+    pub fn take_from(ebpf: &mut Ebpf) -> Result<Self, KernelError> {
         Ring::take(ebpf, FLOW_EVENTS, FlowNews::decode)
     }
 }
 
 impl<T> Ring<T> {
-    fn take(ebpf: &mut Ebpf, name: &str, decode: fn(&[u8]) -> Option<T>) -> Result<Self, String> {
-        let map = ebpf.take_map(name).ok_or_else(|| format!("map {name} is missing"))?;
-        let ring = RingBuf::try_from(map).map_err(|e: MapError| e.to_string())?;
+    fn take(ebpf: &mut Ebpf, name: &str, decode: fn(&[u8]) -> Option<T>) -> Result<Self, KernelError> {
+        let map = ebpf.take_map(name).ok_or_else(|| KernelError::missing_map(name))?;
+        let ring = RingBuf::try_from(map).map_err(at(name))?;
         // SAFETY: the RingBuf owns its map's fd and keeps it open while the AsyncFd holds it.
-        let ring =
-            unsafe { AsyncFd::register(ring) }.map_err(|e| format!("cannot poll the ring buffer {name}: {e}"))?;
+        let ring = unsafe { AsyncFd::register(ring) }.map_err(at(format!("polling the ring buffer {name}")))?;
         Ok(Self { ring, decode })
     }
 

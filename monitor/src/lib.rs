@@ -18,6 +18,7 @@ pub mod failure;
 pub mod flows_command;
 pub mod head_events;
 pub mod kernel_btf;
+pub mod kernel_error;
 pub mod kernel_maps;
 pub mod liveness;
 pub mod pins;

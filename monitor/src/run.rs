@@ -26,6 +26,7 @@ use crate::{
     },
     failure::Failure,
     head_events::{FlowEvents, HeadEvents, QUIET_DRAIN},
+    kernel_error::{KernelError, at},
     kernel_maps::FlowTable,
     liveness::{registrations::Limits, saved, tracker::Tracker},
     pins, privileges, tls_probes,
@@ -41,6 +42,12 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         if !attach::interface_exists(iface) {
             return Err(Failure::UnknownInterface(iface.clone()));
         }
+    }
+    let ports = SipPorts { plain: args.plain_ports(), tls: args.tls_ports(), ws: args.ws_ports.clone() };
+    if let Some(port) = ports.given_twice() {
+        return Err(Failure::Usage(format!(
+            "port {port} is given twice among --sip-port, --sips-port and --ws-port (or their defaults); give each port once"
+        )));
     }
     if !privileges::can_load_bpf() {
         return Err(Failure::NotPrivileged);
@@ -61,12 +68,6 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         .await
         .map_err(|e| Failure::Listen { addr: args.listen, reason: e.to_string() })?;
 
-    let ports = SipPorts { plain: args.plain_ports(), tls: args.tls_ports(), ws: args.ws_ports.clone() };
-    if let Some(port) = ports.given_twice() {
-        return Err(Failure::Usage(format!(
-            "port {port} is given twice among --sip-port, --sips-port and --ws-port (or their defaults); give each port once"
-        )));
-    }
     let tls = tls_probes::plan(&ports.tls, &args.tls_libs, args.no_tls_plaintext)?;
     let mut attached = Vec::new();
     let mut instances = Vec::new();
@@ -209,8 +210,8 @@ fn attach_one(
         } else {
             a.drop_stale_egress();
         }
-        let maps_failure = |reason: String| Failure::Load { iface: iface.to_string(), reason };
-        let flows = FlowTable::take_from(a.ebpf_mut()).map_err(|e| maps_failure(e.to_string()))?;
+        let maps_failure = |source: KernelError| Failure::Load { iface: iface.to_string(), source };
+        let flows = FlowTable::take_from(a.ebpf_mut()).map_err(|e| maps_failure(at("the flow map")(e)))?;
         let heads = HeadEvents::take_from(a.ebpf_mut()).map_err(maps_failure)?;
         let news = FlowEvents::take_from(a.ebpf_mut()).map_err(maps_failure)?;
         Ok((flows, (heads, news)))

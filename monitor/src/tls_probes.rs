@@ -23,9 +23,10 @@ use monitor_common::tls::{
 use tracing::{info, warn};
 
 use crate::{
-    attach::{error_chain, install_followers},
+    attach::install_followers,
     failure::Failure,
     kernel_btf::{self, Btf},
+    kernel_error::{KernelError, at, error_chain},
 };
 
 /// The library's name as the dynamic linker knows it: OpenSSL 3.
@@ -103,19 +104,19 @@ fn from_ld_cache(listed: &str, wide: bool) -> Option<PathBuf> {
 
 /// Loads the plaintext programs into this interface's instance and attaches
 /// them. Each interface's programs look up its own flow map.
-pub fn attach(ebpf: &mut Ebpf, plan: &TlsPlan) -> Result<(), String> {
+pub fn attach(ebpf: &mut Ebpf, plan: &TlsPlan) -> Result<(), KernelError> {
     install_followers(ebpf, TLS_FOLLOW_PROGRAMS, FOLLOW_TLS)?;
     for (tracepoint, name) in SOCKET_TRACEPOINTS {
         let program: &mut RawTracePoint = program(ebpf, name)?;
-        program.load().map_err(|e| format!("{name}: {}", error_chain(&e)))?;
-        program.attach(tracepoint).map_err(|e| format!("tracepoint {tracepoint}: {}", error_chain(&e)))?;
+        program.load().map_err(KernelError::verifier(name))?;
+        program.attach(tracepoint).map_err(at(format!("the tracepoint {tracepoint}")))?;
     }
     for (_, name) in SSL_FUNCTIONS {
         let program: &mut UProbe = program(ebpf, name)?;
-        program.load().map_err(|e| format!("{name}: {}", error_chain(&e)))?;
+        program.load().map_err(KernelError::verifier(name))?;
     }
     let ret: &mut UProbe = program(ebpf, SSL_RETURN_PROGRAM)?;
-    ret.load().map_err(|e| format!("{SSL_RETURN_PROGRAM}: {}", error_chain(&e)))?;
+    ret.load().map_err(KernelError::verifier(SSL_RETURN_PROGRAM))?;
     for library in &plan.libraries {
         let probed = probe_library(ebpf, library)?;
         info!(library = %library.display(), functions = %probed.join(" "), "reading SIP inside TLS");
@@ -124,18 +125,18 @@ pub fn attach(ebpf: &mut Ebpf, plan: &TlsPlan) -> Result<(), String> {
 }
 
 /// Sets the entry and return probes on each SSL function the library has.
-fn probe_library(ebpf: &mut Ebpf, library: &Path) -> Result<Vec<&'static str>, String> {
+fn probe_library(ebpf: &mut Ebpf, library: &Path) -> Result<Vec<&'static str>, KernelError> {
     let mut probed = Vec::new();
     for (function, name) in SSL_FUNCTIONS {
         let entry: &mut UProbe = program(ebpf, name)?;
         match entry.attach(function, library, UProbeScope::AllProcesses) {
             Ok(_) => {}
             Err(e) if !REQUIRED.contains(&function) && missing_symbol(&e) => continue,
-            Err(e) => return Err(format!("{} has no usable {function}: {}", library.display(), error_chain(&e))),
+            Err(e) => return Err(at(format!("{}: {function}", library.display()))(e)),
         }
         let ret: &mut UProbe = program(ebpf, SSL_RETURN_PROGRAM)?;
         ret.attach(function, library, UProbeScope::AllProcesses)
-            .map_err(|e| format!("{}: the return of {function}: {}", library.display(), error_chain(&e)))?;
+            .map_err(at(format!("{}: the return of {function}", library.display())))?;
         probed.push(function);
     }
     Ok(probed)
@@ -145,11 +146,11 @@ fn missing_symbol(e: &ProgramError) -> bool {
     error_chain(e).contains("unknown symbol")
 }
 
-fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, KernelError>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program>,
 {
-    ebpf.program_mut(name).and_then(|p| p.try_into().ok()).ok_or_else(|| format!("program {name} is missing"))
+    ebpf.program_mut(name).and_then(|p| p.try_into().ok()).ok_or_else(|| KernelError::missing_program(name))
 }
 
 #[cfg(test)]

@@ -52,27 +52,35 @@ fn parse(json: &str) -> Option<XdpProgram> {
     })
 }
 
+/// Why another program could not be taken off the hook.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoveError {
+    #[error("cannot run ip (iproute2)")]
+    Ip(#[source] std::io::Error),
+    #[error(
+        "{program} stays attached ({said}); it is probably held by a BPF link: detach it with the tool that attached it"
+    )]
+    Stays { program: String, said: String },
+}
+
 /// Removes a program attached through netlink (`--replace`). One held by a
 /// BPF link cannot be removed this way; the kernel says so and we pass it on.
-pub fn remove(iface: &str, program: &XdpProgram) -> Result<(), String> {
+pub fn remove(iface: &str, program: &XdpProgram) -> Result<(), RemoveError> {
     let hook = match program.mode {
         "native" => "xdpdrv",
         "offload" => "xdpoffload",
         _ => "xdpgeneric",
     };
-    let output = Command::new("ip")
-        .args(["link", "set", "dev", iface, hook, "off"])
-        .output()
-        .map_err(|e| format!("cannot run ip (iproute2): {e}"))?;
+    let output =
+        Command::new("ip").args(["link", "set", "dev", iface, hook, "off"]).output().map_err(RemoveError::Ip)?;
     if output.status.success() && attached(iface).is_none() {
         return Ok(());
     }
     let said = String::from_utf8_lossy(&output.stderr).trim().to_string();
-    Err(format!(
-        "{} stays attached ({}); it is probably held by a BPF link: detach it with the tool that attached it",
-        program.describe(),
-        if said.is_empty() { "no error from ip" } else { &said }
-    ))
+    Err(RemoveError::Stays {
+        program: program.describe(),
+        said: if said.is_empty() { "no error from ip".into() } else { said },
+    })
 }
 
 #[cfg(test)]

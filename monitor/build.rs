@@ -12,6 +12,10 @@ use std::{env, path::Path, process::Command};
 
 use aya_build::{Package, Toolchain};
 
+#[path = "rust_src.rs"]
+mod rust_src;
+use rust_src::has_rust_src;
+
 const LINKED_TOOLCHAIN: &str = "bpf-debian";
 const OBJECT_NAME: &str = "sipflow-ebpf";
 
@@ -34,6 +38,11 @@ fn main() {
     let root_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../monitor-ebpf");
     let root_dir = root_dir.to_str().expect("UTF-8 path");
     let package = Package { name: "monitor-ebpf", root_dir, ..Default::default() };
+    // aya-build relays the kernel build's output as cargo warnings: a cold
+    // build printed ~150 `warning: monitor@0.1.0: Compiling ...` lines. Quiet,
+    // the inner cargo prints only what went wrong (its errors and warnings).
+    // SAFETY: build scripts are single-threaded here; the inner cargo inherits it.
+    unsafe { env::set_var("CARGO_TERM_QUIET", "true") };
     if let Err(err) = aya_build::build_ebpf([package], Toolchain::Custom(&toolchain)) {
         eprintln!("error: building the kernel programs failed: {err:#}");
         std::process::exit(1);
@@ -71,14 +80,4 @@ fn choose_toolchain() -> Result<String, String> {
         return Ok(LINKED_TOOLCHAIN.into());
     }
     Err("no toolchain with the standard library's source (a nightly with rust-src, or the linked `bpf-debian`) was found".into())
-}
-
-fn has_rust_src(toolchain: &str) -> bool {
-    Command::new("rustup")
-        .args(["run", toolchain, "rustc", "--print", "sysroot"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .is_some_and(|sysroot| Path::new(&sysroot).join("lib/rustlib/src/rust/library/core/Cargo.toml").exists())
 }

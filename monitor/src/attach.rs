@@ -238,18 +238,26 @@ fn take_over_xdp(program: &mut Xdp, path: &Path, ifindex: u32) -> Option<Result<
     Some(taken.map(|()| "taken over"))
 }
 
+/// The XDP modes `--xdp-mode` tries, in order, with their names.
+pub fn xdp_modes(mode: XdpModeArg) -> &'static [(XdpMode, &'static str)] {
+    match mode {
+        XdpModeArg::Native => &[(XdpMode::Driver, "native")],
+        XdpModeArg::Generic => &[(XdpMode::Skb, "generic")],
+        XdpModeArg::Auto => &[(XdpMode::Driver, "native"), (XdpMode::Skb, "generic")],
+    }
+}
+
 fn attach_xdp(program: &mut Xdp, iface: &str, mode: XdpModeArg) -> Result<(XdpLinkId, &'static str), Failure> {
-    Ok(match mode {
-        XdpModeArg::Native => (attach_mode(program, iface, XdpMode::Driver)?, "native"),
-        XdpModeArg::Generic => (attach_mode(program, iface, XdpMode::Skb)?, "generic"),
-        XdpModeArg::Auto => match attach_mode(program, iface, XdpMode::Driver) {
-            Ok(link) => (link, "native"),
-            Err(native) => {
-                warn!(iface, error = %native, "native XDP is not available; falling back to generic XDP");
-                (attach_mode(program, iface, XdpMode::Skb)?, "generic")
+    let (last, earlier) = xdp_modes(mode).split_last().expect("every --xdp-mode tries a mode");
+    for (xdp_mode, name) in earlier {
+        match attach_mode(program, iface, *xdp_mode, name) {
+            Ok(link) => return Ok((link, name)),
+            Err(failure) => {
+                warn!(iface, error = %failure, "{name} XDP is not available; falling back to {} XDP", last.1)
             }
-        },
-    })
+        }
+    }
+    Ok((attach_mode(program, iface, last.0, last.1)?, last.1))
 }
 
 /// Pins the new link, so that it outlives this process.
@@ -287,10 +295,10 @@ fn refuse_foreign_xdp(iface: &str, replace: bool) -> Result<(), Failure> {
     })
 }
 
-fn attach_mode(program: &mut Xdp, iface: &str, mode: XdpMode) -> Result<XdpLinkId, Failure> {
+fn attach_mode(program: &mut Xdp, iface: &str, mode: XdpMode, name: &'static str) -> Result<XdpLinkId, Failure> {
     program.attach(iface, mode).map_err(|e| Failure::Attach {
         iface: iface.to_string(),
-        mode: if mode == XdpMode::Driver { "native" } else { "generic" },
+        mode: name,
         source: at("attaching")(e),
     })
 }

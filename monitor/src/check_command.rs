@@ -3,10 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use aya::{
-    EbpfLoader,
-    programs::{Xdp, XdpMode},
-};
+use aya::{EbpfLoader, programs::Xdp};
 use monitor_common::maps::PASS_PROGRAM;
 
 use crate::{
@@ -183,13 +180,8 @@ fn try_attach(iface: &str, mode: XdpModeArg, scratch: &Path) -> Outcome {
         .and_then(|p| p.try_into().ok())
         .ok_or("the kernel object has no pass program")?;
     program.load().map_err(|e| format!("the kernel refused an XDP program: {e}"))?;
-    let modes: &[(XdpMode, &str)] = match mode {
-        XdpModeArg::Native => &[(XdpMode::Driver, "native")],
-        XdpModeArg::Generic => &[(XdpMode::Skb, "generic")],
-        XdpModeArg::Auto => &[(XdpMode::Driver, "native"), (XdpMode::Skb, "generic")],
-    };
     let mut refused = Vec::new();
-    for (xdp_mode, name) in modes {
+    for (xdp_mode, name) in attach::xdp_modes(mode) {
         match program.attach(iface, *xdp_mode) {
             Ok(link) => {
                 let _ = program.detach(link);

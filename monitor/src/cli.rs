@@ -1,4 +1,4 @@
-//! The command line (SPEC.md, "The command line").
+//! The command line (README, "Running it on a real interface").
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 

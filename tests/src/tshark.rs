@@ -17,7 +17,7 @@ use monitor_common::counters::Method;
 use crate::process::{signal_group, stop_group};
 
 /// The SIP of a capture, as tshark dissects it. ICMP errors quote SIP that
-/// tshark would count again (../shared/TOOLCHAIN.md), so they are left out.
+/// tshark would count again (an ICMP error quotes the datagram it answers), so they are left out.
 const SIP_FILTER: &str = "sip && !icmp && !icmpv6";
 
 pub struct Capture {

@@ -1,5 +1,5 @@
 //! Installs, idempotently, what sipflow's kernel side and its lab need on a
-//! Debian or Ubuntu host (../shared/TOOLCHAIN.md):
+//! Debian or Ubuntu host (README, "Building"):
 //!
 //! - a compiler that can build `core` for the BPF target: a rustup nightly with
 //!   rust-src where one is installed, else Debian's rustc-web + rust-web-src,
@@ -15,6 +15,9 @@ use std::{path::Path, process::Command};
 use anyhow::{Result, bail};
 
 use crate::command::run;
+
+#[path = "../../monitor/rust_src.rs"]
+mod rust_src;
 
 const LINKED_TOOLCHAIN: &str = "bpf-debian";
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -122,16 +125,7 @@ fn toolchain_listed(name: &str) -> bool {
 }
 
 fn has_rust_src(toolchain: &str) -> bool {
-    if !toolchain_listed(toolchain) {
-        return false;
-    }
-    Command::new("rustup")
-        .args(["run", toolchain, "rustc", "--print", "sysroot"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .is_some_and(|sysroot| Path::new(&sysroot).join("lib/rustlib/src/rust/library/core/Cargo.toml").exists())
+    toolchain_listed(toolchain) && rust_src::has_rust_src(toolchain)
 }
 
 fn bpf_linker_installed() -> bool {

@@ -1,4 +1,4 @@
-//! The Prometheus metrics of SPEC.md, fed from kernel counter snapshots.
+//! The Prometheus metrics (README, "Metrics"), fed from kernel counter snapshots.
 //!
 //! The kernel's counters are cumulative; each snapshot adds its growth since
 //! the previous one to the exported counters, so several interfaces sum up

@@ -8,7 +8,7 @@ use std::time::Duration;
 use monitor_common::flow::{FlowState, FlowTransport};
 use serde::Serialize;
 
-/// Why a flow is considered failed (SPEC.md, "Liveness model").
+/// Why a flow is considered failed (README, "Flows and verdicts").
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {

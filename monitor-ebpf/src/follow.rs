@@ -55,6 +55,9 @@ pub enum Next {
     /// Read the WebSocket frame at the payload's start (`sipflow_*_websocket`).
     Websocket = 2,
     Done = 3,
+    /// Done, the segment holding more messages than `MAX_MESSAGES`: counted,
+    /// and logged by the caller, which has the context aya-log needs.
+    Bound = 4,
 }
 
 /// The walk's cursor and end, left in the scratch by the program that
@@ -162,7 +165,7 @@ fn scan_head(frame: &impl Frame, scratch: &mut Scratch, cursor: usize, end: usiz
     }
     if scratch.follow.messages >= MAX_MESSAGES {
         bump_stat(KernelStat::MessageBoundReached);
-        return Next::Done;
+        return Next::Bound;
     }
     scratch.follow.cursor = next as u32;
     scratch.follow.scan = HeadScan::default();

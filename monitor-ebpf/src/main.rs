@@ -19,10 +19,12 @@ mod websocket_frame;
 mod xdp_frame;
 
 use aya_ebpf::{
+    EbpfContext,
     bindings::{TC_ACT_UNSPEC, xdp_action},
     macros::{classifier, raw_tracepoint, uprobe, uretprobe, xdp},
     programs::{ProbeContext, RawTracePointContext, RetProbeContext, TcContext, XdpContext},
 };
+use aya_log_ebpf::debug;
 use monitor_common::{
     counters::{Direction, KernelStat},
     tls::{SslOp, TLS_FIRST_SLOT},
@@ -99,19 +101,48 @@ pub fn sipflow_tc_websocket(ctx: TcContext) -> i32 {
 /// goes unread, and that is counted.
 #[inline(always)]
 fn follow_xdp(ctx: &XdpContext, next: Next) {
-    if next != Next::Done {
-        // SAFETY: a tail call into one of our own programs of the same type.
-        unsafe { FOLLOW_XDP.tail_call(ctx, next as u32) };
-        bump_stat(KernelStat::MessageBoundReached);
+    match next {
+        Next::Done => {}
+        Next::Bound => log_bound(ctx, MAX_MESSAGES_BOUND),
+        _ => {
+            // SAFETY: a tail call into one of our own programs of the same type.
+            unsafe { FOLLOW_XDP.tail_call(ctx, next as u32) };
+            bump_stat(KernelStat::MessageBoundReached);
+            log_bound(ctx, TAIL_CALL_BOUND);
+        }
     }
 }
 
 #[inline(always)]
 fn follow_tc(ctx: &TcContext, next: Next) {
-    if next != Next::Done {
-        // SAFETY: as in `follow_xdp`.
-        unsafe { FOLLOW_TC.tail_call(ctx, next as u32) };
-        bump_stat(KernelStat::MessageBoundReached);
+    match next {
+        Next::Done => {}
+        Next::Bound => log_bound(ctx, MAX_MESSAGES_BOUND),
+        _ => {
+            // SAFETY: as in `follow_xdp`.
+            unsafe { FOLLOW_TC.tail_call(ctx, next as u32) };
+            bump_stat(KernelStat::MessageBoundReached);
+            log_bound(ctx, TAIL_CALL_BOUND);
+        }
+    }
+}
+
+/// Which bound cut a segment's walk, for the log.
+const MAX_MESSAGES_BOUND: u8 = 1;
+const TAIL_CALL_BOUND: u8 = 2;
+
+/// A rare event, off the per-packet path: at debug level, which the agent
+/// turns on in the kernel only when its own log wants it (`SIPFLOW_LOG`).
+#[inline(always)]
+fn log_bound(ctx: &impl EbpfContext, bound: u8) {
+    if bound == MAX_MESSAGES_BOUND {
+        debug!(
+            ctx,
+            "a TCP segment held more than {} SIP messages; the rest of it goes uncounted",
+            follow::MAX_MESSAGES
+        );
+    } else {
+        debug!(ctx, "a TCP segment's walk reached the kernel's bound of tail calls; the rest of it goes uncounted");
     }
 }
 
@@ -193,10 +224,15 @@ fn read_plaintext(ctx: &RetProbeContext) {
 
 #[inline(always)]
 fn follow_tls(ctx: &ProbeContext, next: Next) {
-    if next != Next::Done {
-        // SAFETY: as in `follow_xdp`.
-        unsafe { FOLLOW_TLS.tail_call(ctx, next as u32) };
-        bump_stat(KernelStat::MessageBoundReached);
+    match next {
+        Next::Done => {}
+        Next::Bound => log_bound(ctx, MAX_MESSAGES_BOUND),
+        _ => {
+            // SAFETY: as in `follow_xdp`.
+            unsafe { FOLLOW_TLS.tail_call(ctx, next as u32) };
+            bump_stat(KernelStat::MessageBoundReached);
+            log_bound(ctx, TAIL_CALL_BOUND);
+        }
     }
 }
 

@@ -110,6 +110,7 @@ pub fn load(
     let mut ebpf = EbpfLoader::new()
         .override_global(INGRESS_ONLY, &ingress_only, true)
         .override_global(SOCK_OFFSETS, &sock_offsets, true)
+        .override_global(aya_log::LEVEL, &crate::kernel_log::level(), false)
         .default_map_pin_directory(pin_dir)
         .map_max_entries(FLOWS, max_flows)
         .load(EBPF_OBJECT)

@@ -19,6 +19,7 @@ pub mod flows_command;
 pub mod head_events;
 pub mod kernel_btf;
 pub mod kernel_error;
+pub mod kernel_log;
 pub mod kernel_maps;
 pub mod liveness;
 pub mod pins;

@@ -27,6 +27,7 @@ use crate::{
     failure::Failure,
     head_events::{FlowEvents, HeadEvents, QUIET_DRAIN},
     kernel_error::{KernelError, at},
+    kernel_log::KernelLog,
     kernel_maps::FlowTable,
     liveness::{registrations::Limits, saved, tracker::Tracker},
     pins, privileges, tls_probes,
@@ -214,6 +215,7 @@ fn attach_one(
         let flows = FlowTable::take_from(a.ebpf_mut()).map_err(|e| maps_failure(at("the flow map")(e)))?;
         let heads = HeadEvents::take_from(a.ebpf_mut()).map_err(maps_failure)?;
         let news = FlowEvents::take_from(a.ebpf_mut()).map_err(maps_failure)?;
+        tokio::spawn(KernelLog::take_from(a.ebpf_mut(), iface).map_err(maps_failure)?.forward());
         Ok((flows, (heads, news)))
     };
     match taken() {

@@ -50,27 +50,12 @@ impl TcpServer {
 
     /// The same; `pongs` false makes a server that never answers pings.
     pub fn start_with(listener: TcpListener, flow_timer: u32, pongs: bool) -> Self {
-        let addr = listener.local_addr().expect("local addr");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let stop = Arc::new(AtomicBool::new(false));
-        let running = stop.clone();
-        thread::spawn(move || {
-            while !running.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        let running = running.clone();
-                        stream.set_read_timeout(Some(Duration::from_millis(100))).ok();
-                        thread::spawn(move || serve(stream, flow_timer, pongs, &running));
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(20)),
-                }
-            }
-        });
-        Self { stop, addr }
+        Self::accepting(listener, move |stream, running| {
+            stream.set_read_timeout(Some(Duration::from_millis(100))).ok();
+            serve(stream, flow_timer, pongs, &running);
+        })
     }
-}
 
-impl TcpServer {
     /// The same over TLS (OpenSSL reading its socket itself: SSL_read_ex and
     /// SSL_write_ex, the socket calls inside them), with `cert` and `key`.
     pub fn start_tls(listener: TcpListener, flow_timer: u32, cert: &Path, key: &Path) -> Self {
@@ -78,6 +63,17 @@ impl TcpServer {
         acceptor.set_private_key_file(key, SslFiletype::PEM).expect("TLS key");
         acceptor.set_certificate_chain_file(cert).expect("TLS certificate");
         let acceptor = acceptor.build();
+        Self::accepting(listener, move |stream, running| {
+            stream.set_read_timeout(Some(Duration::from_secs(3))).ok();
+            if let Ok(tls) = acceptor.accept(stream) {
+                tls.get_ref().set_read_timeout(Some(Duration::from_millis(100))).ok();
+                serve(tls, flow_timer, true, &running);
+            }
+        })
+    }
+
+    /// Accepts until dropped, each connection served by `serve` on a thread of its own.
+    fn accepting(listener: TcpListener, serve: impl Fn(TcpStream, Arc<AtomicBool>) + Clone + Send + 'static) -> Self {
         let addr = listener.local_addr().expect("local addr");
         listener.set_nonblocking(true).expect("nonblocking");
         let stop = Arc::new(AtomicBool::new(false));
@@ -86,15 +82,9 @@ impl TcpServer {
             while !running.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        let (running, acceptor) = (running.clone(), acceptor.clone());
-                        thread::spawn(move || {
-                            stream.set_nonblocking(false).ok();
-                            stream.set_read_timeout(Some(Duration::from_secs(3))).ok();
-                            if let Ok(tls) = acceptor.accept(stream) {
-                                tls.get_ref().set_read_timeout(Some(Duration::from_millis(100))).ok();
-                                serve(tls, flow_timer, true, &running);
-                            }
-                        });
+                        stream.set_nonblocking(false).ok();
+                        let (running, serve) = (running.clone(), serve.clone());
+                        thread::spawn(move || serve(stream, running));
                     }
                     Err(_) => thread::sleep(Duration::from_millis(20)),
                 }

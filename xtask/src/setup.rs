@@ -35,6 +35,8 @@ const LAB_PACKAGES: &[&str] = &[
     "kamailio",
     "kamailio-outbound-modules",
     "kamailio-tls-modules",
+    // websocket.so: the lab's ws and wss listeners (xhttp.so comes with kamailio itself).
+    "kamailio-websocket-modules",
     "baresip-core",
     // The lab's TLS: certificates for Kamailio, and the UAs' OpenSSL (the openssl crate links it).
     "openssl",

@@ -8,8 +8,8 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, ProgramArray},
     programs::{
-        Program, SchedClassifier, TcAttachType, Xdp, XdpMode,
-        links::{FdLink, PinnedLink},
+        Program, ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        links::{FdLink, LinkError, PinnedLink},
         tc,
         tc::SchedClassifierLink,
         xdp::{XdpLink, XdpLinkId},
@@ -182,8 +182,15 @@ pub fn attach(iface: &str, options: &AttachOptions) -> Result<(Attached, KernelC
         .and_then(|p| p.try_into().ok())
         .ok_or_else(|| load_failure(KernelError::missing_program(XDP_PROGRAM)))?;
     let link_path = pins.link(XDP_LINK);
-    let mode = match take_over_xdp(program, &link_path, ifindex) {
-        Some(taken) => taken.map_err(|source| Failure::Attach { iface: iface.to_string(), mode: "pinned", source })?,
+    // The pin keeps the link; the program need not hold it too.
+    let taken = take_over(&link_path, ifindex, "XDP", |link: XdpLink| {
+        program.attach_to_link(link).and_then(|id| program.take_link(id)).map(drop)
+    });
+    let mode = match taken {
+        Some(taken) => {
+            taken.map_err(|source| Failure::Attach { iface: iface.to_string(), mode: "pinned", source })?;
+            "taken over"
+        }
         None => {
             refuse_foreign_xdp(iface, options.replace)?;
             let (link, used) = attach_xdp(program, iface, options.mode)?;
@@ -214,29 +221,36 @@ fn flow_capacity(ebpf: &Ebpf) -> Option<u32> {
     }
 }
 
-/// Moves the link an earlier agent pinned to this agent's program
-/// (BPF_LINK_UPDATE): packets are counted throughout. `None` when there is no
-/// such link on this interface (a stale pin is removed).
-fn take_over_xdp(program: &mut Xdp, path: &Path, ifindex: u32) -> Option<Result<&'static str, KernelError>> {
+/// Moves the link an earlier agent pinned at `path` to this agent's program
+/// (BPF_LINK_UPDATE, through `update`): packets are counted throughout.
+/// `None` when there is no such link on this interface: a stale pin (the
+/// interface was recreated, or the link detached) is removed, to attach afresh.
+fn take_over<L>(
+    path: &Path,
+    ifindex: u32,
+    what: &str,
+    update: impl FnOnce(L) -> Result<(), ProgramError>,
+) -> Option<Result<(), KernelError>>
+where
+    L: TryFrom<FdLink, Error = LinkError>,
+{
     if !path.exists() {
         return None;
     }
     match pins::link_ifindex(path) {
         Ok(index) if index == ifindex => {}
-        // The interface was recreated or the link detached: start afresh.
         Ok(_) => {
             let _ = std::fs::remove_file(path);
             return None;
         }
         Err(e) => return Some(Err(at(format!("reading the pinned link {}", path.display()))(e))),
     }
-    let taken = PinnedLink::from_pin(path)
-        .map_err(at("opening the pinned XDP link"))
-        .and_then(|pinned| XdpLink::try_from(FdLink::from(pinned)).map_err(at("the pinned XDP link")))
-        .and_then(|link| program.attach_to_link(link).map_err(at("updating the pinned XDP link")))
-        // The pin keeps the link; the program need not hold it too.
-        .and_then(|id| program.take_link(id).map(drop).map_err(at("the pinned XDP link")));
-    Some(taken.map(|()| "taken over"))
+    Some(
+        PinnedLink::from_pin(path)
+            .map_err(at(format!("opening the pinned {what} link")))
+            .and_then(|pinned| L::try_from(FdLink::from(pinned)).map_err(at(format!("the pinned {what} link"))))
+            .and_then(|link| update(link).map_err(at(format!("updating the pinned {what} link")))),
+    )
 }
 
 /// The XDP modes `--xdp-mode` tries, in order, with their names.
@@ -349,16 +363,14 @@ impl Attached {
             .ok_or_else(|| failure(KernelError::missing_program(TC_EGRESS_PROGRAM)))?;
         program.load().map_err(|e| failure(KernelError::verifier(TC_EGRESS_PROGRAM)(e)))?;
         let path = self.pins.link(TC_LINK);
-        let taken = path.exists() && pins::link_ifindex(&path).ok() == Some(self.ifindex);
-        if taken {
-            PinnedLink::from_pin(&path)
-                .map_err(at("opening the pinned TC link"))
-                .and_then(|p| SchedClassifierLink::try_from(FdLink::from(p)).map_err(at("the pinned TC link")))
-                .and_then(|link| program.attach_to_link(link).map_err(at("updating the pinned TC link")))
-                .and_then(|id| program.take_link(id).map(drop).map_err(at("the pinned TC link")))
-                .map_err(failure)?;
-        } else {
-            let _ = std::fs::remove_file(&path);
+        let taken = take_over(&path, self.ifindex, "TC", |link: SchedClassifierLink| {
+            program.attach_to_link(link).and_then(|id| program.take_link(id)).map(drop)
+        });
+        let taken = match taken {
+            Some(result) => result.map(|()| true).map_err(failure)?,
+            None => false,
+        };
+        if !taken {
             // Kernels before 6.6 attach through the clsact qdisc; it may be there already.
             let _ = tc::qdisc_add_clsact(&self.iface);
             let id = program.attach(&self.iface, TcAttachType::Egress).map_err(|e| failure(at("attaching")(e)))?;

@@ -284,7 +284,7 @@ pub enum OptionError {
     NotADuration(String),
     #[error("`{0}` is longer than any timer here can be")]
     TooLong(String),
-    #[error("`{0}` has an unknown unit; use ms, s, m or h")]
+    #[error("`{0}` has an unknown unit; use ms, s, m, h or d")]
     UnknownUnit(String),
     #[error("`{text}` is out of range; give between {least} and {most}")]
     OutOfRange { text: String, least: String, most: String },
@@ -292,20 +292,18 @@ pub enum OptionError {
     InterfaceName(String),
 }
 
-/// A duration such as `90s`, `500ms`, `2m`, or a bare number of seconds.
+/// A duration as humantime reads it (`90s`, `500ms`, `2m`, `1h 30m`, `7d`),
+/// or a bare number of seconds, as the config files of earlier versions hold.
 pub fn parse_duration(text: &str) -> Result<Duration, OptionError> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| OptionError::NotADuration(text.into()))?;
-    let too_long = || OptionError::TooLong(text.into());
-    match unit {
-        "" | "s" => Ok(Duration::from_secs(number)),
-        "ms" => Ok(Duration::from_millis(number)),
-        "m" => Ok(Duration::from_secs(number.checked_mul(60).ok_or_else(too_long)?)),
-        "h" => Ok(Duration::from_secs(number.checked_mul(3600).ok_or_else(too_long)?)),
-        _ => Err(OptionError::UnknownUnit(text.into())),
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
     }
+    humantime::parse_duration(text).map_err(|e| match e {
+        humantime::DurationError::UnknownUnit { .. } => OptionError::UnknownUnit(text.into()),
+        humantime::DurationError::NumberOverflow => OptionError::TooLong(text.into()),
+        _ => OptionError::NotADuration(text.into()),
+    })
 }
 
 /// An interface name as Linux accepts one (dev_valid_name): 1 to 15 bytes,
@@ -382,7 +380,8 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
         assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("3 weeks").is_err());
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("3 fortnights"), Err(OptionError::UnknownUnit("3 fortnights".into())));
         assert!(parse_duration("307445734561825861m").is_err(), "minutes past u64 seconds");
         assert!(parse_duration("18446744073709551615h").is_err());
     }
@@ -410,7 +409,10 @@ mod tests {
         assert_eq!(run(&["--retention", "307445734561825861m"]), Err(clap::error::ErrorKind::ValueValidation));
         assert_eq!(run(&["--flow-timer", "0s"]), Err(clap::error::ErrorKind::ValueValidation));
         assert_eq!(run(&["--ack-timeout", "2h"]), Err(clap::error::ErrorKind::ValueValidation));
-        assert!(run(&["--retention", "7d"]).is_err(), "no unit d");
+        // humantime reads weeks and days; the bounds still refuse them where they are too long.
+        assert!(run(&["--grace", "3 weeks"]).is_err(), "past a day");
+        assert!(run(&["--retention", "8d"]).is_err(), "past 168h");
+        assert_eq!(run(&["--retention", "7d"]), Ok(()));
         assert_eq!(run(&["--sweep-interval", "200ms", "--grace", "0s", "--retention", "168h"]), Ok(()));
     }
 

@@ -6,6 +6,7 @@
 //! plain sentence for the operator.
 
 pub mod attach;
+pub mod bpf_syscall;
 pub mod check_command;
 pub mod cli;
 pub mod clock;

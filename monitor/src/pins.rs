@@ -11,9 +11,12 @@
 use std::{
     ffi::CString,
     io,
+    mem::size_of,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     path::{Path, PathBuf},
 };
+
+use crate::bpf_syscall::{bpf, bpf_cmd, bpf_link_info, bpf_link_type, zeroed_attr};
 
 /// The layout of the pinned maps; bump it with any change to their types.
 pub const SCHEMA: u32 = 5;
@@ -143,56 +146,46 @@ pub fn private_mounts() -> bool {
     }
 }
 
-/// `enum bpf_cmd` numbers (include/uapi/linux/bpf.h).
-const BPF_OBJ_GET: libc::c_long = 7;
-const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-/// `union bpf_attr` is at most this long on the kernels sipflow runs on.
-const ATTR_LEN: usize = 144;
-/// `struct bpf_link_info`: the interface index of an XDP or TCX link sits at
-/// offset 16 (after type, id and prog_id, in an 8-byte-aligned union).
-const LINK_INFO_LEN: usize = 64;
-const LINK_INFO_IFINDEX: usize = 16;
-/// ... and the id of the program it runs at offset 8.
-const LINK_INFO_PROG_ID: usize = 8;
-
 /// Opens a pinned object (BPF_OBJ_GET).
 fn open_pinned(path: &Path) -> io::Result<OwnedFd> {
     let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
-    let mut attr = [0u8; ATTR_LEN];
-    attr[0..8].copy_from_slice(&(c.as_ptr() as u64).to_ne_bytes());
+    let mut attr = zeroed_attr();
+    attr.__bindgen_anon_4.pathname = c.as_ptr() as u64;
     // SAFETY: attr holds a pointer to a NUL-terminated path that outlives the call.
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, attr.as_mut_ptr(), ATTR_LEN as u32) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let fd = unsafe { bpf(bpf_cmd::BPF_OBJ_GET, &mut attr)? };
     // SAFETY: a new file descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// The interface a pinned XDP or TC link is attached to: 0 when the link no
+/// The interface a pinned XDP or TCX link is attached to: 0 when the link no
 /// longer is (its interface went away, or someone detached it).
 pub fn link_ifindex(path: &Path) -> io::Result<u32> {
-    link_info_u32(path, LINK_INFO_IFINDEX)
+    let info = link_info(path)?;
+    // SAFETY: the union member read is the one the link's type says the kernel filled.
+    match info.type_ {
+        t if t == bpf_link_type::BPF_LINK_TYPE_XDP as u32 => Ok(unsafe { info.__bindgen_anon_1.xdp.ifindex }),
+        t if t == bpf_link_type::BPF_LINK_TYPE_TCX as u32 => Ok(unsafe { info.__bindgen_anon_1.tcx.ifindex }),
+        other => Err(io::Error::other(format!("{} is a link of type {other}, not XDP or TCX", path.display()))),
+    }
 }
 
 /// The program a pinned link runs now.
 pub fn link_program_id(path: &Path) -> io::Result<u32> {
-    link_info_u32(path, LINK_INFO_PROG_ID)
+    Ok(link_info(path)?.prog_id)
 }
 
-fn link_info_u32(path: &Path, at: usize) -> io::Result<u32> {
+/// What the kernel says of a pinned link (BPF_OBJ_GET_INFO_BY_FD).
+fn link_info(path: &Path) -> io::Result<bpf_link_info> {
     let link = open_pinned(path)?;
-    let mut info = [0u8; LINK_INFO_LEN];
-    let mut attr = [0u8; ATTR_LEN];
-    attr[0..4].copy_from_slice(&(link.as_raw_fd() as u32).to_ne_bytes());
-    attr[4..8].copy_from_slice(&(LINK_INFO_LEN as u32).to_ne_bytes());
-    attr[8..16].copy_from_slice(&(info.as_mut_ptr() as u64).to_ne_bytes());
-    // SAFETY: attr points at `info`, LINK_INFO_LEN bytes that outlive the call.
-    let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, attr.as_mut_ptr(), ATTR_LEN as u32) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(u32::from_ne_bytes([info[at], info[at + 1], info[at + 2], info[at + 3]]))
+    // SAFETY: bpf_link_info is plain integers and unions of them; all zeroes is valid.
+    let mut info: bpf_link_info = unsafe { std::mem::zeroed() };
+    let mut attr = zeroed_attr();
+    attr.info.bpf_fd = link.as_raw_fd() as u32;
+    attr.info.info_len = size_of::<bpf_link_info>() as u32;
+    attr.info.info = &raw mut info as u64;
+    // SAFETY: attr points at `info`, info_len bytes that outlive the call.
+    unsafe { bpf(bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, &mut attr)? };
+    Ok(info)
 }
 
 #[cfg(test)]

@@ -6,29 +6,15 @@
 //! The entries are handed out one batch at a time, so that a sweep of a
 //! million flows holds one batch in memory, not the whole map.
 
-use std::{cell::Cell, io, mem::size_of, os::fd::AsRawFd, os::fd::BorrowedFd};
+use std::{cell::Cell, io, os::fd::AsRawFd, os::fd::BorrowedFd};
 
 use monitor_common::flow::{FlowKey, FlowState};
 
-/// `enum bpf_cmd` in include/uapi/linux/bpf.h.
-const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+use crate::bpf_syscall::{bpf, bpf_cmd, zeroed_attr};
+
 /// Entries asked for per call. A hash map hands out whole buckets, so this
 /// must exceed the longest bucket; 4096 leaves ample room.
 const CHUNK: usize = 4096;
-
-/// The `batch` member of `union bpf_attr`.
-#[repr(C)]
-#[derive(Default)]
-struct BatchAttr {
-    in_batch: u64,
-    out_batch: u64,
-    keys: u64,
-    values: u64,
-    count: u32,
-    map_fd: u32,
-    elem_flags: u64,
-    flags: u64,
-}
 
 /// Every entry of a flow map, read a batch at a time.
 pub struct Batches<'a> {
@@ -69,26 +55,22 @@ impl<'a> Batches<'a> {
 
     fn fill(&mut self) -> io::Result<()> {
         let mut token_out = 0u64;
-        let mut attr = BatchAttr {
-            in_batch: if self.started { &raw const self.token as u64 } else { 0 },
-            out_batch: &raw mut token_out as u64,
-            keys: self.keys.as_mut_ptr() as u64,
-            values: self.values.as_mut_ptr() as u64,
-            count: CHUNK as u32,
-            map_fd: self.map.as_raw_fd() as u32,
-            ..BatchAttr::default()
-        };
+        let mut attr = zeroed_attr();
+        attr.batch.in_batch = if self.started { &raw const self.token as u64 } else { 0 };
+        attr.batch.out_batch = &raw mut token_out as u64;
+        attr.batch.keys = self.keys.as_mut_ptr() as u64;
+        attr.batch.values = self.values.as_mut_ptr() as u64;
+        attr.batch.count = CHUNK as u32;
+        attr.batch.map_fd = self.map.as_raw_fd() as u32;
         // SAFETY: attr points at buffers of `count` keys and values of the map's
         // key and value sizes, and at the two tokens; all outlive the call.
-        let rc = unsafe {
-            libc::syscall(libc::SYS_bpf, BPF_MAP_LOOKUP_BATCH, &raw mut attr, size_of::<BatchAttr>() as libc::c_uint)
-        };
+        let result = unsafe { bpf(bpf_cmd::BPF_MAP_LOOKUP_BATCH, &mut attr) };
         self.started = true;
-        self.filled = (attr.count as usize).min(CHUNK);
+        // SAFETY: `batch` is the member this command reads and writes back.
+        self.filled = (unsafe { attr.batch.count } as usize).min(CHUNK);
         self.taken = 0;
         self.token = token_out;
-        if rc < 0 {
-            let error = io::Error::last_os_error();
+        if let Err(error) = result {
             // ENOENT: no more entries; this call's entries are still good.
             if error.raw_os_error() != Some(libc::ENOENT) {
                 self.filled = 0;

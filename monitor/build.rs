@@ -1,5 +1,5 @@
 //! Builds the kernel programs (monitor-ebpf) for the BPF target and leaves the
-//! object in OUT_DIR, where src/ebpf_object.rs embeds it.
+//! object in OUT_DIR, where src/kernel/object.rs embeds it.
 //!
 //! The BPF target needs a compiler with the standard library's source (for
 //! `-Z build-std=core`) and bpf-linker. Two set-ups are accepted, in order:

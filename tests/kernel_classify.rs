@@ -151,7 +151,7 @@ fn skb_can_hold(frame: &[u8]) -> bool {
 /// exactly the expected counters of `direction` grew.
 fn check_cases(
     mut run: impl FnMut(&[u8]) -> u32,
-    counters: impl Fn() -> sipflow::kernel_maps::CounterSnapshot,
+    counters: impl Fn() -> sipflow::kernel::maps::CounterSnapshot,
     pass: u32,
     direction: Direction,
 ) {
@@ -264,7 +264,7 @@ fn tcp_retransmissions_are_packets_but_not_messages_again() {
 /// Requests counted, by method, and responses, by code: the non-zero ones.
 type MessageCounts = (Vec<(Method, u64)>, Vec<(u16, u64)>);
 
-fn messages_counted(counters: &sipflow::kernel_maps::CounterSnapshot, direction: Direction) -> MessageCounts {
+fn messages_counted(counters: &sipflow::kernel::maps::CounterSnapshot, direction: Direction) -> MessageCounts {
     let methods = Method::STANDARD
         .iter()
         .map(|(m, _)| *m)

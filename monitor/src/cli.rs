@@ -60,7 +60,7 @@ pub struct DetachArgs {
     pub ifaces: Vec<String>,
 
     /// Where the agent pinned them (its --pin-dir).
-    #[arg(long, value_name = "DIR", default_value = crate::pins::DEFAULT_ROOT)]
+    #[arg(long, value_name = "DIR", default_value = crate::kernel::pins::DEFAULT_ROOT)]
     pub pin_dir: PathBuf,
 }
 
@@ -214,7 +214,7 @@ pub struct RunArgs {
 
     /// Where the maps and links are pinned (a directory on the BPF filesystem),
     /// one subdirectory per interface. A restarted agent takes them over.
-    #[arg(long, value_name = "DIR", default_value = crate::pins::DEFAULT_ROOT)]
+    #[arg(long, value_name = "DIR", default_value = crate::kernel::pins::DEFAULT_ROOT)]
     pub pin_dir: PathBuf,
 
     /// On SIGINT or SIGTERM, leave the programs attached and counting, so that

@@ -25,14 +25,14 @@ use tracing::{debug, info, warn};
 use crate::{
     clock::boot_time_ns,
     export::metrics::{FlowMapFill, Metrics},
-    head_events::{FlowNews, Head},
-    kernel_maps::{FlowTable, KernelCounters},
+    kernel::head_events::{FlowNews, Head},
+    kernel::maps::{FlowTable, KernelCounters},
+    kernel::pins::{self, Pins},
     liveness::{
         registrations::FlowId,
         saved,
         tracker::{Sweep, Tracker},
     },
-    pins::{self, Pins},
 };
 
 /// One attached interface's maps.
@@ -49,7 +49,7 @@ pub struct Instance {
 
 impl Instance {
     pub fn programs_attached(&self) -> Vec<(&'static str, bool)> {
-        pins::programs_attached(&self.pins, self.ifindex, self.egress, crate::attach::tcx_links())
+        pins::programs_attached(&self.pins, self.ifindex, self.egress, crate::kernel::attach::tcx_links())
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use crate::kernel_error::KernelError;
+use crate::kernel::error::KernelError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {

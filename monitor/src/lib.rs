@@ -1,31 +1,24 @@
-//! sipflow's agent: one module per step of a packet's way through it.
+//! sipflow's agent, in the order a packet's news goes through it.
 //!
-//! [`attach`] loads the kernel programs onto interfaces, [`kernel_maps`] reads
-//! what they counted, [`export`] serves it over HTTP; [`run`] ties them
-//! together for `sipflow run`. [`failure`] turns every way of failing into one
-//! plain sentence for the operator.
+//! - [`kernel`]: loads the kernel programs onto interfaces, pins what must
+//!   outlive the agent, and reads what they counted and sent up (maps, ring
+//!   buffers, log records).
+//! - [`sip_head`]: parses the SIP heads the kernel hands over.
+//! - [`liveness`]: the RFC 5626 model: flows, bindings, verdicts; [`engine`]
+//!   drives it on kernel events and deadlines.
+//! - [`export`]: Prometheus metrics and the flow API over HTTP.
+//! - [`commands`]: `sipflow run`, `flows`, `check` and `detach`, from the
+//!   command line ([`cli`], [`config`]); [`failure`] turns every way of
+//!   failing into one plain sentence for the operator.
 
-pub mod attach;
-pub mod bpf_syscall;
-pub mod check_command;
 pub mod cli;
 pub mod clock;
+pub mod commands;
 pub mod config;
-pub mod detach_command;
-pub mod ebpf_object;
 pub mod engine;
 pub mod export;
 pub mod failure;
-pub mod flows_command;
-pub mod head_events;
-pub mod kernel_btf;
-pub mod kernel_error;
-pub mod kernel_log;
-pub mod kernel_maps;
+pub mod kernel;
 pub mod liveness;
-pub mod pins;
 pub mod privileges;
-pub mod run;
 pub mod sip_head;
-pub mod tls_probes;
-pub mod xdp_hook;

@@ -5,19 +5,18 @@ use std::{ffi::OsString, path::PathBuf};
 
 use clap::{CommandFactory, FromArgMatches, Parser, parser::ValueSource};
 use sipflow::{
-    check_command,
     cli::{Cli, Command, LogFormat},
-    config, detach_command,
+    commands::{check, detach, flows, run},
+    config,
     failure::Failure,
-    flows_command, run,
 };
 
 fn main() {
     let cli = parse_command_line();
     let result = match cli.command {
-        Command::Flows(args) => flows_command::flows(&args),
-        Command::Check(args) => check_command::check(&args),
-        Command::Detach(args) => detach_command::detach(&args),
+        Command::Flows(args) => flows::flows(&args),
+        Command::Check(args) => check::check(&args),
+        Command::Detach(args) => detach::detach(&args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "sipflow", &mut std::io::stdout());
             Ok(())

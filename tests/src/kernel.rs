@@ -10,9 +10,9 @@ use monitor_common::maps::{
     DEFAULT_MAX_FLOWS, EVENTS, FLOW_EVENTS, FOLLOW_TC, PASS_PROGRAM, TC_EGRESS_PROGRAM, TC_FOLLOW_PROGRAMS, XDP_PROGRAM,
 };
 use sipflow::{
-    attach::{self, SipPorts},
-    head_events::{self, FlowNews, Head},
-    kernel_maps::{CounterSnapshot, FlowTable, KernelCounters},
+    kernel::attach::{self, SipPorts},
+    kernel::head_events::{self, FlowNews, Head},
+    kernel::maps::{CounterSnapshot, FlowTable, KernelCounters},
 };
 
 use crate::{

@@ -38,9 +38,9 @@ impl PinDir {
     pub fn new(tag: &str) -> Self {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         require_root();
-        sipflow::pins::ensure_bpffs().expect("mount the BPF filesystem");
+        sipflow::kernel::pins::ensure_bpffs().expect("mount the BPF filesystem");
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = std::path::Path::new(sipflow::pins::BPFFS)
+        let path = std::path::Path::new(sipflow::kernel::pins::BPFFS)
             .join("sipflow-tests")
             .join(format!("{tag}-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&path).expect("make a pin directory");
@@ -55,7 +55,7 @@ impl PinDir {
 
 impl Drop for PinDir {
     fn drop(&mut self) {
-        let _ = sipflow::pins::remove_tree(&self.0);
+        let _ = sipflow::kernel::pins::remove_tree(&self.0);
         interrupt::directory_removed(&self.0);
     }
 }

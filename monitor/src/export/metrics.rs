@@ -14,7 +14,7 @@ use prometheus::{
 };
 
 use crate::{
-    kernel_maps::CounterSnapshot,
+    kernel::maps::CounterSnapshot,
     liveness::{
         registrations::Refused,
         tracker::{Census, Grades, Sweep},

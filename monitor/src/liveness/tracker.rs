@@ -16,7 +16,7 @@ use super::{
     registrations::{Change, FlowId, Limits, Registrations},
     verdict::{self, FlowFailure, Reason, Timers},
 };
-use crate::{head_events::Head, sip_head};
+use crate::{kernel::head_events::Head, sip_head};
 
 /// The agent's memory of flows is kept to what the kernel's map cannot tell:
 /// failed flows (a verdict is reached once, and listed for `retention`), and

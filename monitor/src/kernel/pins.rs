@@ -16,7 +16,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::bpf_syscall::{bpf, bpf_cmd, bpf_link_info, bpf_link_type, zeroed_attr};
+use crate::kernel::bpf_syscall::{bpf, bpf_cmd, bpf_link_info, bpf_link_type, zeroed_attr};
 
 /// The layout of the pinned maps; bump it with any change to their types.
 pub const SCHEMA: u32 = 5;

@@ -27,17 +27,17 @@ use tracing::{info, warn};
 
 use crate::{
     cli::XdpModeArg,
-    ebpf_object::EBPF_OBJECT,
     failure::Failure,
-    kernel_error::{KernelError, at},
-    kernel_maps::KernelCounters,
-    pins::{self, Pins, TC_LINK, XDP_LINK},
-    tls_probes::{self, TlsPlan},
-    xdp_hook,
+    kernel::error::{KernelError, at},
+    kernel::maps::KernelCounters,
+    kernel::object::EBPF_OBJECT,
+    kernel::pins::{self, Pins, TC_LINK, XDP_LINK},
+    kernel::tls_probes::{self, TlsPlan},
+    kernel::xdp_hook,
 };
 
 /// The kernel programs, loaded for one interface and attached to it through
-/// pinned links (see [`crate::pins`]): the links outlive this value, and
+/// pinned links (see [`crate::kernel::pins`]): the links outlive this value, and
 /// [`Attached::detach`] removes them unless they are to stay.
 pub struct Attached {
     pub iface: String,
@@ -110,7 +110,7 @@ pub fn load(
     let mut ebpf = EbpfLoader::new()
         .override_global(INGRESS_ONLY, &ingress_only, true)
         .override_global(SOCK_OFFSETS, &sock_offsets, true)
-        .override_global(aya_log::LEVEL, &crate::kernel_log::level(), false)
+        .override_global(aya_log::LEVEL, &crate::kernel::log::level(), false)
         .default_map_pin_directory(pin_dir)
         .map_max_entries(FLOWS, max_flows)
         .load(EBPF_OBJECT)

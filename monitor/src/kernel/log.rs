@@ -11,7 +11,7 @@ use aya_log::EbpfLogger;
 use tokio::io::unix::AsyncFd;
 use tracing::warn;
 
-use crate::kernel_error::{KernelError, at};
+use crate::kernel::error::{KernelError, at};
 
 const TARGET: &str = "sipflow::kernel";
 

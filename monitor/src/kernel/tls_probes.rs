@@ -23,10 +23,10 @@ use monitor_common::tls::{
 use tracing::{info, warn};
 
 use crate::{
-    attach::install_followers,
     failure::Failure,
-    kernel_btf::{self, Btf},
-    kernel_error::{KernelError, at, error_chain},
+    kernel::attach::install_followers,
+    kernel::btf::{self, Btf},
+    kernel::error::{KernelError, at, error_chain},
 };
 
 /// The library's name as the dynamic linker knows it: OpenSSL 3.
@@ -58,7 +58,7 @@ pub fn plan(tls_ports: &[u16], named: &[PathBuf], off: bool) -> Result<Option<Tl
             Err(Failure::Usage(format!("--tls-lib cannot be honoured: {reason}")))
         }
     };
-    let offsets = match Btf::from_file(Path::new(kernel_btf::VMLINUX)).and_then(|btf| kernel_btf::sock_offsets(&btf)) {
+    let offsets = match Btf::from_file(Path::new(btf::VMLINUX)).and_then(|btf| btf::sock_offsets(&btf)) {
         Ok(offsets) => offsets,
         Err(e) => return not_possible(format!("{e}; the kernel needs BTF (CONFIG_DEBUG_INFO_BTF)")),
     };

@@ -7,13 +7,16 @@ use aya::{EbpfLoader, programs::Xdp};
 use monitor_common::maps::PASS_PROGRAM;
 
 use crate::{
-    attach,
     cli::CheckArgs,
     cli::XdpModeArg,
-    ebpf_object::EBPF_OBJECT,
     failure::Failure,
-    kernel_btf::{self, Btf},
-    pins, privileges, tls_probes, xdp_hook,
+    kernel::attach,
+    kernel::btf::{self, Btf},
+    kernel::object::EBPF_OBJECT,
+    kernel::pins,
+    kernel::tls_probes,
+    kernel::xdp_hook,
+    privileges,
 };
 
 /// The oldest kernel with everything sipflow uses (README, "Kernel requirements").
@@ -124,7 +127,7 @@ fn btf_check() -> Outcome {
 /// Whether SIP inside TLS can be read here. Never a failure: without it TLS
 /// flows are tracked at the TCP level, as before.
 fn tls_check() -> Outcome {
-    let offsets = Btf::from_file(Path::new(kernel_btf::VMLINUX)).and_then(|btf| kernel_btf::sock_offsets(&btf));
+    let offsets = Btf::from_file(Path::new(btf::VMLINUX)).and_then(|btf| btf::sock_offsets(&btf));
     let tracepoints = kernel_at_least((6, 4));
     Ok(match (tls_probes::default_library(), offsets, tracepoints) {
         (Some(library), Ok(_), true) => {

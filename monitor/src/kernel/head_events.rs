@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
 
-use crate::kernel_error::{KernelError, at};
+use crate::kernel::error::{KernelError, at};
 
 /// One head, copied out of the ring buffer.
 #[derive(Clone, Debug)]

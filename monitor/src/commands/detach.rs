@@ -1,7 +1,7 @@
 //! `sipflow detach -i IFACE`: removes what sipflow pinned for the interface,
 //! the links (so its programs detach) and the maps with their flows and counts.
 
-use crate::{cli::DetachArgs, failure::Failure, pins::Pins, privileges};
+use crate::{cli::DetachArgs, failure::Failure, kernel::pins::Pins, privileges};
 
 pub fn detach(args: &DetachArgs) -> Result<(), Failure> {
     if !privileges::can_load_bpf() {

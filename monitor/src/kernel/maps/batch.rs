@@ -10,7 +10,7 @@ use std::{cell::Cell, io, os::fd::AsRawFd, os::fd::BorrowedFd};
 
 use monitor_common::flow::{FlowKey, FlowState};
 
-use crate::bpf_syscall::{bpf, bpf_cmd, zeroed_attr};
+use crate::kernel::bpf_syscall::{bpf, bpf_cmd, zeroed_attr};
 
 /// Entries asked for per call. A hash map hands out whole buckets, so this
 /// must exceed the longest bucket; 4096 leaves ample room.

@@ -16,7 +16,6 @@ use tokio::{
 use tracing::{info, warn};
 
 use crate::{
-    attach::{self, AttachOptions, Attached, SipPorts},
     cli::RunArgs,
     clock::boot_time_ns,
     engine::{AgentState, Engine, Input, Instance},
@@ -25,12 +24,15 @@ use crate::{
         metrics::Metrics,
     },
     failure::Failure,
-    head_events::{FlowEvents, HeadEvents, QUIET_DRAIN},
-    kernel_error::{KernelError, at},
-    kernel_log::KernelLog,
-    kernel_maps::FlowTable,
+    kernel::attach::{self, AttachOptions, Attached, SipPorts},
+    kernel::error::{KernelError, at},
+    kernel::head_events::{FlowEvents, HeadEvents, QUIET_DRAIN},
+    kernel::log::KernelLog,
+    kernel::maps::FlowTable,
+    kernel::pins,
+    kernel::tls_probes,
     liveness::{registrations::Limits, saved, tracker::Tracker},
-    pins, privileges, tls_probes,
+    privileges,
 };
 
 pub async fn run(args: RunArgs) -> Result<(), Failure> {

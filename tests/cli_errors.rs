@@ -2,7 +2,7 @@
 
 use std::process::{Command, Output};
 
-use sipflow_tests::{netns::sipflow_bin, require_root};
+use sipflow_tests::netns::sipflow_bin;
 
 fn assert_one_sentence(output: &Output, code: i32, mentions: &str) {
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -20,7 +20,7 @@ fn unknown_interface() {
 
 #[test]
 fn not_privileged() {
-    require_root();
+    sipflow_tests::root_or_skip!();
     // Drop to nobody with no capabilities at all, as an operator who forgot sudo.
     let output = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
@@ -78,7 +78,7 @@ fn config_file_errors() {
 
 #[test]
 fn listen_port_in_use() {
-    require_root();
+    sipflow_tests::root_or_skip!();
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = busy.local_addr().unwrap().to_string();
     let output = Command::new(sipflow_bin()).args(["run", "-i", "lo", "--listen", &addr]).output().unwrap();
@@ -90,7 +90,7 @@ fn listen_port_in_use() {
 /// network namespace of its own too, so that nothing touches the host's `lo`.
 #[test]
 fn no_bpf_filesystem() {
-    require_root();
+    sipflow_tests::root_or_skip!();
     let caps = "+bpf,+net_admin,+perfmon";
     let script = format!(
         "while umount /sys/fs/bpf 2>/dev/null; do :; done; ip link set lo up; \
@@ -108,7 +108,7 @@ fn no_bpf_filesystem() {
 /// No BTF: the preflight names it and the fix, and fails.
 #[test]
 fn no_btf_fails_the_preflight() {
-    require_root();
+    sipflow_tests::root_or_skip!();
     // An empty directory over /sys/kernel/btf hides the kernel's BTF from this process alone.
     let script = "mount -t tmpfs none /sys/kernel/btf && ip link set lo up && exec \"$@\"";
     let output = Command::new("unshare")
@@ -151,7 +151,7 @@ fn flows_without_an_agent() {
 /// says so once, naming `nsenter --net`. (`check` fails on the same ground.)
 #[test]
 fn a_private_mount_namespace_is_named() {
-    require_root();
+    sipflow_tests::root_or_skip!();
     let state = format!("/tmp/sipflow-private-mounts-{}.json", std::process::id());
     let script = "while umount /sys/fs/bpf 2>/dev/null; do :; done; ip link set lo up; exec \"$@\"";
     let output = Command::new("timeout")
@@ -187,7 +187,7 @@ fn interface_names_that_are_paths_are_refused() {
 /// its own, with pins of its own, for 10 s at most.)
 #[test]
 fn unbounded_durations_are_refused() {
-    require_root();
+    sipflow_tests::root_or_skip!();
     let pins = format!("/sys/fs/bpf/sipflow-tests/unbounded-{}", std::process::id());
     let state = format!("/tmp/sipflow-unbounded-{}.json", std::process::id());
     for (option, value) in [

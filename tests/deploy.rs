@@ -69,6 +69,7 @@ fn names_in(text: &str) -> BTreeSet<String> {
 
 #[test]
 fn every_metric_the_rules_and_the_dashboard_query_is_exported() {
+    sipflow_tests::root_or_skip!();
     let mut lab = Lab::new("deploy");
     let server = lab.server.clone();
     // The example config file, with the lab's interface and port given as flags (which win).

@@ -189,6 +189,7 @@ fn check_cases(
 
 #[test]
 fn every_case_passes_and_counts_where_it_should() {
+    sipflow_tests::root_or_skip!();
     let xdp = LoadedXdp::load();
     check_cases(|f| xdp.run(f), || xdp.counters(), XDP_PASS, Direction::Ingress);
 }
@@ -197,12 +198,14 @@ fn every_case_passes_and_counts_where_it_should() {
 /// it lets every packet through.
 #[test]
 fn egress_classifies_the_same_and_lets_everything_through() {
+    sipflow_tests::root_or_skip!();
     let programs = std::cell::RefCell::new(LoadedXdp::load());
     check_cases(|f| programs.borrow_mut().run_tc(f), || programs.borrow().counters(), TC_ACT_UNSPEC, Direction::Egress);
 }
 
 #[test]
 fn counts_add_up_over_repeats() {
+    sipflow_tests::root_or_skip!();
     let xdp = LoadedXdp::load();
     let (verdict, _) = xdp.run_repeat(&udp4(CLIENT_PORT, SIP_PORT, INVITE), 1000);
     assert_eq!(verdict, XDP_PASS);
@@ -214,6 +217,7 @@ fn counts_add_up_over_repeats() {
 
 #[test]
 fn every_standard_method_over_tcp_and_udp() {
+    sipflow_tests::root_or_skip!();
     let xdp = LoadedXdp::load();
     for (method, token) in Method::STANDARD {
         let message = [token, b" sip:bob@example.com SIP/2.0\r\nContent-Length: 0\r\n\r\n"].concat();
@@ -225,6 +229,7 @@ fn every_standard_method_over_tcp_and_udp() {
 
 #[test]
 fn every_status_code_is_counted_exactly() {
+    sipflow_tests::root_or_skip!();
     let xdp = LoadedXdp::load();
     for code in 100..=699u16 {
         let message = format!("SIP/2.0 {code} Whatever\r\nContent-Length: 0\r\n\r\n");
@@ -241,6 +246,7 @@ fn every_status_code_is_counted_exactly() {
 /// packet again, but its message is counted once (tshark does the same).
 #[test]
 fn tcp_retransmissions_are_packets_but_not_messages_again() {
+    sipflow_tests::root_or_skip!();
     let xdp = LoadedXdp::load();
     let register =
         tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), b"REGISTER sip:a SIP/2.0\r\nContent-Length: 0\r\n\r\n");
@@ -297,6 +303,7 @@ fn long_invite() -> Vec<u8> {
 
 #[test]
 fn several_messages_in_one_segment_are_each_counted() {
+    sipflow_tests::root_or_skip!();
     let xdp = LoadedXdp::load();
     let segment = [
         REGISTER,
@@ -327,6 +334,7 @@ fn several_messages_in_one_segment_are_each_counted() {
 
 #[test]
 fn a_register_after_another_message_still_reaches_the_agent() {
+    sipflow_tests::root_or_skip!();
     let mut xdp = LoadedXdp::load();
     let segment = [b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 0\r\n\r\n".as_slice(), REGISTER].concat();
     xdp.run(&tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), &segment));
@@ -337,6 +345,7 @@ fn a_register_after_another_message_still_reaches_the_agent() {
 
 #[test]
 fn responses_the_server_sends_together_are_each_counted_on_egress() {
+    sipflow_tests::root_or_skip!();
     let mut programs = LoadedXdp::load();
     let segment = [RINGING, REGISTER_OK, FLOW_FAILED].concat();
     let frame = tcp4_from_server(SIP_PORT, CLIENT_PORT, Flags::default(), &segment);
@@ -350,6 +359,7 @@ fn responses_the_server_sends_together_are_each_counted_on_egress() {
 /// read, and that is counted.
 #[test]
 fn a_segment_of_many_messages_is_cut_at_the_bound_and_the_cut_is_counted() {
+    sipflow_tests::root_or_skip!();
     let xdp = LoadedXdp::load();
     let segment = b"OPTIONS sip:a@b SIP/2.0\r\nl: 0\r\n\r\n".repeat(40);
     assert_eq!(xdp.run(&tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), &segment)), XDP_PASS);
@@ -363,6 +373,7 @@ fn a_segment_of_many_messages_is_cut_at_the_bound_and_the_cut_is_counted() {
 /// stops there rather than count what is not a start line.
 #[test]
 fn a_lost_framing_stops_the_walk() {
+    sipflow_tests::root_or_skip!();
     let xdp = LoadedXdp::load();
     let segment = [b"MESSAGE sip:a@b SIP/2.0\r\nContent-Length: 3\r\n\r\nhello\r\n".as_slice(), INVITE].concat();
     xdp.run(&tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), &segment));

@@ -41,6 +41,7 @@ fn run_all(xdp: &LoadedXdp, frames: &[Vec<u8>]) {
 
 #[test]
 fn register_over_tcp_is_one_flow_and_two_heads() {
+    sipflow_tests::root_or_skip!();
     let mut xdp = LoadedXdp::load();
     let syn = Flags { syn: true, ..Flags::default() };
     run_all(
@@ -72,6 +73,7 @@ fn register_over_tcp_is_one_flow_and_two_heads() {
 
 #[test]
 fn udp_both_directions_share_one_entry() {
+    sipflow_tests::root_or_skip!();
     let xdp = LoadedXdp::load();
     run_all(
         &xdp,
@@ -88,6 +90,7 @@ fn udp_both_directions_share_one_entry() {
 
 #[test]
 fn pings_pongs_and_stun_keep_their_times() {
+    sipflow_tests::root_or_skip!();
     let xdp = LoadedXdp::load();
     run_all(&xdp, &[tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), b"\r\n\r\n")]);
     let (_, state) = only_flow(&xdp);
@@ -112,6 +115,7 @@ fn pings_pongs_and_stun_keep_their_times() {
 
 #[test]
 fn heads_of_3xx_and_430_but_not_of_other_responses() {
+    sipflow_tests::root_or_skip!();
     let mut xdp = LoadedXdp::load();
     let from_server = |m: &[u8]| udp4_between((SERVER_V4, SIP_PORT), (CLIENT_V4, CLIENT_PORT), m);
     run_all(
@@ -124,6 +128,7 @@ fn heads_of_3xx_and_430_but_not_of_other_responses() {
 
 #[test]
 fn a_long_register_is_cut_at_the_head_limit() {
+    sipflow_tests::root_or_skip!();
     let mut xdp = LoadedXdp::load();
     let mut register = REGISTER[..REGISTER.len() - 2].to_vec();
     while register.len() < 1300 {
@@ -139,6 +144,7 @@ fn a_long_register_is_cut_at_the_head_limit() {
 
 #[test]
 fn a_full_lru_evicts_and_the_creations_are_counted() {
+    sipflow_tests::root_or_skip!();
     let xdp = LoadedXdp::load_with_max_flows(16);
     for client in 0..100u16 {
         let frame = udp4_between(([192, 0, 2, 100], 20000 + client), (SERVER_V4, SIP_PORT), INVITE);
@@ -151,6 +157,7 @@ fn a_full_lru_evicts_and_the_creations_are_counted() {
 
 #[test]
 fn a_full_ring_buffer_drops_and_counts() {
+    sipflow_tests::root_or_skip!();
     let xdp = LoadedXdp::load();
     let sent = 8000;
     // UDP: every repeat is a REGISTER of its own (a repeated TCP segment would be a retransmission).
@@ -165,6 +172,7 @@ fn a_full_ring_buffer_drops_and_counts() {
 
 #[test]
 fn every_final_response_after_pipelined_registers_reaches_the_agent() {
+    sipflow_tests::root_or_skip!();
     let mut xdp = LoadedXdp::load();
     let to_server = |m: &[u8]| udp4_between((CLIENT_V4, CLIENT_PORT), (SERVER_V4, SIP_PORT), m);
     let from_server = |m: &[u8]| udp4_between((SERVER_V4, SIP_PORT), (CLIENT_V4, CLIENT_PORT), m);
@@ -183,6 +191,7 @@ fn every_final_response_after_pipelined_registers_reaches_the_agent() {
 
 #[test]
 fn a_phone_sending_from_5060_is_the_client_where_the_host_is_seen_both_ways() {
+    sipflow_tests::root_or_skip!();
     // A phone at .1 registers from its own 5060 with the server at .2: .1 sorts
     // lower, and by address alone the phone would be taken for the server.
     let phone_to_server = udp4_between((CLIENT_V4, SIP_PORT), (SERVER_V4, SIP_PORT), REGISTER);
@@ -210,6 +219,7 @@ fn a_phone_sending_from_5060_is_the_client_where_the_host_is_seen_both_ways() {
 
 #[test]
 fn a_phone_sending_from_the_sips_port_over_udp_gets_its_answers_seen() {
+    sipflow_tests::root_or_skip!();
     // A phone's second account often registers from 5061 over UDP. Between two
     // SIP ports the host is the server, and its 200 is SIP from 5060, not TLS
     // to 5061: it is classified, and it reaches the agent to make the binding.
@@ -234,6 +244,7 @@ fn a_phone_sending_from_the_sips_port_over_udp_gets_its_answers_seen() {
 /// mistaken: its payload is not SIP unless unmasked to SIP.
 #[test]
 fn sip_over_websocket_frames() {
+    sipflow_tests::root_or_skip!();
     let mut xdp = LoadedXdp::load();
     let mask = Some([0xa1, 0xb2, 0xc3, 0xd4]);
     let upgrade = b"GET / HTTP/1.1\r\nHost: proxy\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Protocol: sip\r\n\r\n";

@@ -66,6 +66,7 @@ fn as_received(message: &[u8]) -> (Vec<u8>, bool) {
 /// judge), one whose start line is not counts as `other`.
 #[test]
 fn rfc4475_torture_messages() {
+    sipflow_tests::root_or_skip!();
     let messages = torture_messages();
     assert_eq!(messages.len(), 49);
     let xdp = LoadedXdp::load();
@@ -167,6 +168,7 @@ fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
 
 #[test]
 fn random_and_mutated_frames_always_pass_and_count_once() {
+    sipflow_tests::root_or_skip!();
     const FRAMES: usize = 1_000_000;
     /// Counters are read after every batch: reading them costs more than running a frame.
     const BATCH: usize = 1000;

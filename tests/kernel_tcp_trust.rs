@@ -48,6 +48,7 @@ fn from_client(xdp: &LoadedXdp, seq: u32, flags: Flags, payload: &[u8]) {
 
 #[test]
 fn an_rst_at_the_next_sequence_number_closes_the_flow() {
+    sipflow_tests::root_or_skip!();
     let xdp = LoadedXdp::load();
     let next = connected(&xdp, SIP_PORT);
     from_client(&xdp, next, RST, b"");
@@ -58,6 +59,7 @@ fn an_rst_at_the_next_sequence_number_closes_the_flow() {
 
 #[test]
 fn an_rst_in_the_window_or_outside_it_is_counted_and_not_believed() {
+    sipflow_tests::root_or_skip!();
     let xdp = LoadedXdp::load();
     let next = connected(&xdp, SIP_PORT);
     // In the window: the host sends a challenge ACK and keeps the connection (RFC 5961 §3.2).
@@ -75,6 +77,7 @@ fn an_rst_in_the_window_or_outside_it_is_counted_and_not_believed() {
 
 #[test]
 fn a_fin_closes_only_at_the_next_sequence_number() {
+    sipflow_tests::root_or_skip!();
     let xdp = LoadedXdp::load();
     let next = connected(&xdp, SIP_PORT);
     from_client(&xdp, next + 7, FIN, b"");
@@ -90,6 +93,7 @@ fn a_fin_closes_only_at_the_next_sequence_number() {
 
 #[test]
 fn a_close_from_a_side_never_seen_is_unverifiable() {
+    sipflow_tests::root_or_skip!();
     let xdp = LoadedXdp::load();
     from_client(&xdp, 0x4242_4242, RST, b"");
     from_client(&xdp, 0x4242_4242, FIN, b"");
@@ -100,6 +104,7 @@ fn a_close_from_a_side_never_seen_is_unverifiable() {
 
 #[test]
 fn the_hosts_own_rst_and_fin_on_egress_are_believed() {
+    sipflow_tests::root_or_skip!();
     let mut xdp = LoadedXdp::load();
     connected(&xdp, SIP_PORT);
     // Whatever its sequence number: the host's stack decided.
@@ -113,6 +118,7 @@ fn the_hosts_own_rst_and_fin_on_egress_are_believed() {
 
 #[test]
 fn a_forged_segment_ahead_does_not_hide_the_clients_real_pings() {
+    sipflow_tests::root_or_skip!();
     let xdp = LoadedXdp::load();
     let next = connected(&xdp, SIP_PORT);
     // A forged ping far ahead: data, but it moves no mark.
@@ -130,6 +136,7 @@ fn a_forged_segment_ahead_does_not_hide_the_clients_real_pings() {
 
 #[test]
 fn the_hosts_acknowledgment_is_its_next_expected_sequence_number() {
+    sipflow_tests::root_or_skip!();
     let mut xdp = LoadedXdp::load();
     let next = connected(&xdp, SIP_PORT);
     // A segment out of order (a gap before it) leaves the mark where it was...
@@ -145,6 +152,7 @@ fn the_hosts_acknowledgment_is_its_next_expected_sequence_number() {
 
 #[test]
 fn tls_payload_from_the_client_is_client_activity() {
+    sipflow_tests::root_or_skip!();
     let xdp = LoadedXdp::load();
     let next = connected(&xdp, SIPS_PORT);
     let before = state(&xdp).last_client_activity_ns;
@@ -157,6 +165,7 @@ fn tls_payload_from_the_client_is_client_activity() {
 
 #[test]
 fn the_servers_data_waits_for_the_clients_acknowledgment() {
+    sipflow_tests::root_or_skip!();
     let mut xdp = LoadedXdp::load();
     let next = connected(&xdp, SIP_PORT);
     // The host sends a request of 100 bytes on egress.
@@ -181,6 +190,7 @@ fn the_servers_data_waits_for_the_clients_acknowledgment() {
 
 #[test]
 fn a_udp_request_from_the_server_waits_for_anything_from_the_client() {
+    sipflow_tests::root_or_skip!();
     let mut xdp = LoadedXdp::load();
     let from_server = |m: &[u8]| udp4_between((SERVER_V4, SIP_PORT), (CLIENT_V4, CLIENT_PORT), m);
     assert_eq!(xdp.run_tc(&from_server(INVITE)), TC_ACT_UNSPEC);
@@ -196,6 +206,7 @@ fn a_udp_request_from_the_server_waits_for_anything_from_the_client() {
 
 #[test]
 fn accepted_closes_and_begun_waits_reach_the_agent_as_events_forged_ones_do_not() {
+    sipflow_tests::root_or_skip!();
     use monitor_common::events::FlowEventKind;
     let mut xdp = LoadedXdp::load();
     let next = connected(&xdp, SIP_PORT);

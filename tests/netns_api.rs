@@ -19,6 +19,7 @@ const HEALTHZ: &str = "http://127.0.0.1:9560/healthz";
 /// 30 000 flows make a /flows body of about 16 MB: `sipflow flows` reads it whole.
 #[test]
 fn sipflow_flows_lists_thirty_thousand_flows() {
+    sipflow_tests::root_or_skip!();
     let mut lab = Lab::new("api-flows");
     let server = lab.server.clone();
     lab.start_agent(SERVER_IF, &["--sweep-interval", "1s"]);
@@ -66,6 +67,7 @@ fn sipflow_flows_lists_thirty_thousand_flows() {
 /// never finishes its request head is closed.
 #[test]
 fn idle_connections_are_survived_and_a_slow_head_is_closed() {
+    sipflow_tests::root_or_skip!();
     let mut lab = Lab::new("api-idle");
     let server = lab.server.clone();
     lab.start_agent(SERVER_IF, &[]);

@@ -245,11 +245,13 @@ fn idle_baresip_is_never_flagged(tag: &str, user: &str, transport: Transport, lo
 
 #[test]
 fn an_idle_baresip_over_tcp_is_never_flagged() {
+    sipflow_tests::root_or_skip!();
     idle_baresip_is_never_flagged("bsT", "alice", Transport::Tcp, 5060);
 }
 
 #[test]
 fn an_idle_baresip_over_udp_is_never_flagged() {
+    sipflow_tests::root_or_skip!();
     // Off port 5060: see the next test for a UA on 5060 over UDP.
     idle_baresip_is_never_flagged("bsUd", "bob", Transport::Udp, 5062);
 }
@@ -260,6 +262,7 @@ fn an_idle_baresip_over_udp_is_never_flagged() {
 /// the REGISTER and its 200 bind nothing and the flow can never warrant 430.
 #[test]
 fn a_baresip_on_udp_port_5060_is_the_client_of_its_flow() {
+    sipflow_tests::root_or_skip!();
     let (lab, _kamailio, _) = new_lab("bsU5060", false);
     let server = lab.server.clone();
     let mut ua = Baresip::start(&lab.client, (CLIENT_V4, 5060), SERVER_V4, "frank", Transport::Udp);
@@ -278,6 +281,7 @@ fn a_baresip_on_udp_port_5060_is_the_client_of_its_flow() {
 
 #[test]
 fn a_killed_baresip_is_flagged_at_once() {
+    sipflow_tests::root_or_skip!();
     let (lab, _kamailio, _) = new_lab("bsKil", false);
     let server = lab.server.clone();
     let mut ua = Baresip::start(&lab.client, (CLIENT_V4, 5060), SERVER_V4, "carol", Transport::Tcp);
@@ -306,6 +310,7 @@ fn a_killed_baresip_is_flagged_at_once() {
 
 #[test]
 fn a_baresip_whose_link_went_down_is_flagged_when_a_request_goes_unanswered() {
+    sipflow_tests::root_or_skip!();
     let (lab, kamailio, phone) = new_lab("bsDown", true);
     let (client, server) = (lab.client.clone(), lab.server.clone());
     let phone = phone.expect("a phone namespace");

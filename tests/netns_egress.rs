@@ -17,6 +17,7 @@ use sipflow_tests::{
 
 #[test]
 fn egress_gives_the_registrars_flow_timer_pong_timeouts_and_outgoing_430s() {
+    sipflow_tests::root_or_skip!();
     let mut lab = Lab::new("egress");
     let (client, server) = (lab.client.clone(), lab.server.clone());
     lab.start_agent(

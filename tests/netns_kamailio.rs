@@ -8,6 +8,7 @@ use sipflow_tests::edge_lab::{self, BROKEN, LIVE, REAL_UA, REDIRECT, RESTARTED, 
 
 #[test]
 fn kamailio_430s_were_predicted_and_counts_match_tshark() {
+    sipflow_tests::root_or_skip!();
     let outcome = edge_lab::run("kam", &mut |line| eprintln!("{line}"));
     let context = || {
         format!(

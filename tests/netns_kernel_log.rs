@@ -14,6 +14,7 @@ use sipflow_tests::netns::{Lab, SERVER_IF, SERVER_V4, output_of, sipflow_bin, wa
 
 #[test]
 fn a_walk_cut_at_its_bound_is_logged() {
+    sipflow_tests::root_or_skip!();
     let mut lab = Lab::new("klog");
     let (server, client) = (lab.server.clone(), lab.client.clone());
     let (pins, state) = (lab.pin_dir().to_string(), lab.state_file());

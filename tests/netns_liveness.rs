@@ -41,6 +41,7 @@ struct Seen {
 
 #[test]
 fn verdicts_for_silent_killed_and_stopped_clients_and_none_for_a_healthy_one() {
+    sipflow_tests::root_or_skip!();
     let mut lab = Lab::new("live");
     let (client, server) = (lab.client.clone(), lab.server.clone());
     let (timer, grace) = (format!("{FLOW_TIMER_S}s").replace(".0", ""), format!("{GRACE_S}s").replace(".0", ""));

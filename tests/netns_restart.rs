@@ -54,6 +54,7 @@ fn one_sentence(output: &Output, code: i32, mentions: &str) {
 
 #[test]
 fn a_restart_loses_no_packet_and_no_binding_and_detach_removes_everything() {
+    sipflow_tests::root_or_skip!();
     let mut lab = Lab::new("restart");
     let (server, client) = (lab.server.clone(), lab.client.clone());
     let timers = ["--flow-timer", "3s", "--grace", "1s", "--sweep-interval", "200ms", "--keep-attached"];
@@ -115,6 +116,7 @@ fn a_restart_loses_no_packet_and_no_binding_and_detach_removes_everything() {
 
 #[test]
 fn another_xdp_program_is_never_replaced_unasked() {
+    sipflow_tests::root_or_skip!();
     let mut lab = Lab::new("owner");
     let server = lab.server.clone();
     lab.start_agent(SERVER_IF, &[]);
@@ -146,6 +148,7 @@ fn another_xdp_program_is_never_replaced_unasked() {
 /// CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON are enough (README, "Least privilege").
 #[test]
 fn runs_as_nobody_with_three_capabilities() {
+    sipflow_tests::root_or_skip!();
     let mut lab = Lab::new("caps");
     let (server, client) = (lab.server.clone(), lab.client.clone());
     // As the systemd unit arranges it (deploy/systemd): the agent's user owns its

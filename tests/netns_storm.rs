@@ -24,6 +24,7 @@ const BURST: usize = 500;
 
 #[test]
 fn a_burst_of_20000_registers_over_one_flow_all_bind() {
+    sipflow_tests::root_or_skip!();
     let mut lab = Lab::new("storm");
     let (client, server) = (lab.client.clone(), lab.server.clone());
     lab.start_agent(SERVER_IF, &["--sweep-interval", "200ms"]);

@@ -27,6 +27,7 @@ fn run(namespace: &str, args: &[&str]) {
 
 #[test]
 fn a_mirror_port_gives_both_directions_without_egress() {
+    sipflow_tests::root_or_skip!();
     let mut lab = Lab::new("tap");
     let (client, server) = (lab.client.clone(), lab.server.clone());
     run(&server, &["ip", "link", "add", MIRROR_OUT, "type", "veth", "peer", "name", TAP]);

@@ -31,6 +31,7 @@ fn tls_flow(server: &str) -> Option<serde_json::Value> {
 
 #[test]
 fn a_silent_ua_over_tls_fails_by_its_flow_timer() {
+    sipflow_tests::root_or_skip!();
     let mut lab = Lab::new("tlsS");
     let dir = ScratchDir::new("sipflow-netns-tls");
     lab.start_agent(SERVER_IF, &["--grace", "1s"]);
@@ -68,6 +69,7 @@ fn a_silent_ua_over_tls_fails_by_its_flow_timer() {
 
 #[test]
 fn without_tls_plaintext_nothing_inside_tls_is_read() {
+    sipflow_tests::root_or_skip!();
     let mut lab = Lab::new("tlsN");
     let dir = ScratchDir::new("sipflow-netns-tls-off");
     lab.start_agent(SERVER_IF, &["--no-tls-plaintext"]);
@@ -85,6 +87,7 @@ fn without_tls_plaintext_nothing_inside_tls_is_read() {
 /// nothing left attached to the interface.
 #[test]
 fn a_named_library_that_cannot_be_probed_fails_plainly() {
+    sipflow_tests::root_or_skip!();
     let lab = Lab::new("tlsB");
     let output = std::process::Command::new("ip")
         .args(["netns", "exec", &lab.server, &sipflow_bin(), "run", "-i", SERVER_IF, "--listen", "127.0.0.1:9561"])

@@ -225,16 +225,19 @@ fn a_forged_segment_fails_nothing(tag: &str, control: Control) {
 
 #[test]
 fn a_forged_rst_out_of_window_fails_nothing() {
+    sipflow_tests::root_or_skip!();
     a_forged_segment_fails_nothing("rst", Control::Rst);
 }
 
 #[test]
 fn a_forged_fin_fails_nothing() {
+    sipflow_tests::root_or_skip!();
     a_forged_segment_fails_nothing("fin", Control::Fin);
 }
 
 #[test]
 fn a_real_rst_and_fin_still_fail_the_flow() {
+    sipflow_tests::root_or_skip!();
     let mut lab = Lab::new("honest");
     let (client, server) = (lab.client.clone(), lab.server.clone());
     lab.start_agent(SERVER_IF, AGENT_ARGS);
@@ -280,6 +283,7 @@ fn discard(stream: TcpStream, stopped: &AtomicBool) {
 
 #[test]
 fn a_busy_tls_flow_is_never_failed_by_silence() {
+    sipflow_tests::root_or_skip!();
     let mut lab = Lab::new("tls");
     let (client, server) = (lab.client.clone(), lab.server.clone());
     lab.start_agent(SERVER_IF, AGENT_ARGS);
@@ -343,6 +347,7 @@ fn scanner_register(local: SocketAddr) -> Vec<u8> {
 
 #[test]
 fn a_scanner_register_binds_nothing() {
+    sipflow_tests::root_or_skip!();
     let mut lab = Lab::new("scan");
     let (client, server) = (lab.client.clone(), lab.server.clone());
     // The defaults for direction: no --egress, no --ingress-only.
@@ -420,6 +425,7 @@ fn challenging_registrar(stream: TcpStream, stopped: &AtomicBool) {
 
 #[test]
 fn a_register_challenged_then_accepted_binds_once() {
+    sipflow_tests::root_or_skip!();
     let mut lab = Lab::new("chal");
     let (client, server) = (lab.client.clone(), lab.server.clone());
     // --egress: the default under the new contract, and on older agents what makes the 401 and the 200 seen.

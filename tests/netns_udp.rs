@@ -10,6 +10,7 @@ const METRICS: &str = "http://127.0.0.1:9560/metrics";
 
 #[test]
 fn udp_sip_is_counted_exactly_and_passed() {
+    sipflow_tests::root_or_skip!();
     let mut lab = Lab::new("udp");
     let server = lab.server.clone();
     let client = lab.client.clone();

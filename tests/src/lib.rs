@@ -20,12 +20,45 @@ pub mod tls;
 pub mod tshark;
 pub mod ua;
 
-/// Tests here load BPF programs and create namespaces: they need root.
-pub fn require_root() {
+/// Returns from the test at once unless it runs as root: tests that load BPF
+/// programs or create network namespaces start with it, so that a plain
+/// `cargo test` as another user skips them, saying so once, instead of failing.
+#[macro_export]
+macro_rules! root_or_skip {
+    () => {
+        if !$crate::as_root() {
+            return;
+        }
+    };
+}
+
+/// Whether this process runs as root. As root, the BPF filesystem is made
+/// sure of, as a booted host has it (systemd mounts it), so that no test's
+/// agent mounts it first and warns; otherwise one line says what is skipped.
+pub fn as_root() -> bool {
+    static ONCE: std::sync::Once = std::sync::Once::new();
     // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
+    let root = unsafe { libc::geteuid() } == 0;
+    ONCE.call_once(|| {
+        if root {
+            sipflow::kernel::pins::ensure_bpffs().expect("mount the BPF filesystem at /sys/fs/bpf");
+        } else {
+            use std::io::Write;
+            // Past the test harness's capture, which keeps what passing tests print.
+            let _ = writeln!(
+                std::io::stderr(),
+                "sipflow-tests: not root, so the tests that load BPF programs or create network namespaces are skipped; run `sudo cargo xtask test`"
+            );
+        }
+    });
+    root
+}
+
+/// For the lab's own helpers: a test that reaches them without
+/// [`root_or_skip!`] fails with a plain message rather than an EPERM.
+pub fn require_root() {
+    assert!(
+        as_root(),
         "these tests load BPF programs and create network namespaces: run them as root (cargo xtask test does)"
     );
 }

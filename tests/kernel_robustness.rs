@@ -11,7 +11,6 @@ use monitor_common::counters::{
 use sipflow_tests::{
     kernel::{LoadedXdp, XDP_PASS},
     packets::*,
-    rng::Rng,
 };
 
 struct Torture {
@@ -137,27 +136,27 @@ fn seeds() -> Vec<Vec<u8>> {
     seeds
 }
 
-fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
+fn mutate(rng: &mut fastrand::Rng, seed: &[u8]) -> Vec<u8> {
     let mut frame = seed.to_vec();
-    for _ in 0..1 + rng.below(4) {
-        match rng.below(6) {
+    for _ in 0..1 + rng.usize(..4) {
+        match rng.usize(..6) {
             // Flip bytes anywhere, headers included.
             0 | 1 => {
-                let i = rng.below(frame.len());
-                frame[i] = rng.next_u64() as u8;
+                let i = rng.usize(..frame.len());
+                frame[i] = rng.u8(..);
             }
             // Interesting values where lengths and offsets live.
             2 => {
-                let i = rng.below(frame.len().min(80));
-                frame[i] = [0x00, 0xff, 0x45, 0x4f, 0x40, 0x0d, 0x0a, 0x20][rng.below(8)];
+                let i = rng.usize(..frame.len().min(80));
+                frame[i] = [0x00, 0xff, 0x45, 0x4f, 0x40, 0x0d, 0x0a, 0x20][rng.usize(..8)];
             }
-            3 => frame.truncate(14 + rng.below(frame.len() - 13)),
+            3 => frame.truncate(14 + rng.usize(..frame.len() - 13)),
             4 => {
-                let at = rng.below(frame.len());
-                let junk: Vec<u8> = (0..rng.below(64)).map(|_| rng.next_u64() as u8).collect();
+                let at = rng.usize(..frame.len());
+                let junk: Vec<u8> = (0..rng.usize(..64)).map(|_| rng.u8(..)).collect();
                 frame.splice(at..at, junk);
             }
-            _ => frame.extend((0..rng.below(32)).map(|_| b"\r\n SIP/2.0"[rng.below(10)])),
+            _ => frame.extend((0..rng.usize(..32)).map(|_| b"\r\n SIP/2.0"[rng.usize(..10)])),
         }
     }
     if frame.len() < 14 {
@@ -174,14 +173,14 @@ fn random_and_mutated_frames_always_pass_and_count_once() {
     const BATCH: usize = 1000;
     let xdp = LoadedXdp::load();
     let seeds = seeds();
-    let mut rng = Rng::seeded(0x5eed_cafe_f00d_0001);
+    let mut rng = fastrand::Rng::with_seed(0x5eed_cafe_f00d_0001);
     let mut before = xdp.counters();
     for batch in 0..FRAMES / BATCH {
         for n in 0..BATCH {
             let frame: Vec<u8> = if n % 4 == 0 {
-                (0..14 + rng.below(600)).map(|_| rng.next_u64() as u8).collect()
+                (0..14 + rng.usize(..600)).map(|_| rng.u8(..)).collect()
             } else {
-                let seed = &seeds[rng.below(seeds.len())];
+                let seed = &seeds[rng.usize(..seeds.len())];
                 mutate(&mut rng, seed)
             };
             assert_eq!(xdp.run(&frame), XDP_PASS, "batch {batch} frame {n}: {frame:02x?}");

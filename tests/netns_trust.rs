@@ -26,7 +26,6 @@ use sipflow_tests::{
     forge::{self, Control, Sniffer},
     netns::{CLIENT_IF, CLIENT_V4, Lab, SERVER_IF, SERVER_V4, http_get},
     peers::{self, TcpServer, connect},
-    rng::Rng,
 };
 
 const FLOW_TIMER_S: f64 = 2.0;
@@ -298,13 +297,15 @@ fn a_busy_tls_flow_is_never_failed_by_silence() {
     let port = client_port(&stream);
 
     // 100 bytes every 0.5 s, past Flow-Timer + grace and 3 s more: the client is never silent.
-    let mut noise = Rng::new();
+    let mut noise = fastrand::Rng::new();
     let start = Instant::now();
     let mut next_send = start;
     let mut listed = false;
     while start.elapsed() < Duration::from_secs_f64(FLOW_TIMER_S + GRACE_S + 3.0) {
         if Instant::now() >= next_send {
-            stream.write_all(&noise.bytes(100)).expect("send 100 bytes");
+            stream
+                .write_all(&std::iter::repeat_with(|| noise.u8(..)).take(100).collect::<Vec<u8>>())
+                .expect("send 100 bytes");
             next_send += PING_EVERY;
         }
         let all = flows(&server, "");

@@ -13,7 +13,6 @@ pub mod packets;
 pub mod peers;
 pub mod process;
 pub mod registrar;
-pub mod rng;
 pub mod scratch_dir;
 pub mod sipp;
 pub mod tls;

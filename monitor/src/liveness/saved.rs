@@ -307,12 +307,12 @@ mod tests {
         save(&path, bindings.into_iter(), NOW / 2).unwrap();
         let original = std::fs::read(&path).unwrap();
         let alphabet = "{}[]\":,0123456789abcdef-e.\u{e9}\u{0} ntrul".as_bytes();
-        let mut rng = crate::sip_head::fuzz::Rng(0x5a7e_f11e_0000_0001);
+        let mut rng = fastrand::Rng::with_seed(0x5a7e_f11e_0000_0001);
         for _ in 0..2_000 {
             let mut text = original.clone();
-            for _ in 0..1 + rng.below(6) {
-                let (at, byte) = (rng.below(text.len()), alphabet[rng.below(alphabet.len())]);
-                match rng.below(3) {
+            for _ in 0..1 + rng.usize(..6) {
+                let (at, byte) = (rng.usize(..text.len()), alphabet[rng.usize(..alphabet.len())]);
+                match rng.usize(..3) {
                     0 => text[at] = byte,
                     1 => text.insert(at, byte),
                     _ => {

@@ -1,31 +1,16 @@
 //! Robustness: random bytes and random mutations of the real-world samples
-//! never panic and always return. A fixed-seed xorshift and a fixed number of
-//! inputs keep it reproducible; how fast parsing is belongs to benchmarks.
+//! never panic and always return. A fixed seed and a fixed number of inputs
+//! keep it reproducible; how fast parsing is belongs to benchmarks.
 
 use super::parse;
 use super::tests::SAMPLES;
 
-/// Marsaglia's xorshift64: the agent's fuzz tests share it.
-pub(crate) struct Rng(pub(crate) u64);
+use fastrand::Rng;
 
-impl Rng {
-    pub(crate) fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    pub(crate) fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    fn byte(&mut self) -> u8 {
-        const SPECIAL: &[u8] = b";,\"<>:\r\n \t\\=*@?";
-        if self.next() & 1 == 0 { SPECIAL[self.below(SPECIAL.len())] } else { self.next() as u8 }
-    }
+/// A byte, half the time one that means something in a SIP head.
+fn byte(rng: &mut Rng) -> u8 {
+    const SPECIAL: &[u8] = b";,\"<>:\r\n \t\\=*@?";
+    if rng.bool() { SPECIAL[rng.usize(..SPECIAL.len())] } else { rng.u8(..) }
 }
 
 fn check(input: &[u8]) {
@@ -39,18 +24,18 @@ fn check(input: &[u8]) {
 }
 
 fn mutate(rng: &mut Rng, input: &mut Vec<u8>) {
-    for _ in 0..1 + rng.below(8) {
-        let at = rng.below(input.len() + 1);
-        match rng.below(5) {
-            0 if at < input.len() => input[at] ^= 1 << rng.below(8),
+    for _ in 0..1 + rng.usize(..8) {
+        let at = rng.usize(..input.len() + 1);
+        match rng.usize(..5) {
+            0 if at < input.len() => input[at] ^= 1 << rng.u8(..8),
             1 => input.truncate(at),
-            2 => input.insert(at, rng.byte()),
+            2 => input.insert(at, byte(rng)),
             3 => {
-                let end = (at + rng.below(32)).min(input.len());
+                let end = (at + rng.usize(..32)).min(input.len());
                 input.drain(at..end);
             }
             _ => {
-                let end = (at + rng.below(64)).min(input.len());
+                let end = (at + rng.usize(..64)).min(input.len());
                 let copy = input[at..end].to_vec();
                 if input.len() + copy.len() <= 4096 {
                     input.splice(at..at, copy);
@@ -71,13 +56,13 @@ fn every_prefix_of_every_sample_parses_without_panic() {
 
 #[test]
 fn random_bytes_and_mutations_never_panic() {
-    let mut rng = Rng(0x5eed_f10f_0000_5626);
+    let mut rng = Rng::with_seed(0x5eed_f10f_0000_5626);
     let mut runs = 0u64;
     while runs < 100_000 {
         let input = if runs & 3 == 0 {
-            (0..rng.below(1200)).map(|_| rng.byte()).collect()
+            (0..rng.usize(..1200)).map(|_| byte(&mut rng)).collect()
         } else {
-            let mut input = SAMPLES[rng.below(SAMPLES.len())].to_vec();
+            let mut input = SAMPLES[rng.usize(..SAMPLES.len())].to_vec();
             mutate(&mut rng, &mut input);
             input
         };

@@ -42,7 +42,6 @@ use std::{
 use sipflow_tests::{
     netns::{Lab, SERVER_IF, SERVER_V4, http_get, metric},
     registrar::{self, Storm},
-    rng::Rng,
 };
 
 /// How often /healthz, /metrics and the state file are looked at.
@@ -262,13 +261,13 @@ fn measure(kind: Kind, count: usize, rate: Option<u32>) -> Run {
             |n, local| outbound(n, local, "many"),
         ),
         Kind::Flood => {
-            let mut rng = Rng::new();
+            let mut rng = fastrand::Rng::new();
             let mut seen = HashSet::new();
-            let aors: Vec<String> = std::iter::from_fn(|| Some(format!("r{:016x}", rng.next_u64())))
+            let aors: Vec<String> = std::iter::from_fn(|| Some(format!("r{:016x}", rng.u64(..))))
                 .filter(|aor| seen.insert(aor.clone()))
                 .take(count)
                 .collect();
-            let mut ports = Rng::new();
+            let mut ports = fastrand::Rng::new();
             registrar::many_flows(
                 &client,
                 to,
@@ -276,8 +275,8 @@ fn measure(kind: Kind, count: usize, rate: Option<u32>) -> Run {
                 1000,
                 rate,
                 move |_| {
-                    let address = addresses[ports.below(addresses.len())];
-                    SocketAddr::V4(SocketAddrV4::new(address, ports.within(1024..65_536) as u16))
+                    let address = addresses[ports.usize(..addresses.len())];
+                    SocketAddr::V4(SocketAddrV4::new(address, ports.u16(1024..)))
                 },
                 move |n, local| registrar::register(&aors[n], local, &registrar::call_id(n, "flood"), None),
             )

@@ -11,6 +11,7 @@ pub mod many_clients;
 pub mod netns;
 pub mod packets;
 pub mod peers;
+pub mod proc_stats;
 pub mod process;
 pub mod registrar;
 pub mod scratch_dir;

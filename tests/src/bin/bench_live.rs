@@ -18,19 +18,8 @@ use std::{
 use sipflow_tests::{
     edge_lab::sipflow_counts,
     netns::{CLIENT_V4, Lab, SERVER_IF, SERVER_V4, http_get, metric},
+    proc_stats::cpu_seconds,
 };
-
-/// CPU seconds (user + system) a process has used so far, from /proc/PID/stat.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
-    let ticks: f64 = fields.get(11..13).map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()).unwrap_or(0.0);
-    // SAFETY: sysconf has no preconditions.
-    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
-}
 
 /// Programs named sipflow_* that were not loaded before: (run time ns, runs).
 fn program_stats(before: &HashSet<u32>) -> (u64, u64) {

@@ -16,16 +16,8 @@ use std::{
 use sipflow_tests::{
     many_clients,
     netns::{Lab, SERVER_IF, http_get, metric},
+    proc_stats::{cpu_seconds, status_kb},
 };
-
-/// Kilobytes of a field of /proc/PID/status, such as VmRSS.
-fn status_kb(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.trim_start_matches(':').trim().strip_suffix(" kB")?.parse().ok())
-        .unwrap_or(0)
-}
 
 /// Locked memory of the process's LRU hash maps (map_type 9): the flow map.
 fn flow_map_bytes(pid: u32) -> u64 {
@@ -35,17 +27,6 @@ fn flow_map_bytes(pid: u32) -> u64 {
         .filter(|info| info.lines().any(|l| l.split_whitespace().eq(["map_type:", "9"])))
         .filter_map(|info| info.lines().find_map(|l| l.strip_prefix("memlock:")?.trim().parse::<u64>().ok()))
         .sum()
-}
-
-/// CPU seconds (user + system) the process has used: /proc/PID/stat fields 14 and 15.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The fields after the command name, which is in parentheses and may hold spaces.
-    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (ticks(11) + ticks(12)) / hz
 }
 
 struct Row {

@@ -41,6 +41,7 @@ use std::{
 
 use sipflow_tests::{
     netns::{Lab, SERVER_IF, SERVER_V4, http_get, metric},
+    proc_stats::{cpu_seconds, io_field, status_kb},
     registrar::{self, Storm},
 };
 
@@ -146,34 +147,6 @@ fn watch(server: String, state_file: String, stop: Arc<AtomicBool>, into: Arc<Mu
 /// Bindings of both kinds.
 fn bindings(text: &str) -> f64 {
     ["true", "false"].iter().filter_map(|o| metric(text, "sipflow_registrations", &[("outbound", o)])).sum()
-}
-
-/// Kilobytes of a field of /proc/PID/status.
-fn status_kb(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.trim_start_matches(':').trim().strip_suffix(" kB")?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// A field of /proc/PID/io, such as write_bytes.
-fn io_field(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/io"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// CPU seconds (user + system) a process has used, from /proc/PID/stat.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(11..13).map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()).unwrap_or(0.0);
-    // SAFETY: sysconf has no preconditions.
-    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
 struct Run {

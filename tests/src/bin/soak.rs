@@ -28,6 +28,7 @@ use sipflow_tests::{
     edge_lab::sipflow_counts,
     netns::{CLIENT_V4, Lab, SERVER_IF, SERVER_V4, http_get, metric},
     peers::TcpServer,
+    proc_stats::status_kb,
     sipp,
     ua::{OutboundUa, Transport},
 };
@@ -37,14 +38,6 @@ use sipflow_tests::{
 /// flat RSS is measured rather than that set filling up.
 const AGENT_ARGS: [&str; 8] =
     ["--keep-attached", "--egress", "--grace", "2s", "--sweep-interval", "500ms", "--retention", "60s"];
-
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix(" kB")?.trim().parse().ok())
-        .unwrap_or(0)
-}
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -93,7 +86,7 @@ fn main() {
         thread::sleep(Duration::from_secs(1));
         let agent = lab.spawned().last().map(|c| c.id());
         if let Some(pid) = agent {
-            rss.push((done_restarts, rss_kb(pid)));
+            rss.push((done_restarts, status_kb(pid, "VmRSS")));
         }
         if let Some((_, body)) = http_get(&server, "http://127.0.0.1:9560/flows?state=failed") {
             let failed: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap_or_default();

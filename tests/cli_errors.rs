@@ -33,7 +33,7 @@ fn not_privileged() {
 
 #[test]
 fn usage_errors_exit_2_with_one_sentence() {
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 10] = [
         (&["run"], "no interface to monitor"),
         (&["run", "-i", "lo", "--ws-port", "5060"], "port 5060 is given twice"),
         (&["run", "-i", "lo", "--sip-port", "70000"], "--sip-port"),
@@ -41,6 +41,9 @@ fn usage_errors_exit_2_with_one_sentence() {
         (&["run", "-i", "lo", "--sweep-interval", "soon"], "write it like 30s, 500ms or 2m"),
         (&["run", "-i", "lo", "--grace", "3 weeks"], "--grace"),
         (&["run", "-i", "lo", "--xdp-mode", "turbo"], "--xdp-mode"),
+        (&["run", "-i", "lo", "--peer", "carrier"], "write it like carrier-a=192.0.2.0/24"),
+        (&["run", "-i", "lo", "--peer", "a=10.0.0.0/33"], "is not a network"),
+        (&["run", "-i", "lo", "--peer", "a=10.0.0.0/8", "--peer", "b=10.0.0.0/8"], "give each network to one peer"),
     ];
     for (args, mentions) in cases {
         let output = Command::new(sipflow_bin()).args(args).output().unwrap();

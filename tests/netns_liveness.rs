@@ -12,13 +12,15 @@ use std::{
 };
 
 use sipflow_tests::{
-    netns::{CLIENT_V4, Lab, SERVER_IF, SERVER_V4, http_get, sipflow_bin},
+    netns::{CLIENT_IF, CLIENT_V4, Lab, SERVER_IF, SERVER_V4, http_get, sipflow_bin},
     peers::{self, TcpServer, connect},
 };
 
 const FLOW_TIMER_S: f64 = 3.0;
 const GRACE_S: f64 = 1.0;
 const SWEEP_S: f64 = 0.2;
+/// The UDP client's own address: in none of the named peers' networks.
+const OTHER_CLIENT_V4: &str = "192.0.2.11";
 
 /// Registers and checks the registrar's 200.
 fn register(stream: &mut TcpStream, user: &str) {
@@ -45,7 +47,16 @@ fn verdicts_for_silent_killed_and_stopped_clients_and_none_for_a_healthy_one() {
     let mut lab = Lab::new("live");
     let (client, server) = (lab.client.clone(), lab.server.clone());
     let (timer, grace) = (format!("{FLOW_TIMER_S}s").replace(".0", ""), format!("{GRACE_S}s").replace(".0", ""));
-    lab.start_agent(SERVER_IF, &["--flow-timer", &timer, "--grace", &grace, "--sweep-interval", "200ms"]);
+    // The TCP clients are the peer `pbx`; the UDP one is in no named network; `access` sends nothing.
+    let pbx = format!("pbx={CLIENT_V4}");
+    let named = ["--peer", &pbx, "--peer", "access=198.51.100.0/24,2001:db8:a::/48"];
+    let timers: [&str; 6] = ["--flow-timer", &timer, "--grace", &grace, "--sweep-interval", "200ms"];
+    lab.start_agent(SERVER_IF, &[&timers[..], &named[..]].concat());
+    let added = std::process::Command::new("ip")
+        .args(["-n", &client, "addr", "add", &format!("{OTHER_CLIENT_V4}/24"), "dev", CLIENT_IF])
+        .status()
+        .expect("ip addr add");
+    assert!(added.success(), "a second client address");
 
     let stop = Arc::new(AtomicBool::new(false));
     let _tcp_server = TcpServer::start(Lab::in_namespace(&server, || TcpListener::bind((SERVER_V4, 5060)).unwrap()), 3);
@@ -56,7 +67,7 @@ fn verdicts_for_silent_killed_and_stopped_clients_and_none_for_a_healthy_one() {
     let mut killed = connect(&client, 5060);
     let mut closed = connect(&client, 5060);
     let mut healthy = connect(&client, 5060);
-    let udp = Lab::in_namespace(&client, || UdpSocket::bind((CLIENT_V4, 0)).unwrap());
+    let udp = Lab::in_namespace(&client, || UdpSocket::bind((OTHER_CLIENT_V4, 0)).unwrap());
     let port = |s: &TcpStream| s.local_addr().unwrap().port();
     let ports = HashMap::from([
         (port(&silent), "silent"),
@@ -154,6 +165,9 @@ fn verdicts_for_silent_killed_and_stopped_clients_and_none_for_a_healthy_one() {
     let healthy_flow =
         all.iter().find(|f| f["remote"].as_str().unwrap().ends_with(&format!(":{healthy_port}"))).expect("listed");
     assert_eq!(healthy_flow["state"], "alive");
+    assert_eq!(healthy_flow["peer"], "pbx");
+    let udp_flow = all.iter().find(|f| f["transport"] == "udp").expect("the UDP flow listed");
+    assert_eq!(udp_flow["peer"], "other", "{udp_flow}");
     // `sipflow flows` prints the same as a table, from the agent's namespace.
     let table = std::process::Command::new("ip")
         .args(["netns", "exec", &server, &sipflow_bin(), "flows", "--state", "failed"])
@@ -162,6 +176,7 @@ fn verdicts_for_silent_killed_and_stopped_clients_and_none_for_a_healthy_one() {
     let table = String::from_utf8_lossy(&table.stdout);
     let rows: Vec<&str> = table.lines().collect();
     assert!(rows[0].starts_with("IFACE") && rows[0].contains("REASON") && rows[0].contains("430"), "{table}");
+    assert!(rows[0].contains("PEER") && table.contains(" pbx "), "{table}");
     assert_eq!(rows.len(), 5, "a header and four failed flows:\n{table}");
     for reason in ["keepalive_timeout", "tcp_reset", "tcp_fin"] {
         assert!(table.contains(reason), "{table}");
@@ -169,7 +184,17 @@ fn verdicts_for_silent_killed_and_stopped_clients_and_none_for_a_healthy_one() {
     assert!(rows[1..].iter().all(|r| r.contains(" failed ")), "--state failed lists failed flows only:\n{table}");
 
     let (_, metrics) = http_get(&server, "http://127.0.0.1:9560/metrics").unwrap();
-    assert!(metrics.contains(r#"sipflow_flow_failures_total{reason="tcp_reset"} 1"#), "{metrics}");
-    assert!(metrics.contains(r#"sipflow_flows_would_430{transport="tcp"} 3"#), "{metrics}");
-    assert!(metrics.contains(r#"sipflow_registrations{outbound="true"} 5"#), "{metrics}");
+    for series in [
+        r#"sipflow_flow_failures_total{peer="pbx",reason="tcp_reset"} 1"#,
+        r#"sipflow_flow_failures_total{peer="pbx",reason="keepalive_timeout"} 1"#,
+        r#"sipflow_flow_failures_total{peer="other",reason="keepalive_timeout"} 1"#,
+        r#"sipflow_flows_would_430{peer="pbx",transport="tcp"} 3"#,
+        r#"sipflow_flows_would_430{peer="other",transport="udp"} 1"#,
+        r#"sipflow_flows_would_430{peer="access",transport="tcp"} 0"#,
+        r#"sipflow_registrations{outbound="true",peer="pbx"} 4"#,
+        r#"sipflow_registrations{outbound="true",peer="other"} 1"#,
+        r#"sipflow_registrations{outbound="true",peer="access"} 0"#,
+    ] {
+        assert!(metrics.contains(series), "{series} in:\n{metrics}");
+    }
 }

@@ -121,6 +121,13 @@ pub struct RunArgs {
     #[arg(long = "tls-lib", value_name = "PATH")]
     pub tls_libs: Vec<PathBuf>,
 
+    /// Name the clients of a network, for figures by peer: NAME=CIDR[,CIDR...]
+    /// (repeatable; a name given again adds networks; at most 64 names;
+    /// IPv4 and IPv6). A flow's peer is its client's longest matching network;
+    /// clients in none are `other`. Names: letters, digits, `_`, `-`, `.`.
+    #[arg(long = "peer", value_name = "NAME=CIDR", value_parser = crate::peers::peer_arg)]
+    pub peers: Vec<crate::peers::PeerArg>,
+
     /// Read no TLS plaintext: TLS flows are then tracked at the TCP level only,
     /// with no binding and no would_430.
     #[arg(long, conflicts_with = "tls_libs")]
@@ -288,6 +295,12 @@ pub enum OptionError {
     UnknownUnit(String),
     #[error("`{text}` is out of range; give between {least} and {most}")]
     OutOfRange { text: String, least: String, most: String },
+    #[error("`{0}` is not a peer; write it like carrier-a=192.0.2.0/24,2001:db8::/32")]
+    Peer(String),
+    #[error("`{0}` is not a peer name: 1 to 32 letters, digits, '_', '-' or '.', and not `other`")]
+    PeerName(String),
+    #[error("`{0}` is not a network; write it in CIDR notation, like 192.0.2.0/24 or 2001:db8::/32")]
+    Network(String),
     #[error("`{0}` is not an interface name: 1 to 15 bytes, no '/', ':' or spaces, not . or ..")]
     InterfaceName(String),
 }

@@ -4,6 +4,7 @@
 //!   outlive the agent, and reads what they counted and sent up (maps, ring
 //!   buffers, log records).
 //! - [`sip_head`]: parses the SIP heads the kernel hands over.
+//! - [`peers`]: the operator's names for the networks clients come from.
 //! - [`liveness`]: the RFC 5626 model: flows, bindings, verdicts; [`engine`]
 //!   drives it on kernel events and deadlines.
 //! - [`export`]: Prometheus metrics and the flow API over HTTP.
@@ -20,5 +21,6 @@ pub mod export;
 pub mod failure;
 pub mod kernel;
 pub mod liveness;
+pub mod peers;
 pub mod privileges;
 pub mod sip_head;

@@ -43,7 +43,7 @@ pub fn flows(args: &FlowsArgs) -> Result<(), Failure> {
 
 /// A fixed-width table, a row per flow.
 pub fn table(flows: &[serde_json::Value]) -> String {
-    let header = ["IFACE", "TRANSPORT", "CLIENT", "SERVER", "STATE", "REASON", "IDLE", "TIMER", "AOR", "430"];
+    let header = ["IFACE", "TRANSPORT", "CLIENT", "PEER", "SERVER", "STATE", "REASON", "IDLE", "TIMER", "AOR", "430"];
     let text = |v: &serde_json::Value, k: &str| match &v[k] {
         serde_json::Value::String(s) => s.clone(),
         serde_json::Value::Null => "-".into(),
@@ -63,6 +63,7 @@ pub fn table(flows: &[serde_json::Value]) -> String {
             text(f, "iface"),
             text(f, "transport"),
             text(f, "remote"),
+            text(f, "peer"),
             text(f, "local"),
             text(f, "state"),
             text(f, "reason"),
@@ -92,7 +93,7 @@ mod tests {
     #[test]
     fn a_row_per_flow_with_aligned_columns() {
         let flows: Vec<serde_json::Value> = serde_json::from_str(
-            r#"[{"iface":"eth0","transport":"tcp","remote":"192.0.2.1:40000","local":"192.0.2.2:5060",
+            r#"[{"iface":"eth0","transport":"tcp","remote":"192.0.2.1:40000","peer":"carrier-a","local":"192.0.2.2:5060",
                 "state":"failed","reason":"keepalive_timeout","seconds_since_last_keepalive":41.2,
                 "seconds_since_last_packet":41.2,"flow_timer":25,"aor":"sip:alice@example.com","would_430":true}]"#,
         )
@@ -103,6 +104,7 @@ mod tests {
         assert!(lines[0].starts_with("IFACE"));
         assert!(lines[1].contains("keepalive_timeout") && lines[1].contains("41s") && lines[1].ends_with("yes"));
         assert_eq!(lines[0].find("STATE"), lines[1].find("failed"));
+        assert_eq!(lines[0].find("PEER"), lines[1].find("carrier-a"));
         assert!(table(&[]).contains("(no flows)"));
     }
 }

@@ -32,6 +32,7 @@ use crate::{
     kernel::pins,
     kernel::tls_probes,
     liveness::{registrations::Limits, saved, tracker::Tracker},
+    peers::Peers,
     privileges,
 };
 
@@ -52,6 +53,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
             "port {port} is given twice among --sip-port, --sips-port and --ws-port (or their defaults); give each port once"
         )));
     }
+    let peers = Peers::new(&args.peers).map_err(|e| Failure::Usage(e.to_string()))?;
     if !privileges::can_load_bpf() {
         return Err(Failure::NotPrivileged);
     }
@@ -106,6 +108,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         all_by_flow: args.all_bindings_by_flow,
     };
     let mut tracker = Tracker::with_limits(args.timers(), args.retention, limits, args.ingress_only);
+    tracker.peers = peers;
     match saved::load(&args.state_file, boot_time_ns(), args.max_bindings, &args.ifaces) {
         Ok(saved) => {
             if !saved.bindings.is_empty() {

@@ -20,6 +20,7 @@ use crate::{
         tracker::{Census, Grades, Sweep},
         verdict::Reason,
     },
+    peers::OTHER,
 };
 
 pub struct Metrics {
@@ -126,18 +127,19 @@ impl Metrics {
             gauge_vec("sipflow_flows", "Flows the agent tracks, by transport and state.", &["transport", "state"]);
         let failures = counter_vec(
             "sipflow_flow_failures_total",
-            "Flows that failed in the sense of RFC 5626, by reason.",
-            &["reason"],
+            "Flows that failed in the sense of RFC 5626, by reason and the client's peer (--peer).",
+            &["reason", "peer"],
         );
         let would_430 = gauge_vec(
             "sipflow_flows_would_430",
             "Failed flows that still carry a registration: an edge proxy would answer 430 Flow Failed over them.",
-            &["transport"],
+            &["transport", "peer"],
         );
         let registrations = gauge_vec(
             "sipflow_registrations",
-            "Bindings seen in REGISTERs, by whether they use RFC 5626 outbound (reg-id and +sip.instance).",
-            &["outbound"],
+            "Bindings seen in REGISTERs, by whether they use RFC 5626 outbound (reg-id and +sip.instance), \
+             and their flow's peer (--peer).",
+            &["outbound", "peer"],
         );
         let rtt = HistogramVec::new(
             HistogramOpts::new(
@@ -229,7 +231,7 @@ impl Metrics {
         .expect("valid metric");
         registry.register(Box::new(program_attached.clone())).expect("unique metric");
         for reason in Reason::ALL {
-            failures.with_label_values(&[reason.label()]).inc_by(0);
+            failures.with_label_values(&[reason.label(), OTHER]).inc_by(0);
         }
         // Series that alerts and dashboards name exist from the start: every
         // method, and the two codes this product is about (300 and 430).
@@ -372,7 +374,7 @@ impl Metrics {
     /// Counts a sweep's verdicts and RTT samples.
     pub fn record_sweep(&mut self, sweep: &Sweep) {
         for v in &sweep.verdicts {
-            self.failures.with_label_values(&[v.failure.reason.label()]).inc();
+            self.failures.with_label_values(&[v.failure.reason.label(), &v.peer]).inc();
             self.verdict_delay.with_label_values(&[v.failure.reason.label()]).observe(v.delay_s);
         }
         for (transport, seconds) in &sweep.rtt_samples {
@@ -409,11 +411,11 @@ impl Metrics {
         for ((transport, state), n) in &census.flows {
             self.flows.with_label_values(&[transport, state]).set(*n);
         }
-        for (transport, n) in &census.would_430 {
-            self.would_430.with_label_values(&[transport]).set(*n);
+        for ((transport, peer), n) in &census.would_430 {
+            self.would_430.with_label_values(&[transport, peer.as_str()]).set(*n);
         }
-        for (outbound, n) in &census.registrations {
-            self.registrations.with_label_values(&[if *outbound { "true" } else { "false" }]).set(*n);
+        for ((outbound, peer), n) in &census.registrations {
+            self.registrations.with_label_values(&[if *outbound { "true" } else { "false" }, peer.as_str()]).set(*n);
         }
     }
 

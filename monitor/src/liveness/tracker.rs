@@ -16,7 +16,11 @@ use super::{
     registrations::{Change, FlowId, Limits, Registrations},
     verdict::{self, FlowFailure, Reason, Timers},
 };
-use crate::{kernel::head_events::Head, sip_head};
+use crate::{
+    kernel::head_events::Head,
+    peers::{OTHER, Peers},
+    sip_head,
+};
 
 /// The agent's memory of flows is kept to what the kernel's map cannot tell:
 /// failed flows (a verdict is reached once, and listed for `retention`), and
@@ -45,6 +49,8 @@ pub struct Tracker {
     ingress_only: bool,
     /// RST and FIN verdicts taken back: the connection carried data both ways after them.
     pub retractions: u64,
+    /// The operator's names for client networks (`--peer`): a flow's peer is its client's.
+    pub peers: Peers,
 }
 
 #[derive(Clone, Debug)]
@@ -85,6 +91,8 @@ pub struct Grades {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Verdict {
     pub flow: FlowId,
+    /// The client's peer (`--peer`), or `other`.
+    pub peer: String,
     pub failure: FlowFailure,
     pub aor: Option<String>,
     pub would_430: bool,
@@ -134,10 +142,10 @@ enum Looked {
 pub struct Census {
     /// (transport, state) -> flows
     pub flows: BTreeMap<(&'static str, &'static str), i64>,
-    /// transport -> failed flows that would warrant 430
-    pub would_430: BTreeMap<&'static str, i64>,
-    /// outbound? -> bindings
-    pub registrations: BTreeMap<bool, i64>,
+    /// (transport, peer) -> failed flows that would warrant 430
+    pub would_430: BTreeMap<(&'static str, String), i64>,
+    /// (outbound?, peer) -> bindings
+    pub registrations: BTreeMap<(bool, String), i64>,
 }
 
 /// One flow as GET /flows shows it.
@@ -149,6 +157,8 @@ pub struct FlowView {
     pub local: String,
     /// The client's side.
     pub remote: String,
+    /// The client's peer (`--peer`), or `other`.
+    pub peer: String,
     pub vlan: u16,
     pub state: &'static str,
     pub reason: Option<&'static str>,
@@ -223,7 +233,13 @@ impl Tracker {
             quiet_before_ns: 0,
             ingress_only,
             retractions: 0,
+            peers: Peers::default(),
         }
+    }
+
+    /// The peer of a flow's client.
+    pub fn peer_of(&self, key: &FlowKey) -> &str {
+        self.peers.of(socket_addr(key.family, &key.client_addr, 0).ip())
     }
 
     /// Feeds a message head from the kernel. Heads that don't parse are ignored.
@@ -412,6 +428,7 @@ impl Tracker {
             failed.insert(key, TrackedFlow { state, failure, seen_in: this_sweep, judged });
             if failure.at_ns >= self.quiet_before_ns {
                 sweep.verdicts.push(Verdict {
+                    peer: self.peer_of(&key).to_string(),
                     aor,
                     would_430,
                     delay_s: seconds(now_ns.saturating_sub(failure.at_ns)),
@@ -441,7 +458,9 @@ impl Tracker {
             for state in ["alive", NO_KEEPALIVE, "failed"] {
                 census.flows.insert((transport.label(), state), 0);
             }
-            census.would_430.insert(transport.label(), 0);
+            for peer in self.peers.names() {
+                census.would_430.insert((transport.label(), peer.to_string()), 0);
+            }
         }
         for counts in self.alive.values() {
             for (labels, n) in counts {
@@ -453,13 +472,26 @@ impl Tracker {
                 let transport = transport_of(key).label();
                 *census.flows.entry((transport, "failed")).or_default() += 1;
                 if self.would_430(iface, key, &tracked.failure) {
-                    *census.would_430.entry(transport).or_default() += 1;
+                    *census.would_430.entry((transport, self.peer_of(key).to_string())).or_default() += 1;
                 }
             }
         }
-        let outbound = self.registrations.outbound_count() as i64;
-        census.registrations.insert(true, outbound);
-        census.registrations.insert(false, self.registrations.len() as i64 - outbound);
+        for peer in self.peers.names() {
+            for outbound in [true, false] {
+                census.registrations.insert((outbound, peer.to_string()), 0);
+            }
+        }
+        if self.peers.is_empty() {
+            let outbound = self.registrations.outbound_count() as i64;
+            census.registrations.insert((true, OTHER.into()), outbound);
+            census.registrations.insert((false, OTHER.into()), self.registrations.len() as i64 - outbound);
+        } else {
+            // A walk of the bindings, only when peers are named: by peer they have no running count.
+            for (key, binding) in self.registrations.all() {
+                let peer = self.peer_of(&binding.flow.key).to_string();
+                *census.registrations.entry((key.is_outbound(), peer)).or_default() += 1;
+            }
+        }
         census
     }
 
@@ -512,6 +544,7 @@ impl Tracker {
             transport: transport.label(),
             local: socket_addr(key.family, &key.server_addr, key.server_port).to_string(),
             remote: socket_addr(key.family, &key.client_addr, key.client_port).to_string(),
+            peer: self.peer_of(key).to_string(),
             vlan: key.vlan_id,
             state: if failure.is_some() { "failed" } else { liveness_state(s) },
             reason: failure.map(|f| f.reason.label()),
@@ -616,9 +649,9 @@ mod tests {
         assert_eq!(v.aor.as_deref(), Some("sip:alice@example.com"));
         assert_eq!(v.delay_s, 1.0);
         let census = t.census();
-        assert_eq!(census.would_430["tcp"], 1);
+        assert_eq!(census.would_430[&("tcp", OTHER.to_string())], 1);
         assert_eq!(census.flows[&("tcp", "failed")], 1);
-        assert_eq!(census.registrations[&true], 1);
+        assert_eq!(census.registrations[&(true, OTHER.to_string())], 1);
         let view = t.view([], 17 * S, true);
         assert_eq!(view.len(), 1);
         assert_eq!((view[0].reason, view[0].would_430, view[0].flow_timer), (Some("keepalive_timeout"), true, 5));
@@ -627,6 +660,39 @@ mod tests {
         assert_eq!(view[0].remote, "192.0.2.1:40000");
         // A verdict is reached once.
         assert!(t.sweep("eth0", vec![(k, alive_at(S))], 18 * S).verdicts.is_empty());
+    }
+
+    #[test]
+    fn verdicts_430s_and_bindings_carry_the_clients_peer() {
+        let mut t = tracker();
+        let arg = |text: &str| crate::peers::peer_arg(text).unwrap();
+        t.peers = Peers::new(&[arg("carrier=192.0.2.0/24"), arg("pbx=192.0.2.1")]).unwrap();
+        let pbx = key(40000, FlowTransport::Tcp);
+        let mut carrier = key(40001, FlowTransport::Tcp);
+        carrier.client_addr[3] = 9;
+        let mut elsewhere = key(40002, FlowTransport::Tcp);
+        elsewhere.client_addr[..4].copy_from_slice(&[203, 0, 113, 5]);
+        for (k, user) in [(pbx, "paul"), (carrier, "carl"), (elsewhere, "olga")] {
+            t.on_head("eth0", &head(k, S, &register(1).replace("alice", user)));
+            t.on_head("eth0", &head(k, S, &ok(1, 5).replace("alice", user)));
+        }
+        let census = t.census();
+        for peer in ["pbx", "carrier", OTHER] {
+            assert_eq!(census.registrations[&(true, peer.to_string())], 1, "{peer}");
+        }
+        let flows = vec![(pbx, alive_at(S)), (carrier, alive_at(S)), (elsewhere, alive_at(S))];
+        let sweep = t.sweep("eth0", flows, 17 * S);
+        let mut peers: Vec<&str> = sweep.verdicts.iter().map(|v| v.peer.as_str()).collect();
+        peers.sort_unstable();
+        assert_eq!(peers, ["carrier", "other", "pbx"], "the longest network wins for 192.0.2.1");
+        let census = t.census();
+        for peer in ["pbx", "carrier", OTHER] {
+            assert_eq!(census.would_430[&("tcp", peer.to_string())], 1, "{peer}");
+            assert_eq!(census.would_430[&("udp", peer.to_string())], 0, "every peer's series exists");
+        }
+        let view = t.view([], 17 * S, true);
+        let shown: Vec<(&str, &str)> = view.iter().map(|v| (v.remote.as_str(), v.peer.as_str())).collect();
+        assert!(shown.contains(&("192.0.2.1:40000", "pbx")) && shown.contains(&("203.0.113.5:40002", "other")));
     }
 
     #[test]
@@ -673,7 +739,7 @@ mod tests {
         let k = key(40000, FlowTransport::Tcp);
         t.on_head("eth0", &head(k, S, &register(1)));
         t.on_head("eth0", &Head { from_client: true, ..head(k, S, &ok(1, 5)) });
-        assert_eq!(t.census().registrations[&true], 0);
+        assert_eq!(t.census().registrations[&(true, OTHER.to_string())], 0);
     }
 
     #[test]
@@ -776,8 +842,8 @@ mod tests {
         for now in [3 * S, 45 * S, 400 * S] {
             assert!(t.sweep("eth0", vec![(k, s)], now).verdicts.is_empty(), "at {now}");
         }
-        assert_eq!(t.census().registrations[&false], 0);
-        assert_eq!(t.census().would_430["udp"], 0);
+        assert_eq!(t.census().registrations[&(false, OTHER.to_string())], 0);
+        assert_eq!(t.census().would_430[&("udp", OTHER.to_string())], 0);
     }
 
     #[test]

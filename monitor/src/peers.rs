@@ -1,0 +1,186 @@
+//! Peers: the operator's names for the networks clients come from
+//! (`--peer carrier-a=192.0.2.0/24,2001:db8::/32`), so that the figures say
+//! which trunk or access network is failing while their labels stay bounded:
+//! at most [`MAX_PEERS`] names, and [`OTHER`] for an address in none.
+//!
+//! A flow's peer is its client's: the side that is not on a SIP port.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::cli::OptionError;
+
+/// Names a run may give: each is a label value on several series, per interface.
+pub const MAX_PEERS: usize = 64;
+/// The peer of an address in no named network.
+pub const OTHER: &str = "other";
+/// A peer name's longest spelling.
+const MAX_NAME_LEN: usize = 32;
+
+/// One `--peer NAME=CIDR[,CIDR...]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerArg {
+    pub name: String,
+    pub networks: Vec<IpNet>,
+}
+
+/// Reads `--peer`: a name of letters, digits, `_`, `-` or `.`, then `=`, then
+/// networks in CIDR notation separated by commas. A bare address is its own
+/// network (/32 or /128).
+pub fn peer_arg(text: &str) -> Result<PeerArg, OptionError> {
+    let (name, networks) = text.split_once('=').ok_or_else(|| OptionError::Peer(text.into()))?;
+    let name = name.trim();
+    let valid = (1..=MAX_NAME_LEN).contains(&name.len())
+        && name != OTHER
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+    if !valid {
+        return Err(OptionError::PeerName(name.into()));
+    }
+    let networks = networks
+        .split(',')
+        .map(str::trim)
+        .map(|cidr| {
+            cidr.parse::<IpNet>()
+                .or_else(|_| cidr.parse::<IpAddr>().map(IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| OptionError::Network(cidr.into()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(PeerArg { name: name.to_string(), networks })
+}
+
+/// Why a set of `--peer` options cannot be used together.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PeersError {
+    #[error("--peer names {given} peers; at most {MAX_PEERS} can be named, so that metric labels stay bounded")]
+    TooMany { given: usize },
+    #[error("--peer gives the network {network} to both `{first}` and `{second}`; give each network to one peer")]
+    Twice { network: IpNet, first: String, second: String },
+}
+
+/// The peers of a run, numbered in the order first named from 1: 0 is [`OTHER`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Peers {
+    names: Vec<String>,
+    /// Every network with its peer's number, IPv4 ones as IPv4.
+    networks: Vec<(IpNet, u8)>,
+}
+
+impl Peers {
+    /// A name given twice adds its networks to the first.
+    pub fn new(args: &[PeerArg]) -> Result<Self, PeersError> {
+        let mut peers = Self::default();
+        for arg in args {
+            let id = match peers.names.iter().position(|n| *n == arg.name) {
+                Some(i) => i + 1,
+                None => {
+                    peers.names.push(arg.name.clone());
+                    peers.names.len()
+                }
+            };
+            for network in &arg.networks {
+                if let Some((_, other)) = peers.networks.iter().find(|(n, _)| n == network) {
+                    let first = peers.name(*other).to_string();
+                    if first != arg.name {
+                        return Err(PeersError::Twice { network: *network, first, second: arg.name.clone() });
+                    }
+                    continue;
+                }
+                peers.networks.push((*network, id.min(usize::from(u8::MAX)) as u8));
+            }
+        }
+        if peers.names.len() > MAX_PEERS {
+            return Err(PeersError::TooMany { given: peers.names.len() });
+        }
+        Ok(peers)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// The number of the peer `addr` belongs to: its longest matching network's.
+    pub fn id_of(&self, addr: IpAddr) -> u8 {
+        let addr = match addr {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+            v4 => v4,
+        };
+        self.networks
+            .iter()
+            .filter(|(network, _)| network.contains(&addr))
+            .max_by_key(|(network, _)| network.prefix_len())
+            .map_or(0, |(_, id)| *id)
+    }
+
+    /// The name of peer number `id`; [`OTHER`] for 0 or a number not given.
+    pub fn name(&self, id: u8) -> &str {
+        usize::from(id).checked_sub(1).and_then(|i| self.names.get(i)).map_or(OTHER, String::as_str)
+    }
+
+    /// The name of the peer `addr` belongs to.
+    pub fn of(&self, addr: IpAddr) -> &str {
+        self.name(self.id_of(addr))
+    }
+
+    /// Every name a label can take: the given ones, then [`OTHER`].
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.names.iter().map(String::as_str).chain([OTHER])
+    }
+
+    /// The networks as the kernel's LPM trie holds them: a prefix length over
+    /// 128 bits, the address as IPv6 (IPv4 mapped, ::ffff:a.b.c.d, /96 + n)
+    /// and the peer's number.
+    pub fn trie_entries(&self) -> impl Iterator<Item = (u32, [u8; 16], u8)> + '_ {
+        self.networks.iter().map(|(network, id)| match network {
+            IpNet::V4(v4) => (96 + u32::from(v4.prefix_len()), v4.network().to_ipv6_mapped().octets(), *id),
+            IpNet::V6(v6) => (u32::from(v6.prefix_len()), v6.network().octets(), *id),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peers(args: &[&str]) -> Peers {
+        let args: Vec<PeerArg> = args.iter().map(|a| peer_arg(a).unwrap()).collect();
+        Peers::new(&args).unwrap()
+    }
+
+    #[test]
+    fn the_longest_network_names_the_peer() {
+        let p = peers(&["carrier=192.0.2.0/24, 2001:db8::/32", "pbx=192.0.2.7", "carrier=198.51.100.0/24"]);
+        assert_eq!(p.of("192.0.2.9".parse().unwrap()), "carrier");
+        assert_eq!(p.of("192.0.2.7".parse().unwrap()), "pbx");
+        assert_eq!(p.of("198.51.100.1".parse().unwrap()), "carrier");
+        assert_eq!(p.of("2001:db8::1".parse().unwrap()), "carrier");
+        assert_eq!(p.of("::ffff:192.0.2.7".parse().unwrap()), "pbx", "IPv4-mapped is IPv4");
+        assert_eq!(p.of("203.0.113.1".parse().unwrap()), OTHER);
+        assert_eq!(p.names().collect::<Vec<_>>(), ["carrier", "pbx", "other"]);
+        assert_eq!((p.id_of("192.0.2.9".parse().unwrap()), p.name(9)), (1, OTHER));
+    }
+
+    #[test]
+    fn the_kernel_gets_ipv4_as_mapped_ipv6() {
+        let p = peers(&["a=10.1.2.3/16", "b=2001:db8::/48"]);
+        let entries: Vec<_> = p.trie_entries().collect();
+        let mut mapped = [0u8; 16];
+        mapped[10..12].copy_from_slice(&[0xff, 0xff]);
+        mapped[12..].copy_from_slice(&[10, 1, 0, 0]);
+        assert_eq!(entries[0], (112, mapped, 1), "host bits cleared, 96 + 16");
+        assert_eq!(entries[1].0, 48);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for bad in ["carrier", "=10.0.0.0/8", "other=10.0.0.0/8", "a b=10.0.0.0/8", "a=10.0.0.0/33", "a=", "a=x"] {
+            assert!(peer_arg(bad).is_err(), "{bad}");
+        }
+        let twice = [peer_arg("a=10.0.0.0/8").unwrap(), peer_arg("b=10.0.0.0/8").unwrap()];
+        assert!(matches!(Peers::new(&twice), Err(PeersError::Twice { .. })));
+        let many: Vec<PeerArg> = (0..65).map(|i| peer_arg(&format!("p{i}=10.0.{i}.0/24")).unwrap()).collect();
+        assert_eq!(Peers::new(&many), Err(PeersError::TooMany { given: 65 }));
+        assert!(Peers::new(&many[..64]).is_ok());
+    }
+}

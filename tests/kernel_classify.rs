@@ -380,3 +380,44 @@ fn a_lost_framing_stops_the_walk() {
     let (methods, _) = messages_counted(&xdp.counters(), Direction::Ingress);
     assert_eq!(methods, vec![(Method::Message, 1)]);
 }
+
+/// Where peers are named, each message is counted once more under its flow's
+/// peer: the client's longest matching network (IPv4 and IPv6), `other` for
+/// none. The server's address never decides it, whichever way the message goes.
+#[test]
+fn messages_are_counted_again_by_the_clients_peer() {
+    sipflow_tests::root_or_skip!();
+    use monitor_common::counters::{peer_request_index, peer_response_index};
+    use sipflow::peers::{Peers, peer_arg};
+    let named = ["lab=192.0.2.0/24", "pbx=192.0.2.1", "v6=2001:db8::/32"];
+    let peers = Peers::new(&named.map(|text| peer_arg(text).unwrap())).unwrap();
+    let (lab, pbx, v6, other) = (1, 2, 3, 0);
+    let xdp = LoadedXdp::load_with_peers(&peers);
+    let server = (SERVER_V4, SIP_PORT);
+    for frame in [
+        udp4_between((CLIENT_V4, CLIENT_PORT), server, INVITE),
+        // The server (192.0.2.2, in `lab`) answers on the pbx's flow.
+        udp4_between(server, (CLIENT_V4, CLIENT_PORT), FLOW_FAILED),
+        udp4_between(([192, 0, 2, 9], CLIENT_PORT), server, REGISTER),
+        udp4_between(([203, 0, 113, 5], CLIENT_PORT), server, REGISTER),
+        udp6(CLIENT_PORT, SIP_PORT, INVITE),
+        udp4_between((CLIENT_V4, CLIENT_PORT), server, &stun(0x0001)),
+    ] {
+        assert_eq!(xdp.run(&frame), XDP_PASS);
+    }
+    let counted = xdp.counters();
+    let request = |peer, method| counted.peer_requests[peer_request_index(peer, method) as usize];
+    let response = |peer, code| counted.peer_responses[peer_response_index(peer, code).unwrap() as usize];
+    assert_eq!(counted.peer_requests.len(), 4 * Method::COUNT, "three peers and other");
+    assert_eq!((request(pbx, Method::Invite), response(pbx, 430)), (1, 1));
+    assert_eq!((request(lab, Method::Register), request(other, Method::Register)), (1, 1));
+    assert_eq!(request(v6, Method::Invite), 1);
+    assert_eq!(response(lab, 430), 0, "the server's own network does not count");
+    assert_eq!(counted.peer_requests.iter().sum::<u64>(), 4, "a STUN request is no SIP request");
+    assert_eq!(counted.requests.iter().sum::<u64>(), 4, "the totals are counted as before");
+    // Without peers nothing is counted twice, and nothing is read.
+    let plain = LoadedXdp::load();
+    plain.run(&udp4_between((CLIENT_V4, CLIENT_PORT), server, INVITE));
+    assert!(plain.counters().peer_requests.is_empty());
+    assert_eq!(plain.counters().requests.iter().sum::<u64>(), 1);
+}

@@ -194,6 +194,10 @@ fn verdicts_for_silent_killed_and_stopped_clients_and_none_for_a_healthy_one() {
         r#"sipflow_registrations{outbound="true",peer="pbx"} 4"#,
         r#"sipflow_registrations{outbound="true",peer="other"} 1"#,
         r#"sipflow_registrations{outbound="true",peer="access"} 0"#,
+        r#"sipflow_requests_total{method="REGISTER",peer="pbx"} 4"#,
+        r#"sipflow_requests_total{method="REGISTER",peer="other"} 1"#,
+        r#"sipflow_requests_total{method="REGISTER",peer="access"} 0"#,
+        r#"sipflow_responses_total{code="200",peer="pbx"} 4"#,
     ] {
         assert!(metrics.contains(series), "{series} in:\n{metrics}");
     }

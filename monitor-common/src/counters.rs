@@ -236,6 +236,22 @@ pub const PACKET_SLOTS: u32 = (Direction::COUNT * PacketClass::COUNT) as u32;
 pub const REQUEST_SLOTS: u32 = (Direction::COUNT * Method::COUNT) as u32;
 pub const RESPONSE_SLOTS: u32 = (Direction::COUNT * STATUS_CODE_SLOTS) as u32;
 
+/// Peers `--peer` may name; their counters are sized for those named at load time.
+pub const MAX_PEERS: usize = 64;
+
+/// A peer's request counter (peer 0: in no named network), both directions together.
+pub const fn peer_request_index(peer: u8, method: Method) -> u32 {
+    peer as u32 * Method::COUNT as u32 + method as u32
+}
+
+/// A peer's response counter: `None` for a code outside 100-699.
+pub const fn peer_response_index(peer: u8, code: u16) -> Option<u32> {
+    if code < MIN_STATUS_CODE || code > MAX_STATUS_CODE {
+        return None;
+    }
+    Some(peer as u32 * STATUS_CODE_SLOTS as u32 + (code - MIN_STATUS_CODE) as u32)
+}
+
 pub const fn packet_index(direction: Direction, class: PacketClass) -> u32 {
     direction as u32 * PacketClass::COUNT as u32 + class as u32
 }

@@ -126,6 +126,12 @@ pub struct FlowState {
     /// Each side's TCP sequence space, as the host's stack would check a close against it.
     pub tcp_client: TcpSide,
     pub tcp_server: TcpSide,
+    /// The peer table (`maps::PEER_TABLE`) `peer` was looked up in; 0: none yet.
+    /// A flow met again under another table looks its peer up again.
+    pub peer_table: u32,
+    /// The client's peer (`--peer`), 1-based in the agent's order; 0: none named.
+    pub peer: u8,
+    pub _reserved: [u8; 3],
 }
 
 impl FlowState {
@@ -162,6 +168,9 @@ impl FlowState {
             tcp_flags: 0,
             tcp_client: TcpSide { next_seq: 0, high_seq: 0, ack: 0, window: 0, known: 0, _reserved: 0 },
             tcp_server: TcpSide { next_seq: 0, high_seq: 0, ack: 0, window: 0, known: 0, _reserved: 0 },
+            peer_table: 0,
+            peer: 0,
+            _reserved: [0; 3],
         }
     }
 }

@@ -48,5 +48,21 @@ pub const EVENTS_BYTES: u32 = 1 << 22;
 pub const FLOW_EVENTS: &str = "FLOW_EVENTS";
 /// Size of `FLOW_EVENTS` in bytes: thousands of events in flight.
 pub const FLOW_EVENTS_BYTES: u32 = 1 << 18;
+/// The kernel's global `u32` naming the peer table in force (`--peer`): 0
+/// when no peer is named, so that the per-message path does nothing more.
+pub const PEER_TABLE: &str = "PEER_TABLE";
+/// `LpmTrie<[u8; 16], u8>`: a client network (IPv4 mapped into IPv6) to its peer's number.
+pub const PEERS: &str = "PEERS";
+/// Networks `--peer` may name in all.
+pub const MAX_PEER_NETWORKS: u32 = 4096;
+/// `PerCpuArray<u64>` indexed by [`crate::counters::peer_request_index`]:
+/// requests by peer (0: `other`) and method, both directions together; only
+/// counted where peers are named.
+pub const PEER_REQUESTS: &str = "PEER_REQUESTS";
+/// `PerCpuArray<u64>` indexed by [`crate::counters::peer_response_index`].
+pub const PEER_RESPONSES: &str = "PEER_RESPONSES";
+/// `Array<u32>` of one entry: the peer table the pinned per-peer counters
+/// count for, so that a run with other peers starts them afresh. Only the agent reads it.
+pub const PEER_SET: &str = "PEER_SET";
 /// `PerCpuArray<u64>` indexed by `counters::KernelStat`.
 pub const STATS: &str = "STATS";

@@ -20,6 +20,7 @@ use monitor_ebpf::{
 use crate::{
     events,
     maps::{FLOWS, SIP_PORTS, Scratch, bump_stat},
+    tally,
 };
 
 /// Which end of a segment is the SIP server.
@@ -208,6 +209,7 @@ fn record(
     now: u64,
 ) {
     let from_client = scratch.from_client != 0;
+    tally::count_for_peer(state, &scratch.key, payload);
     match payload {
         Payload::Request(method) => {
             state.last_sip_ns = now;

@@ -10,6 +10,7 @@ mod flow;
 mod follow;
 mod maps;
 mod observe;
+mod peer;
 mod sock;
 mod tally;
 mod tc_frame;

@@ -7,13 +7,14 @@
 //! must read the same scratch slot.
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
+    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use monitor_common::{
     counters::{KernelStat, PACKET_SLOTS, REQUEST_SLOTS, RESPONSE_SLOTS},
     flow::{FlowKey, FlowState},
-    maps::{DEFAULT_MAX_FLOWS, EVENTS_BYTES, FLOW_EVENTS_BYTES, PORTS},
+    maps::{DEFAULT_MAX_FLOWS, EVENTS_BYTES, FLOW_EVENTS_BYTES, MAX_PEER_NETWORKS, PORTS},
 };
 use monitor_ebpf::{frame::Window, framing::HeadScan};
 
@@ -28,6 +29,22 @@ pub static REQUESTS: PerCpuArray<u64> = PerCpuArray::pinned(REQUEST_SLOTS, 0);
 /// SIP responses by direction and status code.
 #[map]
 pub static RESPONSES: PerCpuArray<u64> = PerCpuArray::pinned(RESPONSE_SLOTS, 0);
+
+/// Requests and responses by peer (`--peer`; 0: `other`): sized at load time
+/// for the peers named, and started afresh when they change (see the agent's `attach`).
+#[map]
+pub static PEER_REQUESTS: PerCpuArray<u64> = PerCpuArray::pinned(1, 0);
+#[map]
+pub static PEER_RESPONSES: PerCpuArray<u64> = PerCpuArray::pinned(1, 0);
+
+/// The peer table the two above count for; only the agent reads it.
+#[map]
+pub static PEER_SET: Array<u32> = Array::pinned(1, 0);
+
+/// A client network (IPv4 mapped into IPv6) to its peer's number. Not pinned:
+/// each loaded instance is given its agent's table before it is attached.
+#[map]
+pub static PEERS: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(MAX_PEER_NETWORKS, BPF_F_NO_PREALLOC);
 
 /// What the kernel counts about itself (`KernelStat`).
 #[map]

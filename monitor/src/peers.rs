@@ -100,6 +100,24 @@ impl Peers {
         self.names.is_empty()
     }
 
+    /// Peers named.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Which table this is, for the kernel (`PEER_TABLE`) and the pinned
+    /// per-peer counters: 0 when no peer is named, else the same number for
+    /// the same names and networks in the same order.
+    pub fn table_id(&self) -> u32 {
+        use std::hash::{Hash, Hasher};
+        if self.is_empty() {
+            return 0;
+        }
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (&self.names, &self.networks).hash(&mut hasher);
+        (hasher.finish() as u32).max(1)
+    }
+
     /// The number of the peer `addr` belongs to: its longest matching network's.
     pub fn id_of(&self, addr: IpAddr) -> u8 {
         let addr = match addr {

@@ -10,9 +10,12 @@ use monitor_common::maps::{
     DEFAULT_MAX_FLOWS, EVENTS, FLOW_EVENTS, FOLLOW_TC, PASS_PROGRAM, TC_EGRESS_PROGRAM, TC_FOLLOW_PROGRAMS, XDP_PROGRAM,
 };
 use sipflow::{
-    kernel::attach::{self, SipPorts},
-    kernel::head_events::{self, FlowNews, Head},
-    kernel::maps::{CounterSnapshot, FlowTable, KernelCounters},
+    kernel::{
+        attach::{self, SipPorts},
+        head_events::{self, FlowNews, Head},
+        maps::{CounterSnapshot, FlowTable, KernelCounters},
+    },
+    peers::Peers,
 };
 
 use crate::{
@@ -48,21 +51,26 @@ impl LoadedXdp {
 
     /// The same, with the flow map sized to `max_flows`.
     pub fn load_with_max_flows(max_flows: u32) -> Self {
-        Self::load_with(max_flows, false)
+        Self::load_with(max_flows, false, &Peers::default())
     }
 
     /// The same, as `--ingress-only` loads it (a tap: both directions on ingress).
     pub fn load_ingress_only() -> Self {
-        Self::load_with(DEFAULT_MAX_FLOWS, true)
+        Self::load_with(DEFAULT_MAX_FLOWS, true, &Peers::default())
     }
 
-    fn load_with(max_flows: u32, ingress_only: bool) -> Self {
+    /// The same, with the peers `--peer` would name.
+    pub fn load_with_peers(peers: &Peers) -> Self {
+        Self::load_with(DEFAULT_MAX_FLOWS, false, peers)
+    }
+
+    fn load_with(max_flows: u32, ingress_only: bool, peers: &Peers) -> Self {
         crate::require_root();
         let ports = SipPorts { plain: vec![SIP_PORT], tls: vec![SIPS_PORT], ws: vec![WS_PORT] };
         let pins = PinDir::new("test-run");
-        let mut ebpf = attach::load(&ports, max_flows, &pins.0, ingress_only, Default::default())
+        let mut ebpf = attach::load(&ports, max_flows, &pins.0, ingress_only, Default::default(), peers)
             .expect("the verifier accepts the program");
-        let counters = KernelCounters::take_from(&mut ebpf).expect("counter maps");
+        let counters = KernelCounters::take_from(&mut ebpf, !peers.is_empty()).expect("counter maps");
         let flows = FlowTable::take_from(&mut ebpf).expect("flow map");
         let events = RingBuf::try_from(ebpf.take_map(EVENTS).expect("EVENTS")).expect("ring buffer");
         let flow_events = RingBuf::try_from(ebpf.take_map(FLOW_EVENTS).expect("FLOW_EVENTS")).expect("ring buffer");

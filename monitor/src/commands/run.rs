@@ -79,6 +79,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     let mut event_sources = Vec::new();
     let options = AttachOptions {
         ports: &ports,
+        peers: &peers,
         max_flows: args.max_flows,
         mode: args.xdp_mode,
         pin_root: &args.pin_dir,
@@ -108,6 +109,8 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         all_by_flow: args.all_bindings_by_flow,
     };
     let mut tracker = Tracker::with_limits(args.timers(), args.retention, limits, args.ingress_only);
+    let mut metrics = Metrics::new();
+    metrics.set_peers(peers.clone());
     tracker.peers = peers;
     match saved::load(&args.state_file, boot_time_ns(), args.max_bindings, &args.ifaces) {
         Ok(saved) => {
@@ -124,7 +127,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         }
     }
     let state = Arc::new(AgentState {
-        metrics: Mutex::new(Metrics::new()),
+        metrics: Mutex::new(metrics),
         instances,
         saved_generation: AtomicU64::new(tracker.registrations.generation),
         last_saved: Mutex::new(None),

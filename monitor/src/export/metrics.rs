@@ -20,11 +20,13 @@ use crate::{
         tracker::{Census, Grades, Sweep},
         verdict::Reason,
     },
-    peers::OTHER,
+    peers::{OTHER, Peers},
 };
 
 pub struct Metrics {
     registry: Registry,
+    /// `--peer`: the names the kernel's per-peer counters are numbered by.
+    peers: Peers,
     packets: IntCounterVec,
     requests: IntCounterVec,
     responses: IntCounterVec,
@@ -91,12 +93,17 @@ impl Metrics {
             &["iface", "direction", "class"],
         )
         .expect("valid metric");
-        let requests =
-            IntCounterVec::new(Opts::new("sipflow_requests_total", "SIP requests seen, by method."), &["method"])
-                .expect("valid metric");
+        let requests = IntCounterVec::new(
+            Opts::new("sipflow_requests_total", "SIP requests seen, by method and the client's peer (--peer)."),
+            &["method", "peer"],
+        )
+        .expect("valid metric");
         let responses = IntCounterVec::new(
-            Opts::new("sipflow_responses_total", "SIP responses seen, by exact status code."),
-            &["code"],
+            Opts::new(
+                "sipflow_responses_total",
+                "SIP responses seen, by exact status code and the client's peer (--peer).",
+            ),
+            &["code", "peer"],
         )
         .expect("valid metric");
         let build_info = IntGaugeVec::new(
@@ -236,10 +243,10 @@ impl Metrics {
         // Series that alerts and dashboards name exist from the start: every
         // method, and the two codes this product is about (300 and 430).
         for method in (0..Method::COUNT).map(Method::from_index) {
-            requests.with_label_values(&[method.label()]).inc_by(0);
+            requests.with_label_values(&[method.label(), OTHER]).inc_by(0);
         }
         for code in ["300", "430"] {
-            responses.with_label_values(&[code]).inc_by(0);
+            responses.with_label_values(&[code, OTHER]).inc_by(0);
         }
         for collector in [
             &packets,
@@ -289,7 +296,25 @@ impl Metrics {
             program_attached,
             last_evicted: HashMap::new(),
             last: HashMap::new(),
+            peers: Peers::default(),
         }
+    }
+
+    /// The peers `--peer` named: every series that has a `peer` label exists
+    /// for each of them from the start.
+    pub fn set_peers(&mut self, peers: Peers) {
+        for peer in peers.names() {
+            for method in (0..Method::COUNT).map(Method::from_index) {
+                self.requests.with_label_values(&[method.label(), peer]).inc_by(0);
+            }
+            for code in ["300", "430"] {
+                self.responses.with_label_values(&[code, peer]).inc_by(0);
+            }
+            for reason in Reason::ALL {
+                self.failures.with_label_values(&[reason.label(), peer]).inc_by(0);
+            }
+        }
+        self.peers = peers;
     }
 
     /// Whether `program` (`xdp` or `tc_egress`) is attached to `iface`.
@@ -323,15 +348,23 @@ impl Metrics {
                 ));
             }
         }
-        for (i, _) in now.requests.iter().enumerate() {
+        // Where peers are named the kernel counts messages by peer too, `other` included.
+        let by_peer = !now.peer_requests.is_empty();
+        let (requests, last_requests) =
+            if by_peer { (&now.peer_requests, &last.peer_requests) } else { (&now.requests, &last.requests) };
+        for i in 0..requests.len() {
             let method = Method::from_index(i % Method::COUNT);
-            self.requests.with_label_values(&[method.label()]).inc_by(growth(&now.requests, &last.requests, i));
+            let peer = if by_peer { self.peers.name((i / Method::COUNT) as u8) } else { OTHER };
+            self.requests.with_label_values(&[method.label(), peer]).inc_by(growth(requests, last_requests, i));
         }
-        for (i, _) in now.responses.iter().enumerate() {
-            let added = growth(&now.responses, &last.responses, i);
+        let (responses, last_responses) =
+            if by_peer { (&now.peer_responses, &last.peer_responses) } else { (&now.responses, &last.responses) };
+        for i in 0..responses.len() {
+            let added = growth(responses, last_responses, i);
             if added > 0 {
                 let code = MIN_STATUS_CODE as usize + i % STATUS_CODE_SLOTS;
-                self.responses.with_label_values(&[&code.to_string()]).inc_by(added);
+                let peer = if by_peer { self.peers.name((i / STATUS_CODE_SLOTS) as u8) } else { OTHER };
+                self.responses.with_label_values(&[&code.to_string(), peer]).inc_by(added);
             }
         }
         let lost = KernelStat::EventsLost as usize;
@@ -438,6 +471,35 @@ mod tests {
             requests: vec![0; REQUEST_SLOTS as usize],
             responses: vec![0; RESPONSE_SLOTS as usize],
             stats: vec![0; KernelStat::COUNT],
+            peer_requests: Vec::new(),
+            peer_responses: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn where_peers_are_named_messages_are_exported_by_peer() {
+        use monitor_common::counters::{peer_request_index, peer_response_index};
+        let mut metrics = Metrics::new();
+        let arg = |text: &str| crate::peers::peer_arg(text).unwrap();
+        metrics.set_peers(Peers::new(&[arg("carrier=192.0.2.0/24"), arg("pbx=198.51.100.7")]).unwrap());
+        let mut s = snapshot();
+        s.peer_requests = vec![0; 3 * Method::COUNT];
+        s.peer_responses = vec![0; 3 * STATUS_CODE_SLOTS];
+        s.requests[request_index(Direction::Ingress, Method::Invite) as usize] = 7;
+        s.peer_requests[peer_request_index(1, Method::Invite) as usize] = 4;
+        s.peer_requests[peer_request_index(0, Method::Invite) as usize] = 3;
+        s.peer_responses[peer_response_index(2, 486).unwrap() as usize] = 2;
+        metrics.record("eth0", &s);
+        let text = metrics.encode();
+        for series in [
+            r#"sipflow_requests_total{method="INVITE",peer="carrier"} 4"#,
+            r#"sipflow_requests_total{method="INVITE",peer="other"} 3"#,
+            r#"sipflow_requests_total{method="INVITE",peer="pbx"} 0"#,
+            r#"sipflow_responses_total{code="486",peer="pbx"} 2"#,
+            r#"sipflow_responses_total{code="430",peer="carrier"} 0"#,
+            r#"sipflow_flow_failures_total{peer="pbx",reason="tcp_reset"} 0"#,
+        ] {
+            assert!(text.contains(series), "{series} in {text}");
         }
     }
 
@@ -457,9 +519,12 @@ mod tests {
             text.contains(r#"sipflow_packets_total{class="sip_request",direction="ingress",iface="eth0"} 3"#),
             "{text}"
         );
-        assert!(text.contains(r#"sipflow_requests_total{method="REGISTER"} 3"#), "{text}");
-        assert!(text.contains(r#"sipflow_responses_total{code="430"} 3"#), "{text}");
-        assert!(text.contains(r#"sipflow_responses_total{code="300"} 0"#), "300 and 430 exist from the start");
+        assert!(text.contains(r#"sipflow_requests_total{method="REGISTER",peer="other"} 3"#), "{text}");
+        assert!(text.contains(r#"sipflow_responses_total{code="430",peer="other"} 3"#), "{text}");
+        assert!(
+            text.contains(r#"sipflow_responses_total{code="300",peer="other"} 0"#),
+            "300 and 430 exist from the start"
+        );
         assert!(!text.contains(r#"code="200""#), "other codes only once seen");
         assert!(text.contains(r#"sipflow_build_info{version=""#));
     }

@@ -6,7 +6,7 @@ use std::{ffi::CString, path::Path};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, ProgramArray},
+    maps::{Array, Map, MapData, ProgramArray, lpm_trie::Key, lpm_trie::LpmTrie},
     programs::{
         Program, ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, LinkError, PinnedLink},
@@ -16,9 +16,10 @@ use aya::{
     },
 };
 use monitor_common::{
+    counters::{Method, STATUS_CODE_SLOTS},
     maps::{
-        FLOWS, FOLLOW_TC, FOLLOW_XDP, INGRESS_ONLY, MAX_SIP_PORTS, PORTS, SIP_PORTS, TC_EGRESS_PROGRAM,
-        TC_FOLLOW_PROGRAMS, XDP_FOLLOW_PROGRAMS, XDP_PROGRAM,
+        FLOWS, FOLLOW_TC, FOLLOW_XDP, INGRESS_ONLY, MAX_SIP_PORTS, PEER_REQUESTS, PEER_RESPONSES, PEER_SET, PEER_TABLE,
+        PEERS, PORTS, SIP_PORTS, TC_EGRESS_PROGRAM, TC_FOLLOW_PROGRAMS, XDP_FOLLOW_PROGRAMS, XDP_PROGRAM,
     },
     ports::PortKind,
     tls::{SOCK_OFFSETS, SockOffsets},
@@ -28,12 +29,15 @@ use tracing::{info, warn};
 use crate::{
     cli::XdpModeArg,
     failure::Failure,
-    kernel::error::{KernelError, at},
-    kernel::maps::KernelCounters,
-    kernel::object::EBPF_OBJECT,
-    kernel::pins::{self, Pins, TC_LINK, XDP_LINK},
-    kernel::tls_probes::{self, TlsPlan},
-    kernel::xdp_hook,
+    kernel::{
+        error::{KernelError, at},
+        maps::KernelCounters,
+        object::EBPF_OBJECT,
+        pins::{self, Pins, TC_LINK, XDP_LINK},
+        tls_probes::{self, TlsPlan},
+        xdp_hook,
+    },
+    peers::Peers,
 };
 
 /// The kernel programs, loaded for one interface and attached to it through
@@ -54,6 +58,8 @@ pub struct Attached {
 /// How to load and attach.
 pub struct AttachOptions<'a> {
     pub ports: &'a SipPorts,
+    /// `--peer`: the client networks the kernel counts messages by.
+    pub peers: &'a Peers,
     pub max_flows: u32,
     pub mode: XdpModeArg,
     /// Where the pins go: `--pin-dir`.
@@ -102,20 +108,29 @@ pub fn load(
     pin_dir: &Path,
     ingress_only: bool,
     sock_offsets: SockOffsets,
+    peers: &Peers,
 ) -> Result<Ebpf, KernelError> {
     if EBPF_OBJECT.is_empty() {
         return Err(KernelError::NoKernelObject);
     }
     let ingress_only = u8::from(ingress_only);
+    let table = peers.table_id();
+    forget_other_peer_counts(pin_dir, table);
+    // Sized for the peers named and `other`: one peer's worth when none is named.
+    let named = peers.len() as u32 + 1;
     let mut ebpf = EbpfLoader::new()
         .override_global(INGRESS_ONLY, &ingress_only, true)
         .override_global(SOCK_OFFSETS, &sock_offsets, true)
+        .override_global(PEER_TABLE, &table, true)
         .override_global(aya_log::LEVEL, &crate::kernel::log::level(), false)
         .default_map_pin_directory(pin_dir)
         .map_max_entries(FLOWS, max_flows)
+        .map_max_entries(PEER_REQUESTS, named * Method::COUNT as u32)
+        .map_max_entries(PEER_RESPONSES, named * STATUS_CODE_SLOTS as u32)
         .load(EBPF_OBJECT)
         .map_err(at("loading the kernel object"))?;
     configure_ports(&mut ebpf, ports)?;
+    configure_peers(&mut ebpf, peers, table)?;
     let program: &mut Xdp = ebpf
         .program_mut(XDP_PROGRAM)
         .ok_or_else(|| KernelError::missing_program(XDP_PROGRAM))?
@@ -124,6 +139,34 @@ pub fn load(
     program.load().map_err(KernelError::verifier(XDP_PROGRAM))?;
     install_followers(&mut ebpf, XDP_FOLLOW_PROGRAMS, FOLLOW_XDP)?;
     Ok(ebpf)
+}
+
+/// The per-peer counters an earlier agent pinned count for its peer table: a
+/// run with other peers (or none) starts them afresh, so that no count is
+/// put under another peer's name. Their messages stay in the totals.
+fn forget_other_peer_counts(pin_dir: &Path, table: u32) {
+    let pinned_for = MapData::from_pin(pin_dir.join(PEER_SET))
+        .ok()
+        .and_then(|data| Array::<MapData, u32>::try_from(Map::Array(data)).ok())
+        .and_then(|set| set.get(&0, 0).ok());
+    if pinned_for != Some(table) {
+        for name in [PEER_REQUESTS, PEER_RESPONSES, PEER_SET] {
+            let _ = std::fs::remove_file(pin_dir.join(name));
+        }
+    }
+}
+
+/// Fills the instance's peer trie (not pinned: it is this agent's table) and
+/// notes the table the pinned per-peer counters count for.
+fn configure_peers(ebpf: &mut Ebpf, peers: &Peers, table: u32) -> Result<(), KernelError> {
+    let mut trie: LpmTrie<_, [u8; 16], u8> =
+        ebpf.map_mut(PEERS).ok_or_else(|| KernelError::missing_map(PEERS))?.try_into().map_err(at(PEERS))?;
+    for (prefix_len, address, peer) in peers.trie_entries() {
+        trie.insert(&Key::new(prefix_len, address), peer, 0).map_err(at(PEERS))?;
+    }
+    let mut set: Array<_, u32> =
+        ebpf.map_mut(PEER_SET).ok_or_else(|| KernelError::missing_map(PEER_SET))?.try_into().map_err(at(PEER_SET))?;
+    set.set(0, table, 0).map_err(at(PEER_SET))
 }
 
 /// Loads the programs that walk a TCP segment's further SIP messages and puts
@@ -156,8 +199,8 @@ pub fn attach(iface: &str, options: &AttachOptions) -> Result<(Attached, KernelC
         warn!(iface, pins = %old.display(), "removed the pins of another sipflow version; its flows are forgotten");
     }
     let offsets = options.tls.map(|plan| plan.offsets).unwrap_or_default();
-    let mut ebpf =
-        load(options.ports, options.max_flows, &pins.dir, options.ingress_only, offsets).map_err(load_failure)?;
+    let mut ebpf = load(options.ports, options.max_flows, &pins.dir, options.ingress_only, offsets, options.peers)
+        .map_err(load_failure)?;
     let flow_capacity = flow_capacity(&ebpf).unwrap_or(options.max_flows);
     if flow_capacity != options.max_flows {
         warn!(
@@ -203,7 +246,8 @@ pub fn attach(iface: &str, options: &AttachOptions) -> Result<(Attached, KernelC
         }
     };
     info!(iface, mode, pins = %pins.dir.display(), "attached XDP program");
-    let counters = KernelCounters::take_from(&mut ebpf).map_err(|e| load_failure(at("the counter maps")(e)))?;
+    let counters = KernelCounters::take_from(&mut ebpf, !options.peers.is_empty())
+        .map_err(|e| load_failure(at("the counter maps")(e)))?;
     let attached = Attached { iface: iface.to_string(), ifindex, mode, pins, egress: false, flow_capacity, ebpf };
     Ok((attached, counters))
 }

@@ -11,7 +11,7 @@ use aya::{
 use monitor_common::{
     counters::KernelStat,
     flow::{FlowKey, FlowState},
-    maps::{FLOWS, PACKETS, REQUESTS, RESPONSES, STATS},
+    maps::{FLOWS, PACKETS, PEER_REQUESTS, PEER_RESPONSES, REQUESTS, RESPONSES, STATS},
 };
 
 fn take(ebpf: &mut Ebpf, name: &str) -> Result<Map, MapError> {
@@ -24,6 +24,9 @@ pub struct KernelCounters {
     requests: PerCpuArray<MapData, u64>,
     responses: PerCpuArray<MapData, u64>,
     stats: PerCpuArray<MapData, u64>,
+    /// Where peers are named: requests and responses by peer.
+    peer_requests: Option<PerCpuArray<MapData, u64>>,
+    peer_responses: Option<PerCpuArray<MapData, u64>>,
 }
 
 /// Per-CPU sums, indexed as monitor_common::counters lays the slots out.
@@ -34,6 +37,10 @@ pub struct CounterSnapshot {
     pub responses: Vec<u64>,
     /// Indexed by `KernelStat`.
     pub stats: Vec<u64>,
+    /// By `counters::peer_request_index` and `peer_response_index`; empty
+    /// where no peer is named.
+    pub peer_requests: Vec<u64>,
+    pub peer_responses: Vec<u64>,
 }
 
 impl CounterSnapshot {
@@ -43,14 +50,17 @@ impl CounterSnapshot {
 }
 
 impl KernelCounters {
-    /// Takes the counter maps out of a loaded instance.
-    pub fn take_from(ebpf: &mut Ebpf) -> Result<Self, MapError> {
+    /// Takes the counter maps out of a loaded instance; the per-peer ones
+    /// only where peers are named (`peers_named`).
+    pub fn take_from(ebpf: &mut Ebpf, peers_named: bool) -> Result<Self, MapError> {
         let mut array = |name: &str| PerCpuArray::try_from(take(ebpf, name)?);
         Ok(Self {
             packets: array(PACKETS)?,
             requests: array(REQUESTS)?,
             responses: array(RESPONSES)?,
             stats: array(STATS)?,
+            peer_requests: if peers_named { Some(array(PEER_REQUESTS)?) } else { None },
+            peer_responses: if peers_named { Some(array(PEER_RESPONSES)?) } else { None },
         })
     }
 
@@ -60,6 +70,8 @@ impl KernelCounters {
             requests: sum_per_cpu(&self.requests)?,
             responses: sum_per_cpu(&self.responses)?,
             stats: sum_per_cpu(&self.stats)?,
+            peer_requests: self.peer_requests.as_ref().map(sum_per_cpu).transpose()?.unwrap_or_default(),
+            peer_responses: self.peer_responses.as_ref().map(sum_per_cpu).transpose()?.unwrap_or_default(),
         })
     }
 }

@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 
 use monitor_common::maps::{TC_EGRESS_PROGRAM, TC_FOLLOW_PROGRAMS, XDP_FOLLOW_PROGRAMS, XDP_PROGRAM};
+use sipflow::peers::{PeerArg, Peers, peer_arg};
 use sipflow_tests::{
     kernel::{LoadedXdp, XDP_PASS},
     packets::*,
@@ -40,6 +41,21 @@ fn main() {
         let ns = mean.as_nanos() as f64;
         let _ = writeln!(md, "| {name} | {ns:.0} | {:.1} |", ns / pass_ns.max(1.0));
         json.push(format!(r#"{{"packet":"{name}","ns":{ns}}}"#));
+    }
+    // The same messages where 64 peers are named (`--peer`): the client's peer is
+    // looked up once per flow, and each message adds one more to its peer's row.
+    let peers: Vec<PeerArg> = (0..63)
+        .map(|i| peer_arg(&format!("p{i}=10.{i}.0.0/16,2001:db8:{i:x}::/48")))
+        .chain([peer_arg("lab=192.0.2.0/24")])
+        .collect::<Result<_, _>>()
+        .expect("64 peers");
+    let named = LoadedXdp::load_with_peers(&Peers::new(&peers).expect("64 peers"));
+    for (name, frame) in [&cases[0], &cases[1]] {
+        let (verdict, mean) = named.run_repeat(frame, repeat);
+        assert_eq!(verdict, XDP_PASS, "{name}");
+        let ns = mean.as_nanos() as f64;
+        let _ = writeln!(md, "| {name}, 64 peers named | {ns:.0} | {:.1} |", ns / pass_ns.max(1.0));
+        json.push(format!(r#"{{"packet":"{name}, 64 peers named","ns":{ns}}}"#));
     }
     // A REGISTER run a million times fills the ring buffer: heads beyond it are counted as lost.
     let _ = xdp.heads();

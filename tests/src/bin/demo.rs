@@ -75,8 +75,8 @@ fn main() {
         "sipflow_flow_failures_total",
         "sipflow_flows_would_430",
         "sipflow_430_sent_total",
-        "sipflow_responses_total{code=\"300\"}",
-        "sipflow_responses_total{code=\"430\"}",
+        "sipflow_responses_total{code=\"300\"",
+        "sipflow_responses_total{code=\"430\"",
         "sipflow_registrations",
         "sipflow_keepalive_rtt_seconds_count",
     ];

@@ -421,3 +421,29 @@ fn messages_are_counted_again_by_the_clients_peer() {
     assert!(plain.counters().peer_requests.is_empty());
     assert_eq!(plain.counters().requests.iter().sum::<u64>(), 1);
 }
+
+/// Per-peer counts survive a reload with the same peers (a restart), start
+/// afresh with other peers, and a flow met again under the new peers is
+/// counted under its new peer, not the one it was first given.
+#[test]
+fn a_reload_with_other_peers_starts_their_counts_afresh() {
+    sipflow_tests::root_or_skip!();
+    use monitor_common::counters::peer_request_index;
+    use sipflow::peers::{Peers, peer_arg};
+    let peers = |named: &[&str]| Peers::new(&named.iter().map(|t| peer_arg(t).unwrap()).collect::<Vec<_>>()).unwrap();
+    let invite = udp4_between((CLIENT_V4, CLIENT_PORT), (SERVER_V4, SIP_PORT), INVITE);
+    let invites =
+        |xdp: &LoadedXdp, peer| xdp.counters().peer_requests[peer_request_index(peer, Method::Invite) as usize];
+
+    let xdp = LoadedXdp::load_with_peers(&peers(&["lab=192.0.2.0/24"]));
+    xdp.run(&invite);
+    assert_eq!(invites(&xdp, 1), 1);
+    let xdp = xdp.reload_with_peers(&peers(&["lab=192.0.2.0/24"]));
+    xdp.run(&invite);
+    assert_eq!(invites(&xdp, 1), 2, "the same peers: counting goes on");
+    let xdp = xdp.reload_with_peers(&peers(&["pbx=192.0.2.1", "lab=192.0.2.0/24"]));
+    assert_eq!(xdp.counters().peer_requests.iter().sum::<u64>(), 0, "other peers: afresh");
+    xdp.run(&invite);
+    assert_eq!((invites(&xdp, 1), invites(&xdp, 2)), (1, 0), "the flow is the pbx's now, not lab's");
+    assert_eq!(xdp.counters().requests.iter().sum::<u64>(), 3, "the totals go on throughout");
+}

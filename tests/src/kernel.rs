@@ -64,10 +64,21 @@ impl LoadedXdp {
         Self::load_with(DEFAULT_MAX_FLOWS, false, peers)
     }
 
+    /// Loaded again over the same pins, as a restarted agent loads the
+    /// programs, this time with `peers` named.
+    pub fn reload_with_peers(self, peers: &Peers) -> Self {
+        let Self { ebpf, _pins: pins, .. } = self;
+        drop(ebpf);
+        Self::load_in(pins, DEFAULT_MAX_FLOWS, false, peers)
+    }
+
     fn load_with(max_flows: u32, ingress_only: bool, peers: &Peers) -> Self {
         crate::require_root();
+        Self::load_in(PinDir::new("test-run"), max_flows, ingress_only, peers)
+    }
+
+    fn load_in(pins: PinDir, max_flows: u32, ingress_only: bool, peers: &Peers) -> Self {
         let ports = SipPorts { plain: vec![SIP_PORT], tls: vec![SIPS_PORT], ws: vec![WS_PORT] };
-        let pins = PinDir::new("test-run");
         let mut ebpf = attach::load(&ports, max_flows, &pins.0, ingress_only, Default::default(), peers)
             .expect("the verifier accepts the program");
         let counters = KernelCounters::take_from(&mut ebpf, !peers.is_empty()).expect("counter maps");

@@ -190,7 +190,7 @@ mod tests {
     fn layouts_have_no_hidden_padding() {
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(align_of::<FlowKey>(), 2);
-        assert_eq!(size_of::<FlowState>(), 23 * 8 + 4 + 4 + 4 + 2 + 1 + 1 + 2 * 16);
+        assert_eq!(size_of::<FlowState>(), 23 * 8 + 4 + 4 + 4 + 2 + 1 + 1 + 2 * 16 + 4 + 1 + 3);
         assert_eq!(align_of::<FlowState>(), 8);
     }
 }

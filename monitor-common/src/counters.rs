@@ -246,10 +246,7 @@ pub const fn peer_request_index(peer: u8, method: Method) -> u32 {
 
 /// A peer's response counter: `None` for a code outside 100-699.
 pub const fn peer_response_index(peer: u8, code: u16) -> Option<u32> {
-    if code < MIN_STATUS_CODE || code > MAX_STATUS_CODE {
-        return None;
-    }
-    Some(peer as u32 * STATUS_CODE_SLOTS as u32 + (code - MIN_STATUS_CODE) as u32)
+    code_slot(peer as u32, code)
 }
 
 pub const fn packet_index(direction: Direction, class: PacketClass) -> u32 {
@@ -262,10 +259,15 @@ pub const fn request_index(direction: Direction, method: Method) -> u32 {
 
 /// `None` for a code outside 100-699, which the kernel never classifies as a response.
 pub const fn response_index(direction: Direction, code: u16) -> Option<u32> {
+    code_slot(direction as u32, code)
+}
+
+/// A code's slot in row `row` of a response counter array, 600 codes a row.
+const fn code_slot(row: u32, code: u16) -> Option<u32> {
     if code < MIN_STATUS_CODE || code > MAX_STATUS_CODE {
         return None;
     }
-    Some(direction as u32 * STATUS_CODE_SLOTS as u32 + (code - MIN_STATUS_CODE) as u32)
+    Some(row * STATUS_CODE_SLOTS as u32 + (code - MIN_STATUS_CODE) as u32)
 }
 
 #[cfg(test)]

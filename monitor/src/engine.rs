@@ -25,9 +25,11 @@ use tracing::{debug, info, warn};
 use crate::{
     clock::boot_time_ns,
     export::metrics::{FlowMapFill, Metrics},
-    kernel::head_events::{FlowNews, Head},
-    kernel::maps::{FlowTable, KernelCounters},
-    kernel::pins::{self, Pins},
+    kernel::{
+        head_events::{FlowNews, Head},
+        maps::{FlowTable, KernelCounters},
+        pins::{self, Pins},
+    },
     liveness::{
         registrations::FlowId,
         saved,

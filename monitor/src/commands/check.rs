@@ -10,12 +10,12 @@ use crate::{
     cli::CheckArgs,
     cli::XdpModeArg,
     failure::Failure,
-    kernel::attach,
-    kernel::btf::{self, Btf},
-    kernel::object::EBPF_OBJECT,
-    kernel::pins,
-    kernel::tls_probes,
-    kernel::xdp_hook,
+    kernel::{
+        attach,
+        btf::{self, Btf},
+        object::EBPF_OBJECT,
+        pins, tls_probes, xdp_hook,
+    },
     privileges,
 };
 

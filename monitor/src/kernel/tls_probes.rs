@@ -24,9 +24,11 @@ use tracing::{info, warn};
 
 use crate::{
     failure::Failure,
-    kernel::attach::install_followers,
-    kernel::btf::{self, Btf},
-    kernel::error::{KernelError, at, error_chain},
+    kernel::{
+        attach::install_followers,
+        btf::{self, Btf},
+        error::{KernelError, at, error_chain},
+    },
 };
 
 /// The library's name as the dynamic linker knows it: OpenSSL 3.

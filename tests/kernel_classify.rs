@@ -415,6 +415,7 @@ fn messages_are_counted_again_by_the_clients_peer() {
     assert_eq!(response(lab, 430), 0, "the server's own network does not count");
     assert_eq!(counted.peer_requests.iter().sum::<u64>(), 4, "a STUN request is no SIP request");
     assert_eq!(counted.requests.iter().sum::<u64>(), 4, "the totals are counted as before");
+    assert_eq!(counted, xdp.counters_one_by_one(), "batches read what slot-by-slot reads do");
     // Without peers nothing is counted twice, and nothing is read.
     let plain = LoadedXdp::load();
     plain.run(&udp4_between((CLIENT_V4, CLIENT_PORT), server, INVITE));

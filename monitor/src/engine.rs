@@ -316,7 +316,7 @@ impl Engine {
                 (sweep, live, flows.removed())
             };
             self.publish(i, &sweep);
-            let created = instance.counters.read().map(|s| s.stat(KernelStat::FlowsCreated));
+            let created = instance.counters.stat(KernelStat::FlowsCreated);
             if let Ok(created) = created {
                 let fill = FlowMapFill {
                     live,

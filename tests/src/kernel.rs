@@ -145,4 +145,9 @@ impl LoadedXdp {
     pub fn counters(&self) -> CounterSnapshot {
         self.counters.read().expect("read counters")
     }
+
+    /// The same, read slot by slot as aya reads them, not in batches.
+    pub fn counters_one_by_one(&self) -> CounterSnapshot {
+        self.counters.read_one_by_one().expect("read counters")
+    }
 }

@@ -1,6 +1,7 @@
 //! Reads what the kernel counted and tracked.
 
 mod batch;
+mod per_cpu_batch;
 
 use std::cell::Cell;
 
@@ -64,6 +65,26 @@ impl KernelCounters {
         })
     }
 
+    /// One of the kernel's own counts, without reading the message counters.
+    pub fn stat(&self, stat: KernelStat) -> Result<u64, MapError> {
+        Ok(self.stats.get(&(stat as u32), 0)?.iter().sum())
+    }
+
+    /// Every counter, each as [`sum_per_cpu_one_by_one`] would read it (for tests).
+    pub fn read_one_by_one(&self) -> Result<CounterSnapshot, MapError> {
+        let peer = |array: &Option<PerCpuArray<MapData, u64>>| {
+            array.as_ref().map(sum_per_cpu_one_by_one).transpose().map(Option::unwrap_or_default)
+        };
+        Ok(CounterSnapshot {
+            packets: sum_per_cpu_one_by_one(&self.packets)?,
+            requests: sum_per_cpu_one_by_one(&self.requests)?,
+            responses: sum_per_cpu_one_by_one(&self.responses)?,
+            stats: sum_per_cpu_one_by_one(&self.stats)?,
+            peer_requests: peer(&self.peer_requests)?,
+            peer_responses: peer(&self.peer_responses)?,
+        })
+    }
+
     pub fn read(&self) -> Result<CounterSnapshot, MapError> {
         Ok(CounterSnapshot {
             packets: sum_per_cpu(&self.packets)?,
@@ -76,7 +97,20 @@ impl KernelCounters {
     }
 }
 
+/// Each slot summed over the CPUs: in batches where the kernel can (5.6+),
+/// else slot by slot.
 fn sum_per_cpu(array: &PerCpuArray<MapData, u64>) -> Result<Vec<u64>, MapError> {
+    use std::os::fd::AsFd;
+    if let Ok(cpus) = aya::util::nr_cpus()
+        && let Ok(sums) = per_cpu_batch::sums(array.map().fd().as_fd(), array.len() as usize, cpus)
+    {
+        return Ok(sums);
+    }
+    array.iter().map(|values| values.map(|v| v.iter().sum())).collect()
+}
+
+/// Slot by slot, as aya reads them: what the batches are checked against.
+pub fn sum_per_cpu_one_by_one(array: &PerCpuArray<MapData, u64>) -> Result<Vec<u64>, MapError> {
     array.iter().map(|values| values.map(|v| v.iter().sum())).collect()
 }
 

@@ -57,6 +57,21 @@ fn main() {
         let _ = writeln!(md, "| {name}, 64 peers named | {ns:.0} | {:.1} |", ns / pass_ns.max(1.0));
         json.push(format!(r#"{{"packet":"{name}, 64 peers named","ns":{ns}}}"#));
     }
+    // What the agent's read of every counter costs with 64 peers (65 x 615 per-peer slots).
+    let timed = |read: &dyn Fn()| {
+        let start = std::time::Instant::now();
+        for _ in 0..10 {
+            read();
+        }
+        start.elapsed().as_secs_f64() * 100.0
+    };
+    let batched = timed(&|| drop(named.counters()));
+    let one_by_one = timed(&|| drop(named.counters_one_by_one()));
+    let _ = writeln!(
+        md,
+        "\nReading every counter with 64 peers named: {batched:.2} ms in batches, {one_by_one:.2} ms slot by slot."
+    );
+    json.push(format!(r#"{{"read_counters_64_peers_ms":{{"batched":{batched},"one_by_one":{one_by_one}}}}}"#));
     // A REGISTER run a million times fills the ring buffer: heads beyond it are counted as lost.
     let _ = xdp.heads();
     xdp.run_tc(&cases[0].1);

@@ -8,6 +8,7 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+use monitor_common::flow::FlowKey;
 
 use crate::cli::OptionError;
 
@@ -129,6 +130,25 @@ impl Peers {
             .filter(|(network, _)| network.contains(&addr))
             .max_by_key(|(network, _)| network.prefix_len())
             .map_or(0, |(_, id)| *id)
+    }
+
+    /// The number of the peer a flow's client belongs to.
+    pub fn id_of_client(&self, key: &FlowKey) -> u8 {
+        if self.is_empty() {
+            return 0;
+        }
+        let address = if key.family == 4 {
+            let [a, b, c, d, ..] = key.client_addr;
+            IpAddr::from([a, b, c, d])
+        } else {
+            IpAddr::from(key.client_addr)
+        };
+        self.id_of(address)
+    }
+
+    /// The name of the peer a flow's client belongs to.
+    pub fn of_client(&self, key: &FlowKey) -> &str {
+        self.name(self.id_of_client(key))
     }
 
     /// The name of peer number `id`; [`OTHER`] for 0 or a number not given.

@@ -112,7 +112,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     let mut tracker = Tracker::with_limits(args.timers(), args.retention, limits, args.ingress_only);
     let mut metrics = Metrics::new();
     metrics.set_peers(peers.clone());
-    tracker.peers = peers;
+    tracker.set_peers(peers);
     match saved::load(&args.state_file, boot_time_ns(), args.max_bindings, &args.ifaces) {
         Ok(saved) => {
             if !saved.bindings.is_empty() {

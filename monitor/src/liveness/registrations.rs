@@ -26,7 +26,10 @@ use hashbrown::HashTable;
 
 use monitor_common::{events::REGISTER_TRANSACTION_NS, flow::FlowKey};
 
-use crate::sip_head::{Contact, SipHead, StartLine};
+use crate::{
+    peers::Peers,
+    sip_head::{Contact, SipHead, StartLine},
+};
 
 /// Default registration lifetime when neither side states one (RFC 3261 §10.2.1.1).
 pub const DEFAULT_EXPIRES: u32 = 3600;
@@ -162,6 +165,8 @@ struct FlowEntry {
     flow_timer: u32,
     /// The binding the flow is shown with.
     shown: Option<BindingKey>,
+    /// Its client's peer (`--peer`), 0 for `other`.
+    peer: u8,
 }
 
 /// A flow's bindings, as the verdicts need them.
@@ -235,6 +240,10 @@ pub struct Registrations {
     bindings: BTreeMap<BindingKey, Stored>,
     /// How many of them are outbound (RFC 5626): the census reads it often.
     outbound: usize,
+    /// The peers bindings are counted by, and the counts: by peer number,
+    /// [plain, outbound], kept as bindings come and go, for the census.
+    peers: Peers,
+    by_peer: Vec<[usize; 2]>,
     /// Slots of `flows` by their flow: the index holds only slot numbers,
     /// hashed and compared through the entries they point at.
     flow_slots: HashTable<u32>,
@@ -250,7 +259,28 @@ pub struct Registrations {
 
 impl Registrations {
     pub fn new(limits: Limits) -> Self {
-        Self { limits, ..Self::default() }
+        Self { limits, by_peer: vec![[0; 2]], ..Self::default() }
+    }
+
+    /// Counts bindings by these peers from now on, those there already included.
+    pub fn set_peers(&mut self, peers: Peers) {
+        self.by_peer = vec![[0; 2]; peers.len() + 1];
+        for entry in &mut self.flows {
+            entry.peer = peers.id_of_client(&entry.id.key);
+        }
+        for (key, stored) in &self.bindings {
+            let peer = self.flows[stored.flow as usize].peer;
+            self.by_peer[usize::from(peer)][usize::from(key.is_outbound())] += 1;
+        }
+        self.peers = peers;
+    }
+
+    /// Bindings by peer number and whether they are outbound.
+    pub fn count_by_peer(&self) -> impl Iterator<Item = (u8, bool, usize)> + '_ {
+        self.by_peer
+            .iter()
+            .enumerate()
+            .flat_map(|(peer, counts)| [(peer as u8, false, counts[0]), (peer as u8, true, counts[1])])
     }
 
     /// Feeds one parsed head seen on `flow` at `at_ns`.
@@ -466,6 +496,9 @@ impl Registrations {
                 entry.count += 1;
                 entry.by_flow += u32::from(by_flow);
                 self.outbound += usize::from(key.is_outbound());
+                if let Some(counts) = self.by_peer.get_mut(usize::from(entry.peer)) {
+                    counts[usize::from(key.is_outbound())] += 1;
+                }
                 if entry.shown.is_none() {
                     entry.shown = Some(key);
                 }
@@ -483,7 +516,8 @@ impl Registrations {
         if let Some(slot) = self.slot_of(&flow) {
             return slot;
         }
-        let entry = FlowEntry { id: flow, count: 0, by_flow: 0, flow_timer: 0, shown: None };
+        let peer = self.peers.id_of_client(&flow.key);
+        let entry = FlowEntry { id: flow, count: 0, by_flow: 0, flow_timer: 0, shown: None, peer };
         let slot = match self.free_slots.pop() {
             Some(slot) => {
                 self.flows[slot as usize] = entry;
@@ -506,6 +540,9 @@ impl Registrations {
         let entry = &mut self.flows[stored.flow as usize];
         entry.count -= 1;
         entry.by_flow -= u32::from(stored.by_flow);
+        if let Some(counts) = self.by_peer.get_mut(usize::from(entry.peer)) {
+            counts[usize::from(key.is_outbound())] -= 1;
+        }
         if entry.count == 0 {
             let id = entry.id;
             entry.shown = None;
@@ -633,6 +670,35 @@ mod tests {
         assert_eq!((r.len(), r.outbound_count()), (6, 3));
         r.unbind(&BindingKey::outbound("sip:al@example.co", "<urn:uuid:1>", 1).unwrap());
         assert_eq!((r.len(), r.outbound_count()), (5, 2));
+    }
+
+    /// Bindings by peer are counted as they come, go and move, so that the
+    /// census need not walk them; peers named later count those already there.
+    #[test]
+    fn bindings_are_counted_by_their_flows_peer_as_they_come_and_go() {
+        let arg = |text: &str| crate::peers::peer_arg(text).unwrap();
+        let peers = Peers::new(&[arg("zero=0.0.0.0/32"), arg("ten=10.0.0.1")]).unwrap();
+        let from = |port: u16, ten: bool| {
+            let mut f = flow(port);
+            if ten {
+                f.key.client_addr[..4].copy_from_slice(&[10, 0, 0, 1]);
+            }
+            f
+        };
+        let mut r = Registrations::new(Limits::default());
+        let plain = |n: u16| BindingKey::plain("sip:a@example.com", &format!("sip:a@192.0.2.1:{n}"));
+        let (on_zero, on_ten) = (r.flow_ref(&from(1, false)), r.flow_ref(&from(2, true)));
+        r.bind(plain(1), on_zero, 100, 0, false);
+        r.set_peers(peers);
+        let counts = |r: &Registrations| r.count_by_peer().filter(|c| c.2 > 0).collect::<Vec<_>>();
+        assert_eq!(counts(&r), [(1, false, 1)], "counted when the peers were named");
+        r.bind(outbound_key(), on_ten, 100, 0, true);
+        r.bind(plain(2), on_ten, 100, 0, false);
+        assert_eq!(counts(&r), [(1, false, 1), (2, false, 1), (2, true, 1)]);
+        // The outbound binding moves to the other peer's flow; a plain one goes.
+        r.bind(outbound_key(), on_zero, 100, 0, true);
+        r.unbind(&plain(2));
+        assert_eq!(counts(&r), [(1, false, 1), (1, true, 1)]);
     }
 
     #[test]

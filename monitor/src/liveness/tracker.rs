@@ -50,7 +50,7 @@ pub struct Tracker {
     /// RST and FIN verdicts taken back: the connection carried data both ways after them.
     pub retractions: u64,
     /// The operator's names for client networks (`--peer`): a flow's peer is its client's.
-    pub peers: Peers,
+    peers: Peers,
 }
 
 #[derive(Clone, Debug)]
@@ -239,7 +239,14 @@ impl Tracker {
 
     /// The peer of a flow's client.
     pub fn peer_of(&self, key: &FlowKey) -> &str {
-        self.peers.of(socket_addr(key.family, &key.client_addr, 0).ip())
+        self.peers.of_client(key)
+    }
+
+    /// The operator's names for client networks (`--peer`), for the
+    /// verdicts, the census and the bindings' counts alike.
+    pub fn set_peers(&mut self, peers: Peers) {
+        self.registrations.set_peers(peers.clone());
+        self.peers = peers;
     }
 
     /// Feeds a message head from the kernel. Heads that don't parse are ignored.
@@ -486,10 +493,8 @@ impl Tracker {
             census.registrations.insert((true, OTHER.into()), outbound);
             census.registrations.insert((false, OTHER.into()), self.registrations.len() as i64 - outbound);
         } else {
-            // A walk of the bindings, only when peers are named: by peer they have no running count.
-            for (key, binding) in self.registrations.all() {
-                let peer = self.peer_of(&binding.flow.key).to_string();
-                *census.registrations.entry((key.is_outbound(), peer)).or_default() += 1;
+            for (peer, outbound, n) in self.registrations.count_by_peer() {
+                census.registrations.insert((outbound, self.peers.name(peer).to_string()), n as i64);
             }
         }
         census
@@ -666,7 +671,7 @@ mod tests {
     fn verdicts_430s_and_bindings_carry_the_clients_peer() {
         let mut t = tracker();
         let arg = |text: &str| crate::peers::peer_arg(text).unwrap();
-        t.peers = Peers::new(&[arg("carrier=192.0.2.0/24"), arg("pbx=192.0.2.1")]).unwrap();
+        t.set_peers(Peers::new(&[arg("carrier=192.0.2.0/24"), arg("pbx=192.0.2.1")]).unwrap());
         let pbx = key(40000, FlowTransport::Tcp);
         let mut carrier = key(40001, FlowTransport::Tcp);
         carrier.client_addr[3] = 9;

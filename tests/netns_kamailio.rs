@@ -54,6 +54,13 @@ fn kamailio_430s_were_predicted_and_counts_match_tshark() {
     ] {
         assert_eq!(outcome.flagged[aor].reason, reason, "{aor}\n{}", context());
     }
+    // Each failed flow carries its client's network: the office LAN, or the phones behind it.
+    for aor in ["carol", "dave", RESTARTED, "tom", "tara", "wendy", "wes"] {
+        assert_eq!(outcome.flagged[aor].peer, "office", "{aor}\n{}", context());
+    }
+    for aor in ["erin", "frank", ZOMBIE, "toni", TLS_ZOMBIE, WS_ZOMBIE, "wynn"] {
+        assert_eq!(outcome.flagged[aor].peer, "phones", "{aor}\n{}", context());
+    }
     for (aor, at) in edge_lab::leads_over_430(&outcome) {
         eprintln!("{aor:<5} flagged {at:.3} s before Kamailio's 430");
     }

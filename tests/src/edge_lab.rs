@@ -91,8 +91,9 @@ pub struct Flagged {
     /// As judged then, against the bindings of that moment.
     pub would_430: bool,
     pub transport: String,
-    /// The client's side of the flow.
+    /// The client's side of the flow, and its peer (`--peer`).
     pub remote: String,
+    pub peer: String,
     /// Unix time of the verdict.
     pub at: f64,
     /// Seconds from the break to the verdict.
@@ -171,7 +172,11 @@ fn run_in(tag: &str, work_dir: &std::path::Path, say: &mut dyn FnMut(String)) ->
     // The default walk (30 s): verdicts come from the kernel's events and the
     // agent's deadlines, not from walking the map.
     let (ws, wss) = (WS_PORT.to_string(), WSS_PORT.to_string());
-    lab.start_agent(SERVER_IF, &["--grace", &grace, "--ws-port", &ws, "--sips-port", "5061", "--sips-port", &wss]);
+    // The client's network and the phone network behind it, named as an
+    // operator names an office LAN and an access network.
+    let peers = ["--peer", "office=192.0.2.0/24", "--peer", "phones=198.51.100.0/24"];
+    let ports = ["--grace", &grace, "--ws-port", &ws, "--sips-port", "5061", "--sips-port", &wss];
+    lab.start_agent(SERVER_IF, &[&ports[..], &peers[..]].concat());
     say(format!("sipflow: XDP + TC egress on {server}/{SERVER_IF}; tshark captures the same interface"));
     let kamailio = Kamailio::start_with_lifetime(&server, SERVER_V4, FLOW_TIMER, TCP_LIFETIME_S);
     say(format!(
@@ -354,6 +359,7 @@ fn poll_failed(
             reason: flow["reason"].as_str().unwrap_or("?").to_string(),
             would_430: verdict["would_430"].as_bool().unwrap_or(false),
             transport: flow["transport"].as_str().unwrap_or("?").to_string(),
+            peer: flow["peer"].as_str().unwrap_or("?").to_string(),
             remote,
             at: polled_at - ago,
             after_break_s: since_break - ago,

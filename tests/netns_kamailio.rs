@@ -87,8 +87,11 @@ fn kamailio_430s_were_predicted_and_counts_match_tshark() {
     assert_ne!(heidi["state"], "failed", "{heidi}");
 
     // The same SIP, counted by sipflow in the kernel and by tshark from a capture.
-    assert_eq!(outcome.sipflow.requests, outcome.tshark.requests, "requests by method\n{}", context());
-    assert_eq!(outcome.sipflow.responses, outcome.tshark.responses, "responses by code\n{}", context());
+    // A message still on its way while the capture stops (a retransmission)
+    // is counted by sipflow after it: tshark's counts, by method and by code,
+    // lie between sipflow's just before and just after, and so equal them
+    // exactly when nothing moved meanwhile.
+    assert_eq!(edge_lab::counts_outside_capture(&outcome), Vec::<String>::new(), "{}", context());
     for code in [300, 430] {
         assert!(outcome.tshark.responses.get(&code).copied().unwrap_or(0) >= 2, "{code} in both rounds ({REDIRECT})");
     }

@@ -116,8 +116,10 @@ pub struct Outcome {
     pub answers_430: Vec<(f64, String)>,
     /// What tshark counted on the server's interface.
     pub tshark: SipCounts,
-    /// What sipflow counted there, from /metrics.
+    /// What sipflow counted there, from /metrics, after the capture stopped
+    /// and just before it did.
     pub sipflow: SipCounts,
+    pub sipflow_before_stop: SipCounts,
     /// First lines of the requests Kamailio delivered to the live UAs.
     pub delivered: BTreeMap<String, Vec<String>>,
     /// sipp's report on the two rounds of calls.
@@ -303,6 +305,10 @@ fn run_in(tag: &str, work_dir: &std::path::Path, say: &mut dyn FnMut(String)) ->
     // Late verdicts are recorded too: the test checks they came before the 430s.
     poll_failed(&server, broken_at, &mut flagged, &mut flagged_flows);
     thread::sleep(Duration::from_millis(500));
+    // sipflow's counts just before the capture stops, and (below) just after:
+    // a retransmission can cross the wire while tshark stops, so tshark's
+    // counts lie between the two, and equal both when nothing moved.
+    let (_, before_stop) = http_get(&server, "http://127.0.0.1:9560/metrics").expect("scrape /metrics");
     capture.stop();
 
     let (_, metrics) = http_get(&server, "http://127.0.0.1:9560/metrics").expect("scrape /metrics");
@@ -327,6 +333,7 @@ fn run_in(tag: &str, work_dir: &std::path::Path, say: &mut dyn FnMut(String)) ->
         answers_430: tshark::responses(&capture.path, 430),
         tshark: tshark::count_sip(&capture.path),
         sipflow: sipflow_counts(&metrics),
+        sipflow_before_stop: sipflow_counts(&before_stop),
         delivered,
         caller_ok,
         metrics,
@@ -410,4 +417,31 @@ pub fn leads_over_430(outcome: &Outcome) -> Vec<(String, f64)> {
             Some((aor.clone(), at - flagged.at))
         })
         .collect()
+}
+
+/// Where sipflow's count of a method or code leaves the bounds tshark's sets:
+/// at least what it had counted before the capture stopped, at most what it
+/// counted after. Empty when every count is within them.
+pub fn counts_outside_capture(outcome: &Outcome) -> Vec<String> {
+    fn check<K: Ord + Clone + std::fmt::Debug>(
+        what: &str,
+        before: &BTreeMap<K, u64>,
+        tshark: &BTreeMap<K, u64>,
+        after: &BTreeMap<K, u64>,
+        out: &mut Vec<String>,
+    ) {
+        let keys: BTreeSet<&K> = before.keys().chain(tshark.keys()).chain(after.keys()).collect();
+        for key in keys {
+            let get = |m: &BTreeMap<K, u64>| m.get(key).copied().unwrap_or(0);
+            let (b, t, a) = (get(before), get(tshark), get(after));
+            if !(b <= t && t <= a) {
+                out.push(format!("{what} {key:?}: sipflow {b} before the capture stopped, {a} after; tshark {t}"));
+            }
+        }
+    }
+    let (before, after) = (&outcome.sipflow_before_stop, &outcome.sipflow);
+    let mut out = Vec::new();
+    check("requests", &before.requests, &outcome.tshark.requests, &after.requests, &mut out);
+    check("responses", &before.responses, &outcome.tshark.responses, &after.responses, &mut out);
+    out
 }

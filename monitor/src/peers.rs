@@ -8,7 +8,7 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use monitor_common::flow::FlowKey;
+use monitor_common::{flow::FlowKey, maps::MAX_PEER_NETWORKS};
 
 use crate::cli::OptionError;
 
@@ -56,6 +56,8 @@ pub fn peer_arg(text: &str) -> Result<PeerArg, OptionError> {
 pub enum PeersError {
     #[error("--peer names {given} peers; at most {MAX_PEERS} can be named, so that metric labels stay bounded")]
     TooMany { given: usize },
+    #[error("--peer names {given} networks; the kernel's table holds at most {MAX_PEER_NETWORKS}")]
+    TooManyNetworks { given: usize },
     #[error("--peer gives the network {network} to both `{first}` and `{second}`; give each network to one peer")]
     Twice { network: IpNet, first: String, second: String },
 }
@@ -93,6 +95,9 @@ impl Peers {
         }
         if peers.names.len() > MAX_PEERS {
             return Err(PeersError::TooMany { given: peers.names.len() });
+        }
+        if peers.networks.len() > MAX_PEER_NETWORKS as usize {
+            return Err(PeersError::TooManyNetworks { given: peers.networks.len() });
         }
         Ok(peers)
     }
@@ -220,5 +225,8 @@ mod tests {
         let many: Vec<PeerArg> = (0..65).map(|i| peer_arg(&format!("p{i}=10.0.{i}.0/24")).unwrap()).collect();
         assert_eq!(Peers::new(&many), Err(PeersError::TooMany { given: 65 }));
         assert!(Peers::new(&many[..64]).is_ok());
+        let wide = (0..=MAX_PEER_NETWORKS).map(|i| format!("10.{}.{}.0/24", i / 256, i % 256)).collect::<Vec<_>>();
+        let wide = peer_arg(&format!("wide={}", wide.join(","))).unwrap();
+        assert_eq!(Peers::new(&[wide]), Err(PeersError::TooManyNetworks { given: 4097 }), "past the kernel's trie");
     }
 }

@@ -106,7 +106,7 @@ fn sum_per_cpu(array: &PerCpuArray<MapData, u64>) -> Result<Vec<u64>, MapError> 
     {
         return Ok(sums);
     }
-    array.iter().map(|values| values.map(|v| v.iter().sum())).collect()
+    sum_per_cpu_one_by_one(array)
 }
 
 /// Slot by slot, as aya reads them: what the batches are checked against.

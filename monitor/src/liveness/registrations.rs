@@ -275,6 +275,11 @@ impl Registrations {
         self.peers = peers;
     }
 
+    /// The peers bindings are counted by.
+    pub fn peers(&self) -> &Peers {
+        &self.peers
+    }
+
     /// Bindings by peer number and whether they are outbound.
     pub fn count_by_peer(&self) -> impl Iterator<Item = (u8, bool, usize)> + '_ {
         self.by_peer

@@ -49,8 +49,6 @@ pub struct Tracker {
     ingress_only: bool,
     /// RST and FIN verdicts taken back: the connection carried data both ways after them.
     pub retractions: u64,
-    /// The operator's names for client networks (`--peer`): a flow's peer is its client's.
-    peers: Peers,
 }
 
 #[derive(Clone, Debug)]
@@ -233,20 +231,23 @@ impl Tracker {
             quiet_before_ns: 0,
             ingress_only,
             retractions: 0,
-            peers: Peers::default(),
         }
     }
 
     /// The peer of a flow's client.
     pub fn peer_of(&self, key: &FlowKey) -> &str {
-        self.peers.of_client(key)
+        self.peers().of_client(key)
     }
 
     /// The operator's names for client networks (`--peer`), for the
-    /// verdicts, the census and the bindings' counts alike.
+    /// verdicts, the census and the bindings' counts alike: the binding
+    /// table keeps them, as it counts by them.
     pub fn set_peers(&mut self, peers: Peers) {
-        self.registrations.set_peers(peers.clone());
-        self.peers = peers;
+        self.registrations.set_peers(peers);
+    }
+
+    fn peers(&self) -> &Peers {
+        self.registrations.peers()
     }
 
     /// Feeds a message head from the kernel. Heads that don't parse are ignored.
@@ -465,7 +466,7 @@ impl Tracker {
             for state in ["alive", NO_KEEPALIVE, "failed"] {
                 census.flows.insert((transport.label(), state), 0);
             }
-            for peer in self.peers.names() {
+            for peer in self.peers().names() {
                 census.would_430.insert((transport.label(), peer.to_string()), 0);
             }
         }
@@ -483,18 +484,18 @@ impl Tracker {
                 }
             }
         }
-        for peer in self.peers.names() {
+        for peer in self.peers().names() {
             for outbound in [true, false] {
                 census.registrations.insert((outbound, peer.to_string()), 0);
             }
         }
-        if self.peers.is_empty() {
+        if self.peers().is_empty() {
             let outbound = self.registrations.outbound_count() as i64;
             census.registrations.insert((true, OTHER.into()), outbound);
             census.registrations.insert((false, OTHER.into()), self.registrations.len() as i64 - outbound);
         } else {
             for (peer, outbound, n) in self.registrations.count_by_peer() {
-                census.registrations.insert((outbound, self.peers.name(peer).to_string()), n as i64);
+                census.registrations.insert((outbound, self.peers().name(peer).to_string()), n as i64);
             }
         }
         census

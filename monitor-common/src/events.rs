@@ -1,7 +1,7 @@
 //! What the kernel sends the agent through the `EVENTS` ring buffer: the head
-//! of every REGISTER, of every final response on a flow within a REGISTER
-//! transaction's lifetime, and
-//! of every 3xx and 430. Everything else stays counters and timestamps.
+//! of every SIP request but ACK and of every response, which the agent pairs
+//! into registrations and transactions. Everything else stays counters and
+//! timestamps.
 
 use crate::flow::FlowKey;
 
@@ -29,7 +29,10 @@ pub struct HeadEvent {
     /// A WebSocket client's masking key (RFC 6455 §5.3): `head` is as on the
     /// wire, and byte i unmasks with key byte i mod 4. Zeroes for all else.
     pub mask: [u8; 4],
-    pub _reserved: [u8; 4],
+    /// 1 when the TCP segment that carried it had been seen before: a
+    /// request sent again, counted as a retransmission and not paired again.
+    pub retransmission: u8,
+    pub _reserved: [u8; 3],
     pub head: [u8; HEAD_MAX],
 }
 
@@ -81,7 +84,7 @@ mod tests {
 
     #[test]
     fn layout() {
-        assert_eq!(core::mem::size_of::<HeadEvent>(), 40 + 8 + 4 + 2 + 1 + 1 + 4 + 4 + HEAD_MAX);
+        assert_eq!(core::mem::size_of::<HeadEvent>(), 40 + 8 + 4 + 2 + 1 + 1 + 4 + 1 + 3 + HEAD_MAX);
         assert_eq!(core::mem::align_of::<HeadEvent>(), 8);
         assert_eq!(core::mem::size_of::<FlowEvent>(), 40 + 8 + 8);
     }

@@ -1,5 +1,5 @@
-//! Heads of the messages the agent parses (REGISTER, its response, 3xx, 430),
-//! sent through the `EVENTS` ring buffer. A full buffer drops the head and counts it.
+//! Heads of the messages the agent parses (every request but ACK, every
+//! response), sent through the `EVENTS` ring buffer. A full buffer drops the head and counts it.
 
 use aya_ebpf::bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 use monitor_common::{
@@ -36,8 +36,10 @@ pub fn send_flow_event(key: &FlowKey, kind: FlowEventKind, now: u64) {
     entry.submit(wakeup as u64);
 }
 
+/// Sends the head of the message at the scratch's offset. `retransmission`:
+/// the TCP segment that holds it was seen before (see `flow::judge_segment`).
 #[inline(always)]
-pub fn send_head(frame: &impl Frame, scratch: &Scratch, direction: Direction, now: u64) {
+pub fn send_head(frame: &impl Frame, scratch: &Scratch, direction: Direction, now: u64, retransmission: bool) {
     // SAFETY: plain reads of the scratch slot (volatile: see `Scratch`).
     let offset = unsafe { core::ptr::read_volatile(&scratch.payload_offset) } as usize;
     let payload_len = unsafe { core::ptr::read_volatile(&scratch.payload_len) } as usize;
@@ -60,7 +62,8 @@ pub fn send_head(frame: &impl Frame, scratch: &Scratch, direction: Direction, no
     event.direction = direction as u8;
     event.from_client = scratch.from_client;
     event.mask = scratch.ws_mask;
-    event._reserved = [0; 4];
+    event.retransmission = retransmission as u8;
+    event._reserved = [0; 3];
     entry.submit(0);
     bump_stat(KernelStat::EventsSent);
 }

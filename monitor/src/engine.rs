@@ -35,6 +35,8 @@ use crate::{
         saved,
         tracker::{Sweep, Tracker},
     },
+    sip_head,
+    transactions::{Kpi, Transactions},
 };
 
 /// One attached interface's maps.
@@ -214,11 +216,13 @@ pub struct Engine {
     deadlines: Deadlines,
     /// How often every flow map is walked to reconcile (--sweep-interval).
     reconcile_every: Duration,
+    /// Requests waiting for their answers, on every interface.
+    transactions: Transactions,
 }
 
 impl Engine {
     pub fn new(state: Arc<AgentState>, inputs: Receiver<Input>, reconcile_every: Duration) -> Self {
-        Self { state, inputs, deadlines: Deadlines::default(), reconcile_every }
+        Self { state, inputs, deadlines: Deadlines::default(), reconcile_every, transactions: Transactions::default() }
     }
 
     /// Runs until every input's sender is gone (the agent stops).
@@ -231,10 +235,12 @@ impl Engine {
             }
             self.look_at_due();
             let until_reconcile = next_reconcile.saturating_duration_since(Instant::now());
-            let until_deadline = self
-                .deadlines
-                .next()
-                .map_or(until_reconcile, |at| Duration::from_nanos(at.saturating_sub(boot_time_ns())));
+            let next_due = match (self.deadlines.next(), self.transactions.next_due()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let until_deadline =
+                next_due.map_or(until_reconcile, |at| Duration::from_nanos(at.saturating_sub(boot_time_ns())));
             match self.inputs.recv_timeout(until_reconcile.min(until_deadline)) {
                 Ok(input) => {
                     self.take(input);
@@ -254,10 +260,21 @@ impl Engine {
         match input {
             Input::Heads(i, heads) => {
                 let iface = self.state.instances[i].iface.clone();
+                let mut kpis = Vec::new();
                 let moved: Vec<FlowId> = {
                     let mut tracker = self.state.tracker.lock().expect("tracker lock");
-                    heads.iter().flat_map(|head| tracker.on_head(&iface, head)).collect()
+                    let mut moved = Vec::new();
+                    for head in &heads {
+                        let Ok(parsed) = sip_head::parse(&head.bytes) else {
+                            continue;
+                        };
+                        let peer = tracker.registrations.peers().id_of_client(&head.key);
+                        kpis.extend(self.transactions.on_head(i, head, &parsed, peer));
+                        moved.extend(tracker.on_parsed_head(&iface, head, &parsed));
+                    }
+                    moved
                 };
+                self.record_transactions(&kpis);
                 // A binding that moved fails its old flow now, against the bindings as they are.
                 for old in moved {
                     self.look(i, old.key);
@@ -273,7 +290,17 @@ impl Engine {
         }
     }
 
+    /// Counts what the heads told about transactions.
+    fn record_transactions(&self, kpis: &[Kpi]) {
+        let untracked = self.transactions.untracked;
+        self.state.metrics.lock().expect("metrics lock").record_transactions(kpis, untracked);
+    }
+
     fn look_at_due(&mut self) {
+        let timed_out = self.transactions.expire(boot_time_ns());
+        if !timed_out.is_empty() {
+            self.record_transactions(&timed_out);
+        }
         let due = self.deadlines.take_due(boot_time_ns());
         if due.is_empty() {
             return;

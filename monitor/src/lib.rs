@@ -7,6 +7,8 @@
 //! - [`peers`]: the operator's names for the networks clients come from.
 //! - [`liveness`]: the RFC 5626 model: flows, bindings, verdicts; [`engine`]
 //!   drives it on kernel events and deadlines.
+//! - [`transactions`]: requests paired with their answers: transaction
+//!   times, retransmissions, call outcomes.
 //! - [`export`]: Prometheus metrics and the flow API over HTTP.
 //! - [`commands`]: `sipflow run`, `flows`, `check` and `detach`, from the
 //!   command line ([`cli`], [`config`]); [`failure`] turns every way of
@@ -24,3 +26,4 @@ pub mod liveness;
 pub mod peers;
 pub mod privileges;
 pub mod sip_head;
+pub mod transactions;

@@ -14,6 +14,7 @@ use prometheus::{
 };
 
 use crate::{
+    export::transaction_metrics::TransactionMetrics,
     kernel::maps::CounterSnapshot,
     liveness::{
         registrations::Refused,
@@ -21,6 +22,7 @@ use crate::{
         verdict::Reason,
     },
     peers::{OTHER, Peers},
+    transactions::Kpi,
 };
 
 pub struct Metrics {
@@ -53,6 +55,7 @@ pub struct Metrics {
     deadlines: prometheus::IntGauge,
     verdict_delay: HistogramVec,
     program_attached: IntGaugeVec,
+    transactions: TransactionMetrics,
     /// The last snapshot seen per interface.
     last: HashMap<String, CounterSnapshot>,
     /// Evictions already exported, per interface.
@@ -266,8 +269,10 @@ impl Metrics {
         for collector in [&build_info, &map_entries, &map_capacity, &flows, &would_430, &registrations] {
             registry.register(Box::new(collector.clone())).expect("unique metric");
         }
+        let transactions = TransactionMetrics::new(&registry);
         Self {
             registry,
+            transactions,
             packets,
             requests,
             responses,
@@ -314,7 +319,15 @@ impl Metrics {
                 self.failures.with_label_values(&[reason.label(), peer]).inc_by(0);
             }
         }
+        self.transactions.start_series(&peers);
         self.peers = peers;
+    }
+
+    /// Counts what paired requests and answers told (see `transactions`), and
+    /// the requests left unpaired so far.
+    pub fn record_transactions(&mut self, kpis: &[Kpi], untracked: u64) {
+        self.transactions.record(kpis, &self.peers);
+        self.transactions.record_untracked(untracked);
     }
 
     /// Whether `program` (`xdp` or `tc_egress`) is attached to `iface`.

@@ -1,5 +1,5 @@
-//! Drains the kernel's ring buffers: `EVENTS`, the heads of REGISTERs, their
-//! responses, 3xx and 430, each with its flow and time; and `FLOW_EVENTS`,
+//! Drains the kernel's ring buffers: `EVENTS`, the heads of every request but
+//! ACK and of every response, each with its flow and time; and `FLOW_EVENTS`,
 //! the flows whose verdict may change now (a close accepted, a wait begun).
 
 use aya::{
@@ -30,6 +30,8 @@ pub struct Head {
     pub bytes: Vec<u8>,
     /// The message ran past what was copied.
     pub cut: bool,
+    /// Its TCP segment had been seen before: a request sent again.
+    pub retransmission: bool,
 }
 
 impl Head {
@@ -45,6 +47,7 @@ impl Head {
             // A WebSocket client's frame is masked on the wire; all else has a key of zeroes.
             bytes: event.head[..len].iter().enumerate().map(|(i, b)| b ^ event.mask[i % 4]).collect(),
             cut: event.payload_len as usize > len,
+            retransmission: event.retransmission != 0,
         })
     }
 }

@@ -256,12 +256,17 @@ impl Tracker {
         let Ok(parsed) = sip_head::parse(&head.bytes) else {
             return Vec::new();
         };
+        self.on_parsed_head(iface, head, &parsed)
+    }
+
+    /// The same, with the head parsed already.
+    pub fn on_parsed_head(&mut self, iface: &str, head: &Head, parsed: &sip_head::SipHead) -> Vec<FlowId> {
         let flow = FlowId { iface: iface.to_string(), key: head.key };
         if parsed.status_code() == Some(430) {
             // The host's own answers leave on egress; off a tap they arrive from its side.
             let sent = if self.ingress_only { !head.from_client } else { head.direction == Direction::Egress };
             if sent {
-                self.grade_430(&parsed, head.timestamp_ns);
+                self.grade_430(parsed, head.timestamp_ns);
             } else {
                 self.grades.received += 1;
             }
@@ -272,7 +277,7 @@ impl Tracker {
         if !from_its_side {
             return Vec::new();
         }
-        let changes = self.registrations.on_head(&flow, &parsed, head.timestamp_ns);
+        let changes = self.registrations.on_head(&flow, parsed, head.timestamp_ns);
         self.note(changes, head.timestamp_ns)
     }
 
@@ -606,6 +611,7 @@ mod tests {
             from_client: !text.starts_with("SIP/2.0 "),
             bytes: text.as_bytes().to_vec(),
             cut: false,
+            retransmission: false,
         }
     }
 

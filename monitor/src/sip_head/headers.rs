@@ -15,6 +15,11 @@ pub(crate) fn record(head: &mut SipHead, header: &Header) {
     let is = |name: &str| header.name.eq_ignore_ascii_case(name);
     if is("Call-ID") {
         set_once(&mut head.call_id, call_id(value));
+    } else if is("Via") {
+        if !head.via_seen {
+            head.via_seen = true;
+            head.top_via_branch = top_via_branch(value);
+        }
     } else if is("CSeq") {
         set_once(&mut head.cseq, cseq(value));
     } else if is("To") {
@@ -51,6 +56,15 @@ fn set_once<T>(slot: &mut Option<T>, value: Option<T>) {
 fn call_id(value: &str) -> Option<String> {
     let ok = !value.is_empty() && value.bytes().all(|b| b > 0x20 && b != 0x7f);
     ok.then(|| value.to_string())
+}
+
+/// The branch of the first via-parm (RFC 3261 §20.42): `sent-protocol LWS
+/// sent-by *( SEMI via-params )`; its parameters must parse.
+fn top_via_branch(value: &str) -> Option<String> {
+    let first = *split_commas(value).first()?;
+    let params = parse_params(&first[first.find(';')?..])?;
+    let branch = params.into_iter().find(|p| p.name.eq_ignore_ascii_case("branch"))?.value?;
+    (!branch.is_empty()).then_some(branch)
 }
 
 /// `CSeq = 1*DIGIT LWS Method` (RFC 3261 §20.16).
@@ -99,6 +113,22 @@ mod tests {
         assert_eq!(cseq("1"), None);
         assert_eq!(cseq("1 REGISTER x"), None);
         assert_eq!(cseq("4294967296 REGISTER"), None);
+    }
+
+    #[test]
+    fn top_via_branches() {
+        let b = |v: &str| top_via_branch(v);
+        assert_eq!(b("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK776asdhds;rport"), Some("z9hG4bK776asdhds".into()));
+        assert_eq!(b("SIP/2.0/TCP [2001:db8::1]:5060 ; rport ; BRANCH = z9hG4bK1"), Some("z9hG4bK1".into()));
+        assert_eq!(
+            b("SIP/2.0/UDP a.example;branch=z9hG4bKa, SIP/2.0/UDP b.example;branch=z9hG4bKb"),
+            Some("z9hG4bKa".into()),
+            "the first via-parm is the top Via"
+        );
+        assert_eq!(b("SIP/2.0/UDP a.example;received=192.0.2.9"), None);
+        assert_eq!(b("SIP/2.0/UDP a.example"), None);
+        assert_eq!(b("SIP/2.0/UDP a.example;branch="), None);
+        assert_eq!(b("SIP/2.0/UDP a.example;branch=x y"), None);
     }
 
     #[test]

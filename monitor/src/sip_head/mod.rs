@@ -1,6 +1,7 @@
 //! The head of a SIP message, as the kernel hands it to the agent: the first
-//! 1024 bytes or fewer of every REGISTER, every response to REGISTER, and
-//! every 3xx and 430 response. [`parse`] reads what the flow table needs
+//! 1024 bytes or fewer of every request but ACK and of every response.
+//! [`parse`] reads what pairs a response with its request (Call-ID, `CSeq`,
+//! the top Via's branch, RFC 3261 §17.1.3) and what the flow table needs
 //! from it: who registered (To, RFC 3261 §10.2), over which contacts with
 //! which RFC 5626 identity (`+sip.instance` and `reg-id`, §4.1, §4.2; the
 //! `ob` URI parameter, §2.1, §5.3.2), for how long (Expires, RFC 3261
@@ -53,6 +54,11 @@ pub struct SipHead {
     pub start: StartLine,
     /// Call-ID (`i`), as written.
     pub call_id: Option<String>,
+    /// The branch parameter of the top Via (`v`), the first value of the
+    /// first Via header (RFC 3261 §8.1.1.7, §17.1.3), as written.
+    pub top_via_branch: Option<String>,
+    /// A Via header was read: only the first names the top Via.
+    pub via_seen: bool,
     pub cseq: Option<CSeq>,
     /// The To URI (`t`), as written: no display name, angle brackets or
     /// header parameters (the URI's own parameters stay).
@@ -89,6 +95,8 @@ pub fn parse(head: &[u8]) -> Result<SipHead, HeadError> {
     let mut parsed = SipHead {
         start: start_line::parse(split.start)?,
         call_id: None,
+        top_via_branch: None,
+        via_seen: false,
         cseq: None,
         to_aor: None,
         contacts: Vec::new(),

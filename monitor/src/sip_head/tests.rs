@@ -135,6 +135,8 @@ fn rfc5626_outbound_register() {
         SipHead {
             start: StartLine::Request { method: "REGISTER".into(), uri: "sip:example.com".into() },
             call_id: Some("16CB75F21C70".into()),
+            top_via_branch: Some("z9hG4bKnashds7".into()),
+            via_seen: true,
             cseq: Some(CSeq { number: 1, method: "REGISTER".into() }),
             to_aor: Some("sip:bob@example.com".into()),
             contacts: vec![Contact {

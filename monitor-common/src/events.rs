@@ -1,7 +1,8 @@
 //! What the kernel sends the agent through the `EVENTS` ring buffer: the head
-//! of every SIP request but ACK and of every response, which the agent pairs
-//! into registrations and transactions. Everything else stays counters and
-//! timestamps.
+//! of every REGISTER, of every final response on a flow within a REGISTER
+//! transaction's lifetime, and of every 3xx and 430; with `--transactions`,
+//! of every request but ACK and every response, which the agent pairs into
+//! transactions. Everything else stays counters and timestamps.
 
 use crate::flow::FlowKey;
 

@@ -18,6 +18,10 @@ pub const FOLLOW_TC: &str = "FOLLOW_TC";
 /// The kernel's global `u8`, 1 when only ingress is seen (`--ingress-only`).
 pub const INGRESS_ONLY: &str = "INGRESS_ONLY";
 
+/// The kernel's global `u8`, 1 when every SIP message's head goes to the
+/// agent for the transaction KPIs (`--transactions`).
+pub const TRANSACTIONS: &str = "TRANSACTIONS";
+
 /// An XDP program that only passes: the benchmark's yardstick.
 pub const PASS_PROGRAM: &str = "sipflow_pass";
 

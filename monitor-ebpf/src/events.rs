@@ -1,5 +1,5 @@
-//! Heads of the messages the agent parses (every request but ACK, every
-//! response), sent through the `EVENTS` ring buffer. A full buffer drops the head and counts it.
+//! Heads of the messages the agent parses (REGISTER, its response, 3xx, 430;
+//! with `--transactions` every request but ACK and every response), sent through the `EVENTS` ring buffer. A full buffer drops the head and counts it.
 
 use aya_ebpf::bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 use monitor_common::{
@@ -10,6 +10,21 @@ use monitor_common::{
 use monitor_ebpf::frame::Frame;
 
 use crate::maps::{EVENTS, FLOW_EVENTS, Scratch, bump_stat};
+
+/// Set by the agent at load time (`--transactions`): 1 when the head of every
+/// request but ACK and of every response goes up, for the transaction KPIs. A
+/// head delivered costs about what the rest of the packet's path does
+/// (BENCHMARKS.md §8), so only the heads registrations need go up by default.
+#[unsafe(no_mangle)]
+static TRANSACTIONS: u8 = 0;
+
+/// Whether every SIP message's head goes up (`TRANSACTIONS`).
+#[inline(always)]
+pub fn every_head() -> bool {
+    // SAFETY: a read of a constant the loader may have rewritten; volatile so
+    // that the compiler does not fold in the default.
+    unsafe { core::ptr::read_volatile(&TRANSACTIONS) != 0 }
+}
 
 /// Tells the agent to look at the flow. Sent when a close is accepted or a
 /// wait begins, never per packet. A close wakes the agent at once: its verdict

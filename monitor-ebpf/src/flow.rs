@@ -4,7 +4,7 @@
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::generated::bpf_ktime_get_boot_ns};
 use monitor_common::{
     counters::{Direction, KernelStat, Method},
-    events::FlowEventKind,
+    events::{FlowEventKind, REGISTER_TRANSACTION_NS},
     flow::{FlowKey, FlowState, FlowTransport},
     ports::PortKind,
     tcp_sequence::{self, Close, SegmentHead},
@@ -144,6 +144,7 @@ pub fn update(frame: &impl Frame, scratch: &mut Scratch, payload: Payload, direc
         // A request sent again: a retransmission the agent counts by method and peer.
         if let Payload::Request(method) = payload
             && method != Method::Ack
+            && events::every_head()
         {
             events::send_head(frame, scratch, direction, now, true);
         }
@@ -229,9 +230,9 @@ fn record(
             }
             if method == Method::Register {
                 state.last_register_ns = now;
-            }
-            // An ACK opens no transaction (RFC 3261 §17.1.1.3): nothing to pair.
-            if method != Method::Ack {
+                events::send_head(frame, scratch, direction, now, false);
+            } else if method != Method::Ack && events::every_head() {
+                // An ACK opens no transaction (RFC 3261 §17.1.1.3): nothing to pair.
                 events::send_head(frame, scratch, direction, now, false);
             }
         }
@@ -241,9 +242,16 @@ fn record(
             if from_client {
                 state.last_client_activity_ns = now;
             }
-            // Every response: the agent pairs it with its request (branch, CSeq),
-            // for registrations, transaction times and call outcomes.
-            events::send_head(frame, scratch, direction, now, false);
+            // Any final response within a REGISTER transaction's lifetime may answer
+            // it, however many are in flight: the agent pairs them by CSeq. The
+            // difference is signed: with REGISTERs pipelined, another CPU may stamp
+            // the next one a moment after this response took its time.
+            let answers_register = code >= 200
+                && state.last_register_ns != 0
+                && (now.wrapping_sub(state.last_register_ns) as i64) <= REGISTER_TRANSACTION_NS as i64;
+            if answers_register || (300..400).contains(&code) || code == 430 || events::every_head() {
+                events::send_head(frame, scratch, direction, now, false);
+            }
         }
         // RFC 5626 §4.4.1: the client pings, the server pongs.
         Payload::Ping if from_client => {

@@ -128,6 +128,15 @@ pub struct RunArgs {
     #[arg(long = "peer", value_name = "NAME=CIDR", value_parser = crate::peers::peer_arg)]
     pub peers: Vec<crate::peers::PeerArg>,
 
+    /// Pair every request with its answer, for sipflow_transaction_seconds,
+    /// sipflow_retransmissions_total and sipflow_invites_total: the kernel
+    /// then hands the agent the head of every SIP message, not only those
+    /// registrations need, which costs about as much per message again
+    /// (BENCHMARKS.md §8). Times need both directions (not with --ingress-only
+    /// on a host's own interface).
+    #[arg(long)]
+    pub transactions: bool,
+
     /// Read no TLS plaintext: TLS flows are then tracked at the TCP level only,
     /// with no binding and no would_430.
     #[arg(long, conflicts_with = "tls_libs")]

@@ -216,13 +216,15 @@ pub struct Engine {
     deadlines: Deadlines,
     /// How often every flow map is walked to reconcile (--sweep-interval).
     reconcile_every: Duration,
-    /// Requests waiting for their answers, on every interface.
-    transactions: Transactions,
+    /// Requests waiting for their answers, on every interface (`--transactions`;
+    /// without it the kernel sends only the heads registrations need).
+    transactions: Option<Transactions>,
 }
 
 impl Engine {
-    pub fn new(state: Arc<AgentState>, inputs: Receiver<Input>, reconcile_every: Duration) -> Self {
-        Self { state, inputs, deadlines: Deadlines::default(), reconcile_every, transactions: Transactions::default() }
+    pub fn new(state: Arc<AgentState>, inputs: Receiver<Input>, reconcile_every: Duration, transactions: bool) -> Self {
+        let transactions = transactions.then(Transactions::default);
+        Self { state, inputs, deadlines: Deadlines::default(), reconcile_every, transactions }
     }
 
     /// Runs until every input's sender is gone (the agent stops).
@@ -235,7 +237,7 @@ impl Engine {
             }
             self.look_at_due();
             let until_reconcile = next_reconcile.saturating_duration_since(Instant::now());
-            let next_due = match (self.deadlines.next(), self.transactions.next_due()) {
+            let next_due = match (self.deadlines.next(), self.transactions.as_ref().and_then(Transactions::next_due)) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
@@ -268,8 +270,10 @@ impl Engine {
                         let Ok(parsed) = sip_head::parse(&head.bytes) else {
                             continue;
                         };
-                        let peer = tracker.registrations.peers().id_of_client(&head.key);
-                        kpis.extend(self.transactions.on_head(i, head, &parsed, peer));
+                        if let Some(transactions) = &mut self.transactions {
+                            let peer = tracker.registrations.peers().id_of_client(&head.key);
+                            kpis.extend(transactions.on_head(i, head, &parsed, peer));
+                        }
                         moved.extend(tracker.on_parsed_head(&iface, head, &parsed));
                     }
                     moved
@@ -292,12 +296,15 @@ impl Engine {
 
     /// Counts what the heads told about transactions.
     fn record_transactions(&self, kpis: &[Kpi]) {
-        let untracked = self.transactions.untracked;
+        let Some(transactions) = &self.transactions else {
+            return;
+        };
+        let untracked = transactions.untracked;
         self.state.metrics.lock().expect("metrics lock").record_transactions(kpis, untracked);
     }
 
     fn look_at_due(&mut self) {
-        let timed_out = self.transactions.expire(boot_time_ns());
+        let timed_out = self.transactions.as_mut().map(|t| t.expire(boot_time_ns())).unwrap_or_default();
         if !timed_out.is_empty() {
             self.record_transactions(&timed_out);
         }

@@ -69,17 +69,23 @@ impl LoadedXdp {
     pub fn reload_with_peers(self, peers: &Peers) -> Self {
         let Self { ebpf, _pins: pins, .. } = self;
         drop(ebpf);
-        Self::load_in(pins, DEFAULT_MAX_FLOWS, false, peers)
+        Self::load_in(pins, DEFAULT_MAX_FLOWS, (false, false), peers)
+    }
+
+    /// The same, handing the agent every SIP message's head (`--transactions`).
+    pub fn load_with_transactions() -> Self {
+        crate::require_root();
+        Self::load_in(PinDir::new("test-run"), DEFAULT_MAX_FLOWS, (false, true), &Peers::default())
     }
 
     fn load_with(max_flows: u32, ingress_only: bool, peers: &Peers) -> Self {
         crate::require_root();
-        Self::load_in(PinDir::new("test-run"), max_flows, ingress_only, peers)
+        Self::load_in(PinDir::new("test-run"), max_flows, (ingress_only, false), peers)
     }
 
-    fn load_in(pins: PinDir, max_flows: u32, ingress_only: bool, peers: &Peers) -> Self {
+    fn load_in(pins: PinDir, max_flows: u32, watching: (bool, bool), peers: &Peers) -> Self {
         let ports = SipPorts { plain: vec![SIP_PORT], tls: vec![SIPS_PORT], ws: vec![WS_PORT] };
-        let mut ebpf = attach::load(&ports, max_flows, &pins.0, ingress_only, Default::default(), peers)
+        let mut ebpf = attach::load(&ports, max_flows, &pins.0, watching, Default::default(), peers)
             .expect("the verifier accepts the program");
         let counters = KernelCounters::take_from(&mut ebpf, !peers.is_empty()).expect("counter maps");
         let flows = FlowTable::take_from(&mut ebpf).expect("flow map");

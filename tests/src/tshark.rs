@@ -162,3 +162,59 @@ pub fn responses(capture: &Path, code: u16) -> Vec<(f64, String)> {
         .filter_map(|row| Some((row.first()?.parse().ok()?, row.get(1)?.split(',').next()?.to_string())))
         .collect()
 }
+
+/// One UDP SIP message of a capture, as tshark's transaction tracking sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transacted {
+    pub frame: u64,
+    pub source: String,
+    pub destination: String,
+    /// The request's method, or the response's status code.
+    pub method: Option<String>,
+    pub code: Option<u16>,
+    /// The `CSeq` method.
+    pub cseq_method: String,
+    /// tshark took it for a resend of an earlier frame (same Call-ID, `CSeq`
+    /// and direction; tshark does not compare branches).
+    pub resend: bool,
+    /// The frame tshark took it for a resend of.
+    pub resend_of: Option<u64>,
+    /// The top Via's branch.
+    pub branch: String,
+    /// On a response: milliseconds since its request (tshark's sip.response-time).
+    pub response_ms: Option<u64>,
+}
+
+/// Every UDP SIP message of a capture with its transaction fields.
+pub fn transacted(capture: &Path) -> Vec<Transacted> {
+    let names = [
+        "ip.src",
+        "ip.dst",
+        "sip.Method",
+        "sip.Status-Code",
+        "sip.CSeq.method",
+        "sip.resend",
+        "sip.response-time",
+        "frame.number",
+        "sip.resend-original",
+        "sip.Via.branch",
+    ];
+    fields(capture, &format!("{SIP_FILTER} && udp"), &names)
+        .into_iter()
+        .map(|row| {
+            let text = |i: usize| row.get(i).filter(|v| !v.is_empty()).cloned();
+            Transacted {
+                source: text(0).unwrap_or_default(),
+                destination: text(1).unwrap_or_default(),
+                method: text(2),
+                code: text(3).and_then(|c| c.parse().ok()),
+                cseq_method: text(4).unwrap_or_default(),
+                resend: text(5).is_some_and(|r| r == "1" || r == "True"),
+                response_ms: text(6).and_then(|ms| ms.parse().ok()),
+                frame: text(7).and_then(|n| n.parse().ok()).unwrap_or_default(),
+                resend_of: text(8).and_then(|n| n.parse().ok()),
+                branch: text(9).and_then(|b| b.split(',').next().map(str::to_string)).unwrap_or_default(),
+            }
+        })
+        .collect()
+}

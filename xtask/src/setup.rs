@@ -26,7 +26,7 @@ const TOOLCHAIN_PACKAGES: &[&str] =
     &["rustc-web", "cargo-web", "rust-web-src", "llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev"];
 /// What the tests and the demo run: namespaces, real SIP peers (baresip-core: the
 /// baresip UA and its modules, no GUI), a reference counter; promtool (in
-/// `prometheus`) checks the alert rules.
+/// `prometheus`) checks the alert rules; nftables makes a lossy link.
 const LAB_PACKAGES: &[&str] = &[
     "iproute2",
     "util-linux",
@@ -41,6 +41,8 @@ const LAB_PACKAGES: &[&str] = &[
     // The lab's TLS: certificates for Kamailio, and the UAs' OpenSSL (the openssl crate links it).
     "openssl",
     "libssl-dev",
+    // nft: the lab's lossy link (this kernel has no netem; nftables drops at random instead).
+    "nftables",
     "pkg-config",
     "prometheus",
 ];

@@ -86,6 +86,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         pin_root: &args.pin_dir,
         replace: args.replace,
         ingress_only: args.ingress_only,
+        transactions: args.transactions,
         tls: tls.as_ref(),
     };
     for iface in &args.ifaces {
@@ -166,7 +167,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         });
     }
     drop(inputs);
-    let engine = Engine::new(state.clone(), engine_inputs, args.sweep_interval);
+    let engine = Engine::new(state.clone(), engine_inputs, args.sweep_interval, args.transactions);
     let engine_state = state.clone();
     let engine_stopped = stopped_tx.clone();
     let engine_thread = std::thread::Builder::new()

@@ -19,7 +19,7 @@ use monitor_common::{
     counters::{Method, STATUS_CODE_SLOTS},
     maps::{
         FLOWS, FOLLOW_TC, FOLLOW_XDP, INGRESS_ONLY, MAX_SIP_PORTS, PEER_REQUESTS, PEER_RESPONSES, PEER_SET, PEER_TABLE,
-        PEERS, PORTS, SIP_PORTS, TC_EGRESS_PROGRAM, TC_FOLLOW_PROGRAMS, XDP_FOLLOW_PROGRAMS, XDP_PROGRAM,
+        PEERS, PORTS, SIP_PORTS, TC_EGRESS_PROGRAM, TC_FOLLOW_PROGRAMS, TRANSACTIONS, XDP_FOLLOW_PROGRAMS, XDP_PROGRAM,
     },
     ports::PortKind,
     tls::{SOCK_OFFSETS, SockOffsets},
@@ -68,6 +68,8 @@ pub struct AttachOptions<'a> {
     pub replace: bool,
     /// Only ingress is seen (`--ingress-only`): which end is the server where both are on SIP ports.
     pub ingress_only: bool,
+    /// Every SIP message's head goes to the agent, for the transaction KPIs (`--transactions`).
+    pub transactions: bool,
     /// Read SIP inside TLS, from these libraries (`None`: TLS flows at the TCP level only).
     pub tls: Option<&'a TlsPlan>,
 }
@@ -100,13 +102,14 @@ pub fn ifindex(iface: &str) -> Option<u32> {
 }
 
 /// Loads the kernel programs (not yet attached) with the SIP ports configured
-/// and the flow map sized to `max_flows`, told whether only ingress is seen. The maps are pinned in `pin_dir`,
+/// and the flow map sized to `max_flows`, told whether only ingress is seen
+/// and whether every SIP message's head goes up. The maps are pinned in `pin_dir`,
 /// or taken over from there when an earlier agent pinned them.
 pub fn load(
     ports: &SipPorts,
     max_flows: u32,
     pin_dir: &Path,
-    ingress_only: bool,
+    (ingress_only, transactions): (bool, bool),
     sock_offsets: SockOffsets,
     peers: &Peers,
 ) -> Result<Ebpf, KernelError> {
@@ -114,12 +117,14 @@ pub fn load(
         return Err(KernelError::NoKernelObject);
     }
     let ingress_only = u8::from(ingress_only);
+    let transactions = u8::from(transactions);
     let table = peers.table_id();
     forget_other_peer_counts(pin_dir, table);
     // Sized for the peers named and `other`: one peer's worth when none is named.
     let named = peers.len() as u32 + 1;
     let mut ebpf = EbpfLoader::new()
         .override_global(INGRESS_ONLY, &ingress_only, true)
+        .override_global(TRANSACTIONS, &transactions, true)
         .override_global(SOCK_OFFSETS, &sock_offsets, true)
         .override_global(PEER_TABLE, &table, true)
         .override_global(aya_log::LEVEL, &crate::kernel::log::level(), false)
@@ -199,8 +204,9 @@ pub fn attach(iface: &str, options: &AttachOptions) -> Result<(Attached, KernelC
         warn!(iface, pins = %old.display(), "removed the pins of another sipflow version; its flows are forgotten");
     }
     let offsets = options.tls.map(|plan| plan.offsets).unwrap_or_default();
-    let mut ebpf = load(options.ports, options.max_flows, &pins.dir, options.ingress_only, offsets, options.peers)
-        .map_err(load_failure)?;
+    let watching = (options.ingress_only, options.transactions);
+    let mut ebpf =
+        load(options.ports, options.max_flows, &pins.dir, watching, offsets, options.peers).map_err(load_failure)?;
     let flow_capacity = flow_capacity(&ebpf).unwrap_or(options.max_flows);
     if flow_capacity != options.max_flows {
         warn!(

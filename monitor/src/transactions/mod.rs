@@ -158,6 +158,14 @@ impl Transactions {
         if !transaction.unreliable {
             // No resend is to come over a reliable transport (§17.1.1.2).
             self.open.remove(&id);
+        } else {
+            // A resend comes at the latest at Timer B or F after the first sending;
+            // the minutes a call may have rung are over.
+            let until = (transaction.opened_ns + TIMER_B_NS).max(at);
+            if until != transaction.until_ns {
+                transaction.until_ns = until;
+                self.due.push(Reverse((until, id)));
+            }
         }
         kpis
     }

@@ -166,6 +166,14 @@ fn answered_transactions_are_forgotten_over_tcp_at_once_and_over_udp_at_timer_b(
     assert_eq!(t.len(), 1);
     assert!(t.expire(S + TIMER_B_NS).is_empty(), "answered: no outcome at expiry");
     assert!(t.is_empty());
+
+    // An INVITE that rang for a minute before its answer is not kept for Timer C.
+    take(&mut t, &head(udp(), S, true, &request("INVITE", "i", 1, "z9hG4bK2")));
+    take(&mut t, &head(udp(), 2 * S, false, &response(180, "INVITE", "i", 1, "z9hG4bK2")));
+    take(&mut t, &head(udp(), 61 * S, false, &response(200, "INVITE", "i", 1, "z9hG4bK2")));
+    assert_eq!(t.len(), 1);
+    assert!(t.expire(61 * S).is_empty());
+    assert!(t.is_empty(), "forgotten once answered and past Timer B");
 }
 
 #[test]

@@ -274,7 +274,10 @@ impl Engine {
                             let peer = tracker.registrations.peers().id_of_client(&head.key);
                             kpis.extend(transactions.on_head(i, head, &parsed, peer));
                         }
-                        moved.extend(tracker.on_parsed_head(&iface, head, &parsed));
+                        // A request sent again binds nothing new.
+                        if !head.retransmission {
+                            moved.extend(tracker.on_parsed_head(&iface, head, &parsed));
+                        }
                     }
                     moved
                 };

@@ -64,6 +64,8 @@ struct Transaction {
     peer: u8,
     opened_ns: u64,
     answered: bool,
+    /// A provisional answer came (other than 100): the INVITE waits for Timer C.
+    rang: bool,
     /// When it is forgotten: an unanswered INVITE then timed out.
     until_ns: u64,
     /// Over UDP an answered request is kept until its sender would stop
@@ -126,8 +128,15 @@ impl Transactions {
         }
         let at = head.timestamp_ns;
         let unreliable = head.key.transport == FlowTransport::Udp as u8;
-        let transaction =
-            Transaction { method, peer, opened_ns: at, answered: false, until_ns: at + TIMER_B_NS, unreliable };
+        let transaction = Transaction {
+            method,
+            peer,
+            opened_ns: at,
+            answered: false,
+            rang: false,
+            until_ns: at + TIMER_B_NS,
+            unreliable,
+        };
         self.open.insert(id, transaction);
         self.due.push(Reverse((transaction.until_ns, id)));
         Vec::new()
@@ -141,8 +150,10 @@ impl Transactions {
             return Vec::new();
         }
         if code < 200 {
-            // Something rang: the INVITE's client stops Timer B (§17.1.1.2).
-            if transaction.method == Method::Invite && code > 100 {
+            // Something rang: the INVITE's client stops Timer B (§17.1.1.2). Only
+            // the first does this, so that a flood of 1xx cannot grow the queue.
+            if transaction.method == Method::Invite && code > 100 && !transaction.rang {
+                transaction.rang = true;
                 transaction.until_ns = transaction.until_ns.max(at + RINGING_NS);
                 self.due.push(Reverse((transaction.until_ns, id)));
             }

@@ -149,6 +149,8 @@ fn an_invite_unanswered_times_out_at_timer_b_or_after_ringing_at_timer_c() {
     assert!(t.expire(S + TIMER_B_NS - 1).is_empty());
     assert_eq!(t.expire(S + TIMER_B_NS), vec![Kpi::Invite { outcome: InviteOutcome::TimedOut, peer: 1 }]);
     assert_eq!(t.len(), 1, "the ringing INVITE waits on");
+    // Further 1xx do not push the end out again (nor queue more).
+    take(&mut t, &head(udp(), 3 * S, false, &response(183, "INVITE", "ringing", 1, "z9hG4bK2")));
     assert!(t.expire(2 * S + RINGING_NS - 1).is_empty());
     assert_eq!(t.expire(2 * S + RINGING_NS), vec![Kpi::Invite { outcome: InviteOutcome::TimedOut, peer: 1 }]);
     assert!(t.is_empty());

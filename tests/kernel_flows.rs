@@ -33,25 +33,16 @@ fn only_flow(xdp: &LoadedXdp) -> (FlowKey, FlowState) {
     flows[0]
 }
 
-fn run_all(xdp: &LoadedXdp, frames: &[Vec<u8>]) {
-    for frame in frames {
-        assert_eq!(xdp.run(frame), XDP_PASS);
-    }
-}
-
 #[test]
 fn register_over_tcp_is_one_flow_and_two_heads() {
     sipflow_tests::root_or_skip!();
     let mut xdp = LoadedXdp::load();
     let syn = Flags { syn: true, ..Flags::default() };
-    run_all(
-        &xdp,
-        &[
-            tcp4(CLIENT_PORT, SIP_PORT, syn, b""),
-            tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), REGISTER),
-            tcp4_from_server(SIP_PORT, CLIENT_PORT, Flags::default(), REGISTER_OK),
-        ],
-    );
+    xdp.run_all(&[
+        tcp4(CLIENT_PORT, SIP_PORT, syn, b""),
+        tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), REGISTER),
+        tcp4_from_server(SIP_PORT, CLIENT_PORT, Flags::default(), REGISTER_OK),
+    ]);
     let (k, state) = only_flow(&xdp);
     assert_eq!(k, key(FlowTransport::Tcp));
     assert_eq!((state.packets_from_client, state.packets_from_server), (2, 1));
@@ -75,13 +66,10 @@ fn register_over_tcp_is_one_flow_and_two_heads() {
 fn udp_both_directions_share_one_entry() {
     sipflow_tests::root_or_skip!();
     let xdp = LoadedXdp::load();
-    run_all(
-        &xdp,
-        &[
-            udp4_between((CLIENT_V4, CLIENT_PORT), (SERVER_V4, SIP_PORT), INVITE),
-            udp4_between((SERVER_V4, SIP_PORT), (CLIENT_V4, CLIENT_PORT), RINGING),
-        ],
-    );
+    xdp.run_all(&[
+        udp4_between((CLIENT_V4, CLIENT_PORT), (SERVER_V4, SIP_PORT), INVITE),
+        udp4_between((SERVER_V4, SIP_PORT), (CLIENT_V4, CLIENT_PORT), RINGING),
+    ]);
     let (k, state) = only_flow(&xdp);
     assert_eq!(k, key(FlowTransport::Udp));
     assert_eq!((state.packets_from_client, state.packets_from_server), (1, 1));
@@ -92,22 +80,22 @@ fn udp_both_directions_share_one_entry() {
 fn pings_pongs_and_stun_keep_their_times() {
     sipflow_tests::root_or_skip!();
     let xdp = LoadedXdp::load();
-    run_all(&xdp, &[tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), b"\r\n\r\n")]);
+    xdp.run_all(&[tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), b"\r\n\r\n")]);
     let (_, state) = only_flow(&xdp);
     assert_ne!(state.unanswered_ping_ns, 0, "a ping waits for its pong");
     assert_eq!(state.last_client_activity_ns, state.last_ping_ns);
-    run_all(&xdp, &[tcp4_from_server(SIP_PORT, CLIENT_PORT, Flags::default(), b"\r\n")]);
+    xdp.run_all(&[tcp4_from_server(SIP_PORT, CLIENT_PORT, Flags::default(), b"\r\n")]);
     let (_, state) = only_flow(&xdp);
     assert_eq!(state.unanswered_ping_ns, 0, "answered");
     assert!(state.last_pong_ns >= state.last_ping_ns);
 
     let xdp = LoadedXdp::load();
     let request = udp4_between((CLIENT_V4, CLIENT_PORT), (SERVER_V4, SIP_PORT), &stun(0x0001));
-    run_all(&xdp, &[request.clone(), request]);
+    xdp.run_all(&[request.clone(), request]);
     let (_, state) = only_flow(&xdp);
     assert_eq!(state.stun_unanswered, 2, "a request and its retransmission");
     assert_ne!(state.unanswered_stun_ns, 0);
-    run_all(&xdp, &[udp4_between((SERVER_V4, SIP_PORT), (CLIENT_V4, CLIENT_PORT), &stun(0x0111))]);
+    xdp.run_all(&[udp4_between((SERVER_V4, SIP_PORT), (CLIENT_V4, CLIENT_PORT), &stun(0x0111))]);
     let (_, state) = only_flow(&xdp);
     assert_eq!((state.stun_unanswered, state.unanswered_stun_ns), (0, 0));
     assert_ne!(state.last_stun_error_ns, 0);
@@ -118,10 +106,7 @@ fn heads_of_3xx_and_430_but_not_of_other_responses() {
     sipflow_tests::root_or_skip!();
     let mut xdp = LoadedXdp::load();
     let from_server = |m: &[u8]| udp4_between((SERVER_V4, SIP_PORT), (CLIENT_V4, CLIENT_PORT), m);
-    run_all(
-        &xdp,
-        &[from_server(RINGING), from_server(MULTIPLE_CHOICES), from_server(FLOW_FAILED), from_server(RINGING)],
-    );
+    xdp.run_all(&[from_server(RINGING), from_server(MULTIPLE_CHOICES), from_server(FLOW_FAILED), from_server(RINGING)]);
     let heads: Vec<Vec<u8>> = xdp.heads().into_iter().map(|h| h.bytes).collect();
     assert_eq!(heads, vec![MULTIPLE_CHOICES.to_vec(), FLOW_FAILED.to_vec()]);
 }
@@ -135,7 +120,7 @@ fn a_long_register_is_cut_at_the_head_limit() {
         register.extend_from_slice(b"X-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
     }
     register.extend_from_slice(b"\r\n");
-    run_all(&xdp, &[tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), &register)]);
+    xdp.run_all(&[tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), &register)]);
     let heads = xdp.heads();
     assert_eq!(heads.len(), 1);
     assert_eq!(heads[0].bytes, &register[..1024]);
@@ -177,15 +162,15 @@ fn every_final_response_after_pipelined_registers_reaches_the_agent() {
     let to_server = |m: &[u8]| udp4_between((CLIENT_V4, CLIENT_PORT), (SERVER_V4, SIP_PORT), m);
     let from_server = |m: &[u8]| udp4_between((SERVER_V4, SIP_PORT), (CLIENT_V4, CLIENT_PORT), m);
     // Five REGISTERs in flight on one flow (an SBC, a NAT shared by phones), then their answers.
-    run_all(&xdp, &vec![to_server(REGISTER); 5]);
-    run_all(&xdp, &vec![from_server(REGISTER_OK); 5]);
+    xdp.run_all(&vec![to_server(REGISTER); 5]);
+    xdp.run_all(&vec![from_server(REGISTER_OK); 5]);
     let heads = xdp.heads();
     let answers = heads.iter().filter(|h| h.bytes == REGISTER_OK).count();
     assert_eq!(answers, 5, "one flag per flow let only the first answer through");
 
     // A final response on a flow that never carried a REGISTER stays a counter.
     let xdp = LoadedXdp::load();
-    run_all(&xdp, &[udp4_between((SERVER_V4, SIP_PORT), (CLIENT_V4, CLIENT_PORT + 1), REGISTER_OK)]);
+    xdp.run_all(&[udp4_between((SERVER_V4, SIP_PORT), (CLIENT_V4, CLIENT_PORT + 1), REGISTER_OK)]);
     assert_eq!(xdp.counters().stat(KernelStat::EventsSent), 0);
 }
 
@@ -249,25 +234,19 @@ fn sip_over_websocket_frames() {
     let mask = Some([0xa1, 0xb2, 0xc3, 0xd4]);
     let upgrade = b"GET / HTTP/1.1\r\nHost: proxy\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Protocol: sip\r\n\r\n";
     let switching = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
-    run_all(
-        &xdp,
-        &[
-            tcp4(CLIENT_PORT, WS_PORT, Flags::default(), upgrade),
-            tcp4_from_server(WS_PORT, CLIENT_PORT, Flags::default(), switching),
-        ],
-    );
+    xdp.run_all(&[
+        tcp4(CLIENT_PORT, WS_PORT, Flags::default(), upgrade),
+        tcp4_from_server(WS_PORT, CLIENT_PORT, Flags::default(), switching),
+    ]);
     let requests_before: u64 = xdp.counters().requests.iter().sum();
     assert_eq!(requests_before, 0, "the HTTP upgrade is not SIP");
 
-    run_all(
-        &xdp,
-        &[
-            tcp4(CLIENT_PORT, WS_PORT, Flags::default(), &ws_frame(1, REGISTER, mask)),
-            tcp4_from_server(WS_PORT, CLIENT_PORT, Flags::default(), &ws_frame(1, REGISTER_OK, None)),
-            tcp4(CLIENT_PORT, WS_PORT, Flags::default(), &ws_frame(9, b"", mask)),
-            tcp4_from_server(WS_PORT, CLIENT_PORT, Flags::default(), &ws_frame(10, b"", None)),
-        ],
-    );
+    xdp.run_all(&[
+        tcp4(CLIENT_PORT, WS_PORT, Flags::default(), &ws_frame(1, REGISTER, mask)),
+        tcp4_from_server(WS_PORT, CLIENT_PORT, Flags::default(), &ws_frame(1, REGISTER_OK, None)),
+        tcp4(CLIENT_PORT, WS_PORT, Flags::default(), &ws_frame(9, b"", mask)),
+        tcp4_from_server(WS_PORT, CLIENT_PORT, Flags::default(), &ws_frame(10, b"", None)),
+    ]);
     let counters = xdp.counters();
     let register = request_index(Direction::Ingress, Method::Register) as usize;
     assert_eq!(counters.requests[register], 1);
@@ -286,14 +265,11 @@ fn sip_over_websocket_frames() {
 
     // Masked with another key, the same bytes are still this REGISTER; a text
     // frame whose payload is not SIP counts nothing.
-    run_all(
-        &xdp,
-        &[
-            tcp4(CLIENT_PORT, WS_PORT, Flags::default(), &ws_frame(1, REGISTER, Some([9, 8, 7, 6]))),
-            tcp4(CLIENT_PORT, WS_PORT, Flags::default(), &ws_frame(1, b"hello, not SIP", mask)),
-            tcp4(CLIENT_PORT, WS_PORT, Flags::default(), &[0xc1, 0x05, 1, 2, 3, 4, 5]),
-        ],
-    );
+    xdp.run_all(&[
+        tcp4(CLIENT_PORT, WS_PORT, Flags::default(), &ws_frame(1, REGISTER, Some([9, 8, 7, 6]))),
+        tcp4(CLIENT_PORT, WS_PORT, Flags::default(), &ws_frame(1, b"hello, not SIP", mask)),
+        tcp4(CLIENT_PORT, WS_PORT, Flags::default(), &[0xc1, 0x05, 1, 2, 3, 4, 5]),
+    ]);
     assert_eq!(xdp.counters().requests[register], 2);
     assert_eq!(xdp.counters().requests.iter().sum::<u64>(), 2);
 }

@@ -9,12 +9,6 @@ use sipflow_tests::{
     packets::*,
 };
 
-fn run_all(xdp: &LoadedXdp, frames: &[Vec<u8>]) {
-    for frame in frames {
-        assert_eq!(xdp.run(frame), XDP_PASS);
-    }
-}
-
 #[test]
 fn every_request_but_ack_and_every_response_goes_up() {
     sipflow_tests::root_or_skip!();
@@ -30,7 +24,7 @@ fn every_request_but_ack_and_every_response_goes_up() {
         from_server(RINGING),
     ];
     let mut xdp = LoadedXdp::load_with_transactions();
-    run_all(&xdp, &frames);
+    xdp.run_all(&frames);
     let heads: Vec<Vec<u8>> = xdp.heads().into_iter().map(|h| h.bytes).collect();
     let expected = [INVITE, RINGING, MULTIPLE_CHOICES, FLOW_FAILED, RINGING].map(<[u8]>::to_vec);
     assert_eq!(heads, expected, "the ACK pairs with nothing and stays a counter");
@@ -38,7 +32,7 @@ fn every_request_but_ack_and_every_response_goes_up() {
 
     // The same packets without it: only what registrations and 430 grading read.
     let mut xdp = LoadedXdp::load();
-    run_all(&xdp, &frames);
+    xdp.run_all(&frames);
     let heads: Vec<Vec<u8>> = xdp.heads().into_iter().map(|h| h.bytes).collect();
     assert_eq!(heads, [MULTIPLE_CHOICES, FLOW_FAILED].map(<[u8]>::to_vec));
 }
@@ -49,7 +43,7 @@ fn a_request_in_a_repeated_segment_goes_up_marked_as_sent_again() {
     let mut xdp = LoadedXdp::load_with_transactions();
     let register =
         tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), b"REGISTER sip:a SIP/2.0\r\nContent-Length: 0\r\n\r\n");
-    run_all(&xdp, &[register.clone(), register.clone(), register.clone()]);
+    xdp.run_all(&[register.clone(), register.clone(), register.clone()]);
     let marks: Vec<bool> = xdp.heads().iter().map(|h| h.retransmission).collect();
     assert_eq!(marks, vec![false, true, true], "once to pair, then twice as resends");
     assert_eq!(xdp.counters().requests[request_index(Direction::Ingress, Method::Register) as usize], 1);
@@ -57,13 +51,13 @@ fn a_request_in_a_repeated_segment_goes_up_marked_as_sent_again() {
     // A response sent again is no request sent again: only its first copy goes up.
     let answer =
         tcp4_from_server(SIP_PORT, CLIENT_PORT, Flags::default(), b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n");
-    run_all(&xdp, &[answer.clone(), answer]);
+    xdp.run_all(&[answer.clone(), answer]);
     let heads: Vec<(bool, bool)> = xdp.heads().iter().map(|h| (h.from_client, h.retransmission)).collect();
     assert_eq!(heads, vec![(false, false)]);
 
     // Without --transactions a repeated REGISTER is not sent again at all.
     let mut xdp = LoadedXdp::load();
-    run_all(&xdp, &[register.clone(), register]);
+    xdp.run_all(&[register.clone(), register]);
     assert_eq!(xdp.heads().len(), 1);
 }
 

@@ -113,6 +113,13 @@ impl LoadedXdp {
         self.run_repeat(frame, 1).0
     }
 
+    /// Runs the program on each frame in turn; every one must pass.
+    pub fn run_all(&self, frames: &[Vec<u8>]) {
+        for frame in frames {
+            assert_eq!(self.run(frame), XDP_PASS);
+        }
+    }
+
     /// Runs `repeat` times; returns the verdict and the kernel's mean time per run.
     pub fn run_repeat(&self, frame: &[u8], repeat: u32) -> (u32, std::time::Duration) {
         run_program(self.program(), frame, repeat)

@@ -5,14 +5,21 @@
 //! own OpenSSL, a TLS client in the same process, is probed too and must not
 //! be counted; with --no-tls-plaintext nothing inside TLS is read.
 
-use std::{net::TcpListener, thread, time::Duration, time::Instant};
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
 
 use sipflow_tests::{
+    memory_tls::MemoryTls,
     netns::{Lab, SERVER_IF, SERVER_V4, http_get, metric, sipflow_bin},
-    peers::TcpServer,
+    peers::{TcpServer, ok_for, outbound_register, response_to},
     scratch_dir::ScratchDir,
-    tls::self_signed,
-    ua::{OutboundUa, Transport},
+    tls::{acceptor, self_signed},
+    ua::{OutboundUa, Transport, tls_connect},
 };
 
 const FLOW_TIMER: u32 = 3;
@@ -100,4 +107,102 @@ fn a_named_library_that_cannot_be_probed_fails_plainly() {
     assert!(last.starts_with("sipflow: cannot read SIP inside TLS: /etc/hostname"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(!Lab::link_show(&lab.server, SERVER_IF).contains("xdp"), "XDP left attached");
+}
+
+/// A server that reads every ready connection before it decrypts any (one
+/// thread, TLS decrypted from memory): which connection a plaintext came from
+/// cannot be told from the thread's socket reads. Taking the last one read
+/// would put alice's ping on bob's flow, where it waits for a pong that never
+/// comes: bob's flow would fail pong_timeout and warrant 430, a false alarm.
+/// Those reads go into no flow and are counted as socket_unknown; the same
+/// server reading one connection at a time is read as before.
+#[test]
+fn tls_reads_of_two_connections_before_either_is_decrypted_go_into_no_flow() {
+    sipflow_tests::root_or_skip!();
+    let mut lab = Lab::new("tlsI");
+    let dir = ScratchDir::new("sipflow-netns-tls-interleaved");
+    lab.start_agent(SERVER_IF, &["--pong-timeout", "2s"]);
+    let (cert, key) = self_signed(dir.path());
+    let acceptor = acceptor(&cert, &key);
+    let listener = Lab::in_namespace(&lab.server, || TcpListener::bind((SERVER_V4, 5061)).expect("bind 5061"));
+    let proxy = listener.local_addr().unwrap();
+    let (sent, both_sent) = mpsc::channel::<()>();
+    let (done, stop) = mpsc::channel::<()>();
+    let server = thread::spawn(move || {
+        let mut connections = Vec::new();
+        // One connection at a time: each REGISTER read and answered before the next is accepted.
+        for _ in 0..2 {
+            let mut tls = MemoryTls::accept(&acceptor, listener.accept().expect("accept").0);
+            let register = tls.next_message();
+            tls.send(&ok_for(&register, 120));
+            connections.push(tls);
+        }
+        both_sent.recv_timeout(Duration::from_secs(5)).expect("both clients sent");
+        thread::sleep(Duration::from_millis(300));
+        // Both sockets read, then both decrypted.
+        let [alice, bob] = &mut connections[..] else { unreachable!() };
+        alice.receive();
+        bob.receive();
+        let ping = alice.decrypt();
+        let options = bob.decrypt();
+        assert_eq!(ping, b"\r\n\r\n");
+        alice.send(b"\r\n");
+        bob.send(&response_to(&options, "200 OK"));
+        let _ = stop.recv_timeout(Duration::from_secs(30));
+    });
+
+    let connect = |user: &str| {
+        let stream = Lab::in_namespace(&lab.client, || TcpStream::connect_timeout(&proxy, Duration::from_secs(3)))
+            .expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let local = stream.local_addr().unwrap();
+        let mut tls = tls_connect(stream);
+        tls.write_all(&outbound_register(user, "TLS", local, user, &format!("{user}-reg"))).unwrap();
+        let mut buf = [0u8; 4096];
+        let n = tls.read(&mut buf).expect("the 200");
+        assert!(buf[..n].starts_with(b"SIP/2.0 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+        tls
+    };
+    let mut alice = connect("alice");
+    let mut bob = connect("bob");
+    thread::sleep(Duration::from_millis(300));
+    // Read one connection at a time, each REGISTER and 200 landed on its own flow.
+    let flows = tls_flows(&lab.server);
+    let aor_of =
+        |port: u16| flows.iter().find(|f| f["remote"].as_str().is_some_and(|c| c.ends_with(&format!(":{port}"))));
+    for (tls, user) in [(&alice, "alice"), (&bob, "bob")] {
+        let port = tls.get_ref().local_addr().unwrap().port();
+        let flow = aor_of(port).unwrap_or_else(|| panic!("{user}'s flow in /flows: {flows:?}"));
+        assert_eq!(flow["aor"], format!("sip:{user}@example.com"), "{flow}");
+    }
+
+    alice.write_all(b"\r\n\r\n").unwrap();
+    bob.write_all(
+        b"OPTIONS sip:proxy SIP/2.0\r\nVia: SIP/2.0/TLS 192.0.2.1;branch=z9hG4bK-o1\r\n\
+        From: <sip:bob@example.com>;tag=o\r\nTo: <sip:proxy>\r\nCall-ID: o1\r\nCSeq: 1 OPTIONS\r\n\
+        Content-Length: 0\r\n\r\n",
+    )
+    .unwrap();
+    sent.send(()).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = alice.read(&mut buf).expect("the pong");
+    assert_eq!(&buf[..n], b"\r\n");
+    let n = bob.read(&mut buf).expect("the 200");
+    assert!(buf[..n].starts_with(b"SIP/2.0 200"));
+
+    // Past the pong timeout (2 s): no flow failed.
+    thread::sleep(Duration::from_secs(3));
+    let flows = tls_flows(&lab.server);
+    assert!(flows.iter().all(|f| f["state"] != "failed"), "{flows:?}");
+    let (_, metrics) = http_get(&lab.server, "http://127.0.0.1:9560/metrics").expect("scrape");
+    let unknown = metric(&metrics, "sipflow_tls_calls_total", &[("result", "socket_unknown")]).unwrap_or(0.0);
+    assert_eq!(unknown, 2.0, "the ping and the OPTIONS, read into no flow\n{metrics}");
+    let _ = done.send(());
+    server.join().expect("the server thread");
+}
+
+fn tls_flows(server: &str) -> Vec<serde_json::Value> {
+    let (_, body) = http_get(server, "http://127.0.0.1:9560/flows").expect("/flows");
+    let flows: Vec<serde_json::Value> = serde_json::from_str(&body).expect("JSON");
+    flows.into_iter().filter(|f| f["transport"] == "tls").collect()
 }

@@ -207,7 +207,8 @@ pub enum KernelStat {
     TlsCalls = 10,
     /// ... whose flow this interface has not seen (another interface's, or loopback).
     TlsFlowUnseen = 11,
-    /// SSL writes never followed by a write to a SIPS socket in the same thread.
+    /// SSL writes never followed by a write to a SIPS socket in the same thread,
+    /// and reads from memory after the thread read two SIPS sockets.
     TlsSocketUnknown = 12,
 }
 

@@ -170,10 +170,24 @@ pub struct SslCall {
 #[map]
 pub static SSL_CALLS: LruHashMap<u64, SslCall> = LruHashMap::with_max_entries(TLS_THREADS, 0);
 
-/// The SIPS-port socket each thread last read from: the flow of its next
+/// The SIPS-port socket a thread last read from: the flow of its next
 /// SSL_read when the library decrypts from memory (Kamailio, Python's asyncio).
+#[repr(C)]
+#[derive(Copy, Clone)]
+pub struct LastRecv {
+    pub key: FlowKey,
+    /// No SSL_read since this read: its bytes may still wait to be decrypted.
+    pub unread: u8,
+    /// The thread read another SIPS socket while one's bytes were unread (a
+    /// server that reads every ready connection before it decrypts any): which
+    /// connection its next plaintext comes from cannot be told, and a guess
+    /// would put one client's ping or REGISTER on another's flow.
+    pub ambiguous: u8,
+    pub _reserved: [u8; 6],
+}
+
 #[map]
-pub static LAST_RECV: LruHashMap<u64, FlowKey> = LruHashMap::with_max_entries(TLS_THREADS, 0);
+pub static LAST_RECV: LruHashMap<u64, LastRecv> = LruHashMap::with_max_entries(TLS_THREADS, 0);
 
 /// Working memory for reading one SSL call's plaintext, per thread: a probe
 /// may be preempted, so a per-CPU slot could be another thread's meanwhile.

@@ -14,7 +14,9 @@
 //! memory (Kamailio's tls module, Python's asyncio) read the socket just
 //! before SSL_read and write it just after SSL_write, in the same thread:
 //! their read is the thread's last SIPS-socket read, and their write waits for
-//! the thread's next socket write, which must be at least as long. Only
+//! the thread's next socket write, which must be at least as long. A thread
+//! that read two SIPS sockets before it decrypted either is not guessed at:
+//! those reads are counted as `socket_unknown` and read into no flow. Only
 //! sockets whose local port is a SIPS port count: the host as the TLS server,
 //! so a client on the same host (one of whose flows crosses a monitored
 //! interface) is never counted twice.
@@ -34,7 +36,7 @@ use monitor_ebpf::frame::MAX_PAYLOAD;
 use crate::{
     flow,
     follow::{self, Next},
-    maps::{LAST_RECV, SSL_CALLS, SslCall, TLS_SCRATCH, TLS_SCRATCH_TEMPLATE, TlsScratch, bump_stat},
+    maps::{LAST_RECV, LastRecv, SSL_CALLS, SslCall, TLS_SCRATCH, TLS_SCRATCH_TEMPLATE, TlsScratch, bump_stat},
     observe::classify_plaintext,
     sock,
     tally::count_message,
@@ -124,14 +126,20 @@ pub fn ssl_return(ctx: &RetProbeContext) -> bool {
     let key = if call.keyed == KEYED {
         call.key
     } else {
-        match LAST_RECV.get_ptr(&thread) {
-            // SAFETY: this thread's entry; only this thread writes it.
-            Some(key) => unsafe { *key },
-            None => {
-                let _ = SSL_CALLS.remove(&thread);
-                return false;
-            }
+        let Some(last) = LAST_RECV.get_ptr_mut(&thread) else {
+            let _ = SSL_CALLS.remove(&thread);
+            return false;
+        };
+        // SAFETY: this thread's entry; only this thread writes it.
+        let last = unsafe { &mut *last };
+        last.unread = 0;
+        if last.ambiguous != 0 {
+            // Read from memory after reads of two SIPS sockets: whose, is not known.
+            bump_stat(KernelStat::TlsSocketUnknown);
+            let _ = SSL_CALLS.remove(&thread);
+            return false;
         }
+        last.key
     };
     let _ = SSL_CALLS.remove(&thread);
     prepare(thread, &key, buffer, len, Direction::Ingress)
@@ -157,7 +165,12 @@ pub fn sock_recv(ctx: &RawTracePointContext) {
         }
     }
     if on_sips {
-        let _ = LAST_RECV.insert(&thread, &key, 0);
+        // SAFETY: this thread's entry; only this thread writes it.
+        let ambiguous = LAST_RECV
+            .get_ptr(&thread)
+            .is_some_and(|last| unsafe { (*last).unread != 0 && ((*last).key != key || (*last).ambiguous != 0) });
+        let last = LastRecv { key, unread: 1, ambiguous: ambiguous as u8, _reserved: [0; 6] };
+        let _ = LAST_RECV.insert(&thread, &last, 0);
     } else if LAST_RECV.get_ptr(&thread).is_some() {
         // Another socket: the thread's next SSL_read is not on the SIPS one it read before.
         let _ = LAST_RECV.remove(&thread);

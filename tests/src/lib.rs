@@ -8,6 +8,7 @@ pub mod interrupt;
 pub mod kamailio;
 pub mod kernel;
 pub mod many_clients;
+pub mod memory_tls;
 pub mod netns;
 pub mod packets;
 pub mod peers;

@@ -13,8 +13,6 @@ use std::{
     time::Duration,
 };
 
-use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod};
-
 /// An outbound REGISTER (RFC 5626 §4.2): reg-id, +sip.instance, ;ob, Supported: outbound.
 pub fn outbound_register(user: &str, transport: &str, local: SocketAddr, instance: &str, call_id: &str) -> Vec<u8> {
     format!(
@@ -59,10 +57,7 @@ impl TcpServer {
     /// The same over TLS (OpenSSL reading its socket itself: SSL_read_ex and
     /// SSL_write_ex, the socket calls inside them), with `cert` and `key`.
     pub fn start_tls(listener: TcpListener, flow_timer: u32, cert: &Path, key: &Path) -> Self {
-        let mut acceptor = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).expect("TLS context");
-        acceptor.set_private_key_file(key, SslFiletype::PEM).expect("TLS key");
-        acceptor.set_certificate_chain_file(cert).expect("TLS certificate");
-        let acceptor = acceptor.build();
+        let acceptor = crate::tls::acceptor(cert, key);
         Self::accepting(listener, move |stream, running| {
             stream.set_read_timeout(Some(Duration::from_secs(3))).ok();
             if let Ok(tls) = acceptor.accept(stream) {

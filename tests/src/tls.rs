@@ -20,3 +20,12 @@ pub fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
     assert!(made.success(), "openssl could not make a certificate");
     (cert, key)
 }
+
+/// A server's TLS context with the lab's certificate, as `self_signed` made it.
+pub fn acceptor(cert: &Path, key: &Path) -> openssl::ssl::SslAcceptor {
+    use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod};
+    let mut acceptor = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).expect("TLS context");
+    acceptor.set_private_key_file(key, SslFiletype::PEM).expect("TLS key");
+    acceptor.set_certificate_chain_file(cert).expect("TLS certificate");
+    acceptor.build()
+}

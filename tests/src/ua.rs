@@ -63,7 +63,7 @@ pub fn set_tls_key_log(path: &Path) {
 }
 
 /// A TLS client as a phone would be: the proxy's self-signed certificate is not checked.
-fn tls_connect(stream: TcpStream) -> SslStream<TcpStream> {
+pub fn tls_connect(stream: TcpStream) -> SslStream<TcpStream> {
     let mut connector = SslConnector::builder(SslMethod::tls_client()).expect("TLS context");
     connector.set_verify(SslVerifyMode::NONE);
     if let Some(path) = KEY_LOG.lock().unwrap().clone() {

@@ -185,7 +185,8 @@ impl Metrics {
             "sipflow_tls_calls_total",
             "SSL reads and writes on a SIPS port's sockets, by what became of their plaintext: read into the \
              flow's state (result=read); on a flow this interface has not seen (flow_unseen); or a write \
-             whose socket never showed in its thread (socket_unknown).",
+             whose socket never showed in its thread, or a read after its thread read two SIPS sockets \
+             (socket_unknown).",
             &["iface", "result"],
         );
         let retracted = IntCounter::new(

@@ -1,11 +1,12 @@
 //! Heads of the messages the agent parses (REGISTER, its response, 3xx, 430;
 //! with `--transactions` every request but ACK and every response), sent through the `EVENTS` ring buffer. A full buffer drops the head and counts it.
 
-use aya_ebpf::bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
+use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 use monitor_common::{
     counters::{Direction, KernelStat},
     events::{FlowEvent, FlowEventKind, HEAD_MAX, HeadEvent},
     flow::FlowKey,
+    maps::EVENTS_BYTES,
 };
 use monitor_ebpf::frame::Frame;
 
@@ -51,10 +52,25 @@ pub fn send_flow_event(key: &FlowKey, kind: FlowEventKind, now: u64) {
     entry.submit(wakeup as u64);
 }
 
-/// Sends the head of the message at the scratch's offset. `retransmission`:
-/// the TCP segment that holds it was seen before (see `flow::judge_segment`).
+/// Who reads a head, which decides whether the agent is woken for it.
+#[derive(Copy, Clone, PartialEq, Eq)]
+pub enum HeadFor {
+    /// Registrations or 430 grading: the agent is woken for it (at once where
+    /// transaction heads may be queued before it, which the ring's adaptive
+    /// wakeup would not count as the reader having caught up).
+    Registrations,
+    /// Only the transaction KPIs: no wakeup. The agent drains the ring every
+    /// `head_events::QUIET_DRAIN` anyway, and a wakeup per SIP message cost
+    /// the live path five times its work and the agent forty (BENCHMARKS.md §8).
+    Transactions,
+    /// A request in a TCP segment seen before (see `flow::judge_segment`): a
+    /// resend for the transaction KPIs, marked so.
+    Retransmission,
+}
+
+/// Sends the head of the message at the scratch's offset.
 #[inline(always)]
-pub fn send_head(frame: &impl Frame, scratch: &Scratch, direction: Direction, now: u64, retransmission: bool) {
+pub fn send_head(frame: &impl Frame, scratch: &Scratch, direction: Direction, now: u64, reader: HeadFor) {
     // SAFETY: plain reads of the scratch slot (volatile: see `Scratch`).
     let offset = unsafe { core::ptr::read_volatile(&scratch.payload_offset) } as usize;
     let payload_len = unsafe { core::ptr::read_volatile(&scratch.payload_len) } as usize;
@@ -77,8 +93,16 @@ pub fn send_head(frame: &impl Frame, scratch: &Scratch, direction: Direction, no
     event.direction = direction as u8;
     event.from_client = scratch.from_client;
     event.mask = scratch.ws_mask;
-    event.retransmission = retransmission as u8;
+    event.retransmission = (reader == HeadFor::Retransmission) as u8;
     event._reserved = [0; 3];
-    entry.submit(0);
+    let wakeup = match reader {
+        HeadFor::Registrations if every_head() => BPF_RB_FORCE_WAKEUP,
+        HeadFor::Registrations => 0,
+        // Half full between two drains: more SIP than the ring holds in one
+        // drain period comes in, and the agent is woken before heads are lost.
+        _ if EVENTS.query(BPF_RB_AVAIL_DATA as u64) > EVENTS_BYTES as u64 / 2 => BPF_RB_FORCE_WAKEUP,
+        HeadFor::Transactions | HeadFor::Retransmission => BPF_RB_NO_WAKEUP,
+    };
+    entry.submit(wakeup as u64);
     bump_stat(KernelStat::EventsSent);
 }

@@ -18,7 +18,7 @@ use monitor_ebpf::{
 };
 
 use crate::{
-    events,
+    events::{self, HeadFor},
     maps::{FLOWS, SIP_PORTS, Scratch, bump_stat},
     tally,
 };
@@ -146,7 +146,7 @@ pub fn update(frame: &impl Frame, scratch: &mut Scratch, payload: Payload, direc
             && method != Method::Ack
             && events::every_head()
         {
-            events::send_head(frame, scratch, direction, now, true);
+            events::send_head(frame, scratch, direction, now, HeadFor::Retransmission);
         }
         return false;
     }
@@ -230,10 +230,10 @@ fn record(
             }
             if method == Method::Register {
                 state.last_register_ns = now;
-                events::send_head(frame, scratch, direction, now, false);
+                events::send_head(frame, scratch, direction, now, HeadFor::Registrations);
             } else if method != Method::Ack && events::every_head() {
                 // An ACK opens no transaction (RFC 3261 §17.1.1.3): nothing to pair.
-                events::send_head(frame, scratch, direction, now, false);
+                events::send_head(frame, scratch, direction, now, HeadFor::Transactions);
             }
         }
         Payload::Response(code) => {
@@ -249,8 +249,10 @@ fn record(
             let answers_register = code >= 200
                 && state.last_register_ns != 0
                 && (now.wrapping_sub(state.last_register_ns) as i64) <= REGISTER_TRANSACTION_NS as i64;
-            if answers_register || (300..400).contains(&code) || code == 430 || events::every_head() {
-                events::send_head(frame, scratch, direction, now, false);
+            if answers_register || (300..400).contains(&code) || code == 430 {
+                events::send_head(frame, scratch, direction, now, HeadFor::Registrations);
+            } else if events::every_head() {
+                events::send_head(frame, scratch, direction, now, HeadFor::Transactions);
             }
         }
         // RFC 5626 §4.4.1: the client pings, the server pongs.

@@ -131,9 +131,10 @@ pub struct RunArgs {
     /// Pair every request with its answer, for sipflow_transaction_seconds,
     /// sipflow_retransmissions_total and sipflow_invites_total: the kernel
     /// then hands the agent the head of every SIP message, not only those
-    /// registrations need, which costs about as much per message again
-    /// (BENCHMARKS.md §8). Times need both directions (not with --ingress-only
-    /// on a host's own interface).
+    /// registrations need, and the agent drains them every 100 ms (a copy
+    /// per message in the kernel, about 1 % of a core for the agent at 500
+    /// calls/s; BENCHMARKS.md §8). Times need both directions (not with
+    /// --ingress-only on a host's own interface).
     #[arg(long)]
     pub transactions: bool,
 

@@ -151,7 +151,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         tasks.spawn(async move {
             let failed = loop {
                 let input = tokio::select! {
-                    batch = heads.next_batch() => batch.map(|b| Input::Heads(i, b)),
+                    batch = heads.next_batch_or_every(QUIET_DRAIN) => batch.map(|b| Input::Heads(i, b)),
                     batch = news.next_batch_or_every(QUIET_DRAIN) => batch.map(|b| Input::Flows(i, b)),
                 };
                 match input {

@@ -75,11 +75,14 @@ fn read_record<T: aya::Pod>(record: &[u8]) -> Option<T> {
     Some(unsafe { record.as_ptr().cast::<T>().read_unaligned() })
 }
 
-/// How often the flow events ring is looked at for the waits the kernel
-/// submits without a wakeup. A wait's deadline is taken from the event's own
-/// timestamp and lies a second or more after it by default (`--ack-timeout`,
-/// the pong and STUN timeouts), so verdicts come no later for it; only a
-/// timeout set below this period can see its verdict up to that much late.
+/// How often the rings are looked at for what the kernel submits without a
+/// wakeup. On the flow events ring, the waits: a wait's deadline is taken from
+/// the event's own timestamp and lies a second or more after it by default
+/// (`--ack-timeout`, the pong and STUN timeouts), so verdicts come no later for
+/// it; only a timeout set below this period can see its verdict up to that
+/// much late. On the heads ring, the heads only `--transactions` reads: their
+/// times are the kernel's stamps, so a KPI waits at most this long and is not
+/// skewed (the kernel wakes the agent early when the ring is half full).
 pub const QUIET_DRAIN: Duration = Duration::from_millis(100);
 
 /// One of the kernel's ring buffers, pollable from tokio.
@@ -116,20 +119,9 @@ impl<T> Ring<T> {
         Ok(Self { ring, decode })
     }
 
-    /// Waits until records are there, then returns all of them.
-    pub async fn next_batch(&mut self) -> std::io::Result<Vec<T>> {
-        loop {
-            let mut guard = self.ring.readable_mut().await?;
-            let records = drain_with(guard.get_inner_mut(), self.decode);
-            guard.clear_ready();
-            if !records.is_empty() {
-                return Ok(records);
-            }
-        }
-    }
-
-    /// The same, also looking every `period` for records the kernel submitted
-    /// without waking the reader (see the kernel's `send_flow_event`).
+    /// Waits until records are there, also looking every `period` for records
+    /// the kernel submitted without waking the reader (see the kernel's
+    /// `send_flow_event` and `send_head`), then returns all of them.
     pub async fn next_batch_or_every(&mut self, period: Duration) -> std::io::Result<Vec<T>> {
         loop {
             tokio::select! {

@@ -5,7 +5,8 @@
 //! sipflow's programs; the CPU of tshark (and its dumpcap) and of the agent come
 //! from the kernel's accounting. Writes target/bench/live.{md,json}.
 //!
-//! Usage: sipflow-bench-live [SECONDS] [CALLS_PER_SECOND]
+//! Usage: sipflow-bench-live [SECONDS] [CALLS_PER_SECOND] [AGENT OPTION...]
+//! (say `--transactions`, to see what its heads cost on the live path).
 
 use std::{
     collections::HashSet,
@@ -38,13 +39,16 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let seconds: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(20);
     let rate: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(500);
+    let options: Vec<String> = args.collect();
     let calls = seconds * rate;
     sipflow_tests::interrupt::clean_up_on_signal();
 
     let before: HashSet<u32> = aya::programs::loaded_programs().filter_map(Result::ok).map(|p| p.id()).collect();
     let mut lab = Lab::new("live");
     let server = lab.server.clone();
-    lab.start_agent(SERVER_IF, &["--egress"]);
+    let mut agent_args = vec!["--egress"];
+    agent_args.extend(options.iter().map(String::as_str));
+    lab.start_agent(SERVER_IF, &agent_args);
     let agent_pid = lab.spawned()[0].id();
     sysctl("kernel.bpf_stats_enabled=1");
 
@@ -113,7 +117,8 @@ fn main() {
     let invites = counts.requests.get("INVITE").copied().unwrap_or(0);
     let byes = counts.requests.get("BYE").copied().unwrap_or(0);
     let mut md = String::new();
-    let _ = writeln!(md, "# Live: sipp through the lab, {calls} calls at {rate}/s ({wall:.1} s)\n");
+    let with = if options.is_empty() { String::new() } else { format!(", sipflow {}", options.join(" ")) };
+    let _ = writeln!(md, "# Live: sipp through the lab, {calls} calls at {rate}/s ({wall:.1} s){with}\n");
     let _ = writeln!(md, "| figure | value |\n| --- | ---: |");
     let _ = writeln!(md, "| program runs (XDP + TC egress) | {runs} |");
     let _ = writeln!(md, "| ns per run (bpf_stats run_time_ns / run_cnt) | {ns_per_run:.0} |");
@@ -126,7 +131,7 @@ fn main() {
     let _ = writeln!(md, "| events lost | {lost} |");
     print!("{md}");
     let json = serde_json::json!({
-        "calls": calls, "rate": rate, "wall_s": wall, "program_runs": runs, "ns_per_run": ns_per_run,
+        "calls": calls, "rate": rate, "options": options, "wall_s": wall, "program_runs": runs, "ns_per_run": ns_per_run,
         "program_cpu_s": run_ns as f64 / 1e9, "agent_cpu_s": agent_cpu, "tshark_cpu_s": tshark_cpu,
         "tshark_over_sipflow": ratio, "sipp_successful": successful, "sipp_retransmissions": retransmissions,
         "sipflow_invites": invites, "sipflow_byes": byes, "events_lost": lost,

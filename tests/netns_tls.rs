@@ -129,13 +129,13 @@ fn tls_reads_of_two_connections_before_either_is_decrypted_go_into_no_flow() {
     let (sent, both_sent) = mpsc::channel::<()>();
     let (done, stop) = mpsc::channel::<()>();
     let server = thread::spawn(move || {
-        let mut connections = Vec::new();
-        // One connection at a time: each REGISTER read and answered before the next is accepted.
-        for _ in 0..2 {
-            let mut tls = MemoryTls::accept(&acceptor, listener.accept().expect("accept").0);
+        // Both handshakes, then one connection at a time: each REGISTER read
+        // (socket, then SSL_read) and answered before the other's socket is read.
+        let mut connections: Vec<MemoryTls> =
+            (0..2).map(|_| MemoryTls::accept(&acceptor, listener.accept().expect("accept").0)).collect();
+        for tls in &mut connections {
             let register = tls.next_message();
             tls.send(&ok_for(&register, 120));
-            connections.push(tls);
         }
         both_sent.recv_timeout(Duration::from_secs(5)).expect("both clients sent");
         thread::sleep(Duration::from_millis(300));
@@ -151,22 +151,24 @@ fn tls_reads_of_two_connections_before_either_is_decrypted_go_into_no_flow() {
         let _ = stop.recv_timeout(Duration::from_secs(30));
     });
 
-    let connect = |user: &str| {
+    let connect = || {
         let stream = Lab::in_namespace(&lab.client, || TcpStream::connect_timeout(&proxy, Duration::from_secs(3)))
             .expect("connect");
         stream.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        let local = stream.local_addr().unwrap();
-        let mut tls = tls_connect(stream);
+        tls_connect(stream)
+    };
+    let (mut alice, mut bob) = (connect(), connect());
+    for (tls, user) in [(&mut alice, "alice"), (&mut bob, "bob")] {
+        let local = tls.get_ref().local_addr().unwrap();
         tls.write_all(&outbound_register(user, "TLS", local, user, &format!("{user}-reg"))).unwrap();
+    }
+    for tls in [&mut alice, &mut bob] {
         let mut buf = [0u8; 4096];
         let n = tls.read(&mut buf).expect("the 200");
         assert!(buf[..n].starts_with(b"SIP/2.0 200"), "{}", String::from_utf8_lossy(&buf[..n]));
-        tls
-    };
-    let mut alice = connect("alice");
-    let mut bob = connect("bob");
+    }
     thread::sleep(Duration::from_millis(300));
-    // Read one connection at a time, each REGISTER and 200 landed on its own flow.
+    // Read one connection at a time, after both handshakes: each REGISTER and 200 landed on its own flow.
     let flows = tls_flows(&lab.server);
     let aor_of =
         |port: u16| flows.iter().find(|f| f["remote"].as_str().is_some_and(|c| c.ends_with(&format!(":{port}"))));

@@ -60,6 +60,10 @@ pub fn ssl_entry(ctx: &ProbeContext, op: SslOp, ex: bool) {
         return;
     }
     let thread = bpf_get_current_pid_tgid();
+    if op == SslOp::Read {
+        // Decrypting from memory consumes what the thread read, whatever the call returns.
+        consumed(thread);
+    }
     // SAFETY: a read of this thread's entry; only this thread writes it.
     if let Some(before) = SSL_CALLS.get_ptr(&thread)
         && unsafe { (*before).returned } != 0
@@ -132,7 +136,6 @@ pub fn ssl_return(ctx: &RetProbeContext) -> bool {
         };
         // SAFETY: this thread's entry; only this thread writes it.
         let last = unsafe { &mut *last };
-        last.unread = 0;
         if last.ambiguous != 0 {
             // Read from memory after reads of two SIPS sockets: whose, is not known.
             bump_stat(KernelStat::TlsSocketUnknown);
@@ -156,20 +159,26 @@ pub fn sock_recv(ctx: &RawTracePointContext) {
     let thread = bpf_get_current_pid_tgid();
     let mut key = FlowKey::UNSET;
     let on_sips = sock::tls_flow(sock, &mut key);
+    let mut inside_read = false;
     if let Some(call) = SSL_CALLS.get_ptr_mut(&thread) {
         // SAFETY: this thread's entry; only this thread writes it.
         let call = unsafe { &mut *call };
         if call.op == SslOp::Read as u8 && call.returned == 0 {
             call.key = key;
             call.keyed = if on_sips { KEYED } else { FOREIGN };
+            inside_read = true;
         }
     }
     if on_sips {
+        // A read inside SSL_read (the library reads its own socket) is consumed
+        // by that call, and names its connection itself.
         // SAFETY: this thread's entry; only this thread writes it.
-        let ambiguous = LAST_RECV
-            .get_ptr(&thread)
-            .is_some_and(|last| unsafe { (*last).unread != 0 && ((*last).key != key || (*last).ambiguous != 0) });
-        let last = LastRecv { key, unread: 1, ambiguous: ambiguous as u8, _reserved: [0; 6] };
+        let ambiguous = !inside_read
+            && LAST_RECV
+                .get_ptr(&thread)
+                .is_some_and(|last| unsafe { (*last).unread != 0 && ((*last).key != key || (*last).ambiguous != 0) });
+        let unread = !inside_read as u8;
+        let last = LastRecv { key, unread, ambiguous: ambiguous as u8, _reserved: [0; 6] };
         let _ = LAST_RECV.insert(&thread, &last, 0);
     } else if LAST_RECV.get_ptr(&thread).is_some() {
         // Another socket: the thread's next SSL_read is not on the SIPS one it read before.
@@ -182,6 +191,17 @@ pub fn sock_recv(ctx: &RawTracePointContext) {
 #[inline(always)]
 pub fn sock_send(ctx: &RawTracePointContext) {
     let thread = bpf_get_current_pid_tgid();
+    // A server that writes to the SIPS socket it read (a handshake's reply, an
+    // answer) has taken in what it read.
+    if let Some(last) = LAST_RECV.get_ptr_mut(&thread) {
+        let sock: u64 = ctx.arg(0);
+        let sent: i64 = ctx.arg(1);
+        let mut written = FlowKey::UNSET;
+        // SAFETY: this thread's entry; only this thread writes it.
+        if sent as i32 > 0 && sock::tls_flow(sock, &mut written) && unsafe { (*last).key == written } {
+            unsafe { (*last).unread = 0 };
+        }
+    }
     // Most writes are by threads in no SSL call: one lookup, and done.
     let Some(call) = SSL_CALLS.get_ptr_mut(&thread) else {
         return;
@@ -215,6 +235,15 @@ pub fn sock_send(ctx: &RawTracePointContext) {
     // the write's first message is read here. A server writes one message at a time.
     if prepare(thread, &key, buffer, len, Direction::Egress) {
         let _ = first();
+    }
+}
+
+/// What the thread read from a SIPS socket has been taken in (see `LastRecv`).
+#[inline(always)]
+fn consumed(thread: u64) {
+    if let Some(last) = LAST_RECV.get_ptr_mut(&thread) {
+        // SAFETY: this thread's entry; only this thread writes it.
+        unsafe { (*last).unread = 0 };
     }
 }
 

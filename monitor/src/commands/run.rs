@@ -48,6 +48,12 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
             return Err(Failure::UnknownInterface(iface.clone()));
         }
     }
+    if args.transactions && args.ingress_only {
+        warn!(
+            "--transactions with --ingress-only: only a tap or mirror port shows the answers; \
+             on this host's own interface every INVITE would end timed_out"
+        );
+    }
     let ports = SipPorts { plain: args.plain_ports(), tls: args.tls_ports(), ws: args.ws_ports.clone() };
     if let Some(port) = ports.given_twice() {
         return Err(Failure::Usage(format!(
@@ -149,14 +155,23 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     for (i, (iface, mut heads, mut news)) in event_sources.into_iter().enumerate() {
         let (inputs, stopped_tx) = (inputs.clone(), stopped_tx.clone());
         tasks.spawn(async move {
+            // One steady period for both rings, whatever wakes the task in between.
+            let mut quiet = tokio::time::interval(QUIET_DRAIN);
+            quiet.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let failed = loop {
-                let input = tokio::select! {
-                    batch = heads.next_batch_or_every(QUIET_DRAIN) => batch.map(|b| Input::Heads(i, b)),
-                    batch = news.next_batch_or_every(QUIET_DRAIN) => batch.map(|b| Input::Flows(i, b)),
+                let batch = tokio::select! {
+                    batch = heads.next_batch() => batch.map(|b| vec![Input::Heads(i, b)]),
+                    batch = news.next_batch() => batch.map(|b| vec![Input::Flows(i, b)]),
+                    _ = quiet.tick() => {
+                        let (h, n) = (heads.drain_now(), news.drain_now());
+                        let heads = (!h.is_empty()).then_some(Input::Heads(i, h));
+                        let flows = (!n.is_empty()).then_some(Input::Flows(i, n));
+                        Ok(heads.into_iter().chain(flows).collect())
+                    }
                 };
-                match input {
-                    Ok(input) => {
-                        if inputs.send(input).is_err() {
+                match batch {
+                    Ok(batch) => {
+                        if batch.into_iter().any(|input| inputs.send(input).is_err()) {
                             return;
                         }
                     }

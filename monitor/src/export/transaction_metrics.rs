@@ -46,8 +46,8 @@ impl TransactionMetrics {
         let invites = IntCounterVec::new(
             Opts::new(
                 "sipflow_invites_total",
-                "INVITE transactions by outcome (answered, redirected, user_busy, no_answer, rejected, \
-                 cancelled, failed, timed_out) and the client's peer: ASR and NER as RFC 6076 §4.5, §4.6.",
+                "INVITEs outside a dialog by outcome (answered, redirected, challenged, user_busy, no_answer, \
+                 rejected, cancelled, failed, timed_out) and the client's peer: ASR and NER as RFC 6076 §4.5, §4.6.",
             ),
             &["outcome", "peer"],
         )

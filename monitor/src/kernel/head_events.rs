@@ -119,28 +119,23 @@ impl<T> Ring<T> {
         Ok(Self { ring, decode })
     }
 
-    /// Waits until records are there, also looking every `period` for records
-    /// the kernel submitted without waking the reader (see the kernel's
-    /// `send_flow_event` and `send_head`), then returns all of them.
-    pub async fn next_batch_or_every(&mut self, period: Duration) -> std::io::Result<Vec<T>> {
+    /// Waits until the kernel wakes the reader, then returns what is there.
+    pub async fn next_batch(&mut self) -> std::io::Result<Vec<T>> {
         loop {
-            tokio::select! {
-                guard = self.ring.readable_mut() => {
-                    let mut guard = guard?;
-                    let records = drain_with(guard.get_inner_mut(), self.decode);
-                    guard.clear_ready();
-                    if !records.is_empty() {
-                        return Ok(records);
-                    }
-                }
-                () = tokio::time::sleep(period) => {
-                    let records = drain_with(self.ring.get_mut(), self.decode);
-                    if !records.is_empty() {
-                        return Ok(records);
-                    }
-                }
+            let mut guard = self.ring.readable_mut().await?;
+            let records = drain_with(guard.get_inner_mut(), self.decode);
+            guard.clear_ready();
+            if !records.is_empty() {
+                return Ok(records);
             }
         }
+    }
+
+    /// Whatever records are there now, without waiting: those the kernel
+    /// submitted without waking the reader (see the kernel's `send_flow_event`
+    /// and `send_head`), read every [`QUIET_DRAIN`].
+    pub fn drain_now(&mut self) -> Vec<T> {
+        drain_with(self.ring.get_mut(), self.decode)
     }
 }
 

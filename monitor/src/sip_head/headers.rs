@@ -23,6 +23,9 @@ pub(crate) fn record(head: &mut SipHead, header: &Header) {
     } else if is("CSeq") {
         set_once(&mut head.cseq, cseq(value));
     } else if is("To") {
+        if head.to_aor.is_none() {
+            head.to_tagged = tagged(value);
+        }
         set_once(&mut head.to_aor, aor(value));
     } else if is("Contact") {
         match parse_contact_header(value) {
@@ -85,6 +88,13 @@ fn aor(value: &str) -> Option<String> {
     Some(addr.uri.to_string())
 }
 
+/// A name-addr or addr-spec with a `tag` header parameter (RFC 3261 §20.39).
+fn tagged(value: &str) -> bool {
+    split_addr(value)
+        .and_then(|addr| parse_params(addr.params))
+        .is_some_and(|params| params.iter().any(|p| p.name.eq_ignore_ascii_case("tag")))
+}
+
 /// `option-tag *(COMMA option-tag)` (RFC 3261 §20.32, §20.37), each a token;
 /// empty elements are skipped. `None` if any element is not a token.
 fn option_tags(value: &str) -> Option<Vec<String>> {
@@ -145,6 +155,14 @@ mod tests {
         assert_eq!(aor("\"B, ob\" <sips:bob@example.com;user=phone>"), Some("sips:bob@example.com;user=phone".into()));
         assert_eq!(aor("<sip:bob@example.com> junk"), None);
         assert_eq!(aor("bob"), None);
+    }
+
+    #[test]
+    fn to_tags() {
+        assert!(tagged("Bob <sip:bob@example.com>;tag=a6c85cf"));
+        assert!(tagged("sip:bob@example.com;TAG=1"));
+        assert!(!tagged("Bob <sip:bob@example.com;tag=in-the-uri>"));
+        assert!(!tagged("<sip:bob@example.com>"));
     }
 
     #[test]

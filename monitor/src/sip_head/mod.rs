@@ -63,6 +63,8 @@ pub struct SipHead {
     /// The To URI (`t`), as written: no display name, angle brackets or
     /// header parameters (the URI's own parameters stay).
     pub to_aor: Option<String>,
+    /// The To header has a tag: the request is inside a dialog (RFC 3261 §12.2.1.1).
+    pub to_tagged: bool,
     /// Every contact of every Contact header (`m`), in order.
     pub contacts: Vec<Contact>,
     /// A `Contact: *` was seen (RFC 3261 §10.2.2, with `Expires: 0`).
@@ -99,6 +101,7 @@ pub fn parse(head: &[u8]) -> Result<SipHead, HeadError> {
         via_seen: false,
         cseq: None,
         to_aor: None,
+        to_tagged: false,
         contacts: Vec::new(),
         contact_star: false,
         expires: None,

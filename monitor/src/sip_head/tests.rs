@@ -139,6 +139,7 @@ fn rfc5626_outbound_register() {
             via_seen: true,
             cseq: Some(CSeq { number: 1, method: "REGISTER".into() }),
             to_aor: Some("sip:bob@example.com".into()),
+            to_tagged: false,
             contacts: vec![Contact {
                 uri: "sip:bob@192.0.2.2;transport=tcp;ob".into(),
                 reg_id: Some(1),

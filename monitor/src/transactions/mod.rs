@@ -39,10 +39,16 @@ use crate::{
 /// RFC 3261's Timer B and Timer F (64 x T1): a client gives up a request
 /// unanswered this long after sending it, and stops retransmitting it.
 pub const TIMER_B_NS: u64 = 32_000_000_000;
-/// RFC 3261 §16.6's Timer C (more than 3 minutes): once something rang, a
-/// proxy waits this long for the final answer before it cancels; plus
-/// Timer B for the 487 that follows.
+/// RFC 3261 §16.6's Timer C (more than 3 minutes): once an INVITE has a
+/// provisional answer its client stops Timer B (§17.1.1.2), and a proxy
+/// waits this long for the final answer, restarting it on each provisional
+/// other than 100 (§16.7), before it cancels; plus Timer B for the 487.
 pub const RINGING_NS: u64 = 180_000_000_000 + TIMER_B_NS;
+/// How late a head may reach the engine: heads only the KPIs read are
+/// drained every `QUIET_DRAIN` (100 ms), later behind a busy engine. A
+/// deadline is judged this much after it passed, so that an answer stamped
+/// just before it still counts.
+pub const HEADS_LATE_NS: u64 = 1_000_000_000;
 /// Open transactions kept at most: a flood of requests nobody answers costs
 /// bounded memory, and what does not fit is counted, not paired.
 pub const MAX_OPEN: usize = 1 << 18;
@@ -54,7 +60,7 @@ pub enum Kpi {
     Answered { method: Method, peer: u8, seconds: f64 },
     /// A request was sent again.
     Retransmission { method: Method, peer: u8 },
-    /// An INVITE ended so.
+    /// An INVITE that set up a session (no To tag) ended so.
     Invite { outcome: InviteOutcome, peer: u8 },
 }
 
@@ -64,10 +70,13 @@ struct Transaction {
     peer: u8,
     opened_ns: u64,
     answered: bool,
-    /// A provisional answer came (other than 100): the INVITE waits for Timer C.
-    rang: bool,
+    /// An INVITE outside a dialog: its outcome is a call's (a re-INVITE's is not).
+    initial: bool,
     /// When it is forgotten: an unanswered INVITE then timed out.
     until_ns: u64,
+    /// The time its one live entry in the queue has; a later `until_ns` is
+    /// queued when that entry comes up.
+    queued_ns: u64,
     /// Over UDP an answered request is kept until its sender would stop
     /// resending it, to recognise a resend whose answer was lost.
     unreliable: bool,
@@ -77,8 +86,9 @@ struct Transaction {
 #[derive(Default)]
 pub struct Transactions {
     open: HashMap<u64, Transaction>,
-    /// When each transaction is due to be forgotten; an entry whose
-    /// transaction was since extended or removed is skipped when it comes up.
+    /// One live entry per transaction, at its `queued_ns`; entries of
+    /// transactions since forgotten or brought forward are skipped, and the
+    /// queue is rebuilt when they outnumber the live ones.
     due: BinaryHeap<Reverse<(u64, u64)>>,
     hasher: RandomState,
     /// Requests not paired because `MAX_OPEN` transactions were open.
@@ -106,7 +116,8 @@ impl Transactions {
                 let Some(id) = self.id(instance, &head.key, head.from_client, parsed) else {
                     return Vec::new();
                 };
-                self.on_request(id, method, peer, head)
+                let initial = method == Method::Invite && !parsed.to_tagged;
+                self.on_request(id, method, peer, initial, head)
             }
             StartLine::Response { code, .. } => {
                 // Its request came from the other end of the flow.
@@ -118,7 +129,7 @@ impl Transactions {
         }
     }
 
-    fn on_request(&mut self, id: u64, method: Method, peer: u8, head: &Head) -> Vec<Kpi> {
+    fn on_request(&mut self, id: u64, method: Method, peer: u8, initial: bool, head: &Head) -> Vec<Kpi> {
         if self.open.contains_key(&id) {
             return vec![Kpi::Retransmission { method, peer }];
         }
@@ -127,18 +138,21 @@ impl Transactions {
             return Vec::new();
         }
         let at = head.timestamp_ns;
+        let until = at + TIMER_B_NS;
         let unreliable = head.key.transport == FlowTransport::Udp as u8;
         let transaction = Transaction {
             method,
             peer,
             opened_ns: at,
             answered: false,
-            rang: false,
-            until_ns: at + TIMER_B_NS,
+            initial,
+            until_ns: until,
+            queued_ns: until,
             unreliable,
         };
         self.open.insert(id, transaction);
-        self.due.push(Reverse((transaction.until_ns, id)));
+        self.due.push(Reverse((until, id)));
+        self.compact();
         Vec::new()
     }
 
@@ -150,20 +164,18 @@ impl Transactions {
             return Vec::new();
         }
         if code < 200 {
-            // Something rang: the INVITE's client stops Timer B (§17.1.1.2). Only
-            // the first does this, so that a flood of 1xx cannot grow the queue.
-            if transaction.method == Method::Invite && code > 100 && !transaction.rang {
-                transaction.rang = true;
+            // The INVITE's client stops Timer B; a proxy's Timer C runs, restarted
+            // by each provisional but 100. Queued when its entry comes up.
+            if transaction.method == Method::Invite {
                 transaction.until_ns = transaction.until_ns.max(at + RINGING_NS);
-                self.due.push(Reverse((transaction.until_ns, id)));
             }
             return Vec::new();
         }
         transaction.answered = true;
-        let (method, peer) = (transaction.method, transaction.peer);
+        let (method, peer, initial) = (transaction.method, transaction.peer, transaction.initial);
         let seconds = at.saturating_sub(transaction.opened_ns) as f64 / 1e9;
         let mut kpis = vec![Kpi::Answered { method, peer, seconds }];
-        if method == Method::Invite {
+        if initial {
             kpis.push(Kpi::Invite { outcome: InviteOutcome::of_final(code), peer });
         }
         if !transaction.unreliable {
@@ -172,31 +184,38 @@ impl Transactions {
         } else {
             // A resend comes at the latest at Timer B or F after the first sending;
             // the minutes a call may have rung are over.
-            let until = (transaction.opened_ns + TIMER_B_NS).max(at);
-            if until != transaction.until_ns {
-                transaction.until_ns = until;
-                self.due.push(Reverse((until, id)));
+            transaction.until_ns = (transaction.opened_ns + TIMER_B_NS).max(at);
+            if transaction.until_ns < transaction.queued_ns {
+                transaction.queued_ns = transaction.until_ns;
+                self.due.push(Reverse((transaction.until_ns, id)));
             }
         }
         kpis
     }
 
-    /// Forgets what is due by `now_ns`: an INVITE that had no final answer by
-    /// then timed out.
+    /// Forgets what was due `HEADS_LATE_NS` before `now_ns`: an INVITE that
+    /// set up a session and had no final answer by then timed out.
     pub fn expire(&mut self, now_ns: u64) -> Vec<Kpi> {
+        let judged_until = now_ns.saturating_sub(HEADS_LATE_NS);
         let mut kpis = Vec::new();
-        while let Some(Reverse((until, id))) = self.due.peek().copied() {
-            if until > now_ns {
+        while let Some(Reverse((queued, id))) = self.due.peek().copied() {
+            if queued > judged_until {
                 break;
             }
             self.due.pop();
-            let Some(transaction) = self.open.get(&id) else {
+            let Some(transaction) = self.open.get_mut(&id) else {
                 continue;
             };
-            if transaction.until_ns != until {
+            if transaction.queued_ns != queued {
                 continue;
             }
-            if !transaction.answered && transaction.method == Method::Invite {
+            if transaction.until_ns > queued {
+                // Extended since it was queued: queued again, once.
+                transaction.queued_ns = transaction.until_ns;
+                self.due.push(Reverse((transaction.until_ns, id)));
+                continue;
+            }
+            if !transaction.answered && transaction.initial {
                 kpis.push(Kpi::Invite { outcome: InviteOutcome::TimedOut, peer: transaction.peer });
             }
             self.open.remove(&id);
@@ -204,9 +223,9 @@ impl Transactions {
         kpis
     }
 
-    /// When the next transaction is due to be forgotten.
+    /// When `expire` next has something to do.
     pub fn next_due(&self) -> Option<u64> {
-        self.due.peek().map(|Reverse((until, _))| *until)
+        self.due.peek().map(|Reverse((queued, _))| queued + HEADS_LATE_NS)
     }
 
     pub fn len(&self) -> usize {
@@ -217,11 +236,25 @@ impl Transactions {
         self.open.is_empty()
     }
 
+    /// Drops the queue's dead entries (transactions answered over TCP, or
+    /// brought forward) once they outnumber the live ones.
+    fn compact(&mut self) {
+        if self.due.len() > 2 * self.open.len() + 4096 {
+            self.due = self.open.iter().map(|(id, t)| Reverse((t.queued_ns, *id))).collect();
+        }
+    }
+
     /// The transaction's identity (RFC 3261 §17.1.3, §17.2.3): the flow, which
-    /// end sent the request, the top Via's branch, Call-ID and `CSeq`.
+    /// end sent the request, the top Via's branch, Call-ID and `CSeq`. Over UDP
+    /// without the client's port: a UA that sends from one port and is
+    /// answered at its Via's (§18.2.2) has its answers on another flow.
     fn id(&self, instance: usize, key: &FlowKey, client_sent: bool, parsed: &SipHead) -> Option<u64> {
         let (call_id, cseq) = (parsed.call_id.as_deref()?, parsed.cseq.as_ref()?);
         let branch = parsed.top_via_branch.as_deref();
+        let mut key = *key;
+        if key.transport == FlowTransport::Udp as u8 {
+            key.client_port = 0;
+        }
         Some(self.hasher.hash_one((instance, key, client_sent, call_id, cseq.number, cseq.method.as_str(), branch)))
     }
 }

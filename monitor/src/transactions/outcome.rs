@@ -9,6 +9,9 @@ pub enum InviteOutcome {
     Answered,
     /// 3xx: left out of both ratios' denominators (RFC 6076 §4.5, §4.6).
     Redirected,
+    /// 401, 402, 407: a challenge the caller answers with a new INVITE, which
+    /// RFC 6076 (§4.4) counts as no failure; left out of both ratios too.
+    Challenged,
     /// 486 Busy Here, 600 Busy Everywhere: a user outcome.
     UserBusy,
     /// 480 Temporarily Unavailable: a user outcome.
@@ -27,9 +30,10 @@ pub enum InviteOutcome {
 }
 
 impl InviteOutcome {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Answered,
         Self::Redirected,
+        Self::Challenged,
         Self::UserBusy,
         Self::NoAnswer,
         Self::Rejected,
@@ -43,6 +47,7 @@ impl InviteOutcome {
         match code {
             200..=299 => Self::Answered,
             300..=399 => Self::Redirected,
+            401 | 402 | 407 => Self::Challenged,
             486 | 600 => Self::UserBusy,
             480 => Self::NoAnswer,
             603 => Self::Rejected,
@@ -55,6 +60,7 @@ impl InviteOutcome {
         match self {
             Self::Answered => "answered",
             Self::Redirected => "redirected",
+            Self::Challenged => "challenged",
             Self::UserBusy => "user_busy",
             Self::NoAnswer => "no_answer",
             Self::Rejected => "rejected",
@@ -83,5 +89,8 @@ mod tests {
             assert_eq!(InviteOutcome::of_final(code), InviteOutcome::Failed, "{code}");
         }
         assert_eq!(InviteOutcome::of_final(487), InviteOutcome::Cancelled);
+        for code in [401, 402, 407] {
+            assert_eq!(InviteOutcome::of_final(code), InviteOutcome::Challenged, "{code}");
+        }
     }
 }

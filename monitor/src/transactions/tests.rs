@@ -3,7 +3,7 @@ use monitor_common::{
     flow::{FlowKey, FlowTransport},
 };
 
-use super::{InviteOutcome, Kpi, MAX_OPEN, RINGING_NS, TIMER_B_NS, Transactions};
+use super::{HEADS_LATE_NS, InviteOutcome, Kpi, MAX_OPEN, RINGING_NS, TIMER_B_NS, Transactions};
 use crate::{kernel::head_events::Head, sip_head};
 
 const MS: u64 = 1_000_000;
@@ -58,6 +58,13 @@ fn udp() -> FlowKey {
     key(FlowTransport::Udp, 5062)
 }
 
+/// The same ports, another client.
+fn elsewhere() -> FlowKey {
+    let mut other = udp();
+    other.client_addr[3] = 9;
+    other
+}
+
 #[test]
 fn a_request_and_its_final_answer_give_one_time() {
     let mut t = Transactions::default();
@@ -100,8 +107,8 @@ fn answers_that_do_not_match_pair_with_nothing() {
         head(udp(), 2 * S, false, &response(200, "INVITE", "c2", 1, "z9hG4bK1")),
         head(udp(), 2 * S, false, &response(200, "INVITE", "c1", 2, "z9hG4bK1")),
         head(udp(), 2 * S, false, &response(200, "CANCEL", "c1", 1, "z9hG4bK1")),
-        // The same answer on another flow.
-        head(key(FlowTransport::Udp, 5064), 2 * S, false, &response(200, "INVITE", "c1", 1, "z9hG4bK1")),
+        // The same answer to another client.
+        head(elsewhere(), 2 * S, false, &response(200, "INVITE", "c1", 1, "z9hG4bK1")),
     ];
     for h in &forged {
         assert!(take(&mut t, h).is_empty(), "{}", String::from_utf8_lossy(&h.bytes));
@@ -145,15 +152,73 @@ fn an_invite_unanswered_times_out_at_timer_b_or_after_ringing_at_timer_c() {
     take(&mut t, &head(udp(), S, true, &request("INVITE", "ringing", 1, "z9hG4bK2")));
     take(&mut t, &head(udp(), 2 * S, false, &response(180, "INVITE", "ringing", 1, "z9hG4bK2")));
     take(&mut t, &head(udp(), S, true, &request("OPTIONS", "o", 1, "z9hG4bK3")));
-    assert_eq!(t.next_due(), Some(S + TIMER_B_NS));
-    assert!(t.expire(S + TIMER_B_NS - 1).is_empty());
-    assert_eq!(t.expire(S + TIMER_B_NS), vec![Kpi::Invite { outcome: InviteOutcome::TimedOut, peer: 1 }]);
+    // Judged a little after the deadline: a head stamped before it may still be on its way.
+    assert_eq!(t.next_due(), Some(S + TIMER_B_NS + HEADS_LATE_NS));
+    assert!(t.expire(S + TIMER_B_NS + HEADS_LATE_NS - 1).is_empty());
+    assert_eq!(
+        t.expire(S + TIMER_B_NS + HEADS_LATE_NS),
+        vec![Kpi::Invite { outcome: InviteOutcome::TimedOut, peer: 1 }]
+    );
     assert_eq!(t.len(), 1, "the ringing INVITE waits on");
-    // Further 1xx do not push the end out again (nor queue more).
-    take(&mut t, &head(udp(), 3 * S, false, &response(183, "INVITE", "ringing", 1, "z9hG4bK2")));
-    assert!(t.expire(2 * S + RINGING_NS - 1).is_empty());
-    assert_eq!(t.expire(2 * S + RINGING_NS), vec![Kpi::Invite { outcome: InviteOutcome::TimedOut, peer: 1 }]);
+    // Each provisional restarts Timer C, and a flood of them queues nothing more.
+    for at in 3..100 {
+        take(&mut t, &head(udp(), at * S, false, &response(183, "INVITE", "ringing", 1, "z9hG4bK2")));
+    }
+    assert!(t.due.len() <= 3, "{}", t.due.len());
+    assert!(t.expire(99 * S + RINGING_NS + HEADS_LATE_NS - 1).is_empty());
+    assert_eq!(
+        t.expire(99 * S + RINGING_NS + HEADS_LATE_NS),
+        vec![Kpi::Invite { outcome: InviteOutcome::TimedOut, peer: 1 }]
+    );
     assert!(t.is_empty());
+}
+
+#[test]
+fn a_100_trying_stops_timer_b_and_a_late_head_still_counts() {
+    let mut t = Transactions::default();
+    take(&mut t, &head(udp(), S, true, &request("INVITE", "c1", 1, "z9hG4bK1")));
+    take(&mut t, &head(udp(), S, false, &response(100, "INVITE", "c1", 1, "z9hG4bK1")));
+    assert!(t.expire(S + TIMER_B_NS + HEADS_LATE_NS).is_empty(), "a proxy's Timer C runs past Timer B");
+    let kpis = take(&mut t, &head(udp(), 41 * S, false, &response(200, "INVITE", "c1", 1, "z9hG4bK1")));
+    assert_eq!(kpis[1], Kpi::Invite { outcome: InviteOutcome::Answered, peer: 1 });
+
+    // An answer stamped just before Timer B, reaching the engine after it.
+    let mut t = Transactions::default();
+    take(&mut t, &head(udp(), S, true, &request("INVITE", "c2", 1, "z9hG4bK2")));
+    assert!(t.expire(S + TIMER_B_NS + HEADS_LATE_NS / 2).is_empty());
+    let kpis = take(&mut t, &head(udp(), S + TIMER_B_NS - 1, false, &response(408, "INVITE", "c2", 1, "z9hG4bK2")));
+    assert_eq!(kpis[1], Kpi::Invite { outcome: InviteOutcome::Failed, peer: 1 });
+}
+
+#[test]
+fn only_an_invite_outside_a_dialog_has_a_call_outcome() {
+    let mut t = Transactions::default();
+    let reinvite =
+        request("INVITE", "c1", 2, "z9hG4bK7").replace("To: <sip:bob@example.com>", "To: <sip:bob@example.com>;tag=b");
+    take(&mut t, &head(udp(), S, true, &reinvite));
+    let kpis = take(&mut t, &head(udp(), 2 * S, false, &response(491, "INVITE", "c1", 2, "z9hG4bK7")));
+    assert_eq!(kpis, vec![Kpi::Answered { method: Method::Invite, peer: 1, seconds: 1.0 }], "a time, no outcome");
+    take(&mut t, &head(udp(), 3 * S, true, &reinvite.replace("z9hG4bK7", "z9hG4bK8")));
+    assert!(t.expire(3 * S + TIMER_B_NS + HEADS_LATE_NS).is_empty(), "an unanswered re-INVITE is no failed call");
+    // A challenge is no failure (RFC 6076 §4.4): the caller sends the INVITE again.
+    take(&mut t, &head(udp(), S, true, &request("INVITE", "c2", 1, "z9hG4bK9")));
+    let kpis = take(&mut t, &head(udp(), S, false, &response(407, "INVITE", "c2", 1, "z9hG4bK9")));
+    assert_eq!(kpis[1], Kpi::Invite { outcome: InviteOutcome::Challenged, peer: 1 });
+}
+
+#[test]
+fn over_udp_the_answer_may_come_back_to_another_port() {
+    // A UA sending from an ephemeral port without rport is answered at its Via's port (RFC 3261 §18.2.2).
+    let mut t = Transactions::default();
+    take(&mut t, &head(key(FlowTransport::Udp, 40123), S, true, &request("OPTIONS", "c1", 1, "z9hG4bK1")));
+    let kpis = take(&mut t, &head(udp(), 2 * S, false, &response(200, "OPTIONS", "c1", 1, "z9hG4bK1")));
+    assert_eq!(kpis.len(), 1);
+    // Over TCP a connection is the flow.
+    take(&mut t, &head(key(FlowTransport::Tcp, 40123), S, true, &request("OPTIONS", "c2", 1, "z9hG4bK2")));
+    assert!(
+        take(&mut t, &head(key(FlowTransport::Tcp, 40124), S, false, &response(200, "OPTIONS", "c2", 1, "z9hG4bK2")))
+            .is_empty()
+    );
 }
 
 #[test]
@@ -166,7 +231,7 @@ fn answered_transactions_are_forgotten_over_tcp_at_once_and_over_udp_at_timer_b(
     take(&mut t, &head(udp(), S, true, &request("REGISTER", "r", 1, "z9hG4bK1")));
     take(&mut t, &head(udp(), S, false, &response(200, "REGISTER", "r", 1, "z9hG4bK1")));
     assert_eq!(t.len(), 1);
-    assert!(t.expire(S + TIMER_B_NS).is_empty(), "answered: no outcome at expiry");
+    assert!(t.expire(S + TIMER_B_NS + HEADS_LATE_NS).is_empty(), "answered: no outcome at expiry");
     assert!(t.is_empty());
 
     // An INVITE that rang for a minute before its answer is not kept for Timer C.
@@ -174,8 +239,21 @@ fn answered_transactions_are_forgotten_over_tcp_at_once_and_over_udp_at_timer_b(
     take(&mut t, &head(udp(), 2 * S, false, &response(180, "INVITE", "i", 1, "z9hG4bK2")));
     take(&mut t, &head(udp(), 61 * S, false, &response(200, "INVITE", "i", 1, "z9hG4bK2")));
     assert_eq!(t.len(), 1);
-    assert!(t.expire(61 * S).is_empty());
+    assert!(t.expire(61 * S + HEADS_LATE_NS).is_empty());
     assert!(t.is_empty(), "forgotten once answered and past Timer B");
+}
+
+#[test]
+fn the_queue_sheds_the_entries_of_transactions_answered_over_tcp() {
+    let mut t = Transactions::default();
+    let tcp = key(FlowTransport::Tcp, 40000);
+    for i in 0..20_000 {
+        let call = format!("c{i}");
+        take(&mut t, &head(tcp, S, true, &request("OPTIONS", &call, 1, "z9hG4bK1")));
+        take(&mut t, &head(tcp, S, false, &response(200, "OPTIONS", &call, 1, "z9hG4bK1")));
+    }
+    assert!(t.is_empty());
+    assert!(t.due.len() <= 4097, "{}", t.due.len());
 }
 
 #[test]

@@ -52,6 +52,11 @@ pub const HEADS_LATE_NS: u64 = 1_000_000_000;
 /// Open transactions kept at most: a flood of requests nobody answers costs
 /// bounded memory, and what does not fit is counted, not paired.
 pub const MAX_OPEN: usize = 1 << 18;
+/// Answered UDP transactions kept at most, apart, to recognise resends: a
+/// busy UDP trunk's answered requests (32 s of them) do not crowd out new
+/// ones; past this an answered one is forgotten at once, and a resend of it
+/// after its answer would be taken for a new request.
+pub const MAX_ANSWERED_KEPT: usize = 1 << 18;
 
 /// What a head told about transactions, for the metrics.
 #[derive(Clone, Debug, PartialEq)]
@@ -93,6 +98,8 @@ pub struct Transactions {
     hasher: RandomState,
     /// Requests not paired because `MAX_OPEN` transactions were open.
     pub untracked: u64,
+    /// Answered UDP transactions kept for their resends (within `open`).
+    answered_kept: usize,
 }
 
 impl Transactions {
@@ -133,7 +140,7 @@ impl Transactions {
         if self.open.contains_key(&id) {
             return vec![Kpi::Retransmission { method, peer }];
         }
-        if self.open.len() >= MAX_OPEN {
+        if self.open.len() - self.answered_kept >= MAX_OPEN {
             self.untracked += 1;
             return Vec::new();
         }
@@ -178,10 +185,11 @@ impl Transactions {
         if initial {
             kpis.push(Kpi::Invite { outcome: InviteOutcome::of_final(code), peer });
         }
-        if !transaction.unreliable {
+        if !transaction.unreliable || self.answered_kept >= MAX_ANSWERED_KEPT {
             // No resend is to come over a reliable transport (§17.1.1.2).
             self.open.remove(&id);
         } else {
+            self.answered_kept += 1;
             // A resend comes at the latest at Timer B or F after the first sending;
             // the minutes a call may have rung are over.
             transaction.until_ns = (transaction.opened_ns + TIMER_B_NS).max(at);
@@ -217,6 +225,9 @@ impl Transactions {
             }
             if !transaction.answered && transaction.initial {
                 kpis.push(Kpi::Invite { outcome: InviteOutcome::TimedOut, peer: transaction.peer });
+            }
+            if transaction.answered {
+                self.answered_kept -= 1;
             }
             self.open.remove(&id);
         }

@@ -3,7 +3,7 @@ use monitor_common::{
     flow::{FlowKey, FlowTransport},
 };
 
-use super::{HEADS_LATE_NS, InviteOutcome, Kpi, MAX_OPEN, RINGING_NS, TIMER_B_NS, Transactions};
+use super::{HEADS_LATE_NS, InviteOutcome, Kpi, MAX_ANSWERED_KEPT, MAX_OPEN, RINGING_NS, TIMER_B_NS, Transactions};
 use crate::{kernel::head_events::Head, sip_head};
 
 const MS: u64 = 1_000_000;
@@ -263,6 +263,23 @@ fn a_flood_of_unanswered_requests_is_bounded_and_counted() {
         take(&mut t, &head(udp(), S, true, &request("OPTIONS", &format!("scan-{i}"), 1, "z9hG4bK1")));
     }
     assert_eq!((t.len(), t.untracked), (MAX_OPEN, 10));
+}
+
+#[test]
+fn answered_udp_requests_kept_for_their_resends_crowd_out_no_new_one() {
+    let mut t = Transactions::default();
+    for i in 0..MAX_ANSWERED_KEPT + 10 {
+        let call = format!("c{i}");
+        take(&mut t, &head(udp(), S, true, &request("OPTIONS", &call, 1, "z9hG4bK1")));
+        take(&mut t, &head(udp(), S, false, &response(200, "OPTIONS", &call, 1, "z9hG4bK1")));
+    }
+    assert_eq!((t.len(), t.untracked), (MAX_ANSWERED_KEPT, 0), "the ten past the cap forgotten once answered");
+    take(&mut t, &head(udp(), 2 * S, true, &request("INVITE", "new", 1, "z9hG4bK2")));
+    let kpis = take(&mut t, &head(udp(), 3 * S, false, &response(200, "INVITE", "new", 1, "z9hG4bK2")));
+    assert_eq!(kpis.len(), 2, "a new request is still paired");
+    assert!(t.expire(3 * S + TIMER_B_NS + HEADS_LATE_NS).is_empty());
+    assert!(t.is_empty());
+    assert_eq!(t.answered_kept, 0);
 }
 
 #[test]

@@ -191,11 +191,24 @@ pub fn sock_recv(ctx: &RawTracePointContext) {
 #[inline(always)]
 pub fn sock_send(ctx: &RawTracePointContext) {
     let thread = bpf_get_current_pid_tgid();
-    let last = LAST_RECV.get_ptr_mut(&thread);
+    // A server that writes to the SIPS socket it read (a handshake's reply, an
+    // answer) has taken in what it read.
+    if let Some(last) = LAST_RECV.get_ptr_mut(&thread) {
+        let sock: u64 = ctx.arg(0);
+        let sent: i64 = ctx.arg(1);
+        let mut written = FlowKey::UNSET;
+        // SAFETY: this thread's entry; only this thread writes it.
+        if sent as i32 > 0 && sock::tls_flow(sock, &mut written) && unsafe { (*last).key == written } {
+            unsafe { (*last).unread = 0 };
+        }
+    }
+    // Most writes are by threads in no SSL call: one lookup, and done.
+    let Some(call) = SSL_CALLS.get_ptr_mut(&thread) else {
+        return;
+    };
     // SAFETY: this thread's entry; only this thread writes it.
-    let call = SSL_CALLS.get_ptr_mut(&thread).filter(|call| unsafe { (**call).op } == SslOp::Write as u8);
-    // Most writes are by threads that neither read a SIPS socket nor are in an SSL write.
-    if last.is_none() && call.is_none() {
+    let call = unsafe { &mut *call };
+    if call.op != SslOp::Write as u8 {
         return;
     }
     let sock: u64 = ctx.arg(0);
@@ -203,20 +216,6 @@ pub fn sock_send(ctx: &RawTracePointContext) {
     let sent = sent as i32;
     let mut key = FlowKey::UNSET;
     let on_sips = sent > 0 && sock::tls_flow(sock, &mut key);
-    // A server that writes to the SIPS socket it read (a handshake's reply, an
-    // answer) has taken in what it read.
-    // SAFETY: this thread's entry; only this thread writes it.
-    if let Some(last) = last
-        && on_sips
-        && unsafe { (*last).key == key }
-    {
-        unsafe { (*last).unread = 0 };
-    }
-    let Some(call) = call else {
-        return;
-    };
-    // SAFETY: this thread's entry; only this thread writes it.
-    let call = unsafe { &mut *call };
     if call.returned == 0 {
         if sent > 0 {
             call.key = key;

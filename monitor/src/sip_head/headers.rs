@@ -23,12 +23,10 @@ pub(crate) fn record(head: &mut SipHead, header: &Header) {
     } else if is("CSeq") {
         set_once(&mut head.cseq, cseq(value));
     } else if is("To") {
-        if head.to_aor.is_none()
-            && let Some((aor, tagged)) = to(value)
-        {
-            head.to_aor = Some(aor);
-            head.to_tagged = tagged;
+        if head.to_aor.is_none() {
+            head.to_tagged = tagged(value);
         }
+        set_once(&mut head.to_aor, aor(value));
     } else if is("Contact") {
         match parse_contact_header(value) {
             Some(ContactValue::Star) => head.contact_star = true,
@@ -83,12 +81,18 @@ fn cseq(value: &str) -> Option<CSeq> {
 }
 
 /// The address of record: the To URI, without display name, brackets or
-/// header parameters (RFC 3261 §10.2, §20.39), and whether a `tag` parameter
-/// puts the request inside a dialog (§12.2.1.1). The parameters must parse.
-fn to(value: &str) -> Option<(String, bool)> {
+/// header parameters (RFC 3261 §10.2, §20.39). The parameters must parse.
+fn aor(value: &str) -> Option<String> {
     let addr = split_addr(value)?;
-    let params = parse_params(addr.params)?;
-    Some((addr.uri.to_string(), params.iter().any(|p| p.name.eq_ignore_ascii_case("tag"))))
+    parse_params(addr.params)?;
+    Some(addr.uri.to_string())
+}
+
+/// A name-addr or addr-spec with a `tag` header parameter (RFC 3261 §20.39).
+fn tagged(value: &str) -> bool {
+    split_addr(value)
+        .and_then(|addr| parse_params(addr.params))
+        .is_some_and(|params| params.iter().any(|p| p.name.eq_ignore_ascii_case("tag")))
 }
 
 /// `option-tag *(COMMA option-tag)` (RFC 3261 §20.32, §20.37), each a token;
@@ -146,7 +150,6 @@ mod tests {
 
     #[test]
     fn aors() {
-        let aor = |value| to(value).map(|(aor, _)| aor);
         assert_eq!(aor("Bob <sip:bob@Example.COM>;tag=1"), Some("sip:bob@Example.COM".into()));
         assert_eq!(aor("sip:bob@example.com;tag=1"), Some("sip:bob@example.com".into()));
         assert_eq!(aor("\"B, ob\" <sips:bob@example.com;user=phone>"), Some("sips:bob@example.com;user=phone".into()));
@@ -156,7 +159,6 @@ mod tests {
 
     #[test]
     fn to_tags() {
-        let tagged = |value| to(value).is_some_and(|(_, tagged)| tagged);
         assert!(tagged("Bob <sip:bob@example.com>;tag=a6c85cf"));
         assert!(tagged("sip:bob@example.com;TAG=1"));
         assert!(!tagged("Bob <sip:bob@example.com;tag=in-the-uri>"));

@@ -232,3 +232,98 @@ fn accepted_closes_and_begun_waits_reach_the_agent_as_events_forged_ones_do_not(
     assert_eq!(news[0].timestamp_ns, state(&xdp).rst_ns);
     assert_eq!(news[0].key, xdp.flows.snapshot()[0].0);
 }
+
+/// The client's REGISTER's requests counted, both directions.
+fn registers(xdp: &LoadedXdp) -> u64 {
+    use monitor_common::counters::{Direction, Method, request_index};
+    xdp.counters().requests[request_index(Direction::Ingress, Method::Register) as usize]
+}
+
+#[test]
+fn a_forged_syn_moves_no_mark_its_rst_and_fin_close_nothing() {
+    sipflow_tests::root_or_skip!();
+    let xdp = LoadedXdp::load();
+    let next = connected(&xdp, SIP_PORT);
+    let before = state(&xdp).tcp_client;
+    // RFC 5961 §4: the host answers a SYN on an open connection with a challenge ACK.
+    let forged = 0x4242_4242u32;
+    from_client(&xdp, forged, SYN, b"");
+    assert_eq!(state(&xdp).tcp_client, before, "the SYN moved the client's mark");
+    from_client(&xdp, forged + 1, RST, b"");
+    from_client(&xdp, forged + 1, FIN, b"");
+    let s = state(&xdp);
+    assert_eq!((s.rst_ns, s.fin_from_client_ns), (0, 0), "a close judged against the forged SYN");
+    let c = xdp.counters();
+    assert_eq!(c.stat(KernelStat::SynOnOpenFlow), 1);
+    assert_eq!(c.stat(KernelStat::RstOutOfWindow) + c.stat(KernelStat::FinOutOfSequence), 2);
+    // The real close still closes.
+    from_client(&xdp, next, RST, b"");
+    assert_ne!(state(&xdp).rst_ns, 0);
+}
+
+#[test]
+fn a_flow_met_mid_stream_judges_no_close_until_the_host_vouches_for_its_mark() {
+    sipflow_tests::root_or_skip!();
+    let mut xdp = LoadedXdp::load();
+    // Evicted, or older than sipflow: its first segment is a forgery of the attacker's choosing.
+    let forged = 0x7000_0000u32;
+    from_client(&xdp, forged, NONE, b"x");
+    from_client(&xdp, forged + 1, RST, b"");
+    from_client(&xdp, forged + 1, FIN, b"");
+    let s = state(&xdp);
+    assert_eq!((s.rst_ns, s.fin_from_client_ns), (0, 0), "a close judged against a forged baseline");
+    assert_eq!(xdp.counters().stat(KernelStat::CloseUnverifiable), 2);
+    // The host's own acknowledgment tells where the client really is.
+    let real = 5_000u32;
+    assert_eq!(xdp.run_tc(&tcp4_segment(false, SIP_PORT, numbers(SERVER_ISN + 1, real), NONE, b"")), TC_ACT_UNSPEC);
+    from_client(&xdp, forged + 1, RST, b"");
+    assert_eq!(state(&xdp).rst_ns, 0);
+    from_client(&xdp, real, RST, b"");
+    assert_ne!(state(&xdp).rst_ns, 0, "the real RST closes");
+}
+
+#[test]
+fn payload_the_host_would_not_take_is_not_read() {
+    sipflow_tests::root_or_skip!();
+    let mut xdp = LoadedXdp::load();
+    let next = connected(&xdp, SIP_PORT);
+    assert_eq!(registers(&xdp), 1);
+    // Outside the window, and after a gap: the host drops or queues them, reading nothing yet.
+    from_client(&xdp, next.wrapping_add(0x4000_0000), NONE, b"\r\n\r\n");
+    from_client(&xdp, next + 10, NONE, REGISTER);
+    // At the right sequence number but acknowledging data the host never sent: dropped.
+    let unsent = tcp4_segment(true, SIP_PORT, numbers(next, SERVER_ISN + 100_000), NONE, b"\r\n\r\n");
+    assert_eq!(xdp.run(&unsent), XDP_PASS);
+    let s = state(&xdp);
+    assert_eq!((s.last_ping_ns, s.unanswered_ping_ns), (0, 0), "a ping the host never took");
+    assert_eq!(registers(&xdp), 1, "a REGISTER the host never took");
+    let heads = xdp.heads();
+    assert_eq!(heads.iter().filter(|h| h.bytes.starts_with(b"REGISTER")).count(), 1, "only the real REGISTER goes up");
+    let c = xdp.counters();
+    assert_eq!(c.stat(KernelStat::PayloadNotInOrder), 2);
+    assert_eq!(c.stat(KernelStat::AckOfUnsentData), 1);
+    // Counted as packets, and as nothing they seemed to carry.
+    use monitor_common::counters::{Direction, PacketClass, packet_index};
+    assert_eq!(c.packets[packet_index(Direction::Ingress, PacketClass::KeepalivePing) as usize], 0);
+    // The real ping is read.
+    let _ = xdp.run_tc(&tcp4_segment(false, SIP_PORT, numbers(SERVER_ISN + 1, next), NONE, b""));
+    from_client(&xdp, next, NONE, b"\r\n\r\n");
+    assert_ne!(state(&xdp).last_ping_ns, 0);
+}
+
+#[test]
+fn a_retransmission_that_merges_old_and_new_data_counts_only_the_new() {
+    sipflow_tests::root_or_skip!();
+    let xdp = LoadedXdp::load();
+    let next = connected(&xdp, SIP_PORT);
+    let start = next - REGISTER.len() as u32;
+    // The REGISTER again, with an OPTIONS after it in the same segment.
+    let options = b"OPTIONS sip:example.com SIP/2.0\r\nCSeq: 2 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    let merged = [REGISTER, &options[..]].concat();
+    from_client(&xdp, start, NONE, &merged);
+    use monitor_common::counters::{Direction, Method, request_index};
+    let c = xdp.counters();
+    assert_eq!(registers(&xdp), 1, "the REGISTER counted twice");
+    assert_eq!(c.requests[request_index(Direction::Ingress, Method::Options) as usize], 1);
+    assert_eq!(state(&xdp).tcp_client.next_seq, start + merged.len() as u32);
+}

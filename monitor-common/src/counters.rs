@@ -210,21 +210,38 @@ pub enum KernelStat {
     /// SSL writes never followed by a write to a SIPS socket in the same thread,
     /// and reads from memory after the thread read two SIPS sockets.
     TlsSocketUnknown = 12,
+    /// A SYN on a connection already open: the host answers it with a challenge
+    /// ACK and keeps the connection (RFC 5961 §4), so it moves no mark.
+    SynOnOpenFlow = 13,
+    /// A segment acknowledging data the host never sent: the host drops it
+    /// (RFC 9293 §3.10.7.4, RFC 5961 §5), and so is its payload.
+    AckOfUnsentData = 14,
+    /// Payload after a gap in sequence, or outside the window: the host queues
+    /// or drops it, and reads it only (if ever) once the gap fills, so its
+    /// content says nothing yet; counted and not read.
+    PayloadNotInOrder = 15,
+    /// A WebSocket port's segment that does not start where a frame can
+    /// (RFC 6455 §5.2): the middle of a frame longer than the segments before
+    /// it; its bytes are not read as a frame head.
+    WebsocketMidFrame = 16,
 }
 
 impl KernelStat {
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 17;
     /// SSL calls by what became of their plaintext, with the `result` label of
     /// `sipflow_tls_calls_total`.
     pub const TLS_CALLS: [(Self, &'static str); 3] =
         [(Self::TlsCalls, "read"), (Self::TlsFlowUnseen, "flow_unseen"), (Self::TlsSocketUnknown, "socket_unknown")];
     /// The segments a flow's verdict ignores, with the `reason` label of
     /// `sipflow_tcp_segments_ignored_total`.
-    pub const IGNORED_SEGMENTS: [(Self, &'static str); 4] = [
+    pub const IGNORED_SEGMENTS: [(Self, &'static str); 7] = [
         (Self::RstInWindow, "rst_in_window"),
         (Self::RstOutOfWindow, "rst_out_of_window"),
         (Self::FinOutOfSequence, "fin_out_of_sequence"),
         (Self::CloseUnverifiable, "unknown_sequence"),
+        (Self::SynOnOpenFlow, "syn_on_open_flow"),
+        (Self::AckOfUnsentData, "ack_of_unsent_data"),
+        (Self::PayloadNotInOrder, "payload_not_in_order"),
     ];
 }
 

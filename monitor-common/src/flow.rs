@@ -131,7 +131,37 @@ pub struct FlowState {
     pub peer_table: u32,
     /// The client's peer (`--peer`), 1-based in the agent's order; 0: none named.
     pub peer: u8,
+    /// How often the server's stack sent its data again while it waited for
+    /// the client's acknowledgment: its own word that nothing came back.
+    pub server_retransmissions: u8,
+    pub _reserved: [u8; 2],
+    /// Each side's WebSocket framing (RFC 6455 §5.2), on a `--ws-port` or in wss plaintext.
+    pub ws_client: WsSide,
+    pub ws_server: WsSide,
+}
+
+/// `WsSide::known`: `next_head` holds where a frame starts.
+pub const WS_FRAMED: u8 = 1;
+
+/// Where one side's next WebSocket frame starts. A frame may be longer than a
+/// segment (a WebRTC SDP), so the bytes at a segment's start are a frame head
+/// only where the last frame ended: elsewhere they are its payload, and a
+/// byte 0x89 there is no ping.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub struct WsSide {
+    /// Bytes of plaintext this side sent so far (wss, where there is no TCP
+    /// sequence number to place a read by); unused on a `--ws-port`.
+    pub position: u32,
+    /// The TCP sequence number (ws) or plaintext position (wss) of the next frame head.
+    pub next_head: u32,
+    /// `WS_FRAMED` once a frame carrying SIP showed where frames start.
+    pub known: u8,
     pub _reserved: [u8; 3],
+}
+
+impl WsSide {
+    pub const UNKNOWN: Self = Self { position: 0, next_head: 0, known: 0, _reserved: [0; 3] };
 }
 
 impl FlowState {
@@ -170,7 +200,10 @@ impl FlowState {
             tcp_server: TcpSide { next_seq: 0, high_seq: 0, ack: 0, window: 0, known: 0, _reserved: 0 },
             peer_table: 0,
             peer: 0,
-            _reserved: [0; 3],
+            server_retransmissions: 0,
+            _reserved: [0; 2],
+            ws_client: WsSide::UNKNOWN,
+            ws_server: WsSide::UNKNOWN,
         }
     }
 }
@@ -179,6 +212,8 @@ impl FlowState {
 unsafe impl aya::Pod for FlowKey {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for FlowState {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for WsSide {}
 
 #[cfg(test)]
 mod tests {
@@ -190,7 +225,7 @@ mod tests {
     fn layouts_have_no_hidden_padding() {
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(align_of::<FlowKey>(), 2);
-        assert_eq!(size_of::<FlowState>(), 23 * 8 + 4 + 4 + 4 + 2 + 1 + 1 + 2 * 16 + 4 + 1 + 3);
+        assert_eq!(size_of::<FlowState>(), 23 * 8 + 4 + 4 + 4 + 2 + 1 + 1 + 2 * 16 + 4 + 1 + 1 + 2 + 2 * 12);
         assert_eq!(align_of::<FlowState>(), 8);
     }
 }

@@ -32,6 +32,11 @@ pub const KNOWN_SEQ: u8 = 1;
 pub const KNOWN_ACK: u8 = 2;
 /// This side's FIN was accepted.
 pub const FIN_ACCEPTED: u8 = 4;
+/// `next_seq` was taken from a segment nobody vouched for yet: a SYN, or the
+/// first segment of a flow met mid-stream, which anyone who knows the four
+/// addresses and ports can forge. Until the host acknowledges it (or, off a
+/// tap, the peer acknowledges exactly it), it judges no RST or FIN.
+pub const TENTATIVE: u8 = 8;
 
 /// One side of a TCP flow, as the monitor saw it send.
 #[repr(C)]
@@ -50,7 +55,7 @@ pub struct TcpSide {
     pub ack: u32,
     /// The last window this side advertised, as written (unscaled).
     pub window: u16,
-    /// KNOWN_* and FIN_ACCEPTED bits.
+    /// KNOWN_*, FIN_ACCEPTED and TENTATIVE bits.
     pub known: u8,
     pub _reserved: u8,
 }
@@ -65,6 +70,9 @@ pub struct SegmentHead {
     pub payload_len: u32,
     /// The host sent it (seen on egress): its own stack's word, believed.
     pub from_host: bool,
+    /// The connection was closed (an RST, or a FIN each way, accepted): a SYN
+    /// may open a new one on the same addresses and ports.
+    pub closed: bool,
 }
 
 /// What a segment means for its flow.
@@ -79,14 +87,32 @@ pub enum Close {
     Ignored(KernelStat),
 }
 
+/// What the host does with a segment's payload, and so what the monitor may read of it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Payload {
+    /// No payload.
+    Empty,
+    /// New data at the next expected sequence number: the host reads it now.
+    /// `skip` bytes at its start were seen before (a retransmission that
+    /// merges old and new data): its messages start that far in.
+    New { skip: u32 },
+    /// Seen before, every byte: a retransmission.
+    Old,
+    /// After a gap, outside the window, or carried by a segment the host
+    /// drops: nothing the host has read, so nothing to read here. Counted under the stat.
+    Refused(KernelStat),
+}
+
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Judged {
-    /// The payload was not seen before: its messages are counted and recorded.
-    pub new_data: bool,
-    /// The payload starts at or before the next expected sequence number: the
-    /// flow carried valid data (what retracts an RST or FIN verdict).
+    pub payload: Payload,
+    /// Valid data the host takes now (the payload is `New`): what retracts an RST or FIN verdict.
     pub in_order: bool,
     pub close: Close,
+}
+
+impl Judged {
+    const NOTHING: Self = Self { payload: Payload::Empty, in_order: false, close: Close::None };
 }
 
 /// `a` comes after `b` in sequence space (RFC 9293 §3.4: modulo 2^32).
@@ -100,44 +126,43 @@ pub const fn after(a: u32, b: u32) -> bool {
 #[inline(always)]
 pub fn on_segment(sender: &mut TcpSide, receiver: &TcpSide, segment: &SegmentHead) -> Judged {
     let flags = segment.flags;
-    let mut judged = Judged { new_data: false, in_order: false, close: Close::None };
     if flags & SYN != 0 {
-        // The SYN takes one sequence number; the data after it starts here.
-        let next = segment.seq.wrapping_add(1);
-        sender.next_seq = next;
-        sender.high_seq = next;
-        sender.known |= KNOWN_SEQ;
-        let end = next.wrapping_add(segment.payload_len);
-        if segment.payload_len != 0 {
+        return on_syn(sender, segment);
+    }
+    if acknowledges_unsent(receiver, segment) {
+        // The host drops it whole: no mark moves, no close, no payload.
+        let mut judged = Judged::NOTHING;
+        judged.close = Close::Ignored(KernelStat::AckOfUnsentData);
+        if segment.payload_len != 0 || flags & (RST | FIN) == 0 {
+            judged.payload = Payload::Refused(KernelStat::AckOfUnsentData);
+            judged.close = Close::None;
+        }
+        if flags & RST != 0 {
+            // RST is judged by its sequence number alone (RFC 5961 §3.2), before the ACK.
+            judged.close = judge_reset(sender, receiver, segment);
+        }
+        return judged;
+    }
+    let mut judged = Judged::NOTHING;
+    let start = segment.seq;
+    let end = start.wrapping_add(segment.payload_len);
+    if sender.known & KNOWN_SEQ == 0 {
+        // First sight of this side mid-stream: its segment is the baseline, until vouched for.
+        if flags & (RST | FIN) == 0 || segment.from_host {
             sender.next_seq = end;
             sender.high_seq = end;
-            judged.new_data = true;
-            judged.in_order = true;
-        }
-    } else {
-        let start = segment.seq;
-        let end = start.wrapping_add(segment.payload_len);
-        if sender.known & KNOWN_SEQ == 0 {
-            // First sight of this side mid-stream: its segment is the baseline.
-            if flags & (RST | FIN) == 0 || segment.from_host {
-                sender.next_seq = end;
-                sender.high_seq = end;
-                sender.known |= KNOWN_SEQ;
-                judged.new_data = segment.payload_len != 0;
-                judged.in_order = judged.new_data;
+            sender.known |= KNOWN_SEQ;
+            if !segment.from_host {
+                sender.known |= TENTATIVE;
             }
-        } else if segment.payload_len != 0 {
-            if after(end, sender.next_seq) {
-                judged.new_data = true;
-                if !after(start, sender.next_seq) {
-                    sender.next_seq = end;
-                    judged.in_order = true;
-                }
-            }
-            if after(end, sender.high_seq) {
-                sender.high_seq = end;
+            if segment.payload_len != 0 {
+                judged.payload = Payload::New { skip: 0 };
+                judged.in_order = true;
             }
         }
+    } else if segment.payload_len != 0 {
+        judged.payload = judge_data(sender, segment);
+        judged.in_order = matches!(judged.payload, Payload::New { .. });
     }
     if flags & ACK != 0 {
         sender.ack = segment.ack;
@@ -153,9 +178,84 @@ pub fn on_segment(sender: &mut TcpSide, receiver: &TcpSide, segment: &SegmentHea
     judged
 }
 
+/// A SYN takes one sequence number, and its data starts after it. On a
+/// connection the host has open it changes nothing: the host answers with a
+/// challenge ACK (RFC 5961 §4.2), so a SYN forged with a sequence number of
+/// the forger's choosing cannot become the mark its RST is then judged by.
+#[inline(always)]
+fn on_syn(sender: &mut TcpSide, segment: &SegmentHead) -> Judged {
+    let mut judged = Judged::NOTHING;
+    let next = segment.seq.wrapping_add(1);
+    let open = sender.known & KNOWN_SEQ != 0 && sender.known & TENTATIVE == 0 && !segment.closed;
+    if open && !segment.from_host {
+        // The same SYN again (a handshake's retransmission) is nothing new either.
+        if next != sender.next_seq {
+            judged.close = Close::Ignored(KernelStat::SynOnOpenFlow);
+        }
+        if segment.payload_len != 0 {
+            judged.payload = Payload::Refused(KernelStat::SynOnOpenFlow);
+        }
+        return judged;
+    }
+    let end = next.wrapping_add(segment.payload_len);
+    sender.next_seq = end;
+    sender.high_seq = end;
+    sender.known = (sender.known & KNOWN_ACK) | KNOWN_SEQ;
+    if !segment.from_host {
+        sender.known |= TENTATIVE;
+    }
+    if segment.flags & ACK != 0 {
+        sender.ack = segment.ack;
+        sender.known |= KNOWN_ACK;
+    }
+    sender.window = segment.window;
+    if segment.payload_len != 0 {
+        judged.payload = Payload::New { skip: 0 };
+        judged.in_order = true;
+    }
+    judged
+}
+
+/// An acknowledgment of data the receiver never sent (past its highest
+/// sequence number seen): the host drops such a segment (RFC 9293
+/// §3.10.7.4). Only where the receiver's sequence is vouched for: the host's
+/// own side, as seen leaving it, always is.
+#[inline(always)]
+fn acknowledges_unsent(receiver: &TcpSide, segment: &SegmentHead) -> bool {
+    segment.flags & ACK != 0
+        && !segment.from_host
+        && receiver.known & KNOWN_SEQ != 0
+        && receiver.known & TENTATIVE == 0
+        && after(segment.ack, receiver.high_seq)
+}
+
+/// Data from a side whose sequence is known: new at the next expected
+/// number (maybe after bytes seen before), old, or not in order.
+#[inline(always)]
+fn judge_data(sender: &mut TcpSide, segment: &SegmentHead) -> Payload {
+    let start = segment.seq;
+    let end = start.wrapping_add(segment.payload_len);
+    if after(end, sender.high_seq) {
+        sender.high_seq = end;
+    }
+    if !after(end, sender.next_seq) {
+        return Payload::Old;
+    }
+    if after(start, sender.next_seq) {
+        // A gap before it: the host keeps it (in the window) or drops it
+        // (outside); either way nothing of it is read before the gap fills.
+        return Payload::Refused(KernelStat::PayloadNotInOrder);
+    }
+    let skip = sender.next_seq.wrapping_sub(start);
+    sender.next_seq = end;
+    Payload::New { skip }
+}
+
 /// The peer acknowledged `ack` of `side`'s data: what it received in order.
-/// From the host itself that is its RCV.NXT, believed; from the other side
-/// only as far as `side` was seen to send.
+/// From the host itself that is its RCV.NXT, believed, and it vouches for a
+/// tentative mark (even one ahead of it: a forged baseline); from the other
+/// side only as far as `side` was seen to send, and it vouches for the mark
+/// where it acknowledges exactly that (off a tap, no word is the host's).
 #[inline(always)]
 pub fn on_acknowledged(side: &mut TcpSide, ack: u32, from_host: bool) {
     if side.known & KNOWN_SEQ == 0 {
@@ -163,6 +263,18 @@ pub fn on_acknowledged(side: &mut TcpSide, ack: u32, from_host: bool) {
             side.next_seq = ack;
             side.high_seq = ack;
             side.known |= KNOWN_SEQ;
+        }
+        return;
+    }
+    if side.known & TENTATIVE != 0 {
+        if from_host {
+            side.next_seq = ack;
+            if after(ack, side.high_seq) {
+                side.high_seq = ack;
+            }
+            side.known &= !TENTATIVE;
+        } else if ack == side.next_seq {
+            side.known &= !TENTATIVE;
         }
         return;
     }
@@ -179,7 +291,7 @@ fn judge_reset(sender: &TcpSide, receiver: &TcpSide, segment: &SegmentHead) -> C
     if segment.from_host {
         return Close::Reset;
     }
-    if sender.known & KNOWN_SEQ == 0 {
+    if sender.known & KNOWN_SEQ == 0 || sender.known & TENTATIVE != 0 {
         // A connection refused: the RST answers the host's SYN, and acknowledges it exactly.
         let answers_syn =
             segment.flags & ACK != 0 && receiver.known & KNOWN_SEQ != 0 && segment.ack == receiver.next_seq;
@@ -207,7 +319,7 @@ fn judge_fin(sender: &mut TcpSide, segment: &SegmentHead) -> Close {
         sender.known |= KNOWN_SEQ | FIN_ACCEPTED;
         return Close::Fin;
     }
-    if sender.known & KNOWN_SEQ == 0 {
+    if sender.known & KNOWN_SEQ == 0 || sender.known & TENTATIVE != 0 {
         return Close::Ignored(KernelStat::CloseUnverifiable);
     }
     // The data before the FIN moved next_seq to the FIN's own number, when in order.
@@ -229,31 +341,45 @@ mod tests {
     use super::*;
 
     fn seg(seq: u32, flags: u8, payload_len: u32) -> SegmentHead {
-        SegmentHead { seq, ack: 7, window: 1000, flags: flags | ACK, payload_len, from_host: false }
+        SegmentHead { seq, ack: 501, window: 1000, flags: flags | ACK, payload_len, from_host: false, closed: false }
     }
 
+    /// A client connected to the host: its SYN, the host's SYN-ACK vouching for it.
     fn established(next: u32) -> (TcpSide, TcpSide) {
         let mut client = TcpSide::default();
         let mut server = TcpSide::default();
-        on_segment(&mut client, &server, &seg(next.wrapping_sub(1), SYN, 0));
+        on_segment(&mut client, &server, &SegmentHead { flags: SYN, ..seg(next.wrapping_sub(1), 0, 0) });
         on_segment(&mut server, &client, &SegmentHead { from_host: true, ..seg(500, SYN, 0) });
+        on_acknowledged(&mut client, next, true);
         server.window = 1000;
         (client, server)
+    }
+
+    fn new(skip: u32) -> Payload {
+        Payload::New { skip }
     }
 
     #[test]
     fn data_moves_the_mark_in_order_only() {
         let (mut c, s) = established(100);
         let j = on_segment(&mut c, &s, &seg(100, 0, 10));
-        assert_eq!((j.new_data, j.in_order, c.next_seq), (true, true, 110));
+        assert_eq!((j.payload, j.in_order, c.next_seq), (new(0), true, 110));
         // The same segment again: a retransmission.
-        assert!(!on_segment(&mut c, &s, &seg(100, 0, 10)).new_data);
-        // A segment far ahead (forged, or out of order) is data but moves nothing.
+        assert_eq!(on_segment(&mut c, &s, &seg(100, 0, 10)).payload, Payload::Old);
+        // A segment far ahead (forged, or out of order) is not read, and moves nothing.
         let j = on_segment(&mut c, &s, &seg(1_000_000, 0, 10));
-        assert_eq!((j.new_data, j.in_order, c.next_seq), (true, false, 110));
+        assert_eq!((j.payload, j.in_order, c.next_seq), (Payload::Refused(KernelStat::PayloadNotInOrder), false, 110));
         // So the real next segment is still new.
-        assert!(on_segment(&mut c, &s, &seg(110, 0, 4)).new_data);
+        assert_eq!(on_segment(&mut c, &s, &seg(110, 0, 4)).payload, new(0));
         assert_eq!(c.next_seq, 114);
+    }
+
+    #[test]
+    fn a_retransmission_that_merges_old_and_new_data_is_read_from_the_new() {
+        let (mut c, s) = established(100);
+        on_segment(&mut c, &s, &seg(100, 0, 10));
+        let j = on_segment(&mut c, &s, &seg(100, 0, 30));
+        assert_eq!((j.payload, c.next_seq), (new(10), 130));
     }
 
     #[test]
@@ -283,6 +409,88 @@ mod tests {
         assert_eq!(on_segment(&mut c, &s, &seg(100, FIN, 0)).close, Close::Fin);
         assert_eq!(on_segment(&mut c, &s, &seg(100, FIN, 0)).close, Close::None);
         assert_eq!(on_segment(&mut c, &s, &seg(100, RST, 0)).close, Close::Reset);
+    }
+
+    #[test]
+    fn a_forged_syn_on_an_open_connection_moves_no_mark() {
+        let (mut c, s) = established(100);
+        on_segment(&mut c, &s, &seg(100, 0, 10));
+        let before = c;
+        let forged = SegmentHead { flags: SYN, ..seg(0x4242_0000, 0, 0) };
+        assert_eq!(on_segment(&mut c, &s, &forged).close, Close::Ignored(KernelStat::SynOnOpenFlow));
+        assert_eq!(c, before);
+        // Its RST and FIN|ACK one past it are judged against the real mark.
+        assert_eq!(
+            on_segment(&mut c.clone(), &s, &seg(0x4242_0001, RST, 0)).close,
+            Close::Ignored(KernelStat::RstOutOfWindow)
+        );
+        assert_eq!(
+            on_segment(&mut c.clone(), &s, &seg(0x4242_0001, FIN, 0)).close,
+            Close::Ignored(KernelStat::FinOutOfSequence)
+        );
+        // The handshake's own SYN sent again is nothing at all.
+        let again = SegmentHead { flags: SYN, ..seg(99, 0, 0) };
+        let (mut fresh, s) = established(100);
+        assert_eq!(on_segment(&mut fresh, &s, &again).close, Close::None);
+        // After the connection closed, a SYN opens a new one on the same ports.
+        let reopened = SegmentHead { closed: true, ..forged };
+        on_segment(&mut c, &s, &reopened);
+        assert_eq!((c.next_seq, c.known & TENTATIVE), (0x4242_0001, TENTATIVE));
+    }
+
+    #[test]
+    fn a_mark_nobody_vouched_for_judges_no_close_until_the_host_acknowledges_it() {
+        // A flow met mid-stream (or evicted and met again): a forged segment is its first.
+        let mut c = TcpSide::default();
+        let mut s = TcpSide::default();
+        let forged = seg(0x7000_0000, 0, 4);
+        assert_eq!(on_segment(&mut c, &s, &forged).payload, new(0));
+        assert_eq!(
+            on_segment(&mut c.clone(), &s, &seg(0x7000_0004, RST, 0)).close,
+            Close::Ignored(KernelStat::CloseUnverifiable)
+        );
+        assert_eq!(
+            on_segment(&mut c.clone(), &s, &seg(0x7000_0004, FIN, 0)).close,
+            Close::Ignored(KernelStat::CloseUnverifiable)
+        );
+        // A forged SYN does not vouch either.
+        on_segment(&mut c, &s, &SegmentHead { flags: SYN, ..seg(0x7100_0000, 0, 0) });
+        assert_eq!(
+            on_segment(&mut c.clone(), &s, &seg(0x7100_0001, RST, 0)).close,
+            Close::Ignored(KernelStat::CloseUnverifiable)
+        );
+        // The host's acknowledgment is its RCV.NXT: the real mark, even behind the forged one.
+        on_segment(&mut s, &c, &SegmentHead { from_host: true, ack: 5000, ..seg(800, 0, 0) });
+        on_acknowledged(&mut c, 5000, true);
+        assert_eq!((c.next_seq, c.known & TENTATIVE), (5000, 0));
+        assert_eq!(
+            on_segment(&mut c.clone(), &s, &seg(0x7100_0001, RST, 0)).close,
+            Close::Ignored(KernelStat::RstOutOfWindow)
+        );
+        assert_eq!(on_segment(&mut c, &s, &seg(5000, RST, 0)).close, Close::Reset);
+    }
+
+    #[test]
+    fn off_a_tap_the_peer_acknowledging_exactly_the_mark_vouches_for_it() {
+        let mut c = TcpSide::default();
+        on_segment(&mut c, &TcpSide::default(), &seg(100, 0, 10));
+        on_acknowledged(&mut c, 200, false);
+        assert_eq!(c.known & TENTATIVE, TENTATIVE, "an acknowledgment of something else vouches for nothing");
+        on_acknowledged(&mut c, 110, false);
+        assert_eq!((c.next_seq, c.known & TENTATIVE), (110, 0));
+    }
+
+    #[test]
+    fn a_segment_acknowledging_unsent_data_is_dropped_whole() {
+        let (mut c, s) = established(100);
+        // The host sent up to 501; a ping acknowledging 9000 is no segment the host takes.
+        let ping = SegmentHead { ack: 9000, ..seg(100, 0, 4) };
+        let j = on_segment(&mut c, &s, &ping);
+        assert_eq!((j.payload, c.next_seq), (Payload::Refused(KernelStat::AckOfUnsentData), 100));
+        let fin = SegmentHead { ack: 9000, ..seg(100, FIN, 0) };
+        assert_eq!(on_segment(&mut c, &s, &fin).close, Close::Ignored(KernelStat::AckOfUnsentData));
+        // The same ping acknowledging what was sent is read.
+        assert_eq!(on_segment(&mut c, &s, &seg(100, 0, 4)).payload, new(0));
     }
 
     #[test]
@@ -331,7 +539,7 @@ mod tests {
     fn sequence_numbers_wrap() {
         let (mut c, s) = established(u32::MAX - 4);
         let j = on_segment(&mut c, &s, &seg(u32::MAX - 4, 0, 10));
-        assert!(j.new_data && j.in_order);
+        assert!(j.in_order);
         assert_eq!(c.next_seq, 5);
         assert_eq!(on_segment(&mut c, &s, &seg(5, RST, 0)).close, Close::Reset);
     }

@@ -104,10 +104,25 @@ pub fn key_into(key: &mut FlowKey, segment: &Segment, side: &Side) {
     key.transport = transport as u8;
 }
 
-/// Records the packet in its flow, creating the flow on first sight. False for
-/// a TCP retransmission: its payload was seen before and is not taken again.
+/// What became of a packet's payload in its flow.
+#[derive(Copy, Clone, PartialEq, Eq)]
+pub enum Taken {
+    /// Read from its start: its first message was recorded.
+    Read,
+    /// New data after this many bytes seen before (a TCP retransmission that
+    /// merges old and new data): its messages start that far in, if any do.
+    After(u32),
+    /// Seen before, every byte (a TCP retransmission): not read again.
+    Old,
+    /// Nothing the host reads (after a gap, outside the window, a segment the
+    /// host drops): not read, and counted as nothing it seemed to carry.
+    Refused,
+}
+
+/// Records the packet in its flow, creating the flow on first sight, and says
+/// what of its payload was taken: a TCP segment's only as the host takes it.
 #[inline(always)]
-pub fn update(frame: &impl Frame, scratch: &mut Scratch, payload: Payload, direction: Direction) -> bool {
+pub fn update(frame: &impl Frame, scratch: &mut Scratch, payload: Payload, direction: Direction) -> Taken {
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let state = match FLOWS.get_ptr_mut(&scratch.key) {
@@ -119,7 +134,7 @@ pub fn update(frame: &impl Frame, scratch: &mut Scratch, payload: Payload, direc
             }
             match FLOWS.get_ptr_mut(&scratch.key) {
                 Some(state) => state,
-                None => return true,
+                None => return Taken::Read,
             }
         }
     };
@@ -140,18 +155,28 @@ pub fn update(frame: &impl Frame, scratch: &mut Scratch, payload: Payload, direc
         state.bytes_from_server += bytes;
     }
 
-    if scratch.key.transport != FlowTransport::Udp as u8 && !judge_segment(state, scratch, direction, now) {
-        // A request sent again: a retransmission the agent counts by method and peer.
-        if let Payload::Request(method) = payload
-            && method != Method::Ack
-            && events::every_head()
-        {
-            events::send_head(frame, scratch, direction, now, HeadFor::Retransmission);
+    if scratch.key.transport != FlowTransport::Udp as u8 {
+        match judge_segment(state, scratch, direction, now) {
+            tcp_sequence::Payload::Empty | tcp_sequence::Payload::New { skip: 0 } => {}
+            tcp_sequence::Payload::New { skip } => return Taken::After(skip),
+            tcp_sequence::Payload::Old => {
+                // A request sent again: a retransmission the agent counts by method and peer.
+                if let Payload::Request(method) = payload
+                    && method != Method::Ack
+                    && events::every_head()
+                {
+                    events::send_head(frame, scratch, direction, now, HeadFor::Retransmission);
+                }
+                return Taken::Old;
+            }
+            tcp_sequence::Payload::Refused(stat) => {
+                bump_stat(stat);
+                return Taken::Refused;
+            }
         }
-        return false;
     }
     record(frame, scratch, state, payload, direction, now);
-    true
+    Taken::Read
 }
 
 /// The client acknowledged the server's data up to `ack`: all of it ends the
@@ -297,10 +322,9 @@ fn record(
 
 /// Takes a TCP segment's sequence numbers, flags and window into the flow, as
 /// the host's stack would (see `tcp_sequence`): an RST or FIN counts only where
-/// the host would act on it. False for a retransmission: its payload was seen
-/// before and its messages are not taken again.
+/// the host would act on it, and the payload only as the host takes it.
 #[inline(always)]
-fn judge_segment(state: &mut FlowState, scratch: &Scratch, direction: Direction, now: u64) -> bool {
+fn judge_segment(state: &mut FlowState, scratch: &Scratch, direction: Direction, now: u64) -> tcp_sequence::Payload {
     let from_client = scratch.from_client != 0;
     let flags = scratch.tcp_flags;
     state.tcp_flags |= flags;
@@ -311,6 +335,7 @@ fn judge_segment(state: &mut FlowState, scratch: &Scratch, direction: Direction,
         flags,
         payload_len: scratch.tcp_payload_len,
         from_host: direction == Direction::Egress,
+        closed: closed(state),
     };
     let client_acked_before = state.tcp_client.ack;
     let (sender, receiver) = if from_client {
@@ -319,7 +344,9 @@ fn judge_segment(state: &mut FlowState, scratch: &Scratch, direction: Direction,
         (&mut state.tcp_server, &mut state.tcp_client)
     };
     let judged = tcp_sequence::on_segment(sender, receiver, &segment);
-    if flags & tcp::ACK != 0 {
+    let dropped = matches!(judged.payload, tcp_sequence::Payload::Refused(_))
+        || judged.close == Close::Ignored(monitor_common::counters::KernelStat::AckOfUnsentData);
+    if flags & tcp::ACK != 0 && !dropped {
         tcp_sequence::on_acknowledged(receiver, segment.ack, segment.from_host);
     }
     match judged.close {
@@ -332,7 +359,11 @@ fn judge_segment(state: &mut FlowState, scratch: &Scratch, direction: Direction,
     if matches!(judged.close, Close::Reset | Close::Fin) {
         events::send_flow_event(&scratch.key, FlowEventKind::Closed, now);
     }
-    if judged.in_order {
+    if dropped {
+        return judged.payload;
+    }
+    let new_data = matches!(judged.payload, tcp_sequence::Payload::New { .. });
+    if new_data {
         if from_client {
             state.last_data_from_client_ns = now;
         } else {
@@ -343,16 +374,24 @@ fn judge_segment(state: &mut FlowState, scratch: &Scratch, direction: Direction,
         if flags & tcp::ACK != 0 {
             client_acknowledged(state, segment.ack, client_acked_before, now);
         }
-    } else if judged.new_data && state.server_unacked_since_ns == 0 {
+    } else if new_data && state.server_unacked_since_ns == 0 {
         state.server_unacked_since_ns = now;
+        state.server_retransmissions = 0;
         events::send_flow_event(&scratch.key, FlowEventKind::WaitBegan, now);
-    }
-    if segment.payload_len != 0 && !judged.new_data {
-        return false;
+    } else if judged.payload == tcp_sequence::Payload::Old && state.server_unacked_since_ns != 0 {
+        // The server's stack sent its data again: it, too, heard nothing back.
+        state.server_retransmissions = state.server_retransmissions.saturating_add(1);
     }
     // TLS payload is opaque, but any of it from the client is the client alive.
-    if judged.new_data && from_client && scratch.key.transport == FlowTransport::Tls as u8 {
+    if new_data && from_client && scratch.key.transport == FlowTransport::Tls as u8 {
         state.last_client_activity_ns = now;
     }
-    true
+    judged.payload
+}
+
+/// The connection was closed: an RST, or a FIN each way, was accepted.
+#[inline(always)]
+fn closed(state: &FlowState) -> bool {
+    let fin_both = state.tcp_client.known & state.tcp_server.known & tcp_sequence::FIN_ACCEPTED != 0;
+    state.rst_ns != 0 || fin_both
 }

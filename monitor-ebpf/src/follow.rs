@@ -44,6 +44,22 @@ pub fn start(scratch: &mut Scratch, payload: Payload) -> bool {
     true
 }
 
+/// Sets up the walk at new data that follows bytes seen before (a
+/// retransmission that merges old and new data: `scratch.payload_offset`
+/// points past the old): its first message is counted by `message`, as a
+/// further message of a segment is.
+#[inline(always)]
+pub fn start_at_new_data(scratch: &mut Scratch) -> Next {
+    let follow = &mut scratch.follow;
+    follow.cursor = scratch.payload_offset;
+    follow.end = scratch.payload_offset + scratch.payload_len;
+    follow.messages = 0;
+    // Nothing loaded yet: no payload offset is this one.
+    follow.window_at = u32::MAX;
+    follow.scan = HeadScan::default();
+    Next::Message
+}
+
 /// What the walk does next: the slot of `FOLLOW_XDP` / `FOLLOW_TC` to tail-call.
 #[derive(Copy, Clone, PartialEq, Eq)]
 #[repr(u32)]

@@ -88,6 +88,9 @@ pub struct Scratch {
     pub tcp_window: u16,
     /// The TCP segment's whole payload (the classifier narrows `payload_len` to a message).
     pub tcp_payload_len: u32,
+    /// The TCP sequence number of the byte at `payload_offset` once the flow
+    /// took the segment: where a WebSocket port's frames are placed.
+    pub stream_position: u32,
     /// Frame length, for the flow's byte counts.
     pub frame_len: u32,
     /// The classifier's answer (`Payload::encode`), read back opaquely so the flow

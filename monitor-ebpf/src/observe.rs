@@ -14,7 +14,7 @@ use monitor_ebpf::{
 };
 
 use crate::{
-    flow,
+    flow::{self, Taken},
     follow::{self, Next},
     maps::{PACKETS, Scratch, bump, bump_stat, packet_scratch},
     tally::count_message,
@@ -76,17 +76,34 @@ fn observe_segment(frame: &impl Frame, segment: &Segment, direction: Direction) 
         Payload::decode(core::ptr::read_volatile(&scratch.payload))
     };
     // A TCP retransmission is counted as a packet but its messages only once, as tshark does.
+    let websocket = side.kind == PortKind::Ws && segment.transport == Transport::Tcp;
     let mut next = Next::Done;
-    if flow::update(frame, scratch, payload, direction) {
-        count_message(payload, direction);
-        let websocket = side.kind == PortKind::Ws && segment.transport == Transport::Tcp;
-        if websocket && segment.payload_len != 0 {
-            // Its packets are class `other`; its SIP is counted by method and code there.
-            next = Next::Websocket;
-        } else if segment.transport == Transport::Tcp && follow::start(scratch, payload) {
-            next = Next::Scan;
+    let taken = flow::update(frame, scratch, payload, direction);
+    match taken {
+        Taken::Read => {
+            scratch.stream_position = segment.tcp_sequence;
+            count_message(payload, direction);
+            if websocket && segment.payload_len != 0 {
+                // Its packets are class `other`; its SIP is counted by method and code there.
+                next = Next::Websocket;
+            } else if segment.transport == Transport::Tcp && follow::start(scratch, payload) {
+                next = Next::Scan;
+            }
         }
+        Taken::After(skip) => {
+            // What was seen before is not counted again: the new data's messages are.
+            let skip = skip as usize;
+            if skip < segment.payload_len {
+                scratch.payload_offset = (segment.payload_offset + skip) as u32;
+                scratch.payload_len = (segment.payload_len - skip) as u32;
+                scratch.stream_position = segment.tcp_sequence.wrapping_add(skip as u32);
+                next = if websocket { Next::Websocket } else { follow::start_at_new_data(scratch) };
+            }
+        }
+        Taken::Old | Taken::Refused => {}
     }
+    // A segment the host drops is counted as a packet, and as nothing it seemed to carry.
+    let payload = if taken == Taken::Refused { Payload::Other } else { payload };
 
     let control = scratch.tcp_flags & (tcp::SYN | tcp::FIN | tcp::RST) != 0;
     let class = match payload {

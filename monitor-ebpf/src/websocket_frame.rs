@@ -1,9 +1,21 @@
-//! SIP over WebSocket (RFC 7118): the frame at a payload's start, read by a
-//! program of its own (`sipflow_*_websocket`, tail-called by the entry program
-//! for a `--ws-port` segment with data) and by the TLS plaintext reader (wss).
-//! One SIP message per frame: no walk for more.
+//! SIP over WebSocket (RFC 7118): the frames of a `--ws-port` segment, read
+//! by a program of its own (`sipflow_*_websocket`, tail-called by the entry
+//! program for a segment with data), and of wss plaintext, read by the TLS
+//! reader. One SIP message per frame (RFC 7118 §5).
+//!
+//! A frame may be longer than a segment (a WebRTC SDP is 3-8 KB), so a
+//! segment's first byte is a frame head only where the side's last frame
+//! ended: each side's `WsSide` keeps where that is, and the bytes of a segment
+//! that starts inside a frame are never read as a head (a 0x89 there is no
+//! ping). Where a side's framing is not known yet (a flow met mid-stream, or
+//! framing lost), only a text or binary frame that carries a SIP message shows
+//! where frames start; a ping or pong there is not believed.
 
-use monitor_common::counters::Direction;
+use monitor_common::{
+    counters::{Direction, KernelStat},
+    flow::{FlowState, FlowTransport, WS_FRAMED, WsSide},
+    tcp_sequence::after,
+};
 use monitor_ebpf::{
     frame::{Frame, MAX_HEADER_OFFSET, MAX_PAYLOAD, WINDOW},
     packet::Transport,
@@ -11,7 +23,17 @@ use monitor_ebpf::{
     websocket::{self, Opcode},
 };
 
-use crate::{flow, follow::Next, maps::Scratch, tally::count_message};
+use crate::{
+    flow,
+    follow::Next,
+    maps::{FLOWS, Scratch, bump_stat},
+    tally::count_message,
+};
+
+/// Frame heads followed past the first in one segment or read: a segment of a
+/// browser's holds one frame or a few; past this many its framing is lost
+/// until the next frame carrying SIP shows it again.
+const MAX_HEADS: usize = 8;
 
 /// The `websocket` program's step: the frame's message counted and recorded on its flow.
 #[inline(always)]
@@ -29,16 +51,137 @@ pub fn read(frame: &impl Frame, scratch: Option<&mut Scratch>, direction: Direct
     Next::Done
 }
 
-/// The WebSocket frame at the payload's start (RFC 6455 §5.2, RFC 7118): a
-/// ping or pong frame is a keepalive; a text or binary frame's payload is
-/// unmasked into the window and classified as the SIP message it carries.
-/// Sets `ws_framed` when the payload is a frame at all.
+/// Where, in a segment or read of `len` bytes at stream position `position`,
+/// its first frame head is, by what its side's framing says.
+#[derive(Copy, Clone, PartialEq, Eq)]
+enum HeadAt {
+    /// At this many bytes in, where the last frame ended.
+    Known(usize),
+    /// Framing not known: a head at the start is believed only if its frame carries SIP.
+    Unknown,
+    /// Inside a frame throughout: no head here.
+    Inside,
+}
+
+#[inline(always)]
+fn head_at(side: &mut WsSide, position: u32, len: usize) -> HeadAt {
+    if side.known & WS_FRAMED == 0 {
+        return HeadAt::Unknown;
+    }
+    let next = side.next_head;
+    if after(position, next) {
+        // Bytes before this were never read (a segment the host dropped, a
+        // read not seen): where frames start is lost.
+        side.known = 0;
+        return HeadAt::Unknown;
+    }
+    let into = next.wrapping_sub(position) as usize;
+    if into < len { HeadAt::Known(into) } else { HeadAt::Inside }
+}
+
+/// The side of the flow whose bytes these are, and where they start in its
+/// stream: a `--ws-port` segment by its TCP sequence number, wss plaintext by
+/// the bytes of plaintext read before (which this read then adds to).
+#[inline(always)]
+fn stream_side(scratch: &Scratch, len: usize) -> Option<(&'static mut WsSide, u32)> {
+    let state = FLOWS.get_ptr_mut(&scratch.key)?;
+    // SAFETY: a live map value; see `flow::update` on concurrent writers.
+    let state: &mut FlowState = unsafe { &mut *state };
+    let side = if scratch.from_client != 0 { &mut state.ws_client } else { &mut state.ws_server };
+    if scratch.key.transport == FlowTransport::Tls as u8 {
+        let position = side.position;
+        side.position = position.wrapping_add(len as u32);
+        Some((side, position))
+    } else {
+        // SAFETY: a plain read of the scratch slot (volatile: see `Scratch`).
+        Some((side, unsafe { core::ptr::read_volatile(&scratch.stream_position) }))
+    }
+}
+
+/// Follows frame heads from the one `at` bytes in to the first that starts
+/// past these `len` bytes, and keeps it as the side's next; loses the framing
+/// where a head cannot be read whole or there are more than `MAX_HEADS`.
+#[inline(always)]
+fn follow_heads(
+    frame: &impl Frame,
+    scratch: &mut Scratch,
+    side: &mut WsSide,
+    base: usize,
+    position: u32,
+    at: usize,
+    len: usize,
+) {
+    let mut into = at;
+    let mut i = 0;
+    while i < MAX_HEADS {
+        if into >= len {
+            side.next_head = position.wrapping_add(into as u32);
+            side.known = WS_FRAMED;
+            return;
+        }
+        let left = len - into;
+        let loaded = if left < websocket::MAX_HEAD_LEN { left } else { websocket::MAX_HEAD_LEN };
+        if into > MAX_PAYLOAD || !frame.load_bytes(base + into, loaded, &mut scratch.window) {
+            break;
+        }
+        let Some(head) = websocket::frame_head(&scratch.window, loaded) else {
+            break;
+        };
+        let frame_len = head.head_len as u64 + head.payload_len;
+        if frame_len > MAX_PAYLOAD as u64 * 16 {
+            // Longer than any SIP message sent over WebSocket: no frame of ours.
+            break;
+        }
+        into += frame_len as usize;
+        i += 1;
+    }
+    side.known = 0;
+}
+
+/// The WebSocket frame that starts first in the payload (RFC 6455 §5.2, RFC
+/// 7118): a ping or pong frame is a keepalive; a text or binary frame's
+/// payload is unmasked into the window and classified as the SIP message it
+/// carries. Sets `ws_framed` when the payload is WebSocket at all, and keeps
+/// where the side's next frame starts.
 #[inline(always)]
 pub fn classify(frame: &impl Frame, scratch: &mut Scratch) -> Payload {
     // SAFETY: plain reads of fields just written (volatile: see `Scratch`).
-    let offset = unsafe { core::ptr::read_volatile(&scratch.payload_offset) } as usize;
-    let payload_len = unsafe { core::ptr::read_volatile(&scratch.payload_len) } as usize;
-    if offset > MAX_HEADER_OFFSET || payload_len > MAX_PAYLOAD || payload_len == 0 {
+    let base = unsafe { core::ptr::read_volatile(&scratch.payload_offset) } as usize;
+    let len = unsafe { core::ptr::read_volatile(&scratch.payload_len) } as usize;
+    if base > MAX_HEADER_OFFSET || len > MAX_PAYLOAD || len == 0 {
+        return Payload::Other;
+    }
+    let Some((side, position)) = stream_side(scratch, len) else {
+        // The flow is not in the map: nothing to place the bytes by.
+        return Payload::Other;
+    };
+    let at = match head_at(side, position, len) {
+        HeadAt::Known(at) => at,
+        HeadAt::Unknown => 0,
+        HeadAt::Inside => {
+            scratch.ws_framed = 1;
+            bump_stat(KernelStat::WebsocketMidFrame);
+            return Payload::Other;
+        }
+    };
+    let known = side.known & WS_FRAMED != 0;
+    let payload = frame_at(frame, scratch, base + at, len - at);
+    let shows_framing = matches!(payload, Payload::Request(_) | Payload::Response(_));
+    if known || (shows_framing && scratch.ws_framed != 0) {
+        follow_heads(frame, scratch, side, base, position, at, len);
+        payload
+    } else if scratch.ws_framed != 0 {
+        // A ping, pong or other head where frames are not known to start: not believed.
+        Payload::Other
+    } else {
+        payload
+    }
+}
+
+/// The frame whose head is `offset` bytes into the frame (`len` bytes left).
+#[inline(always)]
+fn frame_at(frame: &impl Frame, scratch: &mut Scratch, offset: usize, payload_len: usize) -> Payload {
+    if offset > MAX_PAYLOAD + MAX_HEADER_OFFSET || payload_len == 0 {
         return Payload::Other;
     }
     let loaded = if payload_len < WINDOW { payload_len } else { WINDOW };
@@ -74,7 +217,10 @@ pub fn classify(frame: &impl Frame, scratch: &mut Scratch) -> Payload {
             core::ptr::read_volatile(&scratch.ws_mask),
         )
     };
-    if start > MAX_HEADER_OFFSET + websocket::MAX_HEAD_LEN || message_len > MAX_PAYLOAD || message_len == 0 {
+    if start > MAX_PAYLOAD + MAX_HEADER_OFFSET + websocket::MAX_HEAD_LEN
+        || message_len > MAX_PAYLOAD
+        || message_len == 0
+    {
         return Payload::Other;
     }
     let loaded = if message_len < WINDOW { message_len } else { WINDOW };

@@ -273,3 +273,75 @@ fn sip_over_websocket_frames() {
     assert_eq!(xdp.counters().requests[register], 2);
     assert_eq!(xdp.counters().requests.iter().sum::<u64>(), 2);
 }
+
+/// A WebRTC client's INVITE (RFC 7118) in one masked text frame of a few KB,
+/// as a browser sends it: in several TCP segments, each after the first
+/// starting inside the frame.
+fn long_invite() -> Vec<u8> {
+    let sdp = "a=candidate:1 1 udp 2122260223 192.0.2.1 54400 typ host generation 0 Ŋ\r\n".repeat(60);
+    format!(
+        "INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bK56sdasks\r\n\
+         Call-ID: long@b\r\nCSeq: 1 INVITE\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    )
+    .into_bytes()
+}
+
+/// Splits `frame` into three segments, the second starting at the first
+/// byte past `from` whose value is `byte`.
+fn split_at_byte(frame: &[u8], from: usize, byte: u8) -> [Vec<u8>; 3] {
+    let at = from + frame[from..].iter().position(|b| *b == byte).expect("the byte is in the frame");
+    let second_end = (at + 1400).min(frame.len() - 10);
+    [frame[..at].to_vec(), frame[at..second_end].to_vec(), frame[second_end..].to_vec()]
+}
+
+/// A segment that starts inside a WebSocket frame longer than the segment
+/// before it is no frame head, whatever its first byte (RFC 6455 §5.2): a
+/// continuation starting with 0x89 is no ping, one with 0x8a no pong; frames
+/// after the long one, in its last segment or their own, are read.
+#[test]
+fn a_websocket_frame_longer_than_a_segment_is_read_as_one() {
+    sipflow_tests::root_or_skip!();
+    let xdp = LoadedXdp::load();
+    let invite = long_invite();
+    let payload_at = 8; // two bytes, a 16-bit length, the masking key
+    // The mask makes the masked byte 100 bytes into the payload 0x89.
+    let mut mask = [0x11, 0x22, 0x33, 0x44];
+    mask[100 % 4] = invite[100] ^ 0x89;
+    let frame = ws_frame(1, &invite, Some(mask));
+    assert_eq!(frame[payload_at + 100], 0x89);
+    let client = split_at_byte(&frame, payload_at + 100, 0x89);
+    xdp.run_all(&[
+        tcp4(CLIENT_PORT, WS_PORT, Flags::default(), &ws_frame(1, REGISTER, Some(mask))),
+        tcp4_from_server(WS_PORT, CLIENT_PORT, Flags::default(), &ws_frame(1, REGISTER_OK, None)),
+    ]);
+    for segment in &client {
+        assert_eq!(xdp.run(&tcp4(CLIENT_PORT, WS_PORT, Flags::default(), segment)), XDP_PASS);
+    }
+    let (_, state) = only_flow(&xdp);
+    assert_eq!((state.last_ping_ns, state.unanswered_ping_ns), (0, 0), "the frame's middle read as a ping");
+    let counters = xdp.counters();
+    assert_eq!(counters.requests[request_index(Direction::Ingress, Method::Invite) as usize], 1);
+    assert!(counters.stat(KernelStat::WebsocketMidFrame) >= 2);
+
+    // A real ping after it is one; the server's long frame with a 0x8a at a
+    // segment's start is no pong, and the ping stays unanswered.
+    assert_eq!(xdp.run(&tcp4(CLIENT_PORT, WS_PORT, Flags::default(), &ws_frame(9, b"", Some(mask)))), XDP_PASS);
+    assert_ne!(only_flow(&xdp).1.unanswered_ping_ns, 0, "the ping after the long frame");
+    let answer = ws_frame(1, &invite, None);
+    for segment in split_at_byte(&answer, 100, 0x8a) {
+        assert_eq!(xdp.run(&tcp4_from_server(WS_PORT, CLIENT_PORT, Flags::default(), &segment)), XDP_PASS);
+    }
+    let (_, state) = only_flow(&xdp);
+    assert_eq!(state.last_pong_ns, 0, "the frame's middle read as a pong");
+    assert_ne!(state.unanswered_ping_ns, 0);
+    // The long frame's end and a pong in one segment: the pong is read.
+    let end = ws_frame(1, &invite, None);
+    let (first, last) = end.split_at(end.len() - 30);
+    for segment in first.chunks(1400) {
+        assert_eq!(xdp.run(&tcp4_from_server(WS_PORT, CLIENT_PORT, Flags::default(), segment)), XDP_PASS);
+    }
+    let tail = [last, &ws_frame(10, b"", None)[..]].concat();
+    assert_eq!(xdp.run(&tcp4_from_server(WS_PORT, CLIENT_PORT, Flags::default(), &tail)), XDP_PASS);
+    assert_eq!(only_flow(&xdp).1.unanswered_ping_ns, 0, "the pong after the frame's end");
+}

@@ -55,7 +55,12 @@ pub fn udp6(source_port: u16, destination_port: u16, payload: &[u8]) -> Vec<u8> 
 pub fn tcp6(source_port: u16, destination_port: u16, payload: &[u8]) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
         .ipv6(CLIENT_V6, SERVER_V6, 64)
-        .tcp(source_port, destination_port, next_sequence(payload.len()), 65535)
+        .tcp(
+            source_port,
+            destination_port,
+            next_sequence((&CLIENT_V6, source_port), (&SERVER_V6, destination_port), payload.len() as u32),
+            65535,
+        )
         .ack(1);
     finish(b, payload, |b, out, p| b.write(out, p).expect("build"))
 }
@@ -104,12 +109,30 @@ pub fn tcp4_from_server(source_port: u16, destination_port: u16, flags: Flags, p
     tcp4_between((SERVER_V4, source_port), (CLIENT_V4, destination_port), flags, payload)
 }
 
-/// Each crafted TCP segment carries new data, as a sender's next segment would:
-/// the kernel counts the messages of a repeated (retransmitted) segment only once.
-static NEXT_SEQUENCE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1000);
+thread_local! {
+    /// Where each direction of each crafted connection goes on: a test's
+    /// segments follow one another in sequence, as a sender's do (the kernel
+    /// reads only what the host would take in order, and counts a repeated
+    /// segment's messages once). Per thread: each test runs in its own.
+    static NEXT_SEQUENCE: std::cell::RefCell<std::collections::HashMap<(Vec<u8>, u16, Vec<u8>, u16), u32>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
 
-fn next_sequence(payload_len: usize) -> u32 {
-    NEXT_SEQUENCE.fetch_add(payload_len as u32 + 1, std::sync::atomic::Ordering::Relaxed)
+/// The sequence number of the next segment from `source` to `destination`,
+/// which takes `len` numbers of it (its payload, and one for a SYN or FIN).
+fn next_sequence(source: (&[u8], u16), destination: (&[u8], u16), len: u32) -> u32 {
+    NEXT_SEQUENCE.with(|next| {
+        let mut next = next.borrow_mut();
+        let seq = next.entry((source.0.to_vec(), source.1, destination.0.to_vec(), destination.1)).or_insert(1000);
+        let this = *seq;
+        *seq = this.wrapping_add(len);
+        this
+    })
+}
+
+/// Sequence numbers a segment takes: its payload, and one for a SYN or FIN.
+fn taken_len(flags: Flags, payload: &[u8]) -> u32 {
+    payload.len() as u32 + u32::from(flags.syn) + u32::from(flags.fin)
 }
 
 /// TCP over IPv4 between any two addresses.
@@ -117,7 +140,12 @@ pub fn tcp4_between(source: ([u8; 4], u16), destination: ([u8; 4], u16), flags: 
     let (source_port, destination_port) = (source.1, destination.1);
     let mut b = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
         .ipv4(source.0, destination.0, 64)
-        .tcp(source_port, destination_port, next_sequence(payload.len()), 65535)
+        .tcp(
+            source_port,
+            destination_port,
+            next_sequence((&source.0, source_port), (&destination.0, destination_port), taken_len(flags, payload)),
+            65535,
+        )
         .ack(1);
     if flags.syn {
         b = b.syn();

@@ -345,3 +345,41 @@ fn a_websocket_frame_longer_than_a_segment_is_read_as_one() {
     assert_eq!(xdp.run(&tcp4_from_server(WS_PORT, CLIENT_PORT, Flags::default(), &tail)), XDP_PASS);
     assert_eq!(only_flow(&xdp).1.unanswered_ping_ns, 0, "the pong after the frame's end");
 }
+
+/// A registered flow is moved where junk flows cannot reach it: the host's
+/// own 2xx to a REGISTER (seen leaving it) moves it to BOUND_FLOWS, and a
+/// flood of one-byte datagrams from as many ports as the map holds and more
+/// evicts only unbound flows. A 2xx forged on ingress moves nothing.
+#[test]
+fn junk_flows_cannot_evict_a_registered_flow() {
+    sipflow_tests::root_or_skip!();
+    let mut xdp = LoadedXdp::load_with_max_flows(256);
+    let registered = key(FlowTransport::Tcp);
+    let numbers = |seq, ack| Sequence { seq, ack, window: 64_000 };
+    let (client, server) = (7_000u32, 90_000u32);
+    let from_client =
+        |seq, payload: &[u8]| tcp4_segment(true, SIP_PORT, numbers(seq, server), Flags::default(), payload);
+    assert_eq!(xdp.run(&from_client(client, REGISTER)), XDP_PASS);
+    let after_register = client + REGISTER.len() as u32;
+    assert!(!xdp.flows.is_bound(&registered));
+    // On ingress (not a tap), a "2xx" is no answer of the host's registrar.
+    let forged = udp4_between((CLIENT_V4, SIP_PORT), (SERVER_V4, CLIENT_PORT), REGISTER_OK);
+    assert_eq!(xdp.run(&forged), XDP_PASS);
+    assert!(!xdp.flows.is_bound(&registered));
+    let ok = tcp4_segment(false, SIP_PORT, numbers(server, after_register), Flags::default(), REGISTER_OK);
+    assert_eq!(xdp.run_tc(&ok), u32::MAX);
+    assert!(xdp.flows.is_bound(&registered), "the host's 2xx binds the flow");
+    assert_eq!(xdp.counters().stat(KernelStat::FlowsBound), 1);
+    let before = xdp.flows.get(&registered).expect("the bound flow");
+
+    for port in 0..2_000u16 {
+        let junk = udp4_between(([198, 51, 100, 7], 10_000 + port), (SERVER_V4, SIP_PORT), b"x");
+        assert_eq!(xdp.run(&junk), XDP_PASS);
+    }
+    let after = xdp.flows.get(&registered).expect("the flood evicted the registered flow");
+    assert_eq!(after.last_register_ns, before.last_register_ns);
+    assert!(xdp.flows.snapshot().len() <= 2 * 256);
+    // Its packets still land on it.
+    assert_eq!(xdp.run(&from_client(after_register, b"\r\n\r\n")), XDP_PASS);
+    assert_ne!(xdp.flows.get(&registered).expect("bound").last_ping_ns, 0);
+}

@@ -224,10 +224,13 @@ pub enum KernelStat {
     /// (RFC 6455 §5.2): the middle of a frame longer than the segments before
     /// it; its bytes are not read as a frame head.
     WebsocketMidFrame = 16,
+    /// Flows moved from FLOWS to BOUND_FLOWS: the host's registrar answered a
+    /// REGISTER on them with a 2xx.
+    FlowsBound = 17,
 }
 
 impl KernelStat {
-    pub const COUNT: usize = 17;
+    pub const COUNT: usize = 18;
     /// SSL calls by what became of their plaintext, with the `result` label of
     /// `sipflow_tls_calls_total`.
     pub const TLS_CALLS: [(Self, &'static str); 3] =

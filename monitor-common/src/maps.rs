@@ -39,9 +39,14 @@ pub const PORTS: u32 = 65536;
 /// Most ports `--sip-port` may configure; the map is sized for it.
 pub const MAX_SIP_PORTS: u32 = 64;
 
-/// `LruHashMap<FlowKey, FlowState>`: one entry per flow on a SIP port.
+/// `LruHashMap<FlowKey, FlowState>`: one entry per flow on a SIP port not
+/// (yet) bound: anyone can make such flows, by the hundred thousand.
 pub const FLOWS: &str = "FLOWS";
-/// Default size of `FLOWS` (`--max-flows` changes it at load time).
+/// `LruHashMap<FlowKey, FlowState>`: flows over which the host's registrar
+/// answered a REGISTER with a 2xx, moved here from `FLOWS` by the kernel, so
+/// that a flood of junk flows cannot push them out. Same value as `FLOWS`.
+pub const BOUND_FLOWS: &str = "BOUND_FLOWS";
+/// Default size of `FLOWS` and of `BOUND_FLOWS` (`--max-flows` changes both at load time).
 pub const DEFAULT_MAX_FLOWS: u32 = 65536;
 /// `RingBuf` of `events::HeadEvent`.
 pub const EVENTS: &str = "EVENTS";

@@ -19,7 +19,7 @@ use monitor_ebpf::{
 
 use crate::{
     events::{self, HeadFor},
-    maps::{FLOWS, SIP_PORTS, Scratch, bump_stat},
+    maps::{BOUND_FLOWS, FLOWS, SIP_PORTS, Scratch, bump_stat, flow_state},
     tally,
 };
 
@@ -125,7 +125,7 @@ pub enum Taken {
 pub fn update(frame: &impl Frame, scratch: &mut Scratch, payload: Payload, direction: Direction) -> Taken {
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_boot_ns() };
-    let state = match FLOWS.get_ptr_mut(&scratch.key) {
+    let state = match flow_state(&scratch.key) {
         Some(state) => state,
         None => {
             scratch.new_flow = FlowState::new(now);
@@ -221,12 +221,29 @@ fn note_keepalive_gap(state: &mut FlowState, now: u64) {
 pub fn update_followed(frame: &impl Frame, scratch: &Scratch, payload: Payload, direction: Direction) -> bool {
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_boot_ns() };
-    let Some(state) = FLOWS.get_ptr_mut(&scratch.key) else {
+    let Some(state) = flow_state(&scratch.key) else {
         return false;
     };
     // SAFETY: a live map value; see `update` on concurrent writers.
     record(frame, scratch, unsafe { &mut *state }, payload, direction, now);
     true
+}
+
+/// The same, for a flow already looked up (`maps::flow_state`): the
+/// WebSocket and TLS readers need it before they classify, and a second
+/// lookup would have the verifier walk all that follows once per map.
+#[inline(always)]
+pub fn record_followed(
+    frame: &impl Frame,
+    scratch: &Scratch,
+    state: *mut FlowState,
+    payload: Payload,
+    direction: Direction,
+) {
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    // SAFETY: a live map value; see `update` on concurrent writers.
+    record(frame, scratch, unsafe { &mut *state }, payload, direction, now);
 }
 
 /// What the payload tells about the flow's liveness; the heads the agent
@@ -279,6 +296,9 @@ fn record(
             } else if events::every_head() {
                 events::send_head(frame, scratch, direction, now, HeadFor::Transactions);
             }
+            if answers_register && code < 300 && !from_client && registrar_spoke(direction) {
+                bind(&scratch.key, state);
+            }
         }
         // RFC 5626 §4.4.1: the client pings, the server pongs.
         Payload::Ping if from_client => {
@@ -317,6 +337,27 @@ fn record(
             state.unanswered_stun_ns = 0;
         }
         _ => {}
+    }
+}
+
+/// The server's answer is the host's own: seen leaving it, or off a tap,
+/// where no side is the host's and every packet arrives on ingress.
+#[inline(always)]
+fn registrar_spoke(direction: Direction) -> bool {
+    // SAFETY: a read of a constant the loader may have rewritten (see `both_on_sip_ports`).
+    direction == Direction::Egress || unsafe { core::ptr::read_volatile(&INGRESS_ONLY) } != 0
+}
+
+/// Moves a flow the registrar bound a REGISTER to into `BOUND_FLOWS`, out of
+/// the reach of junk flows. Once: a bound flow's state is found there first.
+#[inline(always)]
+fn bind(key: &FlowKey, state: &FlowState) {
+    if BOUND_FLOWS.get_ptr(key).is_some() {
+        return;
+    }
+    if BOUND_FLOWS.insert(key, state, BPF_NOEXIST as u64).is_ok() {
+        let _ = FLOWS.remove(key);
+        bump_stat(KernelStat::FlowsBound);
     }
 }
 

@@ -13,7 +13,7 @@ use aya_ebpf::{
 };
 use monitor_common::{
     counters::{KernelStat, PACKET_SLOTS, REQUEST_SLOTS, RESPONSE_SLOTS},
-    flow::{FlowKey, FlowState},
+    flow::{FlowKey, FlowState, WsSide},
     maps::{DEFAULT_MAX_FLOWS, EVENTS_BYTES, FLOW_EVENTS_BYTES, MAX_PEER_NETWORKS, PORTS},
 };
 use monitor_ebpf::{frame::Window, framing::HeadScan};
@@ -56,9 +56,25 @@ pub static STATS: PerCpuArray<u64> = PerCpuArray::pinned(KernelStat::COUNT as u3
 #[map]
 pub static SIP_PORTS: Array<u8> = Array::pinned(PORTS, 0);
 
-/// Every flow on a SIP port; the least recently used goes when it is full.
+/// Every flow on a SIP port that is not bound; the least recently used goes when it is full.
 #[map]
 pub static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::pinned(DEFAULT_MAX_FLOWS, 0);
+
+/// Flows the host's registrar bound a REGISTER to (a 2xx it sent): only
+/// such an answer moves a flow here, so junk flows, however many, cannot
+/// push a registered phone's flow out of the kernel's sight.
+#[map]
+pub static BOUND_FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::pinned(DEFAULT_MAX_FLOWS, 0);
+
+/// A flow's state, wherever it is: bound flows first, as most SIP traffic
+/// on an edge proxy is theirs.
+#[inline(always)]
+pub fn flow_state(key: &FlowKey) -> Option<*mut FlowState> {
+    match BOUND_FLOWS.get_ptr_mut(key) {
+        Some(state) => Some(state),
+        None => FLOWS.get_ptr_mut(key),
+    }
+}
 
 /// Heads of REGISTERs, their responses, 3xx and 430, for the agent.
 #[map]
@@ -102,6 +118,9 @@ pub struct Scratch {
     /// walked for more; `ws_mask` is its masking key (zeroes: unmasked).
     pub ws_framed: u8,
     pub ws_mask: [u8; 4],
+    /// The sending side's WebSocket framing while its bytes are read (see
+    /// `websocket_frame::take_side`).
+    pub ws_side: WsSide,
     /// The walk through a TCP segment that holds more than one message.
     pub follow: Follow,
 }

@@ -41,6 +41,7 @@ use crate::{
     sock,
     tally::count_message,
     user_frame::UserFrame,
+    websocket_frame,
 };
 
 /// `SslCall::keyed`: no socket seen in the call yet; a SIPS port's (`key`
@@ -301,11 +302,16 @@ pub fn first() -> Next {
         return Next::Done;
     };
     let scratch = &mut tls.scratch;
-    let payload = classify_plaintext(&frame, scratch);
-    if !flow::update_followed(&frame, scratch, payload, direction) {
+    if !websocket_frame::take_side(scratch) {
         bump_stat(KernelStat::TlsFlowUnseen);
         return Next::Done;
     }
+    let payload = classify_plaintext(&frame, scratch);
+    let Some(state) = websocket_frame::put_side(scratch) else {
+        bump_stat(KernelStat::TlsFlowUnseen);
+        return Next::Done;
+    };
+    flow::record_followed(&frame, scratch, state, payload, direction);
     bump_stat(KernelStat::TlsCalls);
     count_message(payload, direction);
     // A WebSocket frame carries one message (RFC 7118 §5).

@@ -26,7 +26,7 @@ use monitor_ebpf::{
 use crate::{
     flow,
     follow::Next,
-    maps::{FLOWS, Scratch, bump_stat},
+    maps::{Scratch, bump_stat, flow_state},
     tally::count_message,
 };
 
@@ -43,10 +43,16 @@ pub fn read(frame: &impl Frame, scratch: Option<&mut Scratch>, direction: Direct
     };
     scratch.ws_framed = 0;
     scratch.ws_mask = [0; 4];
+    if !take_side(scratch) {
+        return Next::Done;
+    }
     let payload = classify(frame, scratch);
+    let Some(state) = put_side(scratch) else {
+        return Next::Done;
+    };
     if payload != Payload::Other {
         count_message(payload, direction);
-        flow::update_followed(frame, scratch, payload, direction);
+        flow::record_followed(frame, scratch, state, payload, direction);
     }
     Next::Done
 }
@@ -79,22 +85,48 @@ fn head_at(side: &mut WsSide, position: u32, len: usize) -> HeadAt {
     if into < len { HeadAt::Known(into) } else { HeadAt::Inside }
 }
 
-/// The side of the flow whose bytes these are, and where they start in its
-/// stream: a `--ws-port` segment by its TCP sequence number, wss plaintext by
-/// the bytes of plaintext read before (which this read then adds to).
+/// Copies the framing of the side that sent these bytes into the scratch,
+/// for `classify`; false when the flow is not in the maps. Through the
+/// scratch rather than a pointer into the map: the map holding the flow
+/// may be either of two, and the verifier would walk `classify` once for each.
 #[inline(always)]
-fn stream_side(scratch: &Scratch, len: usize) -> Option<(&'static mut WsSide, u32)> {
-    let state = FLOWS.get_ptr_mut(&scratch.key)?;
+pub fn take_side(scratch: &mut Scratch) -> bool {
+    let Some(state) = flow_state(&scratch.key) else {
+        return false;
+    };
     // SAFETY: a live map value; see `flow::update` on concurrent writers.
-    let state: &mut FlowState = unsafe { &mut *state };
-    let side = if scratch.from_client != 0 { &mut state.ws_client } else { &mut state.ws_server };
+    let state: &FlowState = unsafe { &*state };
+    scratch.ws_side = if scratch.from_client != 0 { state.ws_client } else { state.ws_server };
+    true
+}
+
+/// Writes the framing `classify` left in the scratch back into the flow,
+/// and gives the flow for what is recorded next.
+#[inline(always)]
+pub fn put_side(scratch: &Scratch) -> Option<*mut FlowState> {
+    let state = flow_state(&scratch.key)?;
+    // SAFETY: a live map value; see `flow::update` on concurrent writers.
+    let flow: &mut FlowState = unsafe { &mut *state };
+    if scratch.from_client != 0 {
+        flow.ws_client = scratch.ws_side;
+    } else {
+        flow.ws_server = scratch.ws_side;
+    }
+    Some(state)
+}
+
+/// Where these bytes start in the side's stream: a `--ws-port` segment by
+/// its TCP sequence number, wss plaintext by the bytes of plaintext read
+/// before (which this read then adds to).
+#[inline(always)]
+fn stream_position(scratch: &Scratch, side: &mut WsSide, len: usize) -> u32 {
     if scratch.key.transport == FlowTransport::Tls as u8 {
         let position = side.position;
         side.position = position.wrapping_add(len as u32);
-        Some((side, position))
+        position
     } else {
         // SAFETY: a plain read of the scratch slot (volatile: see `Scratch`).
-        Some((side, unsafe { core::ptr::read_volatile(&scratch.stream_position) }))
+        unsafe { core::ptr::read_volatile(&scratch.stream_position) }
     }
 }
 
@@ -151,10 +183,22 @@ pub fn classify(frame: &impl Frame, scratch: &mut Scratch) -> Payload {
     if base > MAX_HEADER_OFFSET || len > MAX_PAYLOAD || len == 0 {
         return Payload::Other;
     }
-    let Some((side, position)) = stream_side(scratch, len) else {
-        // The flow is not in the map: nothing to place the bytes by.
-        return Payload::Other;
-    };
+    let mut side = scratch.ws_side;
+    let position = stream_position(scratch, &mut side, len);
+    let payload = classify_at(frame, scratch, &mut side, base, position, len);
+    scratch.ws_side = side;
+    payload
+}
+
+#[inline(always)]
+fn classify_at(
+    frame: &impl Frame,
+    scratch: &mut Scratch,
+    side: &mut WsSide,
+    base: usize,
+    position: u32,
+    len: usize,
+) -> Payload {
     let at = match head_at(side, position, len) {
         HeadAt::Known(at) => at,
         HeadAt::Unknown => 0,

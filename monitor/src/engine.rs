@@ -340,28 +340,30 @@ impl Engine {
         let state = self.state.clone();
         for (i, instance) in state.instances.iter().enumerate() {
             let now = boot_time_ns();
-            let (sweep, live, removed) = {
+            // Read before the walk: a flow made during it may be met, never missed, so
+            // that what was made and is not met was removed or evicted.
+            let created = instance.counters.stat(KernelStat::FlowsCreated);
+            let (sweep, walked, removed, complete) = {
                 let flows = instance.flows.lock().expect("flows lock");
-                let mut live = 0u64;
                 let mut tracker = self.state.tracker.lock().expect("tracker lock");
-                let entries = flows.entries().inspect(|_| live += 1);
                 let complete = || !flows.walk_was_cut_short();
-                let sweep = tracker.sweep_walk(&instance.iface, entries, now, complete);
+                let sweep = tracker.sweep_walk(&instance.iface, flows.entries(), now, complete);
                 if flows.walk_was_cut_short() {
                     warn!(iface = instance.iface, "reading the flow map failed midway; this walk judged part of it");
                 }
-                (sweep, live, flows.removed())
+                (sweep, flows.walked(), flows.removed(), !flows.walk_was_cut_short())
             };
             self.publish(i, &sweep);
-            let created = instance.counters.stat(KernelStat::FlowsCreated);
             if let Ok(created) = created {
                 let fill = FlowMapFill {
-                    live,
+                    unbound: walked.0,
+                    bound: walked.1,
                     capacity: instance.max_flows.into(),
                     created,
                     removed: removed + sweep.expired.len() as u64,
                 };
-                self.state.metrics.lock().expect("metrics lock").record_flow_map(&instance.iface, &fill);
+                let mut metrics = self.state.metrics.lock().expect("metrics lock");
+                metrics.record_flow_map(&instance.iface, &fill, complete);
             }
         }
         self.state.swept_until_ns.store(walk_started_ns, Ordering::Relaxed);

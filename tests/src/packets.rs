@@ -109,12 +109,15 @@ pub fn tcp4_from_server(source_port: u16, destination_port: u16, flags: Flags, p
     tcp4_between((SERVER_V4, source_port), (CLIENT_V4, destination_port), flags, payload)
 }
 
+/// One direction of a crafted connection: source address and port, destination address and port.
+type Direction = (Vec<u8>, u16, Vec<u8>, u16);
+
 thread_local! {
     /// Where each direction of each crafted connection goes on: a test's
     /// segments follow one another in sequence, as a sender's do (the kernel
     /// reads only what the host would take in order, and counts a repeated
     /// segment's messages once). Per thread: each test runs in its own.
-    static NEXT_SEQUENCE: std::cell::RefCell<std::collections::HashMap<(Vec<u8>, u16, Vec<u8>, u16), u32>> =
+    static NEXT_SEQUENCE: std::cell::RefCell<std::collections::HashMap<Direction, u32>> =
         std::cell::RefCell::new(std::collections::HashMap::new());
 }
 

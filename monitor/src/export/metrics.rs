@@ -60,11 +60,16 @@ pub struct Metrics {
     last: HashMap<String, CounterSnapshot>,
     /// Evictions already exported, per interface.
     last_evicted: HashMap<String, u64>,
+    /// Flows gone from the maps when this agent first walked them, per interface.
+    eviction_base: HashMap<String, u64>,
 }
 
 /// How full an interface's flow map is, as the sweep saw it.
 pub struct FlowMapFill {
-    pub live: u64,
+    /// Entries a walk met in `FLOWS` and in `BOUND_FLOWS`.
+    pub unbound: u64,
+    pub bound: u64,
+    /// Entries each of the two maps holds at most.
     pub capacity: u64,
     /// Flows the kernel created, and the agent removed, since load.
     pub created: u64,
@@ -301,6 +306,7 @@ impl Metrics {
             verdict_delay,
             program_attached,
             last_evicted: HashMap::new(),
+            eviction_base: HashMap::new(),
             last: HashMap::new(),
             peers: Peers::default(),
         }
@@ -396,25 +402,29 @@ impl Metrics {
         *last = now.clone();
     }
 
-    /// Exports the flow map's fill and the evictions it implies: whatever the
-    /// kernel created that is neither in the map nor removed by the agent.
-    /// Only while the map is nearly full: the LRU evicts only then, and a walk
-    /// of a map that changes under it can miss an entry now and then.
-    pub fn record_flow_map(&mut self, iface: &str, fill: &FlowMapFill) {
-        self.map_entries.with_label_values(&[iface, "flows"]).set(fill.live as i64);
+    /// Exports the flow maps' fill and the evictions it implies: whatever the
+    /// kernel created that is neither in the maps nor removed by this agent,
+    /// beyond what was so when this agent first walked them (an earlier
+    /// agent's removals are not known here). After every whole walk, full or
+    /// not: an LRU map evicts before it is full, where a CPU's free list runs dry.
+    pub fn record_flow_map(&mut self, iface: &str, fill: &FlowMapFill, complete: bool) {
+        self.map_entries.with_label_values(&[iface, "flows"]).set(fill.unbound as i64);
+        self.map_entries.with_label_values(&[iface, "bound_flows"]).set(fill.bound as i64);
         self.map_capacity.with_label_values(&[iface, "flows"]).set(fill.capacity as i64);
-        if fill.live < fill.capacity - fill.capacity / 16 {
-            self.evictions.with_label_values(&[iface]).inc_by(0);
+        self.map_capacity.with_label_values(&[iface, "bound_flows"]).set(fill.capacity as i64);
+        let evictions = self.evictions.with_label_values(&[iface]);
+        evictions.inc_by(0);
+        if !complete {
             return;
         }
-        let evicted = fill.created.saturating_sub(fill.removed + fill.live);
+        let gone = fill.created.saturating_sub(fill.removed + fill.unbound + fill.bound);
+        let base = *self.eviction_base.entry(iface.to_string()).or_insert(gone);
+        let evicted = gone.saturating_sub(base);
         let exported = self.last_evicted.entry(iface.to_string()).or_default();
-        // The map is read while packets arrive: only ever count up.
+        // The maps are read while packets arrive: only ever count up.
         if evicted > *exported {
-            self.evictions.with_label_values(&[iface]).inc_by(evicted - *exported);
+            evictions.inc_by(evicted - *exported);
             *exported = evicted;
-        } else {
-            self.evictions.with_label_values(&[iface]).inc_by(0);
         }
     }
 
@@ -546,14 +556,20 @@ mod tests {
     #[test]
     fn evictions_are_what_the_kernel_created_minus_what_is_accounted_for() {
         let mut metrics = Metrics::new();
-        let fill = |live, created, removed| FlowMapFill { live, capacity: 16, created, removed };
-        metrics.record_flow_map("eth0", &fill(16, 100, 0));
-        metrics.record_flow_map("eth0", &fill(15, 100, 1));
-        metrics.record_flow_map("eth0", &fill(16, 110, 4));
-        metrics.record_flow_map("eth0", &fill(2, 120, 4));
+        let fill = |unbound, bound, created, removed| FlowMapFill { unbound, bound, capacity: 16, created, removed };
+        // What was gone before this agent's first walk is an earlier agent's story.
+        metrics.record_flow_map("eth0", &fill(16, 0, 100, 0), true);
+        metrics.record_flow_map("eth0", &fill(15, 0, 100, 1), true);
+        metrics.record_flow_map("eth0", &fill(16, 0, 110, 4), true);
+        // Counted once the maps have emptied again too, not only while full.
+        metrics.record_flow_map("eth0", &fill(2, 0, 120, 4), true);
+        // A walk cut short says nothing of evictions.
+        metrics.record_flow_map("eth0", &fill(1, 0, 200, 4), false);
+        metrics.record_flow_map("eth0", &fill(1, 1, 125, 4), true);
         let text = metrics.encode();
-        assert!(text.contains(r#"sipflow_flow_evictions_total{iface="eth0"} 90"#), "{text}");
-        assert!(text.contains(r#"sipflow_map_entries{iface="eth0",map="flows"} 2"#), "{text}");
+        assert!(text.contains(r#"sipflow_flow_evictions_total{iface="eth0"} 35"#), "{text}");
+        assert!(text.contains(r#"sipflow_map_entries{iface="eth0",map="flows"} 1"#), "{text}");
+        assert!(text.contains(r#"sipflow_map_entries{iface="eth0",map="bound_flows"} 1"#), "{text}");
         assert!(text.contains(r#"sipflow_map_capacity{iface="eth0",map="flows"} 16"#), "{text}");
     }
 }

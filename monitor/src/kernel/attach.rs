@@ -18,8 +18,9 @@ use aya::{
 use monitor_common::{
     counters::{Method, STATUS_CODE_SLOTS},
     maps::{
-        FLOWS, FOLLOW_TC, FOLLOW_XDP, INGRESS_ONLY, MAX_SIP_PORTS, PEER_REQUESTS, PEER_RESPONSES, PEER_SET, PEER_TABLE,
-        PEERS, PORTS, SIP_PORTS, TC_EGRESS_PROGRAM, TC_FOLLOW_PROGRAMS, TRANSACTIONS, XDP_FOLLOW_PROGRAMS, XDP_PROGRAM,
+        BOUND_FLOWS, FLOWS, FOLLOW_TC, FOLLOW_XDP, INGRESS_ONLY, MAX_SIP_PORTS, PEER_REQUESTS, PEER_RESPONSES,
+        PEER_SET, PEER_TABLE, PEERS, PORTS, SIP_PORTS, TC_EGRESS_PROGRAM, TC_FOLLOW_PROGRAMS, TRANSACTIONS,
+        XDP_FOLLOW_PROGRAMS, XDP_PROGRAM,
     },
     ports::PortKind,
     tls::{SOCK_OFFSETS, SockOffsets},
@@ -130,6 +131,7 @@ pub fn load(
         .override_global(aya_log::LEVEL, &crate::kernel::log::level(), false)
         .default_map_pin_directory(pin_dir)
         .map_max_entries(FLOWS, max_flows)
+        .map_max_entries(BOUND_FLOWS, max_flows)
         .map_max_entries(PEER_REQUESTS, named * Method::COUNT as u32)
         .map_max_entries(PEER_RESPONSES, named * STATUS_CODE_SLOTS as u32)
         .load(EBPF_OBJECT)

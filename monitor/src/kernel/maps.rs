@@ -12,7 +12,7 @@ use aya::{
 use monitor_common::{
     counters::KernelStat,
     flow::{FlowKey, FlowState},
-    maps::{FLOWS, PACKETS, PEER_REQUESTS, PEER_RESPONSES, REQUESTS, RESPONSES, STATS},
+    maps::{BOUND_FLOWS, FLOWS, PACKETS, PEER_REQUESTS, PEER_RESPONSES, REQUESTS, RESPONSES, STATS},
 };
 
 fn take(ebpf: &mut Ebpf, name: &str) -> Result<Map, MapError> {
@@ -114,33 +114,63 @@ pub fn sum_per_cpu_one_by_one(array: &PerCpuArray<MapData, u64>) -> Result<Vec<u
     array.iter().map(|values| values.map(|v| v.iter().sum())).collect()
 }
 
-/// The kernel's `FLOWS` map.
+/// The kernel's flow maps: `FLOWS`, where every flow starts, and
+/// `BOUND_FLOWS`, where the kernel moves a flow its registrar bound a
+/// REGISTER to, out of the reach of junk flows. To the agent they are one
+/// table: a flow is in one or the other.
 pub struct FlowTable {
-    map: HashMap<MapData, FlowKey, FlowState>,
+    unbound: HashMap<MapData, FlowKey, FlowState>,
+    bound: HashMap<MapData, FlowKey, FlowState>,
     /// Entries this agent removed: with the kernel's creations and the live
     /// count, they tell how many the LRU evicted.
     removed: u64,
-    /// The last walk of the map ended early (see [`FlowTable::walk_was_cut_short`]).
+    /// The last walk of the maps ended early (see [`FlowTable::walk_was_cut_short`]).
     cut_short: Cell<bool>,
+    /// Entries the last walk met in `FLOWS` and in `BOUND_FLOWS`.
+    walked: [Cell<u64>; 2],
 }
 
 impl FlowTable {
     pub fn take_from(ebpf: &mut Ebpf) -> Result<Self, MapError> {
-        Ok(Self { map: HashMap::try_from(take(ebpf, FLOWS)?)?, removed: 0, cut_short: Cell::new(false) })
+        Ok(Self {
+            unbound: HashMap::try_from(take(ebpf, FLOWS)?)?,
+            bound: HashMap::try_from(take(ebpf, BOUND_FLOWS)?)?,
+            removed: 0,
+            cut_short: Cell::new(false),
+            walked: [Cell::new(0), Cell::new(0)],
+        })
     }
 
-    /// Every flow now in the map, read as it is walked: in batches where the
-    /// kernel can (5.6+), else entry by entry. Entries that vanish while it is
-    /// read are skipped.
+    /// Every flow now in the maps, read as they are walked: in batches where
+    /// the kernel can (5.6+), else entry by entry. Entries that vanish while
+    /// they are read are skipped. `FLOWS` first: a flow the kernel moves to
+    /// `BOUND_FLOWS` during the walk is met at least once, never missed.
     pub fn entries(&self) -> Box<dyn Iterator<Item = (FlowKey, FlowState)> + '_> {
-        use std::os::fd::AsFd;
-        match batch::Batches::open(self.map.map().fd().as_fd(), &self.cut_short) {
-            Ok(batches) => Box::new(batches),
-            Err(_) => Box::new(self.map.iter().filter_map(Result::ok)),
-        }
+        self.cut_short.set(false);
+        Box::new(self.walk(&self.unbound, &self.walked[0]).chain(self.walk(&self.bound, &self.walked[1])))
     }
 
-    /// Whether the last walk of [`FlowTable::entries`] ended before the map did.
+    fn walk<'a>(
+        &'a self,
+        map: &'a HashMap<MapData, FlowKey, FlowState>,
+        walked: &'a Cell<u64>,
+    ) -> Box<dyn Iterator<Item = (FlowKey, FlowState)> + 'a> {
+        use std::os::fd::AsFd;
+        walked.set(0);
+        let entries: Box<dyn Iterator<Item = (FlowKey, FlowState)> + 'a> =
+            match batch::Batches::open(map.map().fd().as_fd(), &self.cut_short) {
+                Ok(batches) => Box::new(batches),
+                Err(_) => Box::new(map.iter().filter_map(Result::ok)),
+            };
+        Box::new(entries.inspect(move |_| walked.set(walked.get() + 1)))
+    }
+
+    /// Entries the last whole walk met: in `FLOWS`, and in `BOUND_FLOWS`.
+    pub fn walked(&self) -> (u64, u64) {
+        (self.walked[0].get(), self.walked[1].get())
+    }
+
+    /// Whether the last walk of [`FlowTable::entries`] ended before the maps did.
     pub fn walk_was_cut_short(&self) -> bool {
         self.cut_short.get()
     }
@@ -150,14 +180,21 @@ impl FlowTable {
         self.entries().collect()
     }
 
-    /// One flow as it is now: a single lookup, for a flow an event or a deadline names.
+    /// One flow as it is now, for a flow an event or a deadline names: bound
+    /// first, then in `FLOWS` (the kernel may move it between the two lookups,
+    /// so bound once more).
     pub fn get(&self, key: &FlowKey) -> Option<FlowState> {
-        self.map.get(key, 0).ok()
+        self.bound.get(key, 0).or_else(|_| self.unbound.get(key, 0)).or_else(|_| self.bound.get(key, 0)).ok()
+    }
+
+    /// Whether the kernel moved the flow to `BOUND_FLOWS`.
+    pub fn is_bound(&self, key: &FlowKey) -> bool {
+        self.bound.get(key, 0).is_ok()
     }
 
     /// Forgets a flow the agent is done with.
     pub fn remove(&mut self, key: &FlowKey) {
-        if self.map.remove(key).is_ok() {
+        if self.unbound.remove(key).is_ok() || self.bound.remove(key).is_ok() {
             self.removed += 1;
         }
     }

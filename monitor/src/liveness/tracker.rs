@@ -369,15 +369,15 @@ impl Tracker {
                 Looked::Healthy(labels) => *alive.entry(labels).or_default() += 1,
             }
         }
-        // Failed flows the kernel no longer has (evicted or removed) leave the story;
-        // those past their retention leave it and the kernel's map.
-        let complete = complete();
+        // Failed flows stay listed for their retention, whether or not the
+        // kernel still has them (a flood of junk flows may have evicted
+        // them: the verdict stands); past it they leave the story and the kernel's map.
         let retention = self.retention.as_nanos() as u64;
+        let complete = complete();
         failed.retain(|key, tracked| {
-            if !complete && tracked.seen_in != this_sweep {
-                return true;
-            }
-            let keep = tracked.seen_in == this_sweep && now_ns.saturating_sub(tracked.failure.at_ns) <= retention;
+            // After a walk cut short, a flow not met may still be in the map: expire it next time.
+            let keep = now_ns.saturating_sub(tracked.failure.at_ns) <= retention
+                || (!complete && tracked.seen_in != this_sweep);
             if !keep {
                 self.replaced.remove(&FlowId { iface: iface.to_string(), key: *key });
                 if tracked.seen_in == this_sweep {
@@ -801,14 +801,23 @@ mod tests {
     }
 
     #[test]
-    fn failed_flows_gone_from_the_kernel_leave() {
+    fn failed_flows_gone_from_the_kernel_stay_listed_for_their_retention() {
         let mut t = tracker();
         let k = key(40000, FlowTransport::Tcp);
         t.sweep("eth0", vec![(k, alive_at(S))], 200 * S);
         t.sweep("eth1", vec![], 200 * S);
         assert_eq!(t.view([], 200 * S, true).len(), 1, "another interface's sweep keeps it");
+        // Evicted from the kernel's map (a flood of junk flows): the verdict stands.
         t.sweep("eth0", vec![], 201 * S);
-        assert!(t.view([], 201 * S, true).is_empty());
+        assert_eq!(t.view([], 201 * S, true).len(), 1);
+        assert_eq!(t.census().flows[&("tcp", "failed")], 1);
+        let retention_s = t.retention.as_secs();
+        let failed_at = t.failed["eth0"][&k].failure.at_ns;
+        let after = failed_at + (retention_s + 1) * S;
+        assert!(after > 201 * S);
+        let sweep = t.sweep("eth0", vec![], after);
+        assert!(t.view([], after, true).is_empty());
+        assert!(sweep.expired.is_empty(), "nothing to remove from the kernel: it is gone");
         assert_eq!(t.census().flows[&("tcp", "failed")], 0);
     }
 
@@ -819,8 +828,11 @@ mod tests {
         t.sweep("eth0", vec![(k, alive_at(S))], 200 * S);
         t.sweep_walk("eth0", vec![], 201 * S, || false);
         assert_eq!(t.view([], 201 * S, true).len(), 1, "kept");
-        t.sweep_walk("eth0", vec![], 202 * S, || true);
-        assert!(t.view([], 202 * S, true).is_empty(), "gone after a whole walk");
+        let late = 200 * S + t.retention.as_nanos() as u64 + S;
+        t.sweep_walk("eth0", vec![], late, || false);
+        assert_eq!(t.view([], late, true).len(), 1, "past its retention, but perhaps still in the map");
+        t.sweep_walk("eth0", vec![], late, || true);
+        assert!(t.view([], late, true).is_empty(), "gone after a whole walk");
     }
 
     #[test]

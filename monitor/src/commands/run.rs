@@ -32,7 +32,11 @@ use crate::{
         maps::FlowTable,
         pins, tls_probes,
     },
-    liveness::{registrations::Limits, saved, tracker::Tracker},
+    liveness::{
+        registrations::{self, Limits},
+        saved,
+        tracker::Tracker,
+    },
     peers::Peers,
     privileges,
 };
@@ -114,6 +118,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     let limits = Limits {
         max_bindings: args.max_bindings,
         max_pending: args.max_pending_registers,
+        max_pending_bytes: registrations::DEFAULT_MAX_PENDING_BYTES,
         all_by_flow: args.all_bindings_by_flow,
     };
     let mut tracker = Tracker::with_limits(args.timers(), args.retention, limits, args.ingress_only);

@@ -72,7 +72,7 @@ pub struct FlowMapFill {
 }
 
 /// `reason` labels of sipflow_registrations_refused_total.
-const REFUSED_REASONS: [&str; 3] = ["bindings_full", "pending_full", "cut_head"];
+const REFUSED_REASONS: [&str; 4] = ["bindings_full", "pending_full", "cut_head", "too_many_contacts"];
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
@@ -197,7 +197,8 @@ impl Metrics {
         let refused = counter_vec(
             "sipflow_registrations_refused_total",
             "REGISTERs and 2xx that made no binding: the binding table or the REGISTERs waiting for answers \
-             were full (--max-bindings, --max-pending-registers), or the head was cut before its end.",
+             were full (--max-bindings, --max-pending-registers, or the waiting ones' memory budget), the head \
+             was cut before its end, or a REGISTER carried more contacts than are kept (the rest bind nothing).",
             &["reason"],
         );
         for reason in REFUSED_REASONS {
@@ -447,6 +448,7 @@ impl Metrics {
             (REFUSED_REASONS[0], refused.bindings_full, last.bindings_full),
             (REFUSED_REASONS[1], refused.pending_full, last.pending_full),
             (REFUSED_REASONS[2], refused.cut_heads, last.cut_heads),
+            (REFUSED_REASONS[3], refused.too_many_contacts, last.too_many_contacts),
         ] {
             self.refused.with_label_values(&[reason]).inc_by(now.saturating_sub(before));
         }

@@ -14,7 +14,7 @@ use std::{
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
-        mpsc::{Receiver, RecvTimeoutError},
+        mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError},
     },
     time::{Duration, Instant},
 };
@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     clock::boot_time_ns,
-    export::metrics::{FlowMapFill, Metrics},
+    export::metrics::{FlowMapFill, LostInputs, Metrics},
     kernel::{
         head_events::{FlowNews, Head},
         maps::{FlowTable, KernelCounters},
@@ -154,6 +154,73 @@ pub fn describe(flow: &FlowId) -> String {
 pub enum Input {
     Heads(usize, Vec<Head>),
     Flows(usize, Vec<FlowNews>),
+}
+
+/// Records in one message to the engine at most, so that the queue's bound,
+/// in messages, bounds its memory too: a ring drained in a storm is sent in
+/// pieces, and what does not fit is dropped piece by piece.
+pub const INPUT_CHUNK: usize = 256;
+
+/// Messages the queue from the ring readers to the engine holds: 64 pieces
+/// of 256 heads, four times what the heads ring holds (about 4000), some
+/// 20 MB at most. A burst the engine cannot keep up with waits in the
+/// kernel's ring first, then here; past that, a longer queue would only make
+/// every verdict later and the agent larger, so what does not fit is dropped
+/// and counted, as the kernel counts what does not fit its ring.
+pub const INPUT_QUEUE: usize = 64;
+
+/// The queue from the ring readers to the engine: bounded to `capacity` messages.
+pub fn input_queue(capacity: usize) -> (SyncSender<Input>, Receiver<Input>) {
+    std::sync::mpsc::sync_channel(capacity)
+}
+
+/// The engine has stopped: nothing reads the queue any more.
+#[derive(Debug, PartialEq, Eq)]
+pub struct EngineGone;
+
+/// One interface's reader's end of the queue to the engine. It never waits:
+/// a reader that waited would leave the kernel's ring undrained for as long
+/// as the engine is behind. What a full queue refuses is counted as lost,
+/// with what the kernel's full rings lose.
+#[derive(Clone)]
+pub struct InputSender {
+    queue: SyncSender<Input>,
+    lost: LostInputs,
+}
+
+impl InputSender {
+    pub fn new(queue: SyncSender<Input>, lost: LostInputs) -> Self {
+        Self { queue, lost }
+    }
+
+    /// Queues `input` for the engine, in pieces of at most [`INPUT_CHUNK`]
+    /// records; those that find the queue full are dropped and counted.
+    pub fn send(&self, input: Input) -> Result<(), EngineGone> {
+        let pieces: Vec<Input> = match input {
+            Input::Heads(i, heads) => in_chunks(heads).into_iter().map(|h| Input::Heads(i, h)).collect(),
+            Input::Flows(i, news) => in_chunks(news).into_iter().map(|n| Input::Flows(i, n)).collect(),
+        };
+        for piece in pieces {
+            match self.queue.try_send(piece) {
+                Ok(()) => {}
+                Err(TrySendError::Full(Input::Heads(_, heads))) => self.lost.heads.inc_by(heads.len() as u64),
+                Err(TrySendError::Full(Input::Flows(_, news))) => self.lost.flow_events.inc_by(news.len() as u64),
+                Err(TrySendError::Disconnected(_)) => return Err(EngineGone),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `items` split into pieces of at most [`INPUT_CHUNK`], in order.
+fn in_chunks<T>(mut items: Vec<T>) -> Vec<Vec<T>> {
+    let mut pieces = Vec::with_capacity(items.len().div_ceil(INPUT_CHUNK).max(1));
+    while items.len() > INPUT_CHUNK {
+        let rest = items.split_off(INPUT_CHUNK);
+        pieces.push(std::mem::replace(&mut items, rest));
+    }
+    pieces.push(items);
+    pieces
 }
 
 /// A deadline is checked this long after it passes: a verdict needs the
@@ -423,5 +490,74 @@ fn log_verdicts(sweep: &Sweep) {
             flow = %describe(id),
             "verdict retracted: the connection carried data both ways after the close it was failed for"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use monitor_common::counters::Direction;
+
+    const KEY: FlowKey = FlowKey {
+        server_addr: [0; 16],
+        client_addr: [0; 16],
+        server_port: 5060,
+        client_port: 40000,
+        vlan_id: 0,
+        family: 4,
+        transport: 1,
+    };
+
+    fn heads(n: usize) -> Vec<Head> {
+        let head = Head {
+            key: KEY,
+            timestamp_ns: 1,
+            direction: Direction::Ingress,
+            from_client: true,
+            bytes: b"OPTIONS sip:a@b SIP/2.0\r\n\r\n".to_vec(),
+            cut: false,
+            retransmission: false,
+        };
+        vec![head; n]
+    }
+
+    fn lengths(queue: &Receiver<Input>) -> Vec<usize> {
+        queue
+            .try_iter()
+            .map(|input| match input {
+                Input::Heads(_, h) => h.len(),
+                Input::Flows(_, n) => n.len(),
+            })
+            .collect()
+    }
+
+    /// The queue holds a bounded number of bounded pieces; what does not fit
+    /// is dropped at once, never waited for, and counted by interface.
+    #[test]
+    fn a_full_queue_to_the_engine_drops_and_counts_without_waiting() {
+        let metrics = Metrics::new();
+        let (queue, engine) = input_queue(2);
+        let sender = InputSender::new(queue, metrics.lost_inputs("eth0"));
+        assert_eq!(sender.send(Input::Heads(0, heads(3 * INPUT_CHUNK + 5))), Ok(()));
+        let flow = FlowNews { key: KEY, timestamp_ns: 1, kind: FlowEventKind::Closed };
+        assert_eq!(sender.send(Input::Flows(0, vec![flow; 3])), Ok(()));
+        assert_eq!(lengths(&engine), [INPUT_CHUNK, INPUT_CHUNK], "two pieces of a chunk each fit");
+        let text = metrics.encode();
+        let dropped = INPUT_CHUNK + 5;
+        assert!(text.contains(&format!(r#"sipflow_events_lost_total{{iface="eth0"}} {dropped}"#)), "{text}");
+        assert!(text.contains(r#"sipflow_flow_events_lost_total{iface="eth0"} 3"#), "{text}");
+        // Drained, it takes again; gone, the reader is told.
+        assert_eq!(sender.send(Input::Heads(0, heads(1))), Ok(()));
+        assert_eq!(lengths(&engine), [1]);
+        drop(engine);
+        assert_eq!(sender.send(Input::Heads(0, heads(1))), Err(EngineGone));
+    }
+
+    #[test]
+    fn records_are_split_in_order_into_pieces_of_a_chunk_at_most() {
+        let pieces = in_chunks((0..2 * INPUT_CHUNK + 1).collect::<Vec<_>>());
+        assert_eq!(pieces.iter().map(Vec::len).collect::<Vec<_>>(), [INPUT_CHUNK, INPUT_CHUNK, 1]);
+        assert!(pieces.concat().into_iter().eq(0..2 * INPUT_CHUNK + 1));
+        assert_eq!(in_chunks(Vec::<u8>::new()), [Vec::<u8>::new()]);
     }
 }

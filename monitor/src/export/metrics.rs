@@ -62,6 +62,16 @@ pub struct Metrics {
     last_evicted: HashMap<String, u64>,
 }
 
+/// One interface's counts of what was lost on the way to the engine, to be
+/// counted from the ring readers without the metrics lock.
+#[derive(Clone)]
+pub struct LostInputs {
+    /// In sipflow_events_lost_total.
+    pub heads: IntCounter,
+    /// In sipflow_flow_events_lost_total.
+    pub flow_events: IntCounter,
+}
+
 /// How full an interface's flow map is, as the sweep saw it.
 pub struct FlowMapFill {
     pub live: u64,
@@ -117,13 +127,14 @@ impl Metrics {
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         let events_lost = counter_vec(
             "sipflow_events_lost_total",
-            "Message heads the kernel dropped because the ring buffer to the agent was full.",
+            "Message heads dropped on their way to the agent's engine: the kernel's ring buffer to the agent \
+             was full, or the agent's queue from that ring to its engine was.",
             &["iface"],
         );
         let flow_events_lost = counter_vec(
             "sipflow_flow_events_lost_total",
-            "Flow events (a close, a wait begun) the kernel dropped because their ring buffer was full: \
-             those flows are judged at the next walk of the map instead, later.",
+            "Flow events (a close, a wait begun) dropped because their ring buffer, or the agent's queue from \
+             it to its engine, was full: those flows are judged at the next walk of the map instead, later.",
             &["iface"],
         );
         let evictions = counter_vec(
@@ -323,6 +334,14 @@ impl Metrics {
         }
         self.transactions.start_series(&peers);
         self.peers = peers;
+    }
+
+    /// The counters an interface's ring reader adds its drops to.
+    pub fn lost_inputs(&self, iface: &str) -> LostInputs {
+        LostInputs {
+            heads: self.events_lost.with_label_values(&[iface]),
+            flow_events: self.flow_events_lost.with_label_values(&[iface]),
+        }
     }
 
     /// Counts what paired requests and answers told (see `transactions`), and

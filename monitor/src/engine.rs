@@ -456,14 +456,14 @@ impl Engine {
 
     /// The gauges and counters the tracker keeps, into the metrics.
     fn record_census(&self) {
-        let (census, grades, retractions, refused) = {
+        let (census, grades, refused) = {
             let tracker = self.state.tracker.lock().expect("tracker lock");
-            (tracker.census(), tracker.grades, tracker.retractions, tracker.registrations.refused)
+            (tracker.census(), tracker.grades, tracker.registrations.refused)
         };
         let mut metrics = self.state.metrics.lock().expect("metrics lock");
         metrics.record_census(&census);
         metrics.record_grades(grades);
-        metrics.record_registrations(retractions, refused);
+        metrics.record_refused(refused);
     }
 }
 
@@ -484,11 +484,19 @@ fn log_verdicts(sweep: &Sweep) {
     for id in &sweep.recovered {
         info!(iface = id.iface, flow = %describe(id), "flow came back");
     }
-    for id in &sweep.retracted {
+    for r in &sweep.retracted {
+        // Rare, and a verdict already logged, counted and maybe alerted on was
+        // wrong: what was taken back, and for how long it was believed.
+        let (reason, aor, stood_s) =
+            (r.failure.reason.label(), r.judged.aor.as_deref().unwrap_or("-"), format!("{:.3}", r.stood_s));
         warn!(
-            iface = id.iface,
-            flow = %describe(id),
-            "verdict retracted: the connection carried data both ways after the close it was failed for"
+            iface = r.flow.iface,
+            flow = %describe(&r.flow),
+            reason,
+            aor,
+            would_430 = r.judged.would_430,
+            stood_s,
+            "verdict retracted: the connection carried data both ways after what failed it"
         );
     }
 }

@@ -43,8 +43,7 @@ pub struct Metrics {
     last_grades: Grades,
     segments_ignored: IntCounterVec,
     tls_calls: IntCounterVec,
-    retracted: IntCounter,
-    last_retractions: u64,
+    retracted: IntCounterVec,
     refused: IntCounterVec,
     last_refused: Refused,
     would_430: IntGaugeVec,
@@ -200,11 +199,12 @@ impl Metrics {
              (socket_unknown).",
             &["iface", "result"],
         );
-        let retracted = IntCounter::new(
+        let retracted = counter_vec(
             "sipflow_verdicts_retracted_total",
-            "RST or FIN verdicts taken back: the connection carried valid data both ways after them.",
-        )
-        .expect("valid metric");
+            "Verdicts taken back (RST, FIN, unacknowledged data): the connection carried valid data both ways \
+             after them; by the verdict's reason and the client's peer (--peer).",
+            &["reason", "peer"],
+        );
         let refused = counter_vec(
             "sipflow_registrations_refused_total",
             "REGISTERs and 2xx that made no binding: the binding table or the REGISTERs waiting for answers \
@@ -216,7 +216,6 @@ impl Metrics {
             refused.with_label_values(&[reason]).inc_by(0);
         }
         registry.register(Box::new(received_430.clone())).expect("unique metric");
-        registry.register(Box::new(retracted.clone())).expect("unique metric");
         registry.register(Box::new(rtt.clone())).expect("unique metric");
         // Pings and pongs are stream keepalives: their series exist from the start.
         for transport in ["tcp", "tls"] {
@@ -255,6 +254,7 @@ impl Metrics {
         registry.register(Box::new(program_attached.clone())).expect("unique metric");
         for reason in Reason::ALL {
             failures.with_label_values(&[reason.label(), OTHER]).inc_by(0);
+            retracted.with_label_values(&[reason.label(), OTHER]).inc_by(0);
         }
         // Series that alerts and dashboards name exist from the start: every
         // method, and the two codes this product is about (300 and 430).
@@ -272,6 +272,7 @@ impl Metrics {
             &flow_events_lost,
             &evictions,
             &failures,
+            &retracted,
             &answers_430,
             &segments_ignored,
             &tls_calls,
@@ -301,7 +302,6 @@ impl Metrics {
             segments_ignored,
             tls_calls,
             retracted,
-            last_retractions: 0,
             refused,
             last_refused: Refused::default(),
             would_430,
@@ -330,6 +330,7 @@ impl Metrics {
             }
             for reason in Reason::ALL {
                 self.failures.with_label_values(&[reason.label(), peer]).inc_by(0);
+                self.retracted.with_label_values(&[reason.label(), peer]).inc_by(0);
             }
         }
         self.transactions.start_series(&peers);
@@ -438,11 +439,14 @@ impl Metrics {
         }
     }
 
-    /// Counts a sweep's verdicts and RTT samples.
+    /// Counts a sweep's verdicts, retractions and RTT samples.
     pub fn record_sweep(&mut self, sweep: &Sweep) {
         for v in &sweep.verdicts {
             self.failures.with_label_values(&[v.failure.reason.label(), &v.peer]).inc();
             self.verdict_delay.with_label_values(&[v.failure.reason.label()]).observe(v.delay_s);
+        }
+        for r in &sweep.retracted {
+            self.retracted.with_label_values(&[r.failure.reason.label(), &r.peer]).inc();
         }
         for (transport, seconds) in &sweep.rtt_samples {
             self.rtt.with_label_values(&[transport]).observe(*seconds);
@@ -458,10 +462,8 @@ impl Metrics {
         self.last_grades = grades;
     }
 
-    /// Adds the verdicts retracted and the registrations refused since the last call.
-    pub fn record_registrations(&mut self, retractions: u64, refused: Refused) {
-        self.retracted.inc_by(retractions.saturating_sub(self.last_retractions));
-        self.last_retractions = retractions;
+    /// Adds the registrations refused since the last call.
+    pub fn record_refused(&mut self, refused: Refused) {
         let last = self.last_refused;
         for (reason, now, before) in [
             (REFUSED_REASONS[0], refused.bindings_full, last.bindings_full),
@@ -533,6 +535,43 @@ mod tests {
             r#"sipflow_responses_total{code="486",peer="pbx"} 2"#,
             r#"sipflow_responses_total{code="430",peer="carrier"} 0"#,
             r#"sipflow_flow_failures_total{peer="pbx",reason="tcp_reset"} 0"#,
+        ] {
+            assert!(text.contains(series), "{series} in {text}");
+        }
+    }
+
+    #[test]
+    fn retractions_are_counted_by_reason_and_peer_from_zero() {
+        use crate::liveness::{
+            registrations::FlowId,
+            tracker::{Judged, Retraction},
+            verdict::FlowFailure,
+        };
+        let mut metrics = Metrics::new();
+        metrics.set_peers(Peers::new(&[crate::peers::peer_arg("carrier=192.0.2.0/24").unwrap()]).unwrap());
+        let key = monitor_common::flow::FlowKey {
+            server_addr: [0; 16],
+            client_addr: [0; 16],
+            server_port: 5060,
+            client_port: 40000,
+            vlan_id: 0,
+            family: 4,
+            transport: 2,
+        };
+        let retraction = Retraction {
+            flow: FlowId { iface: "eth0".into(), key },
+            peer: "carrier".into(),
+            failure: FlowFailure { reason: Reason::TcpFin, at_ns: 1 },
+            judged: Judged { at_ns: 2, seconds_ago: 0.0, aor: None, would_430: false },
+            stood_s: 1.5,
+        };
+        metrics.record_sweep(&Sweep { retracted: vec![retraction.clone(), retraction], ..Sweep::default() });
+        let text = metrics.encode();
+        for series in [
+            r#"sipflow_verdicts_retracted_total{peer="carrier",reason="tcp_fin"} 2"#,
+            r#"sipflow_verdicts_retracted_total{peer="carrier",reason="tcp_reset"} 0"#,
+            r#"sipflow_verdicts_retracted_total{peer="other",reason="tcp_unacked"} 0"#,
+            r#"sipflow_verdicts_retracted_total{peer="other",reason="keepalive_timeout"} 0"#,
         ] {
             assert!(text.contains(series), "{series} in {text}");
         }

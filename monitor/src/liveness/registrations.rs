@@ -65,12 +65,17 @@ pub struct FlowId {
 }
 
 /// What identifies a binding: RFC 5626 §6's AOR + instance + reg-id (one
-/// flow each), or RFC 3261's AOR + Contact URI.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// flow each), or RFC 3261's AOR + Contact URI. A plain binding's contact may
+/// carry a `+sip.instance` without reg-id: kept to be shown, not part of what
+/// identifies the binding (its Contact URI does, as for the registrar).
+#[derive(Clone)]
 pub struct BindingKey {
-    /// The AOR, then the instance (outbound) or the Contact URI (plain).
+    /// The AOR, then the instance (outbound) or the Contact URI (plain), then
+    /// a plain binding's instance, if any.
     text: Arc<str>,
     aor_len: u16,
+    /// The length of the instance (outbound) or the Contact URI (plain).
+    second_len: u16,
     /// Present for an outbound binding (RFC 5626 reg-ids start at 1).
     reg_id: Option<NonZeroU32>,
 }
@@ -78,34 +83,57 @@ pub struct BindingKey {
 impl BindingKey {
     /// An outbound binding; a reg-id of 0 (outside RFC 5626's range) is no outbound binding.
     pub fn outbound(aor: &str, instance: &str, reg_id: u32) -> Option<Self> {
-        Some(Self::new(aor, instance, Some(NonZeroU32::new(reg_id)?)))
+        Some(Self::new(aor, instance, "", Some(NonZeroU32::new(reg_id)?)))
     }
 
     pub fn plain(aor: &str, contact: &str) -> Self {
-        Self::new(aor, contact, None)
+        Self::new(aor, contact, "", None)
     }
 
-    fn new(aor: &str, second: &str, reg_id: Option<NonZeroU32>) -> Self {
-        // Heads are at most HEAD_MAX bytes: an AOR always fits a u16.
-        let aor = &aor[..floor_char_boundary(aor, usize::from(u16::MAX))];
-        let mut text = String::with_capacity(aor.len() + second.len());
+    /// A plain binding whose contact carries a `+sip.instance` but no reg-id.
+    pub fn plain_of_instance(aor: &str, contact: &str, instance: &str) -> Self {
+        Self::new(aor, contact, instance, None)
+    }
+
+    fn new(aor: &str, second: &str, instance: &str, reg_id: Option<NonZeroU32>) -> Self {
+        // Heads are at most HEAD_MAX bytes: each text always fits a u16.
+        let (aor, second) = (cut_to_u16(aor), cut_to_u16(second));
+        let mut text = String::with_capacity(aor.len() + second.len() + instance.len());
         text.push_str(aor);
         text.push_str(second);
-        Self { text: text.into(), aor_len: aor.len() as u16, reg_id }
+        text.push_str(instance);
+        Self { text: text.into(), aor_len: aor.len() as u16, second_len: second.len() as u16, reg_id }
     }
 
     pub fn aor(&self) -> &str {
         &self.text[..usize::from(self.aor_len)]
     }
 
-    /// `+sip.instance` of an outbound binding.
+    /// The instance (outbound) or the Contact URI (plain).
+    fn second(&self) -> &str {
+        &self.text[usize::from(self.aor_len)..self.identity_len()]
+    }
+
+    /// The AOR and the second text: what identifies the binding, with its reg-id.
+    fn identity(&self) -> &str {
+        &self.text[..self.identity_len()]
+    }
+
+    fn identity_len(&self) -> usize {
+        usize::from(self.aor_len) + usize::from(self.second_len)
+    }
+
+    /// `+sip.instance` of an outbound binding, or of a plain one's contact.
     pub fn instance(&self) -> Option<&str> {
-        self.reg_id.map(|_| &self.text[usize::from(self.aor_len)..])
+        match self.reg_id {
+            Some(_) => Some(self.second()),
+            None => Some(&self.text[self.identity_len()..]).filter(|instance| !instance.is_empty()),
+        }
     }
 
     /// The Contact URI of a plain binding.
     pub fn contact(&self) -> Option<&str> {
-        self.reg_id.is_none().then(|| &self.text[usize::from(self.aor_len)..])
+        self.reg_id.is_none().then(|| self.second())
     }
 
     pub fn reg_id(&self) -> Option<u32> {
@@ -117,13 +145,47 @@ impl BindingKey {
     }
 }
 
+impl PartialEq for BindingKey {
+    fn eq(&self, other: &Self) -> bool {
+        (self.identity(), self.reg_id) == (other.identity(), other.reg_id)
+    }
+}
+
+impl Eq for BindingKey {}
+
+impl std::hash::Hash for BindingKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (self.identity(), self.reg_id).hash(state);
+    }
+}
+
+/// By AOR first (every key's text starts with it), so that an AOR's bindings are a range.
+impl Ord for BindingKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.identity(), self.reg_id).cmp(&(other.identity(), other.reg_id))
+    }
+}
+
+impl PartialOrd for BindingKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 impl fmt::Debug for BindingKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.instance(), self.reg_id()) {
-            (Some(instance), Some(reg_id)) => write!(f, "{} {instance} reg-id={reg_id}", self.aor()),
-            _ => write!(f, "{} {}", self.aor(), self.contact().unwrap_or("")),
+        write!(f, "{} {}", self.aor(), self.second())?;
+        match (self.reg_id(), self.contact().and(self.instance())) {
+            (Some(reg_id), _) => write!(f, " reg-id={reg_id}"),
+            (None, Some(instance)) => write!(f, " +sip.instance={instance}"),
+            (None, None) => Ok(()),
         }
     }
+}
+
+/// `text`, cut to a length a u16 holds.
+fn cut_to_u16(text: &str) -> &str {
+    &text[..floor_char_boundary(text, usize::from(u16::MAX))]
 }
 
 fn floor_char_boundary(text: &str, at: usize) -> usize {
@@ -479,8 +541,8 @@ impl Registrations {
     /// `aor`'s bindings: a range of the table, since every key starts with its AOR.
     fn of_aor<'a>(&'a self, aor: &'a str) -> impl Iterator<Item = (&'a BindingKey, &'a Stored)> + 'a {
         self.bindings
-            .range(BindingKey::new(aor, "", None)..)
-            .take_while(move |(key, _)| key.text.starts_with(aor))
+            .range(BindingKey::plain(aor, "")..)
+            .take_while(move |(key, _)| key.identity().starts_with(aor))
             .filter(move |(key, _)| key.aor() == aor)
     }
 
@@ -534,12 +596,8 @@ impl Registrations {
         }
         let flow_timer = response.flow_timer.unwrap_or(0);
         for contact in &request.contacts {
-            let outbound = match (&contact.instance, contact.reg_id) {
-                (Some(instance), Some(reg_id)) => BindingKey::outbound(&request.aor, instance, reg_id),
-                _ => None,
-            };
-            let by_flow = outbound.is_some() || contact.ob || self.limits.all_by_flow;
-            let key = outbound.unwrap_or_else(|| BindingKey::plain(&request.aor, &contact.uri));
+            let key = binding_key(&request.aor, contact);
+            let by_flow = key.is_outbound() || routed_by_flow(contact, response) || self.limits.all_by_flow;
             let expires = granted_expires(contact, request, response);
             if expires == 0 {
                 changes.extend(self.unbind(&key));
@@ -650,6 +708,31 @@ impl Registrations {
         }
         Some(Change::Unbound { key: key.clone(), flow })
     }
+}
+
+/// What identifies the binding a contact makes: its instance and reg-id where
+/// it has both (RFC 5626 §6), else its URI (RFC 3261 §10.3), with the
+/// instance kept beside it when it has one.
+fn binding_key(aor: &str, contact: &Contact) -> BindingKey {
+    let outbound = match (&contact.instance, contact.reg_id) {
+        (Some(instance), Some(reg_id)) => BindingKey::outbound(aor, instance, reg_id),
+        _ => None,
+    };
+    outbound.unwrap_or_else(|| match &contact.instance {
+        Some(instance) => BindingKey::plain_of_instance(aor, &contact.uri, instance),
+        None => BindingKey::plain(aor, &contact.uri),
+    })
+}
+
+/// Whether an edge proxy routes requests for a binding without reg-id by its
+/// flow: the UA asked for it with `;ob` in its Contact URI (RFC 5626 §5.3.2),
+/// or the registrar said so. A registrar answers `Require: outbound` when it
+/// applies outbound to the registration (RFC 5626 §6); Kamailio does so for a
+/// contact with `+sip.instance` and no reg-id, routes to it by its flow and
+/// answers 430 once that flow is gone. A contact without an instance gives
+/// the registrar nothing to route by flow with, whatever the 2xx says.
+fn routed_by_flow(contact: &Contact, response: &SipHead) -> bool {
+    contact.ob || (contact.instance.is_some() && response.requires_outbound())
 }
 
 /// The lifetime granted: the registrar's answer for this contact, else the
@@ -871,6 +954,49 @@ mod tests {
         r.on_head(&flow(1), &register("c1", 1, "<sip:alice@192.0.2.1:40000;ob>", 300), S);
         r.on_head(&flow(1), &answer, S);
         assert!(r.on_flow("eth0", &flow(1).key).unwrap().by_flow);
+    }
+
+    /// Kamailio answers `Require: outbound` to a contact with +sip.instance and
+    /// no reg-id, and routes to it by its flow: that binding warrants 430.
+    #[test]
+    fn the_registrars_require_outbound_routes_an_instance_without_reg_id_by_flow() {
+        let contact = "<sip:alice@192.0.2.1:40000;transport=tcp>;+sip.instance=\"<urn:uuid:7>\"";
+        let answered = |require: &str| {
+            let mut r = Registrations::default();
+            r.on_head(&flow(1), &register("c1", 1, contact, 600), S);
+            let mut answer = ok("c1", 1, 25);
+            answer.require = vec![require.to_string()];
+            answer.contacts.clear();
+            let changes = r.on_head(&flow(1), &answer, S);
+            assert_eq!(changes.len(), 1, "{changes:?}");
+            let on = r.on_flow("eth0", &flow(1).key).unwrap();
+            let shown = on.shown.unwrap();
+            assert_eq!((shown.instance(), shown.reg_id()), (Some("<urn:uuid:7>"), None), "the instance is kept");
+            assert_eq!(shown.contact(), Some("sip:alice@192.0.2.1:40000;transport=tcp"));
+            on.by_flow
+        };
+        assert!(answered("outbound"), "Require: outbound in the 2xx");
+        assert!(answered("OUTBOUND"), "option tags ignore case");
+        assert!(!answered("path"), "no word from the registrar: routed by its Contact URI");
+
+        // Without an instance the registrar's word routes nothing by flow.
+        let mut r = Registrations::default();
+        r.on_head(&flow(1), &register("c1", 1, "<sip:alice@192.0.2.1:40000>", 600), S);
+        let mut answer = ok("c1", 1, 25);
+        answer.contacts.clear();
+        r.on_head(&flow(1), &answer, S);
+        assert!(!r.on_flow("eth0", &flow(1).key).unwrap().by_flow);
+    }
+
+    #[test]
+    fn a_plain_bindings_instance_does_not_change_what_identifies_it() {
+        let with = BindingKey::plain_of_instance("sip:a@b", "sip:a@192.0.2.1", "<urn:uuid:1>");
+        let without = BindingKey::plain("sip:a@b", "sip:a@192.0.2.1");
+        assert_eq!(with, without, "the Contact URI identifies a plain binding");
+        assert_eq!((with.instance(), without.instance()), (Some("<urn:uuid:1>"), None));
+        let outbound = BindingKey::outbound("sip:a@b", "<urn:uuid:1>", 1).unwrap();
+        assert_ne!(with, outbound);
+        assert_eq!(format!("{with:?}"), "sip:a@b sip:a@192.0.2.1 +sip.instance=<urn:uuid:1>");
     }
 
     #[test]

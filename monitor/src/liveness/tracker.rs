@@ -907,6 +907,31 @@ mod tests {
         }
     }
 
+    /// A UA with +sip.instance and no reg-id, answered `Require: outbound` by
+    /// the registrar (Kamailio): routed by its flow, so its failure warrants
+    /// 430, and listed with its instance.
+    #[test]
+    fn an_instance_the_registrar_requires_outbound_for_would_warrant_430() {
+        let register = "REGISTER sip:example.com SIP/2.0\r\nTo: <sip:alice@example.com>\r\n\
+                        From: <sip:alice@example.com>;tag=a\r\nCall-ID: reg-1\r\nCSeq: 1 REGISTER\r\n\
+                        Supported: outbound\r\nContact: <sip:alice@192.0.2.1;transport=tcp>;\
+                        +sip.instance=\"<urn:uuid:a>\"\r\nExpires: 600\r\n\r\n";
+        let ok = "SIP/2.0 200 OK\r\nTo: <sip:alice@example.com>;tag=b\r\nFrom: <sip:alice@example.com>;tag=a\r\n\
+                  Call-ID: reg-1\r\nCSeq: 1 REGISTER\r\nRequire: outbound\r\nFlow-Timer: 5\r\n\
+                  Contact: <sip:alice@192.0.2.1;transport=tcp>;+sip.instance=\"<urn:uuid:a>\";expires=600\r\n\r\n";
+        let mut t = tracker();
+        let k = key(40000, FlowTransport::Tcp);
+        t.on_head("eth0", &head(k, S, register));
+        t.on_head("eth0", &head(k, S, ok));
+        let sweep = t.sweep("eth0", vec![(k, alive_at(S))], 17 * S);
+        assert_eq!(sweep.verdicts.len(), 1);
+        assert!(sweep.verdicts[0].would_430, "routed by its flow, as the registrar required");
+        assert_eq!(t.census().would_430[&("tcp", OTHER.to_string())], 1);
+        let view = t.view([], 17 * S, true);
+        assert_eq!((view[0].instance.as_deref(), view[0].reg_id), (Some("<urn:uuid:a>"), None));
+        assert!(view[0].routed_by_flow && view[0].would_430);
+    }
+
     #[test]
     fn an_rst_verdict_followed_by_data_both_ways_is_retracted() {
         let mut t = tracker();

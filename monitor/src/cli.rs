@@ -159,7 +159,8 @@ pub struct RunArgs {
     /// Every binding is routed by its flow: an edge proxy that mints flow tokens
     /// for all registrations (Kamailio's outbound with its force flag, behind
     /// NAT) answers 430 for plain bindings too. By default only RFC 5626
-    /// outbound bindings (reg-id and +sip.instance, or ;ob) would warrant 430.
+    /// outbound bindings (reg-id and +sip.instance, or ;ob, or +sip.instance
+    /// answered `Require: outbound`) would warrant 430.
     #[arg(long)]
     pub all_bindings_by_flow: bool,
 

@@ -5,7 +5,7 @@
 //!
 //! A flow's peer is its client's: the side that is not on a SIP port.
 
-use std::net::IpAddr;
+use std::{collections::HashMap, net::IpAddr};
 
 use ipnet::IpNet;
 use monitor_common::{flow::FlowKey, maps::MAX_PEER_NETWORKS};
@@ -68,12 +68,52 @@ pub struct Peers {
     names: Vec<String>,
     /// Every network with its peer's number, IPv4 ones as IPv4.
     networks: Vec<(IpNet, u8)>,
+    /// The same networks as an address's peer is looked up in, per family.
+    v4: PrefixTable<32>,
+    v6: PrefixTable<128>,
+}
+
+/// Networks of one family by prefix length, longest first, each length a
+/// map from network address to peer number: a lookup costs a hash per
+/// length given (33 at most for IPv4, 129 for IPv6), however many networks
+/// there are. Peers are looked up for every head and binding: with
+/// thousands of networks a walk of them all per head was the agent's cost.
+/// `BITS` is the address width: 32 or 128.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct PrefixTable<const BITS: u32> {
+    by_len: Vec<(u8, HashMap<u128, u8>)>,
+}
+
+impl<const BITS: u32> PrefixTable<BITS> {
+    fn insert(&mut self, network: u128, prefix_len: u8, id: u8) {
+        let at = match self.by_len.binary_search_by(|(len, _)| prefix_len.cmp(len)) {
+            Ok(at) => at,
+            Err(at) => {
+                self.by_len.insert(at, (prefix_len, HashMap::new()));
+                at
+            }
+        };
+        let network = self.masked(network, prefix_len);
+        self.by_len[at].1.insert(network, id);
+    }
+
+    /// The peer of the longest network holding `addr`.
+    fn lookup(&self, addr: u128) -> Option<u8> {
+        self.by_len.iter().find_map(|(len, networks)| networks.get(&self.masked(addr, *len)).copied())
+    }
+
+    /// `addr` with all but its first `prefix_len` bits cleared.
+    fn masked(&self, addr: u128, prefix_len: u8) -> u128 {
+        let host_bits = BITS - u32::from(prefix_len);
+        addr & u128::MAX.checked_shl(host_bits).unwrap_or(0)
+    }
 }
 
 impl Peers {
     /// A name given twice adds its networks to the first.
     pub fn new(args: &[PeerArg]) -> Result<Self, PeersError> {
         let mut peers = Self::default();
+        let mut given: HashMap<IpNet, u8> = HashMap::new();
         for arg in args {
             let id = match peers.names.iter().position(|n| *n == arg.name) {
                 Some(i) => i + 1,
@@ -82,15 +122,21 @@ impl Peers {
                     peers.names.len()
                 }
             };
+            let id = id.min(usize::from(u8::MAX)) as u8;
             for network in &arg.networks {
-                if let Some((_, other)) = peers.networks.iter().find(|(n, _)| n == network) {
+                if let Some(other) = given.get(network) {
                     let first = peers.name(*other).to_string();
                     if first != arg.name {
                         return Err(PeersError::Twice { network: *network, first, second: arg.name.clone() });
                     }
                     continue;
                 }
-                peers.networks.push((*network, id.min(usize::from(u8::MAX)) as u8));
+                given.insert(*network, id);
+                peers.networks.push((*network, id));
+                match network {
+                    IpNet::V4(v4) => peers.v4.insert(u32::from(v4.network()).into(), v4.prefix_len(), id),
+                    IpNet::V6(v6) => peers.v6.insert(u128::from(v6.network()), v6.prefix_len(), id),
+                }
             }
         }
         if peers.names.len() > MAX_PEERS {
@@ -130,11 +176,11 @@ impl Peers {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
             v4 => v4,
         };
-        self.networks
-            .iter()
-            .filter(|(network, _)| network.contains(&addr))
-            .max_by_key(|(network, _)| network.prefix_len())
-            .map_or(0, |(_, id)| *id)
+        let found = match addr {
+            IpAddr::V4(v4) => self.v4.lookup(u32::from(v4).into()),
+            IpAddr::V6(v6) => self.v6.lookup(u128::from(v6)),
+        };
+        found.unwrap_or(0)
     }
 
     /// The number of the peer a flow's client belongs to.
@@ -202,6 +248,87 @@ mod tests {
         assert_eq!(p.of("203.0.113.1".parse().unwrap()), OTHER);
         assert_eq!(p.names().collect::<Vec<_>>(), ["carrier", "pbx", "other"]);
         assert_eq!((p.id_of("192.0.2.9".parse().unwrap()), p.name(9)), (1, OTHER));
+    }
+
+    /// The answer by definition: of the networks holding `addr`, the longest's peer.
+    fn linear_id_of(peers: &Peers, addr: IpAddr) -> u8 {
+        let addr = match addr {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+            v4 => v4,
+        };
+        peers
+            .networks
+            .iter()
+            .filter(|(network, _)| network.contains(&addr))
+            .max_by_key(|(network, _)| network.prefix_len())
+            .map_or(0, |(_, id)| *id)
+    }
+
+    fn random_addr(rng: &mut fastrand::Rng, v4: bool) -> IpAddr {
+        if v4 { IpAddr::from(rng.u32(..).to_be_bytes()) } else { IpAddr::from(rng.u128(..).to_be_bytes()) }
+    }
+
+    #[test]
+    fn the_indexed_lookup_agrees_with_the_walk_of_every_network() {
+        let mut rng = fastrand::Rng::with_seed(5626);
+        for round in 0..20 {
+            // Few prefix lengths in some rounds, so networks nest; all of them in others.
+            let lengths: Vec<u8> = if round % 2 == 0 { vec![0, 8, 16, 24, 32] } else { (0..=32).collect() };
+            let mut seen = std::collections::HashSet::new();
+            let mut args: Vec<PeerArg> = Vec::new();
+            let mut nets = Vec::new();
+            for _ in 0..rng.usize(1..300) {
+                let v4 = rng.bool();
+                let len = if v4 { *rng.choice(&lengths).unwrap() } else { rng.u8(0..=128) };
+                // Near an earlier network, or anywhere.
+                let near = (!nets.is_empty() && rng.bool()).then(|| nets[rng.usize(..nets.len())]);
+                let addr = match near {
+                    Some(IpNet::V4(n)) if v4 => IpAddr::V4(n.network()),
+                    Some(IpNet::V6(n)) if !v4 => IpAddr::V6(n.network()),
+                    _ => random_addr(&mut rng, v4),
+                };
+                let net = IpNet::new(addr, len).unwrap().trunc();
+                if seen.insert(net) {
+                    nets.push(net);
+                    args.push(PeerArg { name: format!("p{}", rng.usize(0..MAX_PEERS)), networks: vec![net] });
+                }
+            }
+            let peers = Peers::new(&args).unwrap();
+            let lengths = |by_len: &[(u8, HashMap<u128, u8>)]| by_len.iter().map(|(len, _)| *len).collect::<Vec<_>>();
+            let v4_lengths = lengths(&peers.v4.by_len);
+            assert!(
+                v4_lengths.len() <= 33 && v4_lengths.is_sorted_by(|a, b| a > b),
+                "a probe per length: {v4_lengths:?}"
+            );
+            assert!(lengths(&peers.v6.by_len).is_sorted_by(|a, b| a > b));
+            for _ in 0..2000 {
+                // Inside a network given (its host bits random), or anywhere, or IPv4-mapped.
+                let addr = match rng.usize(0..3) {
+                    0 => {
+                        let net = nets[rng.usize(..nets.len())];
+                        let host = random_addr(&mut rng, net.addr().is_ipv4());
+                        match (net, host) {
+                            (IpNet::V4(n), IpAddr::V4(h)) => {
+                                IpAddr::V4((u32::from(n.network()) | (u32::from(h) & u32::from(n.hostmask()))).into())
+                            }
+                            (IpNet::V6(n), IpAddr::V6(h)) => IpAddr::V6(
+                                (u128::from(n.network()) | (u128::from(h) & u128::from(n.hostmask()))).into(),
+                            ),
+                            _ => unreachable!("the same family"),
+                        }
+                    }
+                    1 => {
+                        let v4 = rng.bool();
+                        random_addr(&mut rng, v4)
+                    }
+                    _ => match random_addr(&mut rng, true) {
+                        IpAddr::V4(v4) => IpAddr::V6(v4.to_ipv6_mapped()),
+                        v6 => v6,
+                    },
+                };
+                assert_eq!(peers.id_of(addr), linear_id_of(&peers, addr), "{addr} among {nets:?}");
+            }
+        }
     }
 
     #[test]

@@ -68,7 +68,7 @@ pub fn table(flows: &[serde_json::Value]) -> String {
             text(f, "state"),
             text(f, "reason"),
             idle.map_or("-".into(), |s| format!("{s:.0}s")),
-            format!("{}s", text(f, "flow_timer")),
+            timer(f),
             text(f, "aor"),
             text(f, "would_430"),
         ]);
@@ -84,6 +84,14 @@ pub fn table(flows: &[serde_json::Value]) -> String {
         out.push_str("(no flows)\n");
     }
     out
+}
+
+/// The keepalive interval silence is judged by: the client's own cadence where
+/// it is slower than the Flow-Timer (`keepalive_interval`); the Flow-Timer in
+/// force from an agent that does not say.
+fn timer(flow: &serde_json::Value) -> String {
+    let seconds = flow["keepalive_interval"].as_u64().or(flow["flow_timer"].as_u64());
+    seconds.map_or("-".into(), |s| format!("{s}s"))
 }
 
 #[cfg(test)]
@@ -106,5 +114,18 @@ mod tests {
         assert_eq!(lines[0].find("STATE"), lines[1].find("failed"));
         assert_eq!(lines[0].find("PEER"), lines[1].find("carrier-a"));
         assert!(table(&[]).contains("(no flows)"));
+    }
+
+    /// baresip: Flow-Timer 3, but it pings every 19 s; verdicts wait for its cadence.
+    #[test]
+    fn the_timer_is_the_interval_verdicts_use() {
+        let timer_at = |json: &str| {
+            let t = table(&[serde_json::from_str(json).unwrap()]);
+            let (header, row) = (t.lines().next().unwrap(), t.lines().nth(1).unwrap());
+            row[header.find("TIMER").unwrap()..].split_whitespace().next().unwrap().to_string()
+        };
+        assert_eq!(timer_at(r#"{"state":"alive","flow_timer":3,"keepalive_interval":23}"#), "23s");
+        assert_eq!(timer_at(r#"{"state":"alive","flow_timer":3}"#), "3s", "an agent without keepalive_interval");
+        assert_eq!(timer_at(r#"{"state":"alive","aor":"sip:a@b"}"#), "-");
     }
 }

@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use crate::{
     cli::RunArgs,
     clock::boot_time_ns,
-    engine::{AgentState, Engine, Input, Instance},
+    engine::{self, AgentState, Engine, INPUT_QUEUE_BYTES, Input, Instance},
     export::{
         http::{self, router},
         metrics::Metrics,
@@ -32,7 +32,11 @@ use crate::{
         maps::FlowTable,
         pins, tls_probes,
     },
-    liveness::{registrations::Limits, saved, tracker::Tracker},
+    liveness::{
+        registrations::{self, Limits},
+        saved,
+        tracker::Tracker,
+    },
     peers::Peers,
     privileges,
 };
@@ -114,6 +118,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     let limits = Limits {
         max_bindings: args.max_bindings,
         max_pending: args.max_pending_registers,
+        max_pending_bytes: registrations::DEFAULT_MAX_PENDING_BYTES,
         all_by_flow: args.all_bindings_by_flow,
     };
     let mut tracker = Tracker::with_limits(args.timers(), args.retention, limits, args.ingress_only);
@@ -147,13 +152,14 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
 
     // The kernel's ring buffers are drained by tasks that only forward: the
     // engine, on its own thread, owns every decision.
-    let (inputs, engine_inputs) = std::sync::mpsc::channel();
+    let (queue, engine_inputs) = engine::input_queue(INPUT_QUEUE_BYTES);
     let (stopped_tx, mut stopped) = tokio::sync::mpsc::unbounded_channel::<String>();
     // Every task runs for the agent's life: one that ends, however (an error,
     // a panic), ends the agent, so that the service manager restarts it.
     let mut tasks = tokio::task::JoinSet::new();
     for (i, (iface, mut heads, mut news)) in event_sources.into_iter().enumerate() {
-        let (inputs, stopped_tx) = (inputs.clone(), stopped_tx.clone());
+        let lost = state.metrics.lock().expect("metrics lock").lost_inputs(&iface);
+        let (inputs, stopped_tx) = (queue.sender(lost), stopped_tx.clone());
         tasks.spawn(async move {
             // One steady period for both rings, whatever wakes the task in between.
             let mut quiet = tokio::time::interval(QUIET_DRAIN);
@@ -181,7 +187,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
             let _ = stopped_tx.send(failed);
         });
     }
-    drop(inputs);
+    drop(queue);
     let engine = Engine::new(state.clone(), engine_inputs, args.sweep_interval, args.transactions);
     let engine_state = state.clone();
     let engine_stopped = stopped_tx.clone();

@@ -43,8 +43,7 @@ pub struct Metrics {
     last_grades: Grades,
     segments_ignored: IntCounterVec,
     tls_calls: IntCounterVec,
-    retracted: IntCounter,
-    last_retractions: u64,
+    retracted: IntCounterVec,
     refused: IntCounterVec,
     last_refused: Refused,
     would_430: IntGaugeVec,
@@ -64,6 +63,16 @@ pub struct Metrics {
     eviction_base: HashMap<String, u64>,
 }
 
+/// One interface's counts of what was lost on the way to the engine, to be
+/// counted from the ring readers without the metrics lock.
+#[derive(Clone)]
+pub struct LostInputs {
+    /// In sipflow_events_lost_total.
+    pub heads: IntCounter,
+    /// In sipflow_flow_events_lost_total.
+    pub flow_events: IntCounter,
+}
+
 /// How full an interface's flow map is, as the sweep saw it.
 pub struct FlowMapFill {
     /// Entries a walk met in `FLOWS` and in `BOUND_FLOWS`.
@@ -77,7 +86,7 @@ pub struct FlowMapFill {
 }
 
 /// `reason` labels of sipflow_registrations_refused_total.
-const REFUSED_REASONS: [&str; 3] = ["bindings_full", "pending_full", "cut_head"];
+const REFUSED_REASONS: [&str; 4] = ["bindings_full", "pending_full", "cut_head", "too_many_contacts"];
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
@@ -122,13 +131,14 @@ impl Metrics {
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         let events_lost = counter_vec(
             "sipflow_events_lost_total",
-            "Message heads the kernel dropped because the ring buffer to the agent was full.",
+            "Message heads dropped on their way to the agent's engine: the kernel's ring buffer to the agent \
+             was full, or the agent's queue from that ring to its engine was.",
             &["iface"],
         );
         let flow_events_lost = counter_vec(
             "sipflow_flow_events_lost_total",
-            "Flow events (a close, a wait begun) the kernel dropped because their ring buffer was full: \
-             those flows are judged at the next walk of the map instead, later.",
+            "Flow events (a close, a wait begun) dropped because their ring buffer, or the agent's queue from \
+             it to its engine, was full: those flows are judged at the next walk of the map instead, later.",
             &["iface"],
         );
         let evictions = counter_vec(
@@ -194,22 +204,23 @@ impl Metrics {
              (socket_unknown).",
             &["iface", "result"],
         );
-        let retracted = IntCounter::new(
+        let retracted = counter_vec(
             "sipflow_verdicts_retracted_total",
-            "RST or FIN verdicts taken back: the connection carried valid data both ways after them.",
-        )
-        .expect("valid metric");
+            "Verdicts taken back (RST, FIN, unacknowledged data): the connection carried valid data both ways \
+             after them; by the verdict's reason and the client's peer (--peer).",
+            &["reason", "peer"],
+        );
         let refused = counter_vec(
             "sipflow_registrations_refused_total",
             "REGISTERs and 2xx that made no binding: the binding table or the REGISTERs waiting for answers \
-             were full (--max-bindings, --max-pending-registers), or the head was cut before its end.",
+             were full (--max-bindings, --max-pending-registers, or the waiting ones' memory budget), the head \
+             was cut before its end, or a REGISTER carried more contacts than are kept (the rest bind nothing).",
             &["reason"],
         );
         for reason in REFUSED_REASONS {
             refused.with_label_values(&[reason]).inc_by(0);
         }
         registry.register(Box::new(received_430.clone())).expect("unique metric");
-        registry.register(Box::new(retracted.clone())).expect("unique metric");
         registry.register(Box::new(rtt.clone())).expect("unique metric");
         // Pings and pongs are stream keepalives: their series exist from the start.
         for transport in ["tcp", "tls"] {
@@ -248,6 +259,7 @@ impl Metrics {
         registry.register(Box::new(program_attached.clone())).expect("unique metric");
         for reason in Reason::ALL {
             failures.with_label_values(&[reason.label(), OTHER]).inc_by(0);
+            retracted.with_label_values(&[reason.label(), OTHER]).inc_by(0);
         }
         // Series that alerts and dashboards name exist from the start: every
         // method, and the two codes this product is about (300 and 430).
@@ -265,6 +277,7 @@ impl Metrics {
             &flow_events_lost,
             &evictions,
             &failures,
+            &retracted,
             &answers_430,
             &segments_ignored,
             &tls_calls,
@@ -294,7 +307,6 @@ impl Metrics {
             segments_ignored,
             tls_calls,
             retracted,
-            last_retractions: 0,
             refused,
             last_refused: Refused::default(),
             would_430,
@@ -324,10 +336,19 @@ impl Metrics {
             }
             for reason in Reason::ALL {
                 self.failures.with_label_values(&[reason.label(), peer]).inc_by(0);
+                self.retracted.with_label_values(&[reason.label(), peer]).inc_by(0);
             }
         }
         self.transactions.start_series(&peers);
         self.peers = peers;
+    }
+
+    /// The counters an interface's ring reader adds its drops to.
+    pub fn lost_inputs(&self, iface: &str) -> LostInputs {
+        LostInputs {
+            heads: self.events_lost.with_label_values(&[iface]),
+            flow_events: self.flow_events_lost.with_label_values(&[iface]),
+        }
     }
 
     /// Counts what paired requests and answers told (see `transactions`), and
@@ -428,11 +449,14 @@ impl Metrics {
         }
     }
 
-    /// Counts a sweep's verdicts and RTT samples.
+    /// Counts a sweep's verdicts, retractions and RTT samples.
     pub fn record_sweep(&mut self, sweep: &Sweep) {
         for v in &sweep.verdicts {
             self.failures.with_label_values(&[v.failure.reason.label(), &v.peer]).inc();
             self.verdict_delay.with_label_values(&[v.failure.reason.label()]).observe(v.delay_s);
+        }
+        for r in &sweep.retracted {
+            self.retracted.with_label_values(&[r.failure.reason.label(), &r.peer]).inc();
         }
         for (transport, seconds) in &sweep.rtt_samples {
             self.rtt.with_label_values(&[transport]).observe(*seconds);
@@ -448,15 +472,14 @@ impl Metrics {
         self.last_grades = grades;
     }
 
-    /// Adds the verdicts retracted and the registrations refused since the last call.
-    pub fn record_registrations(&mut self, retractions: u64, refused: Refused) {
-        self.retracted.inc_by(retractions.saturating_sub(self.last_retractions));
-        self.last_retractions = retractions;
+    /// Adds the registrations refused since the last call.
+    pub fn record_refused(&mut self, refused: Refused) {
         let last = self.last_refused;
         for (reason, now, before) in [
             (REFUSED_REASONS[0], refused.bindings_full, last.bindings_full),
             (REFUSED_REASONS[1], refused.pending_full, last.pending_full),
             (REFUSED_REASONS[2], refused.cut_heads, last.cut_heads),
+            (REFUSED_REASONS[3], refused.too_many_contacts, last.too_many_contacts),
         ] {
             self.refused.with_label_values(&[reason]).inc_by(now.saturating_sub(before));
         }
@@ -522,6 +545,43 @@ mod tests {
             r#"sipflow_responses_total{code="486",peer="pbx"} 2"#,
             r#"sipflow_responses_total{code="430",peer="carrier"} 0"#,
             r#"sipflow_flow_failures_total{peer="pbx",reason="tcp_reset"} 0"#,
+        ] {
+            assert!(text.contains(series), "{series} in {text}");
+        }
+    }
+
+    #[test]
+    fn retractions_are_counted_by_reason_and_peer_from_zero() {
+        use crate::liveness::{
+            registrations::FlowId,
+            tracker::{Judged, Retraction},
+            verdict::FlowFailure,
+        };
+        let mut metrics = Metrics::new();
+        metrics.set_peers(Peers::new(&[crate::peers::peer_arg("carrier=192.0.2.0/24").unwrap()]).unwrap());
+        let key = monitor_common::flow::FlowKey {
+            server_addr: [0; 16],
+            client_addr: [0; 16],
+            server_port: 5060,
+            client_port: 40000,
+            vlan_id: 0,
+            family: 4,
+            transport: 2,
+        };
+        let retraction = Retraction {
+            flow: FlowId { iface: "eth0".into(), key },
+            peer: "carrier".into(),
+            failure: FlowFailure { reason: Reason::TcpFin, at_ns: 1 },
+            judged: Judged { at_ns: 2, seconds_ago: 0.0, aor: None, would_430: false },
+            stood_s: 1.5,
+        };
+        metrics.record_sweep(&Sweep { retracted: vec![retraction.clone(), retraction], ..Sweep::default() });
+        let text = metrics.encode();
+        for series in [
+            r#"sipflow_verdicts_retracted_total{peer="carrier",reason="tcp_fin"} 2"#,
+            r#"sipflow_verdicts_retracted_total{peer="carrier",reason="tcp_reset"} 0"#,
+            r#"sipflow_verdicts_retracted_total{peer="other",reason="tcp_unacked"} 0"#,
+            r#"sipflow_verdicts_retracted_total{peer="other",reason="keepalive_timeout"} 0"#,
         ] {
             assert!(text.contains(series), "{series} in {text}");
         }

@@ -10,9 +10,11 @@
 //! What a registrar keeps for a million phones is kept here too, so it is
 //! kept small: both texts of a binding's key in one allocation, the flow it
 //! is on as a slot number, its times in seconds. The table and the REGISTERs
-//! waiting for answers are capped; what a cap refuses is counted. Bindings
-//! are ordered by AOR (a B-tree costs about what a hash table does per entry
-//! here): "Contact: *" and a 430's AOR find theirs without a walk of the table.
+//! waiting for answers are capped (these by count and by the bytes they
+//! hold), and so are the contacts a REGISTER binds; what a cap refuses is
+//! counted. Bindings are ordered by AOR (a B-tree costs about what a hash
+//! table does per entry here): "Contact: *" and a 430's AOR find theirs
+//! without a walk of the table.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -42,6 +44,16 @@ pub const DEFAULT_MAX_BINDINGS: u32 = 1_000_000;
 /// REGISTERs waiting for their answer at most by default: a storm of them
 /// within one transaction lifetime.
 pub const DEFAULT_MAX_PENDING: u32 = 100_000;
+/// What the REGISTERs waiting for their answer may hold at most by default,
+/// by [`PendingRegister::heap_bytes`]. An honest REGISTER (a contact or two)
+/// costs some 300 bytes, so [`DEFAULT_MAX_PENDING`] of them fit with room to
+/// spare; one stuffed with contacts costs up to 3.5 KB even cut to
+/// [`MAX_CONTACTS_PER_REGISTER`], and 100 000 of those would be 350 MB.
+pub const DEFAULT_MAX_PENDING_BYTES: usize = 64 << 20;
+/// Contacts of one REGISTER kept at most. A UA registers a handful (one per
+/// interface or transport); a 1024-byte head can hold 200 tiny ones, each a
+/// binding and a copy while it waits. The rest bind nothing and are counted.
+pub const MAX_CONTACTS_PER_REGISTER: usize = 32;
 
 const NS_PER_S: u64 = 1_000_000_000;
 
@@ -53,12 +65,17 @@ pub struct FlowId {
 }
 
 /// What identifies a binding: RFC 5626 §6's AOR + instance + reg-id (one
-/// flow each), or RFC 3261's AOR + Contact URI.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// flow each), or RFC 3261's AOR + Contact URI. A plain binding's contact may
+/// carry a `+sip.instance` without reg-id: kept to be shown, not part of what
+/// identifies the binding (its Contact URI does, as for the registrar).
+#[derive(Clone)]
 pub struct BindingKey {
-    /// The AOR, then the instance (outbound) or the Contact URI (plain).
+    /// The AOR, then the instance (outbound) or the Contact URI (plain), then
+    /// a plain binding's instance, if any.
     text: Arc<str>,
     aor_len: u16,
+    /// The length of the instance (outbound) or the Contact URI (plain).
+    second_len: u16,
     /// Present for an outbound binding (RFC 5626 reg-ids start at 1).
     reg_id: Option<NonZeroU32>,
 }
@@ -66,34 +83,57 @@ pub struct BindingKey {
 impl BindingKey {
     /// An outbound binding; a reg-id of 0 (outside RFC 5626's range) is no outbound binding.
     pub fn outbound(aor: &str, instance: &str, reg_id: u32) -> Option<Self> {
-        Some(Self::new(aor, instance, Some(NonZeroU32::new(reg_id)?)))
+        Some(Self::new(aor, instance, "", Some(NonZeroU32::new(reg_id)?)))
     }
 
     pub fn plain(aor: &str, contact: &str) -> Self {
-        Self::new(aor, contact, None)
+        Self::new(aor, contact, "", None)
     }
 
-    fn new(aor: &str, second: &str, reg_id: Option<NonZeroU32>) -> Self {
-        // Heads are at most HEAD_MAX bytes: an AOR always fits a u16.
-        let aor = &aor[..floor_char_boundary(aor, usize::from(u16::MAX))];
-        let mut text = String::with_capacity(aor.len() + second.len());
+    /// A plain binding whose contact carries a `+sip.instance` but no reg-id.
+    pub fn plain_of_instance(aor: &str, contact: &str, instance: &str) -> Self {
+        Self::new(aor, contact, instance, None)
+    }
+
+    fn new(aor: &str, second: &str, instance: &str, reg_id: Option<NonZeroU32>) -> Self {
+        // Heads are at most HEAD_MAX bytes: each text always fits a u16.
+        let (aor, second) = (cut_to_u16(aor), cut_to_u16(second));
+        let mut text = String::with_capacity(aor.len() + second.len() + instance.len());
         text.push_str(aor);
         text.push_str(second);
-        Self { text: text.into(), aor_len: aor.len() as u16, reg_id }
+        text.push_str(instance);
+        Self { text: text.into(), aor_len: aor.len() as u16, second_len: second.len() as u16, reg_id }
     }
 
     pub fn aor(&self) -> &str {
         &self.text[..usize::from(self.aor_len)]
     }
 
-    /// `+sip.instance` of an outbound binding.
+    /// The instance (outbound) or the Contact URI (plain).
+    fn second(&self) -> &str {
+        &self.text[usize::from(self.aor_len)..self.identity_len()]
+    }
+
+    /// The AOR and the second text: what identifies the binding, with its reg-id.
+    fn identity(&self) -> &str {
+        &self.text[..self.identity_len()]
+    }
+
+    fn identity_len(&self) -> usize {
+        usize::from(self.aor_len) + usize::from(self.second_len)
+    }
+
+    /// `+sip.instance` of an outbound binding, or of a plain one's contact.
     pub fn instance(&self) -> Option<&str> {
-        self.reg_id.map(|_| &self.text[usize::from(self.aor_len)..])
+        match self.reg_id {
+            Some(_) => Some(self.second()),
+            None => Some(&self.text[self.identity_len()..]).filter(|instance| !instance.is_empty()),
+        }
     }
 
     /// The Contact URI of a plain binding.
     pub fn contact(&self) -> Option<&str> {
-        self.reg_id.is_none().then(|| &self.text[usize::from(self.aor_len)..])
+        self.reg_id.is_none().then(|| self.second())
     }
 
     pub fn reg_id(&self) -> Option<u32> {
@@ -105,13 +145,47 @@ impl BindingKey {
     }
 }
 
+impl PartialEq for BindingKey {
+    fn eq(&self, other: &Self) -> bool {
+        (self.identity(), self.reg_id) == (other.identity(), other.reg_id)
+    }
+}
+
+impl Eq for BindingKey {}
+
+impl std::hash::Hash for BindingKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (self.identity(), self.reg_id).hash(state);
+    }
+}
+
+/// By AOR first (every key's text starts with it), so that an AOR's bindings are a range.
+impl Ord for BindingKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.identity(), self.reg_id).cmp(&(other.identity(), other.reg_id))
+    }
+}
+
+impl PartialOrd for BindingKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 impl fmt::Debug for BindingKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.instance(), self.reg_id()) {
-            (Some(instance), Some(reg_id)) => write!(f, "{} {instance} reg-id={reg_id}", self.aor()),
-            _ => write!(f, "{} {}", self.aor(), self.contact().unwrap_or("")),
+        write!(f, "{} {}", self.aor(), self.second())?;
+        match (self.reg_id(), self.contact().and(self.instance())) {
+            (Some(reg_id), _) => write!(f, " reg-id={reg_id}"),
+            (None, Some(instance)) => write!(f, " +sip.instance={instance}"),
+            (None, None) => Ok(()),
         }
     }
+}
+
+/// `text`, cut to a length a u16 holds.
+fn cut_to_u16(text: &str) -> &str {
+    &text[..floor_char_boundary(text, usize::from(u16::MAX))]
 }
 
 fn floor_char_boundary(text: &str, at: usize) -> usize {
@@ -205,8 +279,12 @@ pub enum Change {
 pub struct Refused {
     /// A 2xx would have made a binding past --max-bindings.
     pub bindings_full: u64,
-    /// A REGISTER arrived with --max-pending-registers already waiting.
+    /// A REGISTER arrived with --max-pending-registers already waiting, or
+    /// with the waiting ones' memory at its budget (`Limits::max_pending_bytes`).
     pub pending_full: u64,
+    /// A REGISTER carried more than [`MAX_CONTACTS_PER_REGISTER`] contacts:
+    /// the first are kept, the rest bind nothing.
+    pub too_many_contacts: u64,
     /// A REGISTER or its 2xx was cut before its end: Contact or Expires may be past the cut.
     pub cut_heads: u64,
 }
@@ -215,15 +293,25 @@ pub struct Refused {
 pub struct Limits {
     pub max_bindings: u32,
     pub max_pending: u32,
+    /// The waiting REGISTERs' estimated heap bytes at most (see [`PendingRegister::heap_bytes`]).
+    pub max_pending_bytes: usize,
     /// Every binding is routed by its flow (--all-bindings-by-flow).
     pub all_by_flow: bool,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_bindings: DEFAULT_MAX_BINDINGS, max_pending: DEFAULT_MAX_PENDING, all_by_flow: false }
+        Self {
+            max_bindings: DEFAULT_MAX_BINDINGS,
+            max_pending: DEFAULT_MAX_PENDING,
+            max_pending_bytes: DEFAULT_MAX_PENDING_BYTES,
+            all_by_flow: false,
+        }
     }
 }
+
+/// A REGISTER waiting for its final response: its flow, Call-ID and CSeq number.
+type PendingId = (FlowRef, Box<str>, u32);
 
 #[derive(Clone, Debug)]
 struct PendingRegister {
@@ -234,9 +322,66 @@ struct PendingRegister {
     expires: Option<u32>,
 }
 
+impl PendingRegister {
+    /// What it and its id hold, as an estimate of heap bytes: the entry
+    /// itself, the Call-ID, the AOR, the contacts and their strings (the
+    /// table's own slack, up to twice its entries, is left out).
+    fn heap_bytes(&self, id: &PendingId) -> usize {
+        let contact_strings: usize =
+            self.contacts.iter().map(|c| c.uri.capacity() + c.instance.as_ref().map_or(0, String::capacity)).sum();
+        size_of::<(PendingId, Self)>()
+            + id.1.len()
+            + self.aor.capacity()
+            + self.contacts.capacity() * size_of::<Contact>()
+            + contact_strings
+    }
+}
+
+/// The REGISTERs waiting for their final response, and what they hold.
+#[derive(Default)]
+struct Pending {
+    requests: HashMap<PendingId, PendingRegister>,
+    /// The sum of their `heap_bytes`.
+    bytes: usize,
+}
+
+impl Pending {
+    /// Whether `request` fits beside those waiting (replacing its own earlier copy, if any).
+    fn has_room(&self, id: &PendingId, request: &PendingRegister, limits: &Limits) -> bool {
+        let replaced = self.requests.get(id).map(|r| r.heap_bytes(id));
+        let entries_after = self.requests.len() + usize::from(replaced.is_none());
+        let bytes_after = self.bytes - replaced.unwrap_or(0) + request.heap_bytes(id);
+        entries_after <= limits.max_pending as usize && bytes_after <= limits.max_pending_bytes
+    }
+
+    fn insert(&mut self, id: PendingId, request: PendingRegister) {
+        self.remove(&id);
+        self.bytes += request.heap_bytes(&id);
+        self.requests.insert(id, request);
+    }
+
+    fn remove(&mut self, id: &PendingId) -> Option<PendingRegister> {
+        let request = self.requests.remove(id)?;
+        self.bytes -= request.heap_bytes(id);
+        Some(request)
+    }
+
+    /// Forgets those for which `keep` is false.
+    fn retain(&mut self, mut keep: impl FnMut(&PendingRegister) -> bool) {
+        let bytes = &mut self.bytes;
+        self.requests.retain(|id, request| {
+            let kept = keep(request);
+            if !kept {
+                *bytes -= request.heap_bytes(id);
+            }
+            kept
+        });
+    }
+}
+
 #[derive(Default)]
 pub struct Registrations {
-    pending: HashMap<(FlowRef, Box<str>, u32), PendingRegister>,
+    pending: Pending,
     bindings: BTreeMap<BindingKey, Stored>,
     /// How many of them are outbound (RFC 5626): the census reads it often.
     outbound: usize,
@@ -307,17 +452,20 @@ impl Registrations {
                     self.refused.cut_heads += 1;
                     return Vec::new();
                 }
-                if self.pending.len() >= self.limits.max_pending as usize && !self.pending.contains_key(&id) {
-                    self.refused.pending_full += 1;
-                    return Vec::new();
-                }
                 let request = PendingRegister {
                     at_ns,
                     aor,
-                    contacts: head.contacts.clone(),
+                    contacts: head.contacts.iter().take(MAX_CONTACTS_PER_REGISTER).cloned().collect(),
                     star: head.contact_star,
                     expires: head.expires,
                 };
+                if !self.pending.has_room(&id, &request, &self.limits) {
+                    self.refused.pending_full += 1;
+                    return Vec::new();
+                }
+                if head.contacts.len() > MAX_CONTACTS_PER_REGISTER {
+                    self.refused.too_many_contacts += 1;
+                }
                 self.pending.insert(id, request);
                 Vec::new()
             }
@@ -335,7 +483,7 @@ impl Registrations {
 
     /// REGISTERs whose transaction is over with no final response seen (RFC 3261 Timer F).
     pub fn forget_unanswered(&mut self, now_ns: u64) {
-        self.pending.retain(|_, p| now_ns.saturating_sub(p.at_ns) < REGISTER_TRANSACTION_NS);
+        self.pending.retain(|p| now_ns.saturating_sub(p.at_ns) < REGISTER_TRANSACTION_NS);
     }
 
     /// Bindings whose time ran out.
@@ -393,8 +541,8 @@ impl Registrations {
     /// `aor`'s bindings: a range of the table, since every key starts with its AOR.
     fn of_aor<'a>(&'a self, aor: &'a str) -> impl Iterator<Item = (&'a BindingKey, &'a Stored)> + 'a {
         self.bindings
-            .range(BindingKey::new(aor, "", None)..)
-            .take_while(move |(key, _)| key.text.starts_with(aor))
+            .range(BindingKey::plain(aor, "")..)
+            .take_while(move |(key, _)| key.identity().starts_with(aor))
             .filter(move |(key, _)| key.aor() == aor)
     }
 
@@ -448,12 +596,8 @@ impl Registrations {
         }
         let flow_timer = response.flow_timer.unwrap_or(0);
         for contact in &request.contacts {
-            let outbound = match (&contact.instance, contact.reg_id) {
-                (Some(instance), Some(reg_id)) => BindingKey::outbound(&request.aor, instance, reg_id),
-                _ => None,
-            };
-            let by_flow = outbound.is_some() || contact.ob || self.limits.all_by_flow;
-            let key = outbound.unwrap_or_else(|| BindingKey::plain(&request.aor, &contact.uri));
+            let key = binding_key(&request.aor, contact);
+            let by_flow = key.is_outbound() || routed_by_flow(contact, response) || self.limits.all_by_flow;
             let expires = granted_expires(contact, request, response);
             if expires == 0 {
                 changes.extend(self.unbind(&key));
@@ -564,6 +708,31 @@ impl Registrations {
         }
         Some(Change::Unbound { key: key.clone(), flow })
     }
+}
+
+/// What identifies the binding a contact makes: its instance and reg-id where
+/// it has both (RFC 5626 §6), else its URI (RFC 3261 §10.3), with the
+/// instance kept beside it when it has one.
+fn binding_key(aor: &str, contact: &Contact) -> BindingKey {
+    let outbound = match (&contact.instance, contact.reg_id) {
+        (Some(instance), Some(reg_id)) => BindingKey::outbound(aor, instance, reg_id),
+        _ => None,
+    };
+    outbound.unwrap_or_else(|| match &contact.instance {
+        Some(instance) => BindingKey::plain_of_instance(aor, &contact.uri, instance),
+        None => BindingKey::plain(aor, &contact.uri),
+    })
+}
+
+/// Whether an edge proxy routes requests for a binding without reg-id by its
+/// flow: the UA asked for it with `;ob` in its Contact URI (RFC 5626 §5.3.2),
+/// or the registrar said so. A registrar answers `Require: outbound` when it
+/// applies outbound to the registration (RFC 5626 §6); Kamailio does so for a
+/// contact with `+sip.instance` and no reg-id, routes to it by its flow and
+/// answers 430 once that flow is gone. A contact without an instance gives
+/// the registrar nothing to route by flow with, whatever the 2xx says.
+fn routed_by_flow(contact: &Contact, response: &SipHead) -> bool {
+    contact.ob || (contact.instance.is_some() && response.requires_outbound())
 }
 
 /// The lifetime granted: the registrar's answer for this contact, else the
@@ -787,14 +956,57 @@ mod tests {
         assert!(r.on_flow("eth0", &flow(1).key).unwrap().by_flow);
     }
 
+    /// Kamailio answers `Require: outbound` to a contact with +sip.instance and
+    /// no reg-id, and routes to it by its flow: that binding warrants 430.
+    #[test]
+    fn the_registrars_require_outbound_routes_an_instance_without_reg_id_by_flow() {
+        let contact = "<sip:alice@192.0.2.1:40000;transport=tcp>;+sip.instance=\"<urn:uuid:7>\"";
+        let answered = |require: &str| {
+            let mut r = Registrations::default();
+            r.on_head(&flow(1), &register("c1", 1, contact, 600), S);
+            let mut answer = ok("c1", 1, 25);
+            answer.require = vec![require.to_string()];
+            answer.contacts.clear();
+            let changes = r.on_head(&flow(1), &answer, S);
+            assert_eq!(changes.len(), 1, "{changes:?}");
+            let on = r.on_flow("eth0", &flow(1).key).unwrap();
+            let shown = on.shown.unwrap();
+            assert_eq!((shown.instance(), shown.reg_id()), (Some("<urn:uuid:7>"), None), "the instance is kept");
+            assert_eq!(shown.contact(), Some("sip:alice@192.0.2.1:40000;transport=tcp"));
+            on.by_flow
+        };
+        assert!(answered("outbound"), "Require: outbound in the 2xx");
+        assert!(answered("OUTBOUND"), "option tags ignore case");
+        assert!(!answered("path"), "no word from the registrar: routed by its Contact URI");
+
+        // Without an instance the registrar's word routes nothing by flow.
+        let mut r = Registrations::default();
+        r.on_head(&flow(1), &register("c1", 1, "<sip:alice@192.0.2.1:40000>", 600), S);
+        let mut answer = ok("c1", 1, 25);
+        answer.contacts.clear();
+        r.on_head(&flow(1), &answer, S);
+        assert!(!r.on_flow("eth0", &flow(1).key).unwrap().by_flow);
+    }
+
+    #[test]
+    fn a_plain_bindings_instance_does_not_change_what_identifies_it() {
+        let with = BindingKey::plain_of_instance("sip:a@b", "sip:a@192.0.2.1", "<urn:uuid:1>");
+        let without = BindingKey::plain("sip:a@b", "sip:a@192.0.2.1");
+        assert_eq!(with, without, "the Contact URI identifies a plain binding");
+        assert_eq!((with.instance(), without.instance()), (Some("<urn:uuid:1>"), None));
+        let outbound = BindingKey::outbound("sip:a@b", "<urn:uuid:1>", 1).unwrap();
+        assert_ne!(with, outbound);
+        assert_eq!(format!("{with:?}"), "sip:a@b sip:a@192.0.2.1 +sip.instance=<urn:uuid:1>");
+    }
+
     #[test]
     fn an_unanswered_register_binds_nothing_and_is_forgotten() {
         let mut r = Registrations::default();
         r.on_head(&flow(1), &register("c1", 1, "<sip:100@192.0.2.1:5060>", 3600), S);
         r.forget_unanswered(20 * S);
-        assert_eq!(r.pending.len(), 1, "still within the transaction's lifetime");
+        assert_eq!(r.pending.requests.len(), 1, "still within the transaction's lifetime");
         r.forget_unanswered(40 * S);
-        assert!(r.pending.is_empty() && r.is_empty());
+        assert!(r.pending.requests.is_empty() && r.is_empty());
     }
 
     #[test]
@@ -814,7 +1026,7 @@ mod tests {
 
     #[test]
     fn caps_refuse_and_count() {
-        let mut r = Registrations::new(Limits { max_bindings: 2, max_pending: 3, all_by_flow: false });
+        let mut r = Registrations::new(Limits { max_bindings: 2, max_pending: 3, ..Limits::default() });
         for n in 0..5u16 {
             let contact = format!("<sip:u{n}@192.0.2.1:{}>", 40000 + n);
             r.on_head(&flow(n), &register(&format!("c{n}"), 1, &contact, 60), S);
@@ -826,6 +1038,71 @@ mod tests {
             r.on_head(&flow(n), &answer, S);
         }
         assert_eq!((r.len(), r.refused.bindings_full), (2, 1));
+    }
+
+    /// A 1024-byte REGISTER with as many tiny contacts as fit.
+    fn stuffed_register(call_id: &str) -> SipHead {
+        let start =
+            format!("REGISTER sip:e SIP/2.0\r\nTo: <sip:a@e>\r\nCall-ID: {call_id}\r\nCSeq: 1 REGISTER\r\nContact: ");
+        let contacts = vec!["a:b"; (1020 - start.len()) / 4].join(",");
+        let head = parse(format!("{start}{contacts}\r\n\r\n").as_bytes()).expect("parse stuffed REGISTER");
+        assert!(head.contacts.len() > 200, "{} contacts", head.contacts.len());
+        head
+    }
+
+    #[test]
+    fn a_flood_of_contact_stuffed_registers_stays_within_the_byte_budget() {
+        let budget = 1 << 20;
+        let limits = Limits { max_pending_bytes: budget, ..Limits::default() };
+        let mut r = Registrations::new(limits);
+        // An honest UA's REGISTER, waiting when the flood comes.
+        r.on_head(&flow(1), &register("honest", 1, OUTBOUND_CONTACT, 3600), S);
+        for n in 0..10_000 {
+            r.on_head(&flow(2), &stuffed_register(&format!("flood-{n}")), S);
+        }
+        assert!(r.pending.bytes <= budget, "{} bytes waiting", r.pending.bytes);
+        let kept = r.pending.requests.len() as u64 - 1;
+        assert!(kept > 100, "the budget holds {kept} of them");
+        assert_eq!(r.refused.pending_full, 10_000 - kept);
+        assert_eq!(r.refused.too_many_contacts, kept, "each kept one lost contacts, counted once");
+        // Each one kept holds its first contacts only.
+        let most = r.pending.requests.values().map(|p| p.contacts.len()).max();
+        assert_eq!(most, Some(MAX_CONTACTS_PER_REGISTER));
+        // The estimate is what the table tracks, kept as entries come and go.
+        let sum: usize = r.pending.requests.iter().map(|(id, p)| p.heap_bytes(id)).sum();
+        assert_eq!(sum, r.pending.bytes);
+
+        assert_eq!(r.on_head(&flow(1), &ok("honest", 1, 25), 2 * S).len(), 1, "the honest one binds");
+        r.forget_unanswered(40 * S);
+        assert_eq!((r.pending.requests.len(), r.pending.bytes), (0, 0), "the flood is forgotten with its bytes");
+        r.on_head(&flow(3), &register("late", 1, "<sip:late@192.0.2.3:5060>", 3600), 41 * S);
+        let mut answer = ok("late", 1, 25);
+        answer.contacts.clear();
+        let bound = r.on_head(&flow(3), &answer, 41 * S);
+        assert!(matches!(bound[..], [Change::Bound { .. }]), "after the flood, REGISTERs bind again: {bound:?}");
+    }
+
+    #[test]
+    fn the_default_byte_budget_holds_the_default_count_of_honest_registers() {
+        let mut r = Registrations::default();
+        r.on_head(&flow(1), &register("c1", 1, OUTBOUND_CONTACT, 3600), S);
+        let honest = r.pending.bytes;
+        assert!(honest * DEFAULT_MAX_PENDING as usize <= DEFAULT_MAX_PENDING_BYTES, "{honest} bytes each");
+        let mut r = Registrations::default();
+        r.on_head(&flow(1), &stuffed_register("c1"), S);
+        let stuffed = r.pending.bytes;
+        assert!(stuffed * DEFAULT_MAX_PENDING as usize > DEFAULT_MAX_PENDING_BYTES, "{stuffed} bytes each");
+    }
+
+    #[test]
+    fn contacts_past_the_cap_bind_nothing_and_are_counted() {
+        let mut r = Registrations::default();
+        let contacts: Vec<String> = (0..40).map(|n| format!("<sip:u@192.0.2.1:{}>", 40000 + n)).collect();
+        r.on_head(&flow(1), &register("c1", 1, &contacts.join(", "), 600), S);
+        let mut answer = ok("c1", 1, 25);
+        answer.contacts.clear();
+        assert_eq!(r.on_head(&flow(1), &answer, S).len(), MAX_CONTACTS_PER_REGISTER);
+        assert_eq!((r.len(), r.refused.too_many_contacts), (MAX_CONTACTS_PER_REGISTER, 1));
     }
 
     #[test]

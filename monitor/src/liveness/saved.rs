@@ -39,7 +39,8 @@ pub struct Saved {
 #[derive(Serialize, Deserialize)]
 struct SavedBinding {
     aor: String,
-    /// `+sip.instance` and `reg-id` of an outbound binding, or the Contact URI of a plain one.
+    /// `+sip.instance` and `reg-id` of an outbound binding, or the Contact URI
+    /// of a plain one (with the instance its contact carried, if any).
     instance: Option<String>,
     reg_id: Option<u32>,
     contact: Option<String>,
@@ -193,7 +194,8 @@ pub fn load(path: &Path, now_ns: u64, max_bindings: u32, ifaces: &[String]) -> R
         .filter_map(|s| {
             let key = match (s.instance, s.reg_id, s.contact) {
                 (Some(instance), Some(reg_id), _) => BindingKey::outbound(&s.aor, &instance, reg_id)?,
-                (_, _, Some(contact)) => BindingKey::plain(&s.aor, &contact),
+                (Some(instance), None, Some(contact)) => BindingKey::plain_of_instance(&s.aor, &contact, &instance),
+                (None, _, Some(contact)) => BindingKey::plain(&s.aor, &contact),
                 _ => return None,
             };
             let flow = FlowId { iface: s.iface, key: key_from_hex(&s.flow)? };
@@ -338,7 +340,11 @@ mod tests {
             ),
             (
                 BindingKey::plain("sip:c@d", "sip:c@192.0.2.1"),
-                Binding { flow, expires_at_ns: 9, flow_timer: None, by_flow: false },
+                Binding { flow: flow.clone(), expires_at_ns: 9, flow_timer: None, by_flow: false },
+            ),
+            (
+                BindingKey::plain_of_instance("sip:e@d", "sip:e@192.0.2.1", "<urn:uuid:2>"),
+                Binding { flow, expires_at_ns: 9, flow_timer: None, by_flow: true },
             ),
         ];
         let path = std::env::temp_dir().join(format!("sipflow-saved-{}.json", std::process::id()));
@@ -351,6 +357,10 @@ mod tests {
         let mut want = bindings;
         want.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(back, want);
+        let instances = |keys: &[(BindingKey, Binding)]| {
+            keys.iter().map(|(k, _)| k.instance().map(str::to_string)).collect::<Vec<_>>()
+        };
+        assert_eq!(instances(&back), instances(&want), "a plain binding's instance too");
         assert_eq!(load(&path, NOW, 10, &["eth0".into()]).unwrap(), Saved::default(), "no file, nothing");
     }
 }

@@ -47,8 +47,6 @@ pub struct Tracker {
     quiet_before_ns: u64,
     /// Only ingress is seen (a tap): the server side's messages arrive there too.
     ingress_only: bool,
-    /// RST and FIN verdicts taken back: the connection carried data both ways after them.
-    pub retractions: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -98,6 +96,20 @@ pub struct Verdict {
     pub delay_s: f64,
 }
 
+/// A verdict taken back: one log line and one count each.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Retraction {
+    pub flow: FlowId,
+    /// The client's peer (`--peer`), or `other`.
+    pub peer: String,
+    /// The failure the verdict named.
+    pub failure: FlowFailure,
+    /// The verdict as it was reached: its AOR and whether it warranted 430.
+    pub judged: Judged,
+    /// Seconds from the verdict to its retraction.
+    pub stood_s: f64,
+}
+
 /// What a sweep found, and what the agent should do about it.
 #[derive(Default, Debug)]
 pub struct Sweep {
@@ -106,8 +118,8 @@ pub struct Sweep {
     pub rtt_samples: Vec<(&'static str, f64)>,
     /// UDP flows that failed and then came back.
     pub recovered: Vec<FlowId>,
-    /// TCP flows whose RST or FIN verdict was wrong: they carried data both ways after it.
-    pub retracted: Vec<FlowId>,
+    /// TCP flows whose RST, FIN or unacked verdict was wrong: they carried data both ways after it.
+    pub retracted: Vec<Retraction>,
     /// Flows past their retention: remove them from the kernel's map.
     pub expired: Vec<FlowKey>,
     /// Healthy flows and when their verdict can next change with no new packet.
@@ -230,7 +242,6 @@ impl Tracker {
             sweeps: 0,
             quiet_before_ns: 0,
             ingress_only,
-            retractions: 0,
         }
     }
 
@@ -421,12 +432,17 @@ impl Tracker {
             if !(came_back || retracted) {
                 return Looked::Failed;
             }
-            failed.remove(&key);
+            let tracked = failed.remove(&key).expect("the failed flow found above");
             let id = FlowId { iface: iface.to_string(), key };
             self.replaced.remove(&id);
             if retracted {
-                self.retractions += 1;
-                sweep.retracted.push(id);
+                sweep.retracted.push(Retraction {
+                    peer: self.peer_of(&key).to_string(),
+                    stood_s: seconds(now_ns.saturating_sub(tracked.judged.at_ns)),
+                    failure: tracked.failure,
+                    judged: tracked.judged,
+                    flow: id,
+                });
             } else {
                 sweep.recovered.push(id);
             }
@@ -903,10 +919,38 @@ mod tests {
         }
     }
 
+    /// A UA with +sip.instance and no reg-id, answered `Require: outbound` by
+    /// the registrar (Kamailio): routed by its flow, so its failure warrants
+    /// 430, and listed with its instance.
+    #[test]
+    fn an_instance_the_registrar_requires_outbound_for_would_warrant_430() {
+        let register = "REGISTER sip:example.com SIP/2.0\r\nTo: <sip:alice@example.com>\r\n\
+                        From: <sip:alice@example.com>;tag=a\r\nCall-ID: reg-1\r\nCSeq: 1 REGISTER\r\n\
+                        Supported: outbound\r\nContact: <sip:alice@192.0.2.1;transport=tcp>;\
+                        +sip.instance=\"<urn:uuid:a>\"\r\nExpires: 600\r\n\r\n";
+        let ok = "SIP/2.0 200 OK\r\nTo: <sip:alice@example.com>;tag=b\r\nFrom: <sip:alice@example.com>;tag=a\r\n\
+                  Call-ID: reg-1\r\nCSeq: 1 REGISTER\r\nRequire: outbound\r\nFlow-Timer: 5\r\n\
+                  Contact: <sip:alice@192.0.2.1;transport=tcp>;+sip.instance=\"<urn:uuid:a>\";expires=600\r\n\r\n";
+        let mut t = tracker();
+        let k = key(40000, FlowTransport::Tcp);
+        t.on_head("eth0", &head(k, S, register));
+        t.on_head("eth0", &head(k, S, ok));
+        let sweep = t.sweep("eth0", vec![(k, alive_at(S))], 17 * S);
+        assert_eq!(sweep.verdicts.len(), 1);
+        assert!(sweep.verdicts[0].would_430, "routed by its flow, as the registrar required");
+        assert_eq!(t.census().would_430[&("tcp", OTHER.to_string())], 1);
+        let view = t.view([], 17 * S, true);
+        assert_eq!((view[0].instance.as_deref(), view[0].reg_id), (Some("<urn:uuid:a>"), None));
+        assert!(view[0].routed_by_flow && view[0].would_430);
+    }
+
     #[test]
     fn an_rst_verdict_followed_by_data_both_ways_is_retracted() {
         let mut t = tracker();
+        t.set_peers(Peers::new(&[crate::peers::peer_arg("carrier=192.0.2.0/24").unwrap()]).unwrap());
         let k = key(40000, FlowTransport::Tcp);
+        t.on_head("eth0", &head(k, S, &register(1)));
+        t.on_head("eth0", &head(k, S, &ok(1, 60)));
         let mut s = alive_at(S);
         s.rst_ns = 2 * S;
         assert_eq!(t.sweep("eth0", vec![(k, s)], 3 * S).verdicts.len(), 1);
@@ -914,7 +958,11 @@ mod tests {
         s.last_data_from_server_ns = 4 * S;
         let sweep = t.sweep("eth0", vec![(k, s)], 5 * S);
         assert_eq!(sweep.retracted.len(), 1);
-        assert_eq!(t.retractions, 1);
+        let r = &sweep.retracted[0];
+        assert_eq!((r.flow.key, r.peer.as_str()), (k, "carrier"));
+        assert_eq!(r.failure, FlowFailure { reason: Reason::TcpReset, at_ns: 2 * S });
+        assert_eq!((r.judged.aor.as_deref(), r.judged.would_430), (Some("sip:alice@example.com"), true));
+        assert_eq!(r.stood_s, 2.0, "judged at 3 s, taken back at 5 s");
         assert!(t.view([], 5 * S, true).is_empty());
         assert!(t.sweep("eth0", vec![(k, s)], 6 * S).verdicts.is_empty(), "not judged again");
     }

@@ -59,7 +59,7 @@ fn a_burst_of_20000_registers_over_one_flow_all_bind() {
     stop.store(true, Ordering::Relaxed);
     let answers_sent = answering.join().expect("registrar");
 
-    let refused: f64 = ["bindings_full", "pending_full", "cut_head"]
+    let refused: f64 = ["bindings_full", "pending_full", "cut_head", "too_many_contacts"]
         .iter()
         .map(|reason| metric(&text, "sipflow_registrations_refused_total", &[("reason", reason)]).unwrap_or(0.0))
         .sum();

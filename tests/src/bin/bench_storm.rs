@@ -299,7 +299,7 @@ fn measure(kind: Kind, count: usize, rate: Option<u32>) -> Run {
         bound: bindings(&text),
         bindings_full: metric(&text, "sipflow_registrations_refused_total", &[("reason", "bindings_full")])
             .unwrap_or(f64::NAN),
-        refused_other: ["pending_full", "cut_head"]
+        refused_other: ["pending_full", "cut_head", "too_many_contacts"]
             .iter()
             .map(|r| metric(&text, "sipflow_registrations_refused_total", &[("reason", r)]).unwrap_or(f64::NAN))
             .sum(),

@@ -1,6 +1,9 @@
 //! Bad input and missing privileges: one plain sentence, a non-zero exit, no panic.
 
-use std::process::{Command, Output};
+use std::{
+    os::unix::process::CommandExt,
+    process::{Command, Output},
+};
 
 use sipflow_tests::netns::sipflow_bin;
 
@@ -157,13 +160,32 @@ fn a_private_mount_namespace_is_named() {
     sipflow_tests::root_or_skip!();
     let state = format!("/tmp/sipflow-private-mounts-{}.json", std::process::id());
     let script = "while umount /sys/fs/bpf 2>/dev/null; do :; done; ip link set lo up; exec \"$@\"";
-    let output = Command::new("timeout")
-        .args(["-s", "INT", "8", "unshare", "--net", "--mount", "--propagation", "private", "sh", "-c", script, "sh"])
+    let mut agent = Command::new("unshare")
+        .args(["--net", "--mount", "--propagation", "private", "sh", "-c", script, "sh"])
         .args([&sipflow_bin(), "run", "-i", "lo", "--listen", "127.0.0.1:0", "--state-file", &state])
-        .output()
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
         .expect("unshare (util-linux)");
+    // Stopped once it serves (loading takes longer on a busy machine), or after a minute at most.
+    let lines = std::io::BufRead::lines(std::io::BufReader::new(agent.stderr.take().expect("stderr")));
+    let (sender, serving) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in lines.map_while(Result::ok) {
+            if line.contains("serving /metrics") {
+                let _ = sender.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let _ = serving.recv_timeout(std::time::Duration::from_secs(60));
+    sipflow_tests::process::signal_group(&agent, libc::SIGINT);
+    let _ = agent.wait();
+    let stderr = reader.join().expect("stderr reader");
     let _ = std::fs::remove_file(&state);
-    let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.matches("nsenter --net=/run/netns/NAME").count(), 1, "{stderr}");
     assert!(stderr.contains("serving /metrics"), "it runs all the same: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");

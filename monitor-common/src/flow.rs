@@ -114,9 +114,10 @@ pub struct FlowState {
     /// Smoothed round-trip time from the server's data to the client's
     /// acknowledgment, in microseconds (RFC 6298's 1/8 gain; 0: no sample yet).
     pub srtt_us: u32,
-    /// The longest the client went quiet before a keepalive of its (ping or
-    /// STUN request), in milliseconds: its own cadence, which may be slower
-    /// than the Flow-Timer it was granted (baresip pings every 16-20 s whatever it is told).
+    /// The longest gap between two keepalives of the client's (pings, or STUN
+    /// requests), in milliseconds: its own cadence, which may be slower than
+    /// the Flow-Timer it was granted (baresip pings every 16-20 s whatever it
+    /// is told); 0 until two were seen.
     pub keepalive_gap_ms: u32,
     pub last_status: u16,
     /// A `Method` index, or [`NO_METHOD`].

@@ -199,15 +199,15 @@ fn client_acknowledged(state: &mut FlowState, ack: u32, acked_before: u32, now: 
     }
 }
 
-/// A keepalive after the client's quiet since its last sign of life: the
-/// longest such quiet is the client's own cadence.
+/// A keepalive after the one before it (`previous_ns`, 0: none): the longest
+/// gap between two is the client's own cadence. Gaps from a REGISTER or other
+/// traffic say nothing of it: a UA's keepalive timer runs from its own start.
 #[inline(always)]
-fn note_keepalive_gap(state: &mut FlowState, now: u64) {
-    let before = state.last_client_activity_ns;
-    if before == 0 || now <= before {
+fn note_keepalive_gap(state: &mut FlowState, previous_ns: u64, now: u64) {
+    if previous_ns == 0 || now <= previous_ns {
         return;
     }
-    let gap_ms = (now - before) / 1_000_000;
+    let gap_ms = (now - previous_ns) / 1_000_000;
     let gap_ms = if gap_ms > u32::MAX as u64 { u32::MAX } else { gap_ms as u32 };
     if gap_ms > state.keepalive_gap_ms {
         state.keepalive_gap_ms = gap_ms;
@@ -302,7 +302,7 @@ fn record(
         }
         // RFC 5626 §4.4.1: the client pings, the server pongs.
         Payload::Ping if from_client => {
-            note_keepalive_gap(state, now);
+            note_keepalive_gap(state, state.last_ping_ns, now);
             state.last_ping_ns = now;
             state.last_client_activity_ns = now;
             // The first ping of a wait: a pong deadline, and for a new pinger a keepalive one.
@@ -316,7 +316,7 @@ fn record(
             state.unanswered_ping_ns = 0;
         }
         Payload::Stun(Stun::Request) if from_client => {
-            note_keepalive_gap(state, now);
+            note_keepalive_gap(state, state.last_stun_request_ns, now);
             state.last_stun_request_ns = now;
             state.last_client_activity_ns = now;
             state.stun_unanswered = state.stun_unanswered.saturating_add(1);

@@ -210,8 +210,10 @@ pub struct RunArgs {
 
     /// The least time data the server sent on a TCP flow may go unacknowledged
     /// before the flow is failed as a zombie (tcp_unacked); the flow's own
-    /// smoothed RTT x 4 where that is longer.
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = timeout)]
+    /// smoothed RTT x 4 where that is longer. The default covers a phone
+    /// whose radio sleeps: LTE and 5G wake from idle on paging within 2.56 s
+    /// of DRX plus set-up, and acknowledge late but alive.
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = timeout)]
     pub ack_timeout: Duration,
 
     /// How long a request the server sent over a UDP flow may go without

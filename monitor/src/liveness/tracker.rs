@@ -648,10 +648,12 @@ mod tests {
     }
 
     /// A client that keeps its flow alive, last heard from at `at`.
+    /// A client seen pinging (twice at least: its pace known), last at `at`.
     fn alive_at(at: u64) -> FlowState {
         let mut s = FlowState::new(at);
         s.last_client_activity_ns = at;
         s.last_ping_ns = at;
+        s.keepalive_gap_ms = 1_000;
         s.packets_from_client = 1;
         s.packets_from_server = 1;
         s

@@ -93,7 +93,7 @@ impl Default for Timers {
             grace: Duration::from_secs(10),
             pong_timeout: Duration::from_secs(10),
             stun_timeout: Duration::from_millis(39_500),
-            ack_timeout: Duration::from_secs(1),
+            ack_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(2),
         }
     }
@@ -117,15 +117,24 @@ fn ns(d: Duration) -> u64 {
 }
 
 impl Timers {
-    /// The client's keepalive interval as it keeps it: the Flow-Timer (or the
-    /// default), or what the longest quiet it was seen to keep before a
-    /// keepalive says where that is longer, up to [`MAX_CADENCE`]. A client
-    /// picks each interval between 80 and 100 % of its own (RFC 5626 §4.4.1),
-    /// so a quiet seen may be the short end: its interval may be 5/4 of it
-    /// (baresip: 16 s seen once, then 18.8 s).
+    /// The client's keepalive interval as it keeps it. A UA runs its
+    /// keepalive timer from its own start, not from the REGISTER, and some
+    /// ping less often than the Flow-Timer asks (and are routed to all the
+    /// same), so only the gaps between its keepalives tell its pace. Once two
+    /// were seen: the Flow-Timer (or the default), or the longest gap seen
+    /// where that is longer, up to [`MAX_CADENCE`]; a client picks each
+    /// interval between 80 and 100 % of its own (RFC 5626 §4.4.1), so a gap
+    /// seen may be the short end, and its interval 5/4 of it (baresip: 16 s
+    /// seen once, then 18.8 s). Before that: the Flow-Timer or the transport's
+    /// default, whichever is longer: a verdict late in a flow's first cycle
+    /// rather than a false one.
     pub fn cadence(&self, transport: FlowTransport, flow_timer: Option<u32>, state: &FlowState) -> Duration {
+        let asked = self.keepalive(transport, flow_timer);
+        if state.keepalive_gap_ms == 0 {
+            return asked.max(self.keepalive(transport, None));
+        }
         let own = Duration::from_millis(u64::from(state.keepalive_gap_ms) * 5 / 4).min(MAX_CADENCE);
-        self.keepalive(transport, flow_timer).max(own)
+        asked.max(own)
     }
 
     /// How long this flow's server data may wait for an acknowledgment.
@@ -233,7 +242,13 @@ fn ways_to_fail(
             fail(Reason::PongTimeout, state.unanswered_ping_ns + ns(timers.pong_timeout), Way::Deadline);
         }
         if state.server_unacked_since_ns != 0 {
-            let deadline = state.server_unacked_since_ns + ns(timers.ack_timeout_for(state));
+            // Evidence a slow but live phone does not give: silence past the
+            // longest paging delay, while the server's own stack, too, found
+            // nothing came back and sent its data again; without a
+            // retransmission seen, twice as long.
+            let timeout = timers.ack_timeout_for(state);
+            let waited = if state.server_retransmissions == 0 { timeout * 2 } else { timeout };
+            let deadline = state.server_unacked_since_ns + ns(waited);
             if !lived_on_after(state, deadline) {
                 fail(Reason::TcpUnacked, deadline, Way::Deadline);
             }
@@ -269,12 +284,28 @@ pub fn came_back(transport: FlowTransport, state: &FlowState, failure: &FlowFail
         && state.last_client_activity_ns > failure.at_ns
 }
 
-/// Whether an RST or FIN verdict was wrong: the connection carried valid
-/// data both ways after it (see [`lived_on_after`]).
+/// Whether a verdict on a stream was wrong: after an RST, FIN or
+/// unacknowledged data, the connection carried valid data both ways (see
+/// [`lived_on_after`]); after a keepalive or pong timeout, the client showed
+/// life again (a keepalive, a SIP message) and, for a pong timeout, the
+/// server answered it. A retraction is a false alarm, counted as one.
 pub fn retracted(transport: FlowTransport, state: &FlowState, failure: &FlowFailure) -> bool {
-    transport.is_stream()
-        && matches!(failure.reason, Reason::TcpReset | Reason::TcpFin | Reason::TcpUnacked)
-        && lived_on_after(state, failure.at_ns)
+    if !transport.is_stream() {
+        return false;
+    }
+    match failure.reason {
+        Reason::TcpReset | Reason::TcpFin | Reason::TcpUnacked => lived_on_after(state, failure.at_ns),
+        Reason::KeepaliveTimeout => closed_at(state).is_none() && state.last_client_activity_ns > failure.at_ns,
+        Reason::PongTimeout => {
+            closed_at(state).is_none() && state.unanswered_ping_ns == 0 && state.last_pong_ns > failure.at_ns
+        }
+        _ => false,
+    }
+}
+
+/// When the connection was closed, by an RST or FIN the host took.
+fn closed_at(state: &FlowState) -> Option<u64> {
+    [state.rst_ns, state.fin_from_client_ns, state.fin_from_server_ns].into_iter().filter(|t| *t != 0).min()
 }
 
 #[cfg(test)]
@@ -291,11 +322,13 @@ mod tests {
         Timers::default()
     }
 
-    /// A client that keeps its flow alive, last heard from at `at`.
+    /// A client that keeps its flow alive, seen pinging often (its cadence
+    /// learnt, and short), last heard from at `at`.
     fn pinging(first: u64, at: u64) -> FlowState {
         let mut s = fresh(first);
         s.last_ping_ns = at;
         s.last_client_activity_ns = at;
+        s.keepalive_gap_ms = 1;
         s
     }
 
@@ -334,9 +367,10 @@ mod tests {
             assert_eq!(judge(transport, &s, Some(5), &timers(), 10_000 * S), None);
         }
         assert!(!kept_alive(&s));
-        // Once it pings, its silence counts from its last sign of life.
+        // Once it pings (twice: its pace), its silence counts from its last sign of life.
         s.last_ping_ns = 7 * S;
         s.last_client_activity_ns = 7 * S;
+        s.keepalive_gap_ms = 1_000;
         assert_eq!(judge(FlowTransport::Tcp, &s, Some(5), &timers(), 23 * S).unwrap().at_ns, 22 * S);
     }
 
@@ -356,7 +390,62 @@ mod tests {
         s.last_data_from_client_ns = 5 * S;
         s.last_data_from_server_ns = 5 * S;
         assert!(retracted(FlowTransport::Tcp, &s, &FlowFailure { reason: Reason::TcpFin, at_ns: 3 * S }));
-        assert!(!retracted(FlowTransport::Tcp, &s, &FlowFailure { reason: Reason::KeepaliveTimeout, at_ns: 3 * S }));
+        s.last_client_activity_ns = 5 * S;
+        assert!(
+            !retracted(FlowTransport::Tcp, &s, &FlowFailure { reason: Reason::KeepaliveTimeout, at_ns: 3 * S }),
+            "a closed connection does not come back"
+        );
+    }
+
+    #[test]
+    fn a_stream_that_shows_life_again_leaves_the_failed_state() {
+        // Failed for silence, then it pings again: the verdict was a false alarm.
+        let mut s = pinging(S, 10 * S);
+        let silence = FlowFailure { reason: Reason::KeepaliveTimeout, at_ns: 40 * S };
+        assert!(!retracted(FlowTransport::Tcp, &s, &silence));
+        s.last_client_activity_ns = 41 * S;
+        assert!(retracted(FlowTransport::Tls, &s, &silence));
+        // Failed for an unanswered ping, then the pong comes late.
+        let mut s = pinging(S, 10 * S);
+        s.unanswered_ping_ns = 10 * S;
+        let no_pong = FlowFailure { reason: Reason::PongTimeout, at_ns: 20 * S };
+        assert!(!retracted(FlowTransport::Tcp, &s, &no_pong));
+        s.unanswered_ping_ns = 0;
+        s.last_pong_ns = 21 * S;
+        assert!(retracted(FlowTransport::Tcp, &s, &no_pong));
+        // UDP comes back instead (see `came_back`).
+        assert!(!retracted(FlowTransport::Udp, &s, &no_pong));
+    }
+
+    #[test]
+    fn a_uas_own_keepalive_timer_is_learnt_from_its_pings_not_from_its_register() {
+        // Flow-Timer 25, grace 2: a UA that pings every 30 s from its own start,
+        // whose first ping lands anywhere in its cycle after the REGISTER.
+        let t = Timers { grace: Duration::from_secs(2), ..timers() };
+        for first_ping_s in [1, 10, 29] {
+            let mut s = fresh(S);
+            s.last_register_ns = S;
+            let mut last = 0;
+            for n in 0..6u64 {
+                let at = (1 + first_ping_s + 30 * n) * S;
+                // Just before each ping the flow is healthy.
+                s.last_client_activity_ns = s.last_client_activity_ns.max(S);
+                assert_eq!(
+                    judge(FlowTransport::Tcp, &s, Some(25), &t, at - 1),
+                    None,
+                    "first ping at {first_ping_s} s, ping {n}"
+                );
+                if last != 0 {
+                    s.keepalive_gap_ms = s.keepalive_gap_ms.max(((at - last) / 1_000_000) as u32);
+                }
+                s.last_ping_ns = at;
+                s.last_client_activity_ns = at;
+                last = at;
+            }
+            // Silent after its last ping: failed past its own 30 s x 5/4 and grace.
+            let dead = last + 37_500_000_000 + 2 * S;
+            assert_eq!(judge(FlowTransport::Tcp, &s, Some(25), &t, dead + 1).unwrap().at_ns, dead);
+        }
     }
 
     #[test]
@@ -436,16 +525,24 @@ mod tests {
     fn server_data_unacknowledged_past_the_ack_timeout_is_a_zombie() {
         let mut s = fresh(S);
         s.server_unacked_since_ns = 10 * S;
+        s.server_retransmissions = 2;
         // Never kept alive (baresip): silence alone would not fail it; this is evidence.
-        assert_eq!(judge(FlowTransport::Tcp, &s, None, &timers(), 11 * S), None, "1 s not yet over");
+        // A phone whose radio sleeps acknowledges within 3 s of paging: not failed.
+        assert_eq!(judge(FlowTransport::Tcp, &s, None, &timers(), 12_600_000_000), None, "a phone waking up");
+        assert_eq!(judge(FlowTransport::Tcp, &s, None, &timers(), 13 * S), None, "3 s not yet over");
         assert_eq!(
-            judge(FlowTransport::Tcp, &s, None, &timers(), 11 * S + 1),
-            Some(FlowFailure { reason: Reason::TcpUnacked, at_ns: 11 * S })
+            judge(FlowTransport::Tcp, &s, None, &timers(), 13 * S + 1),
+            Some(FlowFailure { reason: Reason::TcpUnacked, at_ns: 13 * S })
         );
-        // A slow path: 4 x its 600 ms RTT.
-        s.srtt_us = 600_000;
-        assert_eq!(judge(FlowTransport::Tcp, &s, None, &timers(), 12 * S), None);
-        assert_eq!(judge(FlowTransport::Tls, &s, None, &timers(), 13 * S).unwrap().at_ns, 12_400_000_000);
+        // Where the server's stack was not seen sending again: twice as long.
+        s.server_retransmissions = 0;
+        assert_eq!(judge(FlowTransport::Tcp, &s, None, &timers(), 15 * S), None);
+        assert_eq!(judge(FlowTransport::Tcp, &s, None, &timers(), 16 * S + 1).unwrap().at_ns, 16 * S);
+        // A slow path: 4 x its 900 ms RTT.
+        s.server_retransmissions = 1;
+        s.srtt_us = 900_000;
+        assert_eq!(judge(FlowTransport::Tcp, &s, None, &timers(), 13_500_000_000), None);
+        assert_eq!(judge(FlowTransport::Tls, &s, None, &timers(), 14 * S).unwrap().at_ns, 13_600_000_000);
         // Acknowledged: nothing.
         s.server_unacked_since_ns = 0;
         assert_eq!(judge(FlowTransport::Tcp, &s, None, &timers(), 20 * S), None);
@@ -469,17 +566,21 @@ mod tests {
         assert_eq!(next_deadline(FlowTransport::Tcp, &s, Some(5), &timers(), 11 * S), Some(25 * S));
         // The server's data waiting for an acknowledgment comes first.
         s.server_unacked_since_ns = 12 * S;
-        assert_eq!(next_deadline(FlowTransport::Tcp, &s, Some(5), &timers(), 12 * S), Some(13 * S));
+        s.server_retransmissions = 1;
+        assert_eq!(next_deadline(FlowTransport::Tcp, &s, Some(5), &timers(), 12 * S), Some(15 * S));
         // Past it, the flow has failed and the keepalive one is next.
-        assert_eq!(next_deadline(FlowTransport::Tcp, &s, Some(5), &timers(), 14 * S), Some(25 * S));
+        assert_eq!(next_deadline(FlowTransport::Tcp, &s, Some(5), &timers(), 16 * S), Some(25 * S));
         // A flow that never kept alive and waits for nothing has no deadline: only a packet can fail it.
         assert_eq!(next_deadline(FlowTransport::Tcp, &fresh(S), None, &timers(), 2 * S), None);
     }
 
     #[test]
     fn a_client_slower_than_its_flow_timer_is_judged_at_its_own_cadence() {
-        // baresip: Flow-Timer 3, but it pings 19 s after registering, then every 16-20 s.
+        // baresip: Flow-Timer 3, but it pings every 16-20 s; its first ping, 19 s after
+        // registering, was no gap between two of its pings: the default holds until the second.
         let mut s = pinging(S, 19 * S);
+        s.keepalive_gap_ms = 0;
+        assert_eq!(judge(FlowTransport::Tcp, &s, Some(3), &timers(), 100 * S), None, "its first cycle");
         s.keepalive_gap_ms = 19_000;
         assert_eq!(judge(FlowTransport::Tcp, &s, Some(3), &timers(), 35 * S), None, "healthy between its pings");
         // 19 s seen may be 80 % of its interval: 23.75 s, then grace 10.

@@ -383,3 +383,36 @@ fn junk_flows_cannot_evict_a_registered_flow() {
     assert_eq!(xdp.run(&from_client(after_register, b"\r\n\r\n")), XDP_PASS);
     assert_ne!(xdp.flows.get(&registered).expect("bound").last_ping_ns, 0);
 }
+
+/// Every ping its pong answers is one round-trip sample, sent up as it
+/// happens (a walk of the map sees one per flow at most); a pong that answers
+/// no ping is none.
+#[test]
+fn each_answered_ping_is_one_round_trip_event() {
+    sipflow_tests::root_or_skip!();
+    use monitor_common::events::FlowEventKind;
+    let mut xdp = LoadedXdp::load();
+    for _ in 0..5 {
+        assert_eq!(xdp.run(&tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), b"\r\n\r\n")), XDP_PASS);
+        assert_eq!(xdp.run(&tcp4_from_server(SIP_PORT, CLIENT_PORT, Flags::default(), b"\r\n")), XDP_PASS);
+    }
+    assert_eq!(xdp.run(&tcp4_from_server(SIP_PORT, CLIENT_PORT, Flags::default(), b"\r\n")), XDP_PASS);
+    let answered: Vec<_> = xdp.flow_news().into_iter().filter(|n| n.kind == FlowEventKind::Answered).collect();
+    assert_eq!(answered.len(), 5, "{answered:?}");
+    assert!(answered.iter().all(|n| n.rtt_us < 1_000_000 && n.key == key(FlowTransport::Tcp)));
+}
+
+/// Many UAs keep their NAT binding with CRLFCRLF over UDP: a keepalive ping,
+/// which nobody answers over UDP (no pong is waited for).
+#[test]
+fn crlf_keepalives_over_udp_are_pings() {
+    sipflow_tests::root_or_skip!();
+    let xdp = LoadedXdp::load();
+    assert_eq!(xdp.run(&udp4(CLIENT_PORT, SIP_PORT, b"\r\n\r\n")), XDP_PASS);
+    let (_, state) = only_flow(&xdp);
+    assert_ne!(state.last_ping_ns, 0);
+    assert_eq!(state.last_client_activity_ns, state.last_ping_ns);
+    assert_eq!(state.unanswered_ping_ns, 0, "no pong is waited for over UDP");
+    use monitor_common::counters::{PacketClass, packet_index};
+    assert_eq!(xdp.counters().packets[packet_index(Direction::Ingress, PacketClass::KeepalivePing) as usize], 1);
+}

@@ -373,7 +373,8 @@ fn a_baresip_whose_link_went_down_is_flagged_when_a_request_goes_unanswered() {
     assert!(at >= sent, "flagged at {at:.1} s, before the request at {sent:.1} s: {flow}\n{}", context());
     assert_eq!(flow["reason"], "tcp_unacked", "the server's request went unacknowledged: {flow}\n{}", context());
     assert_eq!(flow["would_430"], true, "{flow}");
-    assert!(after <= 3.0, "flagged {after:.2} s after the request, not within 3 s\n{}", context());
+    // --ack-timeout's 3 s (a phone's radio waking on paging), and the lab's polling.
+    assert!(after <= 3.5, "flagged {after:.2} s after the request, not within 3.5 s\n{}", context());
     if let Some((at_430, _)) = answers.iter().find(|(_, line)| line.starts_with("SIP/2.0 430")) {
         assert!(at < *at_430, "flagged at {at:.2} s, after Kamailio's 430 at {at_430:.2} s\n{}", context());
         println!("flagged {:.2} s before Kamailio's 430", at_430 - at);

@@ -52,6 +52,8 @@ pub enum FlowEventKind {
     /// request of the server's unanswered; or the client's first keepalive,
     /// from which on its silence counts.
     WaitBegan = 2,
+    /// A pong answered the client's ping: one round-trip sample, nothing to judge.
+    Answered = 3,
 }
 
 impl FlowEventKind {
@@ -59,6 +61,7 @@ impl FlowEventKind {
         match value {
             1 => Some(Self::Closed),
             2 => Some(Self::WaitBegan),
+            3 => Some(Self::Answered),
             _ => None,
         }
     }
@@ -73,7 +76,9 @@ pub struct FlowEvent {
     pub timestamp_ns: u64,
     /// A `FlowEventKind`.
     pub kind: u8,
-    pub _reserved: [u8; 7],
+    pub _reserved: [u8; 3],
+    /// `Answered`: microseconds from the ping to its pong; 0 otherwise.
+    pub rtt_us: u32,
 }
 
 #[cfg(feature = "user")]

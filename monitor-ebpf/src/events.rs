@@ -35,6 +35,12 @@ pub fn every_head() -> bool {
 /// sending thread more than the rest of sipflow's work on the packet.
 #[inline(always)]
 pub fn send_flow_event(key: &FlowKey, kind: FlowEventKind, now: u64) {
+    send_flow_event_with(key, kind, now, 0);
+}
+
+/// The same, with a round-trip time (`FlowEventKind::Answered`).
+#[inline(always)]
+pub fn send_flow_event_with(key: &FlowKey, kind: FlowEventKind, now: u64, rtt_us: u32) {
     let Some(mut entry) = FLOW_EVENTS.reserve::<FlowEvent>(0) else {
         bump_stat(KernelStat::FlowEventsLost);
         return;
@@ -44,10 +50,11 @@ pub fn send_flow_event(key: &FlowKey, kind: FlowEventKind, now: u64) {
     event.key = *key;
     event.timestamp_ns = now;
     event.kind = kind as u8;
-    event._reserved = [0; 7];
+    event._reserved = [0; 3];
+    event.rtt_us = rtt_us;
     let wakeup = match kind {
         FlowEventKind::Closed => BPF_RB_FORCE_WAKEUP,
-        FlowEventKind::WaitBegan => BPF_RB_NO_WAKEUP,
+        FlowEventKind::WaitBegan | FlowEventKind::Answered => BPF_RB_NO_WAKEUP,
     };
     entry.submit(wakeup as u64);
 }

@@ -303,17 +303,30 @@ fn record(
         // RFC 5626 §4.4.1: the client pings, the server pongs.
         Payload::Ping if from_client => {
             note_keepalive_gap(state, state.last_ping_ns, now);
+            let first = state.last_ping_ns == 0;
             state.last_ping_ns = now;
             state.last_client_activity_ns = now;
-            // The first ping of a wait: a pong deadline, and for a new pinger a keepalive one.
-            if state.unanswered_ping_ns == 0 {
+            if scratch.key.transport == FlowTransport::Udp as u8 {
+                // A NAT keepalive: nobody answers it over UDP. A new pinger's silence counts from now.
+                if first {
+                    events::send_flow_event(&scratch.key, FlowEventKind::WaitBegan, now);
+                }
+            } else if state.unanswered_ping_ns == 0 {
+                // The first ping of a wait: a pong deadline, and for a new pinger a keepalive one.
                 state.unanswered_ping_ns = now;
                 events::send_flow_event(&scratch.key, FlowEventKind::WaitBegan, now);
             }
         }
         Payload::Pong if !from_client => {
             state.last_pong_ns = now;
+            let ping = state.unanswered_ping_ns;
             state.unanswered_ping_ns = 0;
+            if ping != 0 && now > ping {
+                // One round-trip sample per answered ping (the walk would see one per flow at most).
+                let rtt_us = (now - ping) / 1000;
+                let rtt_us = if rtt_us > u32::MAX as u64 { u32::MAX } else { rtt_us as u32 };
+                events::send_flow_event_with(&scratch.key, FlowEventKind::Answered, now, rtt_us);
+            }
         }
         Payload::Stun(Stun::Request) if from_client => {
             note_keepalive_gap(state, state.last_stun_request_ns, now);

@@ -66,6 +66,11 @@ pub fn classify(window: &Window, loaded: usize, payload_len: usize, transport: T
             if let Some(kind) = stun::classify(window, loaded, payload_len) {
                 return Payload::Stun(kind);
             }
+            // Many UAs keep their NAT binding with CRLFCRLF over UDP too, where
+            // RFC 5626 §4.4.2 would have STUN: a keepalive all the same.
+            if payload_len == PING.len() && starts_with(window, PING) {
+                return Payload::Ping;
+            }
         }
         Transport::Tcp => {
             if payload_len == PING.len() && starts_with(window, PING) {
@@ -152,10 +157,12 @@ mod tests {
     }
 
     #[test]
-    fn keepalives_on_streams_only() {
+    fn keepalives_on_streams_and_crlf_pings_on_udp() {
         assert_eq!(run(b"\r\n\r\n", Transport::Tcp), Payload::Ping);
         assert_eq!(run(b"\r\n", Transport::Tcp), Payload::Pong);
-        assert_eq!(run(b"\r\n\r\n", Transport::Udp), Payload::Other);
+        assert_eq!(run(b"\r\n\r\n", Transport::Udp), Payload::Ping);
+        assert_eq!(run(b"\r\n", Transport::Udp), Payload::Other);
+        assert_eq!(run(b"\r\n\r\n\r\n", Transport::Udp), Payload::Other);
     }
 
     #[test]

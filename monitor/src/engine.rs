@@ -19,7 +19,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use monitor_common::{counters::KernelStat, events::FlowEventKind, flow::FlowKey};
+use monitor_common::{
+    counters::KernelStat,
+    events::FlowEventKind,
+    flow::{FlowKey, FlowTransport},
+};
 use tracing::{debug, info, warn};
 
 use crate::{
@@ -384,8 +388,12 @@ impl Engine {
             }
             Input::Flows(i, news) => {
                 for n in news {
-                    if n.kind == FlowEventKind::Closed || n.kind == FlowEventKind::WaitBegan {
-                        self.look(i, n.key);
+                    match n.kind {
+                        FlowEventKind::Closed | FlowEventKind::WaitBegan => self.look(i, n.key),
+                        FlowEventKind::Answered => {
+                            let transport = FlowTransport::from_u8(n.key.transport).map_or("tcp", FlowTransport::label);
+                            self.state.metrics.lock().expect("metrics lock").record_rtt(transport, n.rtt_us);
+                        }
                     }
                 }
             }
@@ -580,7 +588,7 @@ mod tests {
         for batch in [4, 5, 2] {
             assert_eq!(sender.send(Input::Heads(0, heads(batch))), Ok(()));
         }
-        let flow = FlowNews { key: KEY, timestamp_ns: 1, kind: FlowEventKind::Closed };
+        let flow = FlowNews { key: KEY, timestamp_ns: 1, kind: FlowEventKind::Closed, rtt_us: 0 };
         sender.send(Input::Flows(0, vec![flow; 3])).unwrap();
         assert_eq!(
             engine.queued.load(Ordering::Relaxed),

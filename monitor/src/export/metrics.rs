@@ -458,9 +458,11 @@ impl Metrics {
         for r in &sweep.retracted {
             self.retracted.with_label_values(&[r.failure.reason.label(), &r.peer]).inc();
         }
-        for (transport, seconds) in &sweep.rtt_samples {
-            self.rtt.with_label_values(&[transport]).observe(*seconds);
-        }
+    }
+
+    /// One ping answered by its pong, `rtt_us` after it (from the kernel's event for it).
+    pub fn record_rtt(&self, transport: &str, rtt_us: u32) {
+        self.rtt.with_label_values(&[transport]).observe(f64::from(rtt_us) / 1e6);
     }
 
     /// Adds the 430s graded since the last call.

@@ -58,12 +58,19 @@ pub struct FlowNews {
     pub key: FlowKey,
     pub timestamp_ns: u64,
     pub kind: FlowEventKind,
+    /// `Answered`: microseconds from the ping to its pong.
+    pub rtt_us: u32,
 }
 
 impl FlowNews {
     pub fn decode(record: &[u8]) -> Option<Self> {
         let event: FlowEvent = read_record(record)?;
-        Some(Self { key: event.key, timestamp_ns: event.timestamp_ns, kind: FlowEventKind::from_u8(event.kind)? })
+        Some(Self {
+            key: event.key,
+            timestamp_ns: event.timestamp_ns,
+            kind: FlowEventKind::from_u8(event.kind)?,
+            rtt_us: event.rtt_us,
+        })
     }
 }
 

@@ -32,8 +32,6 @@ pub struct Tracker {
     failed: HashMap<String, HashMap<FlowKey, TrackedFlow>>,
     /// Flows not failed at each interface's last sweep, by transport and state label.
     alive: HashMap<String, BTreeMap<(&'static str, &'static str), i64>>,
-    /// When each interface was last swept: pongs stamped after it are new.
-    last_sweep_ns: HashMap<String, u64>,
     pub registrations: Registrations,
     timers: Timers,
     /// How long a failed flow stays listed (and in the kernel's map) after it failed.
@@ -114,8 +112,6 @@ pub struct Retraction {
 #[derive(Default, Debug)]
 pub struct Sweep {
     pub verdicts: Vec<Verdict>,
-    /// Ping-to-pong times (s) of pongs new since the last sweep, by transport.
-    pub rtt_samples: Vec<(&'static str, f64)>,
     /// UDP flows that failed and then came back.
     pub recovered: Vec<FlowId>,
     /// TCP flows whose RST, FIN or unacked verdict was wrong: they carried data both ways after it.
@@ -233,7 +229,6 @@ impl Tracker {
         Self {
             failed: HashMap::new(),
             alive: HashMap::new(),
-            last_sweep_ns: HashMap::new(),
             registrations: Registrations::new(limits),
             timers,
             retention,
@@ -357,22 +352,12 @@ impl Tracker {
     ) -> Sweep {
         self.sweeps += 1;
         let this_sweep = self.sweeps;
-        let previous_sweep_ns = self.last_sweep_ns.insert(iface.to_string(), now_ns).unwrap_or(0);
         let replaced: HashMap<FlowKey, u64> =
             self.replaced.iter().filter(|(id, _)| id.iface == iface).map(|(id, at)| (id.key, *at)).collect();
         let mut sweep = Sweep::default();
         let mut alive: BTreeMap<(&'static str, &'static str), i64> = BTreeMap::new();
         let mut failed = self.failed.remove(iface).unwrap_or_default();
         for (key, state) in flows {
-            let transport = transport_of(&key);
-            // A pong stamped since the last sweep that answers the last ping: one sample.
-            if state.last_pong_ns > previous_sweep_ns
-                && state.last_pong_ns <= now_ns
-                && state.last_ping_ns != 0
-                && state.last_pong_ns >= state.last_ping_ns
-            {
-                sweep.rtt_samples.push((transport.label(), seconds(state.last_pong_ns - state.last_ping_ns)));
-            }
             let replaced_at = replaced.get(&key).copied();
             let look = Look { iface, key, state, now_ns, this_sweep, replaced_at };
             match self.look(&mut failed, &look, &mut sweep) {
@@ -779,22 +764,6 @@ mod tests {
         let k = key(40000, FlowTransport::Udp);
         assert!(t.sweep("eth0", vec![(k, alive_at(S))], 101 * S).verdicts.is_empty());
         assert_eq!(t.view([], 101 * S, true).len(), 1);
-    }
-
-    #[test]
-    fn each_new_pong_gives_one_rtt_sample() {
-        let mut t = tracker();
-        let k = key(40000, FlowTransport::Tcp);
-        let mut s = alive_at(S);
-        s.last_ping_ns = 10 * S;
-        s.last_pong_ns = 10 * S + 3_000_000;
-        let sweep = t.sweep("eth0", vec![(k, s)], 11 * S);
-        assert_eq!(sweep.rtt_samples.len(), 1);
-        assert_eq!(sweep.rtt_samples[0].0, "tcp");
-        assert!((sweep.rtt_samples[0].1 - 0.003).abs() < 1e-9);
-        assert!(t.sweep("eth0", vec![(k, s)], 12 * S).rtt_samples.is_empty(), "the same pong again");
-        s.last_ping_ns = 20 * S;
-        assert!(t.sweep("eth0", vec![(k, s)], 21 * S).rtt_samples.is_empty(), "a ping not answered yet");
     }
 
     #[test]

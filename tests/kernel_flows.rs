@@ -416,3 +416,33 @@ fn crlf_keepalives_over_udp_are_pings() {
     use monitor_common::counters::{PacketClass, packet_index};
     assert_eq!(xdp.counters().packets[packet_index(Direction::Ingress, PacketClass::KeepalivePing) as usize], 1);
 }
+
+/// The client's host answers the server's request with a port unreachable
+/// quoting it: the UA is gone, and the flow fails now rather than at the
+/// request timeout. One that quotes another datagram, or comes when no
+/// request waits, is not believed.
+#[test]
+fn a_port_unreachable_quoting_the_servers_request_is_believed() {
+    sipflow_tests::root_or_skip!();
+    let mut xdp = LoadedXdp::load();
+    let server_to_client = |m: &[u8]| udp4_between((SERVER_V4, SIP_PORT), (CLIENT_V4, CLIENT_PORT), m);
+    // Before any request: not believed.
+    assert_eq!(xdp.run(&icmp4_port_unreachable(&server_to_client(INVITE))), XDP_PASS);
+    assert_eq!(xdp.counters().stat(KernelStat::PortUnreachableUnmatched), 1);
+    let options = b"OPTIONS sip:alice@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.2;branch=z9hG4bK9\r\nCall-ID: o@b\r\nCSeq: 9 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    let request = server_to_client(options);
+    assert_eq!(xdp.run_tc(&request), u32::MAX);
+    // Quoting another datagram (another checksum): not believed.
+    assert_eq!(xdp.run(&icmp4_port_unreachable(&server_to_client(INVITE))), XDP_PASS);
+    assert_eq!(only_flow(&xdp).1.client_unreachable_ns, 0);
+    // Quoting the request: believed, and the agent is told at once.
+    xdp.flow_news();
+    assert_eq!(xdp.run(&icmp4_port_unreachable(&request)), XDP_PASS);
+    let (_, state) = only_flow(&xdp);
+    assert!(
+        state.client_unreachable_ns >= state.server_request_unanswered_ns && state.server_request_unanswered_ns != 0
+    );
+    let c = xdp.counters();
+    assert_eq!((c.stat(KernelStat::PortUnreachable), c.stat(KernelStat::PortUnreachableUnmatched)), (1, 2));
+    assert_eq!(xdp.flow_news().len(), 1);
+}

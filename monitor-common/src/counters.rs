@@ -227,10 +227,14 @@ pub enum KernelStat {
     /// Flows moved from FLOWS to BOUND_FLOWS: the host's registrar answered a
     /// REGISTER on them with a 2xx.
     FlowsBound = 17,
+    /// ICMP port unreachables quoting the request the server is waiting on: the UA is gone.
+    PortUnreachable = 18,
+    /// ... quoting no such request (none waiting, another checksum, no flow): not believed.
+    PortUnreachableUnmatched = 19,
 }
 
 impl KernelStat {
-    pub const COUNT: usize = 18;
+    pub const COUNT: usize = 20;
     /// SSL calls by what became of their plaintext, with the `result` label of
     /// `sipflow_tls_calls_total`.
     pub const TLS_CALLS: [(Self, &'static str); 3] =

@@ -105,6 +105,9 @@ pub struct FlowState {
     pub server_unacked_since_ns: u64,
     /// UDP: a request the server sent on the flow, with nothing from the client since (0: none).
     pub server_request_unanswered_ns: u64,
+    /// UDP: when the client's host answered the server's waiting request with
+    /// an ICMP port unreachable that quotes it (0: never): the UA is gone.
+    pub client_unreachable_ns: u64,
     pub packets_from_client: u64,
     pub packets_from_server: u64,
     pub bytes_from_client: u64,
@@ -135,7 +138,9 @@ pub struct FlowState {
     /// How often the server's stack sent its data again while it waited for
     /// the client's acknowledgment: its own word that nothing came back.
     pub server_retransmissions: u8,
-    pub _reserved: [u8; 2],
+    /// UDP: the checksum of the last request the server sent on the flow, which
+    /// a port unreachable must quote to count (a forger would have to know it).
+    pub server_request_checksum: u16,
     /// Each side's WebSocket framing (RFC 6455 §5.2), on a `--ws-port` or in wss plaintext.
     pub ws_client: WsSide,
     pub ws_server: WsSide,
@@ -187,6 +192,7 @@ impl FlowState {
             last_data_from_server_ns: 0,
             server_unacked_since_ns: 0,
             server_request_unanswered_ns: 0,
+            client_unreachable_ns: 0,
             packets_from_client: 0,
             packets_from_server: 0,
             bytes_from_client: 0,
@@ -202,7 +208,7 @@ impl FlowState {
             peer_table: 0,
             peer: 0,
             server_retransmissions: 0,
-            _reserved: [0; 2],
+            server_request_checksum: 0,
             ws_client: WsSide::UNKNOWN,
             ws_server: WsSide::UNKNOWN,
         }
@@ -226,7 +232,7 @@ mod tests {
     fn layouts_have_no_hidden_padding() {
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(align_of::<FlowKey>(), 2);
-        assert_eq!(size_of::<FlowState>(), 23 * 8 + 4 + 4 + 4 + 2 + 1 + 1 + 2 * 16 + 4 + 1 + 1 + 2 + 2 * 12);
+        assert_eq!(size_of::<FlowState>(), 24 * 8 + 4 + 4 + 4 + 2 + 1 + 1 + 2 * 16 + 4 + 1 + 1 + 2 + 2 * 12);
         assert_eq!(align_of::<FlowState>(), 8);
     }
 }

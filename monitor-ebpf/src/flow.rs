@@ -214,6 +214,29 @@ fn note_keepalive_gap(state: &mut FlowState, previous_ns: u64, now: u64) {
     }
 }
 
+/// The client's host answered a datagram of the server's with an ICMP port
+/// unreachable quoting `checksum`: believed only while the server waits on a
+/// request with that very checksum, so that neither a stale one nor a forged
+/// one (which would have to know the request) fails the flow.
+#[inline(always)]
+pub fn client_unreachable(key: &FlowKey, checksum: u16) {
+    let Some(state) = flow_state(key) else {
+        bump_stat(KernelStat::PortUnreachableUnmatched);
+        return;
+    };
+    // SAFETY: a live map value; see `update` on concurrent writers.
+    let state = unsafe { &mut *state };
+    if state.server_request_unanswered_ns == 0 || checksum == 0 || checksum != state.server_request_checksum {
+        bump_stat(KernelStat::PortUnreachableUnmatched);
+        return;
+    }
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    state.client_unreachable_ns = now;
+    bump_stat(KernelStat::PortUnreachable);
+    events::send_flow_event(key, FlowEventKind::Closed, now);
+}
+
 /// Records a message on a flow already seen: a further message of a segment
 /// already taken (see `follow`), or plaintext the host's TLS library handled
 /// (see `tls`). False when the flow is not in the map.
@@ -265,10 +288,14 @@ fn record(
             state.last_method = method as u8;
             if from_client {
                 state.last_client_activity_ns = now;
-            } else if method != Method::Ack && state.server_request_unanswered_ns == 0 {
-                // Every request but ACK gets an answer from a live UA (RFC 3261 §17).
-                state.server_request_unanswered_ns = now;
-                events::send_flow_event(&scratch.key, FlowEventKind::WaitBegan, now);
+            } else if method != Method::Ack {
+                // The request a port unreachable must quote.
+                state.server_request_checksum = scratch.udp_checksum;
+                if state.server_request_unanswered_ns == 0 {
+                    // Every request but ACK gets an answer from a live UA (RFC 3261 §17).
+                    state.server_request_unanswered_ns = now;
+                    events::send_flow_event(&scratch.key, FlowEventKind::WaitBegan, now);
+                }
             }
             if method == Method::Register {
                 state.last_register_ns = now;

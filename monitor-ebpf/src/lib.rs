@@ -9,6 +9,7 @@
 pub mod eth;
 pub mod frame;
 pub mod framing;
+pub mod icmp;
 pub mod ipv4;
 pub mod ipv6;
 pub mod packet;

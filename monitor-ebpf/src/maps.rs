@@ -109,6 +109,8 @@ pub struct Scratch {
     pub stream_position: u32,
     /// Frame length, for the flow's byte counts.
     pub frame_len: u32,
+    /// The UDP checksum as written (0 for TCP): which request the server sent.
+    pub udp_checksum: u16,
     /// The classifier's answer (`Payload::encode`), read back opaquely so the flow
     /// update is verified once per kind of payload, not once per method or code.
     pub payload: u32,

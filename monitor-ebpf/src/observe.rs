@@ -35,6 +35,10 @@ pub fn observe(frame: &impl Frame, direction: Direction) -> Next {
             }
             observe_segment(frame, &segment, direction)
         }
+        Parsed::PortUnreachable(quoted) => {
+            observe_unreachable(&quoted, direction);
+            (PacketClass::Other, Next::Done)
+        }
         Parsed::LaterFragment => (PacketClass::Fragment, Next::Done),
         Parsed::Untracked => (PacketClass::Other, Next::Done),
         Parsed::Malformed => (PacketClass::Malformed, Next::Done),
@@ -63,6 +67,7 @@ fn observe_segment(frame: &impl Frame, segment: &Segment, direction: Direction) 
     scratch.tcp_acknowledgment = segment.tcp_acknowledgment;
     scratch.tcp_window = segment.tcp_window;
     scratch.tcp_payload_len = segment.payload_len as u32;
+    scratch.udp_checksum = segment.udp_checksum;
     scratch.frame_len = frame::len(frame) as u32;
     scratch.payload_offset = segment.payload_offset as u32;
     scratch.payload_len = segment.payload_len as u32;
@@ -118,6 +123,24 @@ fn observe_segment(frame: &impl Frame, segment: &Segment, direction: Direction) 
         Payload::Stun(Stun::Other) | Payload::Other => PacketClass::Other,
     };
     (class, next)
+}
+
+/// An ICMP port unreachable quoting a datagram the server sent a client: the
+/// client's host saying nobody listens there any more.
+#[inline(always)]
+fn observe_unreachable(quoted: &Segment, direction: Direction) {
+    let Some(side) = flow::server_side(quoted, direction) else {
+        return;
+    };
+    // Only what the server sent to the client tells of the client.
+    if side.server_is_destination {
+        return;
+    }
+    let Some(scratch) = packet_scratch() else {
+        return;
+    };
+    flow::key_into(&mut scratch.key, quoted, &side);
+    flow::client_unreachable(&scratch.key, quoted.udp_checksum);
 }
 
 /// What the payload is, where the entry program reads it.

@@ -3,7 +3,7 @@
 use crate::{
     eth,
     frame::{self, Frame},
-    ipv4, ipv6, tcp, udp,
+    icmp, ipv4, ipv6, tcp, udp,
 };
 
 pub const IPPROTO_TCP: u8 = 6;
@@ -32,6 +32,8 @@ pub struct Segment {
     /// The TCP acknowledgment number and window as written; 0 for UDP.
     pub tcp_acknowledgment: u32,
     pub tcp_window: u16,
+    /// The UDP checksum as written; 0 for TCP. What tells one request from another.
+    pub udp_checksum: u16,
     pub payload_offset: usize,
     /// Payload bytes present in this packet (of a first fragment: up to its end).
     pub payload_len: usize,
@@ -42,6 +44,9 @@ pub struct Segment {
 
 pub enum Parsed {
     Segment(Segment),
+    /// An ICMP port unreachable (IPv4): the UDP datagram it quotes, as a
+    /// segment without payload (its `udp_checksum` the quoted one).
+    PortUnreachable(Segment),
     /// A fragment other than the first: it has no transport header to read.
     LaterFragment,
     /// Not IP, or IP carrying neither UDP nor TCP.
@@ -91,11 +96,19 @@ pub fn parse(frame: &impl Frame) -> Parsed {
         return Parsed::LaterFragment;
     }
     let first_fragment = network.more_fragments;
+    if network.protocol == icmp::IPPROTO_ICMP && network.family == 4 {
+        return match icmp::port_unreachable(frame, network.transport_offset) {
+            Some(quoted) => Parsed::PortUnreachable(quoted_segment(&quoted, ethernet.vlan_id)),
+            None => Parsed::Untracked,
+        };
+    }
+    let mut udp_checksum = 0;
     let (transport, source_port, destination_port, tcp, payload_offset, payload_end) = match network.protocol {
         IPPROTO_UDP => {
             let Some(header) = udp::parse(frame, network.transport_offset) else {
                 return Parsed::Malformed;
             };
+            udp_checksum = header.checksum;
             let udp_end = network.transport_offset + header.length;
             // A first fragment holds only the start of the datagram's payload.
             let payload_end = if first_fragment {
@@ -148,11 +161,36 @@ pub fn parse(frame: &impl Frame) -> Parsed {
         tcp_sequence: tcp.sequence,
         tcp_acknowledgment: tcp.acknowledgment,
         tcp_window: tcp.window,
+        udp_checksum,
         payload_offset,
         payload_len: payload_end - payload_offset,
         vlan_id: ethernet.vlan_id,
         first_fragment,
     })
+}
+
+/// The datagram a port unreachable quotes, as the segment it was.
+#[inline(always)]
+fn quoted_segment(quoted: &icmp::Quoted, vlan_id: u16) -> Segment {
+    let [s0, s1, s2, s3] = quoted.source;
+    let [d0, d1, d2, d3] = quoted.destination;
+    Segment {
+        transport: Transport::Udp,
+        family: 4,
+        source: [s0, s1, s2, s3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        destination: [d0, d1, d2, d3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        source_port: quoted.source_port,
+        destination_port: quoted.destination_port,
+        tcp_flags: 0,
+        tcp_sequence: 0,
+        tcp_acknowledgment: 0,
+        tcp_window: 0,
+        udp_checksum: quoted.checksum,
+        payload_offset: 0,
+        payload_len: 0,
+        vlan_id,
+        first_fragment: false,
+    }
 }
 
 #[inline(always)]

@@ -6,12 +6,14 @@ pub const HEADER_LEN: usize = 8;
 pub const SOURCE_PORT_OFFSET: usize = 0;
 pub const DESTINATION_PORT_OFFSET: usize = 2;
 pub const LENGTH_OFFSET: usize = 4;
+pub const CHECKSUM_OFFSET: usize = 6;
 
 pub struct Udp {
     pub source_port: u16,
     pub destination_port: u16,
     /// Header plus payload, as the header states it.
     pub length: usize,
+    pub checksum: u16,
 }
 
 #[inline(always)]
@@ -21,5 +23,10 @@ pub fn parse(frame: &impl Frame, offset: usize) -> Option<Udp> {
     if length < HEADER_LEN {
         return None;
     }
-    Some(Udp { source_port: be16(&h, SOURCE_PORT_OFFSET), destination_port: be16(&h, DESTINATION_PORT_OFFSET), length })
+    Some(Udp {
+        source_port: be16(&h, SOURCE_PORT_OFFSET),
+        destination_port: be16(&h, DESTINATION_PORT_OFFSET),
+        length,
+        checksum: be16(&h, CHECKSUM_OFFSET),
+    })
 }

@@ -287,3 +287,36 @@ pub fn ws_frame(opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
     }
     frame
 }
+
+/// An ICMP port unreachable (RFC 792) from the client's host to the server,
+/// quoting `datagram` (a whole Ethernet frame the server sent the client): its
+/// IPv4 header and the first 8 bytes after it, as a host's stack quotes them.
+pub fn icmp4_port_unreachable(datagram: &[u8]) -> Vec<u8> {
+    let ip = &datagram[IPV4_OFFSET..];
+    let header_len = usize::from(ip[0] & 0x0f) * 4;
+    let quoted = &ip[..header_len + 8];
+    let mut icmp = vec![3, 3, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(quoted);
+    let checksum = internet_checksum(&icmp);
+    icmp[2..4].copy_from_slice(&checksum.to_be_bytes());
+    let total = (20 + icmp.len()) as u16;
+    let mut header = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 1, 0, 0];
+    header[2..4].copy_from_slice(&total.to_be_bytes());
+    header.extend_from_slice(&CLIENT_V4);
+    header.extend_from_slice(&SERVER_V4);
+    let checksum = internet_checksum(&header);
+    header[10..12].copy_from_slice(&checksum.to_be_bytes());
+    let mut frame = datagram[..IPV4_OFFSET].to_vec();
+    frame.extend_from_slice(&header);
+    frame.extend_from_slice(&icmp);
+    frame
+}
+
+/// RFC 1071's one's complement sum.
+fn internet_checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}

@@ -5,6 +5,10 @@
 //! Next to each, the honest case that must still give its verdict: a real
 //! reset or close, a REGISTER challenged with 401 and then accepted.
 //!
+//! Issue 26 too: a forged SYN (then an RST or FIN one past it) moves no mark,
+//! a forged ping the host would not take is not read, and a flood of junk
+//! flows cannot evict a registered flow from being judged.
+//!
 //! Real sockets throughout; forged segments leave a raw socket in the client's
 //! namespace with the client's exact 4-tuple, so they reach the server's XDP
 //! program the way an off-path attacker's would.
@@ -23,7 +27,7 @@ use std::{
 
 use serde_json::Value;
 use sipflow_tests::{
-    forge::{self, Control, Sniffer},
+    forge::{self, Control, RawSender, Sniffer, WireState},
     netns::{CLIENT_IF, CLIENT_V4, Lab, SERVER_IF, SERVER_V4, http_get},
     peers::{self, TcpServer, connect},
 };
@@ -490,4 +494,416 @@ fn a_register_challenged_then_accepted_binds_once() {
     assert_eq!(ending, 1.0, "{registrations:?}");
     assert_eq!(metric_sum(&text, "sipflow_registrations", &[("outbound", "false")]), 0.0, "{registrations:?}");
     println!("401 then 200: sipflow_registrations{{outbound=\"true\"}} = {ending}");
+}
+
+/// The IPv4 ends of a lab connection, as the client sends: (client, server).
+fn ends(stream: &TcpStream) -> (SocketAddrV4, SocketAddrV4) {
+    let v4 = |a: SocketAddr| match a {
+        SocketAddr::V4(a) => a,
+        SocketAddr::V6(_) => unreachable!("the lab's clients use IPv4"),
+    };
+    (v4(stream.local_addr().expect("local addr")), v4(stream.peer_addr().expect("peer addr")))
+}
+
+/// One ping on `stream`, and where the client's direction stands after it, read off its own interface.
+fn ping_on_the_wire(client: &str, stream: &mut TcpStream) -> WireState {
+    let sniffer = Sniffer::open(client, CLIENT_IF);
+    ping(stream);
+    let (from, to) = ends(stream);
+    sniffer.data_segment(from, to, Duration::from_secs(2)).expect("the client's ping on the wire")
+}
+
+/// Polls /flows?state=failed until the flow whose client is `remote` is in it, or `within` passes.
+fn wait_for_verdict(server: &str, remote: SocketAddrV4, within: Duration) -> Option<Value> {
+    let deadline = Instant::now() + within;
+    loop {
+        let failed = flows(server, "?state=failed");
+        if let Some(flow) = flow_of(&failed, remote) {
+            return Some(flow.clone());
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The flow whose client side is exactly `remote`.
+fn flow_of(flows: &[Value], remote: SocketAddrV4) -> Option<&Value> {
+    flows.iter().find(|f| f["remote"].as_str().and_then(|r| r.parse::<SocketAddr>().ok()) == Some(remote.into()))
+}
+
+/// A sequence number at least 2^24 away from `next` either way: nowhere near any window.
+fn far_from(next: u32, rng: &mut fastrand::Rng) -> u32 {
+    loop {
+        let x = rng.u32(..);
+        if x.wrapping_sub(next) >= 1 << 24 && next.wrapping_sub(x) >= 1 << 24 {
+            return x;
+        }
+    }
+}
+
+/// A registered outbound client pinging every 0.5 s; a SYN forged with its
+/// 4-tuple and a random sequence number X (the host answers a challenge ACK
+/// and changes nothing, RFC 5961 §4), then `control` at X+1, which only a
+/// mark taken from that SYN would accept; 3 s of pings, each with its pong,
+/// while /flows never calls the flow failed. Then the client's own close,
+/// which must still give its verdict, with would_430: the SYN moved nothing.
+fn a_forged_syn_then_close_fails_nothing(tag: &str, control: Control) {
+    let mut lab = Lab::new(tag);
+    let (client, server) = (lab.client.clone(), lab.server.clone());
+    lab.start_agent(SERVER_IF, AGENT_ARGS);
+    let _registrar = TcpServer::start(
+        Lab::in_namespace(&server, || TcpListener::bind((SERVER_V4, 5060)).unwrap()),
+        REGISTRAR_FLOW_TIMER,
+    );
+    let mut stream = connect(&client, 5060);
+    let (from, to) = ends(&stream);
+    register(&mut stream, "ivan");
+    wait_for_bindings(&server, &mut [&mut stream]);
+
+    let wire = ping_on_the_wire(&client, &mut stream);
+    let x = far_from(wire.next_seq, &mut fastrand::Rng::new());
+    let raw = RawSender::open(&client);
+    for packet in [
+        forge::tcp_control(from, to, x, wire.ack, wire.window, Control::Syn),
+        forge::tcp_control(from, to, x.wrapping_add(1), wire.ack, wire.window, control),
+    ] {
+        raw.send(&packet).expect("send a forged segment");
+    }
+    let forged_at = Instant::now();
+
+    let mut next_ping = Instant::now();
+    while forged_at.elapsed() < Duration::from_secs(3) {
+        if Instant::now() >= next_ping {
+            ping(&mut stream);
+            next_ping += PING_EVERY;
+        }
+        let all = flows(&server, "");
+        let flow = flow_of(&all, from).unwrap_or_else(|| panic!("the live flow is listed: {all:#?}"));
+        assert_ne!(
+            flow["state"],
+            "failed",
+            "{:.1} s after a forged SYN at {x:#x} and a {control:?} at {:#x} (the client's next is {:#x}), the live, \
+             pinging connection is called failed: {flow:#}",
+            forged_at.elapsed().as_secs_f64(),
+            x.wrapping_add(1),
+            wire.next_seq,
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    let text = metrics(&server);
+    let syn = metric_sum(&text, "sipflow_tcp_segments_ignored_total", &[("reason", "syn_on_open_flow")]);
+    let ignored = metric_sum(&text, "sipflow_tcp_segments_ignored_total", &[]);
+    assert!(syn >= 1.0, "the forged SYN is counted as syn_on_open_flow: {syn} (all ignored segments: {ignored})");
+    assert!(ignored >= 2.0, "the forged SYN and {control:?} are both ignored: {ignored}");
+
+    // The honest close, at the real mark.
+    let reason = match control {
+        Control::Rst => {
+            peers::reset(stream);
+            "tcp_reset"
+        }
+        _ => {
+            peers::finish(&stream);
+            "tcp_fin"
+        }
+    };
+    let flow = wait_for_verdict(&server, from, Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no verdict within 5 s of the client's own {reason}: {:#?}", flows(&server, "")));
+    assert_eq!(flow["reason"], reason, "{flow:#}");
+    assert_eq!(flow["would_430"], true, "a registered outbound flow that failed warrants 430: {flow:#}");
+    println!("forged SYN at {x:#x} then {control:?}: ignored (syn_on_open_flow {syn}); the real close: {reason}");
+}
+
+#[test]
+fn a_forged_syn_then_rst_fails_nothing_and_the_real_rst_still_does() {
+    sipflow_tests::root_or_skip!();
+    a_forged_syn_then_close_fails_nothing("synrst", Control::Rst);
+}
+
+#[test]
+fn a_forged_syn_then_fin_fails_nothing_and_the_real_fin_still_does() {
+    sipflow_tests::root_or_skip!();
+    a_forged_syn_then_close_fails_nothing("synfin", Control::Fin);
+}
+
+/// The registrar of [`a_forged_ping_the_host_would_not_take_is_not_read`]:
+/// 200 OK with Flow-Timer to a REGISTER, a pong to each ping, until an
+/// OPTIONS with `X-Test: stop-pongs` (answered 200) mutes the pongs on its
+/// connection: a server whose pongs stop, the honest pong timeout.
+fn muting_registrar(stream: TcpStream, stopped: &AtomicBool) {
+    let mut pongs = true;
+    each_read(stream, stopped, |stream, data| {
+        let reply = if data == b"\r\n\r\n" {
+            if !pongs {
+                return true;
+            }
+            b"\r\n".to_vec()
+        } else if data.starts_with(b"REGISTER ") {
+            peers::ok_for(data, REGISTRAR_FLOW_TIMER)
+        } else if data.starts_with(b"OPTIONS ") {
+            pongs &= !String::from_utf8_lossy(data).contains("\r\nX-Test: stop-pongs\r\n");
+            peers::response_to(data, "200 OK")
+        } else {
+            return true;
+        };
+        stream.write_all(&reply).is_ok()
+    });
+}
+
+/// An OPTIONS that tells [`muting_registrar`] to answer no more pings on this connection.
+fn stop_pongs(stream: &mut TcpStream) {
+    let local = stream.local_addr().expect("local addr");
+    let options = format!(
+        "OPTIONS sip:example.com SIP/2.0\r\n\
+         Via: SIP/2.0/TCP {local};branch=z9hG4bK-mute\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:judy@example.com>;tag=mute\r\n\
+         To: <sip:example.com>\r\n\
+         Call-ID: mute@{local}\r\n\
+         CSeq: 2 OPTIONS\r\n\
+         X-Test: stop-pongs\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    let reply = peers::exchange(stream, options.as_bytes());
+    assert!(reply.starts_with(b"SIP/2.0 200"), "{}", String::from_utf8_lossy(&reply));
+}
+
+/// Where a forged segment goes, given where the client's direction stands: its (seq, ack).
+type Placement = fn(WireState) -> (u32, u32);
+
+/// Two registered outbound clients; with --pong-timeout 1s. The healthy one
+/// pings, and right after each of two real pings a CRLFCRLF is forged with its
+/// 4-tuple that its server's TCP does not take: 2^28 past the client's next
+/// sequence number (outside the window), then at exactly that number but
+/// acknowledging 2^28 bytes the server never sent. Read as a ping, either
+/// would get no pong and fail the flow pong_timeout 1 s later, well before
+/// the next real ping 2 s on: /flows never shows it failed, and no verdict
+/// is retracted. The honest case next to it: the other client's server stops
+/// answering pings, and its one unanswered ping fails it pong_timeout, would_430.
+#[test]
+fn a_forged_ping_the_host_would_not_take_is_not_read() {
+    sipflow_tests::root_or_skip!();
+    const OBSERVE: Duration = Duration::from_secs(2);
+    let mut lab = Lab::new("oow");
+    let (client, server) = (lab.client.clone(), lab.server.clone());
+    let mut args = AGENT_ARGS.to_vec();
+    args.extend(["--pong-timeout", "1s"]);
+    lab.start_agent(SERVER_IF, &args);
+    let running = Running::new();
+    serve_each(
+        Lab::in_namespace(&server, || TcpListener::bind((SERVER_V4, 5060)).unwrap()),
+        running.stopped(),
+        muting_registrar,
+    );
+    let mut healthy = connect(&client, 5060);
+    let mut muted = connect(&client, 5060);
+    let (from, to) = ends(&healthy);
+    let muted_end = ends(&muted).0;
+    register(&mut healthy, "judy");
+    register(&mut muted, "ken");
+    wait_for_bindings(&server, &mut [&mut healthy, &mut muted]);
+
+    // The honest case: pongs stop, one more ping goes unanswered.
+    stop_pongs(&mut muted);
+    muted.write_all(b"\r\n\r\n").expect("send a ping");
+    let muted_at = Instant::now();
+    let mut muted_verdict: Option<(f64, Value)> = None;
+
+    let raw = RawSender::open(&client);
+    let forgeries: [(&str, Placement); 2] = [
+        ("outside the window", |w| (w.next_seq.wrapping_add(1 << 28), w.ack)),
+        ("acknowledging unsent data", |w| (w.next_seq, w.ack.wrapping_add(1 << 28))),
+    ];
+    for (what, place) in forgeries {
+        let wire = ping_on_the_wire(&client, &mut healthy);
+        let (seq, ack) = place(wire);
+        raw.send(&forge::tcp_data(from, to, seq, ack, wire.window, b"\r\n\r\n")).expect("send a forged ping");
+        let forged_at = Instant::now();
+        while forged_at.elapsed() < OBSERVE {
+            let failed = flows(&server, "?state=failed");
+            if let Some(flow) = flow_of(&failed, from) {
+                panic!(
+                    "{:.1} s after a ping forged {what} (seq {seq:#x}, ack {ack:#x}; the client's next {:#x}, \
+                     its ack {:#x}), the live connection, every real ping answered, is called failed: {flow:#}",
+                    forged_at.elapsed().as_secs_f64(),
+                    wire.next_seq,
+                    wire.ack
+                );
+            }
+            if muted_verdict.is_none() {
+                muted_verdict = flow_of(&failed, muted_end).map(|f| (muted_at.elapsed().as_secs_f64(), f.clone()));
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+    // The last real ping, so that a verdict retracted by it would show.
+    ping(&mut healthy);
+
+    let (at, flow) = muted_verdict
+        .map(|(at, flow)| (format!("{at:.1} s"), flow))
+        .or_else(|| wait_for_verdict(&server, muted_end, Duration::from_secs(3)).map(|f| ("late".into(), f)))
+        .unwrap_or_else(|| panic!("the unanswered ping gave no verdict: {:#?}", flows(&server, "")));
+    assert_eq!(flow["reason"], "pong_timeout", "the unanswered ping ({at}): {flow:#}");
+    assert_eq!(flow["would_430"], true, "{flow:#}");
+
+    let text = metrics(&server);
+    let count = |reason| metric_sum(&text, "sipflow_tcp_segments_ignored_total", &[("reason", reason)]);
+    let (not_in_order, unsent) = (count("payload_not_in_order"), count("ack_of_unsent_data"));
+    assert!(not_in_order >= 1.0, "the ping outside the window is counted payload_not_in_order: {not_in_order}");
+    assert!(unsent >= 1.0, "the ping acknowledging unsent data is counted ack_of_unsent_data: {unsent}");
+    let retracted = metric_sum(&text, "sipflow_verdicts_retracted_total", &[]);
+    assert_eq!(retracted, 0.0, "a verdict was made and taken back: a forged ping was read");
+    let all = flows(&server, "");
+    let flow = flow_of(&all, from).unwrap_or_else(|| panic!("the healthy flow is listed: {all:#?}"));
+    assert_ne!(flow["state"], "failed", "{flow:#}");
+    println!(
+        "forged pings not read (payload_not_in_order {not_in_order}, ack_of_unsent_data {unsent}); \
+         the muted flow: pong_timeout at {at}"
+    );
+}
+
+/// How many one-byte datagrams the flood sends, each from an address:port of its own.
+const FLOOD: u32 = 150_000;
+/// The Flow-Timer of the flood test: long enough for the whole flood to land inside it.
+const FLOOD_FLOW_TIMER: u32 = 10;
+
+/// Sends [`FLOOD`] one-byte UDP datagrams from `namespace` to the server's
+/// port 5060, each from another source (ports 1024-60999 of 192.0.2.10, .11,
+/// .12: lab addresses nobody holds, so nothing answers them). Returns how
+/// many failed to send and how long it took.
+fn flood(namespace: &str) -> (u32, Duration) {
+    const PORTS: u32 = 60_000;
+    let raw = RawSender::open(namespace);
+    let to: SocketAddrV4 = format!("{SERVER_V4}:5060").parse().expect("an address");
+    let start = Instant::now();
+    let mut failed = 0;
+    for i in 0..FLOOD {
+        let host = u8::try_from(10 + i / PORTS).expect("a few hosts");
+        let port = u16::try_from(1024 + i % PORTS).expect("a port");
+        let from = SocketAddrV4::new([192, 0, 2, host].into(), port);
+        if raw.send(&forge::udp_datagram(from, to, b"x")).is_err() {
+            failed += 1;
+        }
+    }
+    (failed, start.elapsed())
+}
+
+/// Issue 26.3: 150 000 junk flows (one-byte datagrams to 5060, each from a
+/// port of its own) against the agent's default --max-flows of 65 536 evict
+/// unbound flows only. A registered outbound client that falls silent after
+/// three pings is still judged: keepalive_timeout with would_430, within a
+/// few seconds past its Flow-Timer + grace; another that keeps pinging through
+/// the flood is never failed; the evictions are counted.
+#[test]
+fn a_flood_of_junk_flows_cannot_evict_a_registered_flow() {
+    sipflow_tests::root_or_skip!();
+    let mut lab = Lab::new("flood");
+    let (client, server) = (lab.client.clone(), lab.server.clone());
+    // The default --max-flows; a sweep each second (a walk of 65 536 flows), which counts evictions.
+    lab.start_agent(SERVER_IF, &["--flow-timer", "10s", "--grace", "1s", "--sweep-interval", "1s"]);
+    let _registrar = TcpServer::start(
+        Lab::in_namespace(&server, || TcpListener::bind((SERVER_V4, 5060)).unwrap()),
+        FLOOD_FLOW_TIMER,
+    );
+    // A bound UDP port that never reads: no ICMP port unreachable answers the flood.
+    let _sink = Lab::in_namespace(&server, || UdpSocket::bind((SERVER_V4, 5060)).unwrap());
+    let mut silent = connect(&client, 5060);
+    let mut pinger = connect(&client, 5060);
+    // The flood may delay a pong past connect's 0.5 s; it never loses one.
+    pinger.set_read_timeout(Some(Duration::from_secs(5))).expect("read timeout");
+    let (silent_end, pinger_end) = (ends(&silent).0, ends(&pinger).0);
+    register(&mut silent, "liam");
+    register(&mut pinger, "mia");
+    wait_for_bindings(&server, &mut [&mut silent, &mut pinger]);
+    // At least two more pings each, so that the silent one's cadence is learnt from a gap.
+    for _ in 0..2 {
+        thread::sleep(PING_EVERY);
+        ping(&mut silent);
+        ping(&mut pinger);
+    }
+    // From here on the connection stays open, and quiet.
+    let silent_since = Instant::now();
+
+    let mut flooding = Some({
+        let client = client.clone();
+        thread::spawn(move || flood(&client))
+    });
+    let due = Duration::from_secs(u64::from(FLOOD_FLOW_TIMER)) + Duration::from_secs(1);
+    let mut flood_result: Option<(u32, Duration, Duration)> = None;
+    let mut next_ping = Instant::now();
+    let verdict = loop {
+        if Instant::now() >= next_ping {
+            ping(&mut pinger);
+            next_ping += PING_EVERY;
+        }
+        if flooding.as_ref().is_some_and(|f| f.is_finished()) {
+            let (failed, took) = flooding.take().expect("running").join().expect("the flood");
+            flood_result = Some((failed, took, silent_since.elapsed()));
+        }
+        let failed = flows(&server, "?state=failed");
+        if let Some(flow) = flow_of(&failed, pinger_end) {
+            panic!("the client pinging through the flood is called failed: {flow:#}");
+        }
+        if let Some(flow) = flow_of(&failed, silent_end) {
+            break flow.clone();
+        }
+        assert!(
+            silent_since.elapsed() < due + Duration::from_secs(5),
+            "no verdict on the silent registered flow {:.1} s after its last ping (Flow-Timer + grace: {due:?}); \
+             flood: {flood_result:?}\nfailed flows: {failed:#?}\nmetrics:\n{}",
+            silent_since.elapsed().as_secs_f64(),
+            metrics(&server)
+                .lines()
+                .filter(|l| l.starts_with("sipflow_map") || l.contains("evictions"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
+        thread::sleep(Duration::from_millis(200));
+    };
+    let judged_after = silent_since.elapsed();
+    let (failed_sends, took, done_after) = match flood_result {
+        Some(r) => r,
+        None => {
+            let (failed, took) = flooding.take().expect("running").join().expect("the flood");
+            (failed, took, silent_since.elapsed())
+        }
+    };
+    assert_eq!(verdict["reason"], "keepalive_timeout", "{verdict:#}");
+    assert_eq!(verdict["would_430"], true, "a registered outbound flow that failed warrants 430: {verdict:#}");
+    assert!(
+        judged_after + Duration::from_secs(1) >= due,
+        "judged silent {:.1} s after its last ping, before its Flow-Timer + grace ({due:?}): {verdict:#}",
+        judged_after.as_secs_f64()
+    );
+    assert!(
+        done_after < due,
+        "the flood ended {:.1} s after the last ping, past Flow-Timer + grace: it proves nothing about the verdict",
+        done_after.as_secs_f64()
+    );
+    assert_eq!(failed_sends, 0, "datagrams the raw socket refused");
+
+    // The evictions, counted after a whole walk of the maps.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let text = metrics(&server);
+        if metric_sum(&text, "sipflow_flow_evictions_total", &[]) > 0.0 || Instant::now() >= deadline {
+            break text;
+        }
+        thread::sleep(Duration::from_millis(200));
+    };
+    let evictions = metric_sum(&text, "sipflow_flow_evictions_total", &[]);
+    let unbound = metric_sum(&text, "sipflow_map_entries", &[("map", "flows")]);
+    let bound = metric_sum(&text, "sipflow_map_entries", &[("map", "bound_flows")]);
+    let ingress = metric_sum(&text, "sipflow_packets_total", &[("direction", "ingress")]);
+    assert!(evictions > 0.0, "sipflow_flow_evictions_total after {FLOOD} junk flows: {evictions}");
+    assert!(bound >= 2.0, "the two registered flows in bound_flows: {bound}");
+    println!(
+        "flood of {FLOOD} in {:.1} s (done {:.1} s after the last ping); verdict keepalive_timeout at {:.1} s \
+         (Flow-Timer + grace {due:?}); evictions {evictions}, flows {unbound}, bound_flows {bound}, ingress packets {ingress}",
+        took.as_secs_f64(),
+        done_after.as_secs_f64(),
+        judged_after.as_secs_f64()
+    );
 }

@@ -19,7 +19,7 @@ use monitor_ebpf::{
 
 use crate::{
     events::{self, HeadFor},
-    maps::{BOUND_FLOWS, FLOWS, SIP_PORTS, Scratch, bump_stat, flow_state},
+    maps::{BOUND_FLOWS, FLOWS, SIP_PORTS, Scratch, bump_stat, flow_state, hint_bound},
     tally,
 };
 
@@ -395,6 +395,8 @@ fn bind(key: &FlowKey, state: &FlowState) {
     if BOUND_FLOWS.get_ptr(key).is_some() {
         return;
     }
+    // The hint first: between the two, the flow is found in FLOWS still.
+    hint_bound(key);
     if BOUND_FLOWS.insert(key, state, BPF_NOEXIST as u64).is_ok() {
         let _ = FLOWS.remove(key);
         bump_stat(KernelStat::FlowsBound);

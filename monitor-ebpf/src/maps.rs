@@ -66,14 +66,49 @@ pub static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::pinned(DEFAULT_MA
 #[map]
 pub static BOUND_FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::pinned(DEFAULT_MAX_FLOWS, 0);
 
-/// A flow's state, wherever it is: bound flows first, as most SIP traffic
-/// on an edge proxy is theirs.
+/// Slots of `BOUND_HINTS`: a power of two.
+pub const BOUND_HINT_SLOTS: u32 = 1 << 20;
+
+/// One byte per slot of a cheap hash of the flow key, set when a flow with
+/// that hash is bound: a flow whose slot is clear is not in `BOUND_FLOWS`, and
+/// its packet pays for an array read, not for a second hash lookup. Never
+/// cleared: a slot set in vain costs a lookup that misses, nothing more.
+#[map]
+pub static BOUND_HINTS: Array<u8> = Array::pinned(BOUND_HINT_SLOTS, 0);
+
+/// The key folded to a `BOUND_HINTS` slot: its addresses and ports XOR-ed
+/// word by word and mixed, a few instructions.
+#[inline(always)]
+fn hint_slot(key: &FlowKey) -> u32 {
+    // SAFETY: FlowKey is 40 bytes of plain integers, readable as ten u32 words.
+    let words: &[u32; 10] = unsafe { &*(key as *const FlowKey as *const [u32; 10]) };
+    let mut folded = 0u32;
+    let mut i = 0;
+    while i < 10 {
+        folded = (folded ^ words[i]).wrapping_mul(0x9e37_79b1);
+        i += 1;
+    }
+    (folded >> 12) & (BOUND_HINT_SLOTS - 1)
+}
+
+/// Marks the flow as perhaps bound (see `BOUND_HINTS`).
+#[inline(always)]
+pub fn hint_bound(key: &FlowKey) {
+    if let Some(slot) = BOUND_HINTS.get_ptr_mut(hint_slot(key)) {
+        // SAFETY: a valid array slot; a byte written whole.
+        unsafe { *slot = 1 };
+    }
+}
+
+/// A flow's state, wherever it is: in `BOUND_FLOWS` where its hint says it
+/// may be, else in `FLOWS`.
 #[inline(always)]
 pub fn flow_state(key: &FlowKey) -> Option<*mut FlowState> {
-    match BOUND_FLOWS.get_ptr_mut(key) {
-        Some(state) => Some(state),
-        None => FLOWS.get_ptr_mut(key),
+    let maybe_bound = BOUND_HINTS.get(hint_slot(key)).is_some_and(|hint| *hint != 0);
+    if maybe_bound && let Some(state) = BOUND_FLOWS.get_ptr_mut(key) {
+        return Some(state);
     }
+    FLOWS.get_ptr_mut(key)
 }
 
 /// Heads of REGISTERs, their responses, 3xx and 430, for the agent.

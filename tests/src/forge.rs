@@ -24,6 +24,9 @@ pub enum Control {
     Rst,
     /// FIN with ACK, as a real close sends it.
     Fin,
+    /// SYN alone, as if opening the connection anew (RFC 5961 §4: on an open
+    /// connection the host answers it with a challenge ACK and changes nothing).
+    Syn,
 }
 
 /// One direction of a connection as its last data segment showed it on the wire.
@@ -44,9 +47,30 @@ pub fn tcp_control(from: SocketAddrV4, to: SocketAddrV4, seq: u32, ack: u32, win
     let tcp = match control {
         Control::Rst => tcp.rst(),
         Control::Fin => tcp.fin().ack(ack),
+        Control::Syn => tcp.syn(),
     };
     let mut packet = Vec::with_capacity(tcp.size(0));
     tcp.write(&mut packet, &[]).expect("serialize a TCP segment");
+    packet
+}
+
+/// An IPv4 TCP segment `from` → `to` carrying `payload` (ACK and PSH set,
+/// acknowledging `ack`), as a sender's data segment looks. Checksums are computed.
+pub fn tcp_data(from: SocketAddrV4, to: SocketAddrV4, seq: u32, ack: u32, window: u16, payload: &[u8]) -> Vec<u8> {
+    let tcp = PacketBuilder::ipv4(from.ip().octets(), to.ip().octets(), 64)
+        .tcp(from.port(), to.port(), seq, window)
+        .ack(ack)
+        .psh();
+    let mut packet = Vec::with_capacity(tcp.size(payload.len()));
+    tcp.write(&mut packet, payload).expect("serialize a TCP segment");
+    packet
+}
+
+/// An IPv4 UDP datagram `from` → `to` carrying `payload`. Checksums are computed.
+pub fn udp_datagram(from: SocketAddrV4, to: SocketAddrV4, payload: &[u8]) -> Vec<u8> {
+    let udp = PacketBuilder::ipv4(from.ip().octets(), to.ip().octets(), 64).udp(from.port(), to.port());
+    let mut packet = Vec::with_capacity(udp.size(payload.len()));
+    udp.write(&mut packet, payload).expect("serialize a UDP datagram");
     packet
 }
 
@@ -55,13 +79,32 @@ pub fn tcp_control(from: SocketAddrV4, to: SocketAddrV4, seq: u32, ack: u32, win
 /// takes it out of the interface towards its destination.
 pub fn send_ipv4(namespace: &str, packet: &[u8]) {
     assert!(packet.len() >= 20 && packet[0] >> 4 == 4, "an IPv4 packet");
-    let destination: [u8; 4] = packet[16..20].try_into().expect("four bytes");
-    Lab::in_namespace(namespace, || {
-        // SAFETY: plain socket creation; the fd is owned below.
-        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
-        assert!(fd >= 0, "raw socket in {namespace}: {}", std::io::Error::last_os_error());
-        // SAFETY: a fresh descriptor nobody else owns.
-        let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    if let Err(e) = RawSender::open(namespace).send(packet) {
+        panic!("send a forged packet: {e}");
+    }
+}
+
+/// A raw socket (IPPROTO_RAW) made in one namespace, that keeps sending there
+/// whichever thread uses it: for many forged packets, one socket.
+pub struct RawSender {
+    socket: OwnedFd,
+}
+
+impl RawSender {
+    pub fn open(namespace: &str) -> Self {
+        Lab::in_namespace(namespace, || {
+            // SAFETY: plain socket creation; the fd is owned below.
+            let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
+            assert!(fd >= 0, "raw socket in {namespace}: {}", std::io::Error::last_os_error());
+            // SAFETY: a fresh descriptor nobody else owns.
+            Self { socket: unsafe { OwnedFd::from_raw_fd(fd) } }
+        })
+    }
+
+    /// Sends a whole IPv4 `packet` (header included) towards its destination.
+    pub fn send(&self, packet: &[u8]) -> std::io::Result<()> {
+        assert!(packet.len() >= 20 && packet[0] >> 4 == 4, "an IPv4 packet");
+        let destination: [u8; 4] = packet[16..20].try_into().expect("four bytes");
         let to = libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: 0,
@@ -71,7 +114,7 @@ pub fn send_ipv4(namespace: &str, packet: &[u8]) {
         // SAFETY: a valid buffer and a correctly sized IPv4 address.
         let sent = unsafe {
             libc::sendto(
-                socket.as_raw_fd(),
+                self.socket.as_raw_fd(),
                 packet.as_ptr().cast(),
                 packet.len(),
                 0,
@@ -79,8 +122,12 @@ pub fn send_ipv4(namespace: &str, packet: &[u8]) {
                 size_of::<libc::sockaddr_in>() as libc::socklen_t,
             )
         };
-        assert_eq!(sent, packet.len() as isize, "send a forged packet: {}", std::io::Error::last_os_error());
-    });
+        match usize::try_from(sent) {
+            Ok(n) if n == packet.len() => Ok(()),
+            Ok(n) => Err(std::io::Error::other(format!("sent {n} of {} bytes", packet.len()))),
+            Err(_) => Err(std::io::Error::last_os_error()),
+        }
+    }
 }
 
 /// A capture of the packets, both directions, on one interface of one

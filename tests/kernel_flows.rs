@@ -446,3 +446,57 @@ fn a_port_unreachable_quoting_the_servers_request_is_believed() {
     assert_eq!((c.stat(KernelStat::PortUnreachable), c.stat(KernelStat::PortUnreachableUnmatched)), (1, 2));
     assert_eq!(xdp.flow_news().len(), 1);
 }
+
+/// A 2xx binds a flow only as the answer to a REGISTER: a scanner's
+/// challenged REGISTER and then an OPTIONS the registrar answers 200 bind
+/// nothing, so junk cannot fill BOUND_FLOWS either.
+#[test]
+fn only_a_2xx_after_a_register_binds_the_flow() {
+    sipflow_tests::root_or_skip!();
+    let mut xdp = LoadedXdp::load();
+    let client = |m: &[u8]| udp4_between((CLIENT_V4, CLIENT_PORT), (SERVER_V4, SIP_PORT), m);
+    let server = |m: &[u8]| udp4_between((SERVER_V4, SIP_PORT), (CLIENT_V4, CLIENT_PORT), m);
+    let options = b"OPTIONS sip:example.com SIP/2.0\r\nCall-ID: x@b\r\nCSeq: 2 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    let challenge = b"SIP/2.0 401 Unauthorized\r\nCall-ID: r@b\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n";
+    let ok = b"SIP/2.0 200 OK\r\nCall-ID: x@b\r\nCSeq: 2 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    assert_eq!(xdp.run(&client(REGISTER)), XDP_PASS);
+    assert_eq!(xdp.run_tc(&server(challenge)), u32::MAX);
+    assert_eq!(xdp.run(&client(options)), XDP_PASS);
+    assert_eq!(xdp.run_tc(&server(ok)), u32::MAX);
+    assert!(!xdp.flows.is_bound(&key(FlowTransport::Udp)), "a 200 to an OPTIONS bound the flow");
+    // The REGISTER again, answered: bound.
+    assert_eq!(xdp.run(&client(REGISTER)), XDP_PASS);
+    assert_eq!(xdp.run_tc(&server(REGISTER_OK)), u32::MAX);
+    assert!(xdp.flows.is_bound(&key(FlowTransport::Udp)));
+}
+
+/// Where a side's framing is not known (a flow met mid-stream), a frame
+/// that fills its segment exactly shows where frames start: a ping frame of
+/// its own is a ping; a JavaScript UA's CRLF keepalive in a text frame too.
+#[test]
+fn a_websocket_frame_that_fills_its_segment_shows_the_framing() {
+    sipflow_tests::root_or_skip!();
+    let xdp = LoadedXdp::load();
+    let mask = Some([1, 2, 3, 4]);
+    assert_eq!(xdp.run(&tcp4(CLIENT_PORT, WS_PORT, Flags::default(), &ws_frame(9, b"", mask))), XDP_PASS);
+    let (_, state) = only_flow(&xdp);
+    assert_ne!(state.last_ping_ns, 0, "a ping frame alone in its segment");
+    assert_eq!(state.ws_client.known, monitor_common::flow::WS_FRAMED);
+    let first = state.last_ping_ns;
+    assert_eq!(xdp.run(&tcp4(CLIENT_PORT, WS_PORT, Flags::default(), &ws_frame(1, b"\r\n\r\n", mask))), XDP_PASS);
+    assert!(only_flow(&xdp).1.last_ping_ns > first, "a CRLF keepalive in a text frame");
+}
+
+/// A retransmission that merges old bytes with a new ping: the ping is read.
+#[test]
+fn a_ping_in_the_new_bytes_of_a_merged_retransmission_is_read() {
+    sipflow_tests::root_or_skip!();
+    let xdp = LoadedXdp::load();
+    let numbers = |seq, ack| Sequence { seq, ack, window: 64_000 };
+    let from_client = |seq, payload: &[u8]| tcp4_segment(true, SIP_PORT, numbers(seq, 0), Flags::default(), payload);
+    assert_eq!(xdp.run(&from_client(5_000, REGISTER)), XDP_PASS);
+    assert_eq!(only_flow(&xdp).1.last_ping_ns, 0);
+    let merged = [REGISTER, b"\r\n\r\n"].concat();
+    assert_eq!(xdp.run(&from_client(5_000, &merged)), XDP_PASS);
+    assert_ne!(only_flow(&xdp).1.last_ping_ns, 0);
+}

@@ -292,7 +292,7 @@ fn payload_the_host_would_not_take_is_not_read() {
     from_client(&xdp, next.wrapping_add(0x4000_0000), NONE, b"\r\n\r\n");
     from_client(&xdp, next + 10, NONE, REGISTER);
     // At the right sequence number but acknowledging data the host never sent: dropped.
-    let unsent = tcp4_segment(true, SIP_PORT, numbers(next, SERVER_ISN + 100_000), NONE, b"\r\n\r\n");
+    let unsent = tcp4_segment(true, SIP_PORT, numbers(next, SERVER_ISN + 0x1000_0000), NONE, b"\r\n\r\n");
     assert_eq!(xdp.run(&unsent), XDP_PASS);
     let s = state(&xdp);
     assert_eq!((s.last_ping_ns, s.unanswered_ping_ns), (0, 0), "a ping the host never took");

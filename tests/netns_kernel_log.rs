@@ -37,7 +37,7 @@ fn a_walk_cut_at_its_bound_is_logged() {
         ],
     );
     let pid = agent.id();
-    wait_healthy(&server, "http://127.0.0.1:9560/healthz", agent, Duration::from_secs(30));
+    wait_healthy(&server, "http://127.0.0.1:9560/healthz", agent, sipflow_tests::netns::AGENT_START);
 
     let listener = Lab::in_namespace(&server, || TcpListener::bind((SERVER_V4, 5060)).expect("bind 5060"));
     thread::spawn(move || {

@@ -166,7 +166,7 @@ fn runs_as_nobody_with_three_capabilities() {
     let bin = sipflow_bin();
     let run = [&bin, "run", "-i", SERVER_IF, "--listen", "127.0.0.1:9560", "--pin-dir", pins, "--state-file", &state];
     let agent = lab.spawn_command(&prefix, &run);
-    wait_healthy(&server, "http://127.0.0.1:9560/healthz", agent, Duration::from_secs(30));
+    wait_healthy(&server, "http://127.0.0.1:9560/healthz", agent, sipflow_tests::netns::AGENT_START);
     let status = std::fs::read_to_string(format!("/proc/{}/status", agent.id())).unwrap_or_default();
     assert!(status.lines().any(|l| l.starts_with("Uid:") && l.contains("65534")), "runs as nobody:\n{status}");
     let sender = Lab::in_namespace(&client, || UdpSocket::bind((netns::CLIENT_V4, 0)).expect("bind"));

@@ -138,9 +138,9 @@ pub struct FlowState {
     /// How often the server's stack sent its data again while it waited for
     /// the client's acknowledgment: its own word that nothing came back.
     pub server_retransmissions: u8,
-    /// UDP: the checksum of the last request the server sent on the flow, which
+    /// UDP: the length of the last request the server sent on the flow, which
     /// a port unreachable must quote to count (a forger would have to know it).
-    pub server_request_checksum: u16,
+    pub server_request_udp_len: u16,
     /// Each side's WebSocket framing (RFC 6455 §5.2), on a `--ws-port` or in wss plaintext.
     pub ws_client: WsSide,
     pub ws_server: WsSide,
@@ -208,7 +208,7 @@ impl FlowState {
             peer_table: 0,
             peer: 0,
             server_retransmissions: 0,
-            server_request_checksum: 0,
+            server_request_udp_len: 0,
             ws_client: WsSide::UNKNOWN,
             ws_server: WsSide::UNKNOWN,
         }

@@ -146,6 +146,11 @@ pub fn on_segment(sender: &mut TcpSide, receiver: &TcpSide, segment: &SegmentHea
     let mut judged = Judged::NOTHING;
     let start = segment.seq;
     let end = start.wrapping_add(segment.payload_len);
+    if segment.from_host && sender.known & KNOWN_SEQ != 0 && after(end, sender.high_seq) {
+        // Whatever the host sends, it sent: a pure ACK or a probe after data the
+        // monitor missed (its programs detached for a while) says how far it got.
+        sender.high_seq = end;
+    }
     if sender.known & KNOWN_SEQ == 0 {
         // First sight of this side mid-stream: its segment is the baseline, until vouched for.
         if flags & (RST | FIN) == 0 || segment.from_host {
@@ -216,17 +221,24 @@ fn on_syn(sender: &mut TcpSide, segment: &SegmentHead) -> Judged {
     judged
 }
 
+/// How far past the highest sequence number seen an acknowledgment may go and
+/// still be taken for one of data the monitor missed (its programs detached
+/// while the host sent, a keepalive probe one below SND.NXT) rather than of
+/// data never sent: far more than a SIP flow sends in such a gap, far less
+/// than the 2^31 a forger guessing blindly picks from.
+pub const ACK_SLACK: u32 = 1 << 20;
+
 /// An acknowledgment of data the receiver never sent (past its highest
-/// sequence number seen): the host drops such a segment (RFC 9293
-/// §3.10.7.4). Only where the receiver's sequence is vouched for: the host's
-/// own side, as seen leaving it, always is.
+/// sequence number seen, and `ACK_SLACK`): the host drops such a segment
+/// (RFC 9293 §3.10.7.4). Only where the receiver's sequence is vouched for:
+/// the host's own side, as seen leaving it, always is.
 #[inline(always)]
 fn acknowledges_unsent(receiver: &TcpSide, segment: &SegmentHead) -> bool {
     segment.flags & ACK != 0
         && !segment.from_host
         && receiver.known & KNOWN_SEQ != 0
         && receiver.known & TENTATIVE == 0
-        && after(segment.ack, receiver.high_seq)
+        && after(segment.ack, receiver.high_seq.wrapping_add(ACK_SLACK))
 }
 
 /// Data from a side whose sequence is known: new at the next expected
@@ -316,6 +328,9 @@ fn judge_fin(sender: &mut TcpSide, segment: &SegmentHead) -> Close {
     let fin_seq = segment.seq.wrapping_add(segment.payload_len);
     if segment.from_host {
         sender.next_seq = fin_seq.wrapping_add(1);
+        if after(sender.next_seq, sender.high_seq) {
+            sender.high_seq = sender.next_seq;
+        }
         sender.known |= KNOWN_SEQ | FIN_ACCEPTED;
         return Close::Fin;
     }
@@ -483,14 +498,29 @@ mod tests {
     #[test]
     fn a_segment_acknowledging_unsent_data_is_dropped_whole() {
         let (mut c, s) = established(100);
-        // The host sent up to 501; a ping acknowledging 9000 is no segment the host takes.
-        let ping = SegmentHead { ack: 9000, ..seg(100, 0, 4) };
+        // The host sent up to 501; a ping acknowledging far past it is no segment the host takes.
+        let ping = SegmentHead { ack: 501 + ACK_SLACK + 1, ..seg(100, 0, 4) };
         let j = on_segment(&mut c, &s, &ping);
         assert_eq!((j.payload, c.next_seq), (Payload::Refused(KernelStat::AckOfUnsentData), 100));
-        let fin = SegmentHead { ack: 9000, ..seg(100, FIN, 0) };
+        let fin = SegmentHead { ack: 501 + ACK_SLACK + 1, ..seg(100, FIN, 0) };
         assert_eq!(on_segment(&mut c, &s, &fin).close, Close::Ignored(KernelStat::AckOfUnsentData));
-        // The same ping acknowledging what was sent is read.
-        assert_eq!(on_segment(&mut c, &s, &seg(100, 0, 4)).payload, new(0));
+        // The same ping acknowledging what was sent is read, and so is one acknowledging
+        // data the monitor may have missed (within the slack).
+        let missed = SegmentHead { ack: 9000, ..seg(100, 0, 4) };
+        assert_eq!(on_segment(&mut c, &s, &missed).payload, new(0));
+    }
+
+    #[test]
+    fn whatever_the_host_sends_moves_its_highest_sequence_number() {
+        let (mut c, mut s) = established(100);
+        // The host closes: its FIN takes a number, and the client's FIN-ACK acknowledges it.
+        on_segment(&mut s, &c, &SegmentHead { from_host: true, ..seg(501, FIN, 0) });
+        assert_eq!(s.high_seq, 502);
+        assert_eq!(on_segment(&mut c, &s, &SegmentHead { ack: 502, ..seg(100, FIN, 0) }).close, Close::Fin);
+        // A pure ACK of the host's, after data the monitor did not see, says where it got.
+        let (_, mut s) = established(100);
+        on_segment(&mut s, &c, &SegmentHead { from_host: true, ..seg(4_000_000, 0, 0) });
+        assert_eq!(s.high_seq, 4_000_000);
     }
 
     #[test]

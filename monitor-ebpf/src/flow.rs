@@ -127,6 +127,8 @@ pub fn update(frame: &impl Frame, scratch: &mut Scratch, payload: Payload, direc
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let state = match flow_state(&scratch.key) {
         Some(state) => state,
+        // Bound a moment ago on another CPU (see `bind`: BOUND_FLOWS has it before FLOWS lets go).
+        None if let Some(state) = BOUND_FLOWS.get_ptr_mut(&scratch.key) => state,
         None => {
             scratch.new_flow = FlowState::new(now);
             if FLOWS.insert(&scratch.key, &scratch.new_flow, BPF_NOEXIST as u64).is_ok() {
@@ -215,18 +217,20 @@ fn note_keepalive_gap(state: &mut FlowState, previous_ns: u64, now: u64) {
 }
 
 /// The client's host answered a datagram of the server's with an ICMP port
-/// unreachable quoting `checksum`: believed only while the server waits on a
-/// request with that very checksum, so that neither a stale one nor a forged
-/// one (which would have to know the request) fails the flow.
+/// unreachable quoting a UDP length of `udp_len`: believed only while the
+/// server waits on a request of that very length, so that neither a stale one
+/// nor a forged one (which would have to know the flow, the moment and the
+/// request) fails the flow. The length, not the checksum: a NIC that
+/// offloads checksums fills it in after the TC program saw the datagram.
 #[inline(always)]
-pub fn client_unreachable(key: &FlowKey, checksum: u16) {
+pub fn client_unreachable(key: &FlowKey, udp_len: u16) {
     let Some(state) = flow_state(key) else {
         bump_stat(KernelStat::PortUnreachableUnmatched);
         return;
     };
     // SAFETY: a live map value; see `update` on concurrent writers.
     let state = unsafe { &mut *state };
-    if state.server_request_unanswered_ns == 0 || checksum == 0 || checksum != state.server_request_checksum {
+    if state.server_request_unanswered_ns == 0 || udp_len == 0 || udp_len != state.server_request_udp_len {
         bump_stat(KernelStat::PortUnreachableUnmatched);
         return;
     }
@@ -290,7 +294,7 @@ fn record(
                 state.last_client_activity_ns = now;
             } else if method != Method::Ack {
                 // The request a port unreachable must quote.
-                state.server_request_checksum = scratch.udp_checksum;
+                state.server_request_udp_len = scratch.udp_len;
                 if state.server_request_unanswered_ns == 0 {
                     // Every request but ACK gets an answer from a live UA (RFC 3261 §17).
                     state.server_request_unanswered_ns = now;
@@ -323,7 +327,10 @@ fn record(
             } else if events::every_head() {
                 events::send_head(frame, scratch, direction, now, HeadFor::Transactions);
             }
-            if answers_register && code < 300 && !from_client && registrar_spoke(direction) {
+            // The last request on the flow was the REGISTER (a 200 to an OPTIONS sent after
+            // a challenged REGISTER binds nothing); the agent pairs them exactly.
+            let register_last = state.last_method == Method::Register as u8;
+            if answers_register && code < 300 && register_last && !from_client && registrar_spoke(direction) {
                 bind(&scratch.key, state);
             }
         }
@@ -427,6 +434,11 @@ fn judge_segment(state: &mut FlowState, scratch: &Scratch, direction: Direction,
         (&mut state.tcp_server, &mut state.tcp_client)
     };
     let judged = tcp_sequence::on_segment(sender, receiver, &segment);
+    if flags & tcp::SYN != 0 && judged.close != Close::Ignored(monitor_common::counters::KernelStat::SynOnOpenFlow) {
+        // A connection (re)opens: its WebSocket framing starts afresh.
+        state.ws_client = monitor_common::flow::WsSide::UNKNOWN;
+        state.ws_server = monitor_common::flow::WsSide::UNKNOWN;
+    }
     let dropped = matches!(judged.payload, tcp_sequence::Payload::Refused(_))
         || judged.close == Close::Ignored(monitor_common::counters::KernelStat::AckOfUnsentData);
     if flags & tcp::ACK != 0 && !dropped {

@@ -11,8 +11,8 @@ use monitor_common::counters::{Direction, KernelStat};
 use monitor_ebpf::{
     frame::{Frame, WINDOW},
     framing::HeadScan,
+    packet::Transport,
     payload::{self, Payload},
-    sip::{self, StartLine},
 };
 
 use crate::{
@@ -134,11 +134,18 @@ fn message_at_cursor(
         scratch.follow.cursor = (cursor + skip) as u32;
         return Next::Message;
     }
-    let payload = match sip::start_line(&scratch.window, loaded) {
-        StartLine::Request(method) => Payload::Request(method),
-        StartLine::Response(code) => Payload::Response(code),
+    // A keepalive that ends the segment (after a message, or the new bytes of
+    // a retransmission that merged old and new) is one too.
+    let payload = match payload::classify(&scratch.window, loaded, left, Transport::Tcp) {
+        Payload::Request(method) => Payload::Request(method),
+        Payload::Response(code) => Payload::Response(code),
+        keepalive @ (Payload::Ping | Payload::Pong) => {
+            count_message(keepalive, direction);
+            flow::update_followed(frame, scratch, keepalive, direction);
+            return Next::Done;
+        }
         // Not where a message should start: the framing is lost, stop here.
-        StartLine::NotSip => return Next::Done,
+        _ => return Next::Done,
     };
     scratch.follow.messages += 1;
     count_message(payload, direction);

@@ -2,7 +2,7 @@
 //! §3.2.2.1): what the host of a UA that is gone (its process dead, its
 //! socket closed) answers a datagram with. It quotes the datagram's IP header
 //! and its first 8 bytes, the UDP header: enough to tell which flow, and by
-//! the quoted checksum, which request.
+//! the quoted length, which request.
 
 use crate::{
     frame::{Frame, be16, read},
@@ -19,7 +19,7 @@ const PORT_UNREACHABLE: u8 = 3;
 /// In the quoted UDP header.
 const UDP_SOURCE_PORT_OFFSET: usize = 0;
 const UDP_DESTINATION_PORT_OFFSET: usize = 2;
-const UDP_CHECKSUM_OFFSET: usize = 6;
+const UDP_LENGTH_OFFSET: usize = 4;
 const QUOTED_UDP_LEN: usize = 8;
 
 /// The UDP datagram a port unreachable quotes.
@@ -28,7 +28,8 @@ pub struct Quoted {
     pub destination: [u8; 4],
     pub source_port: u16,
     pub destination_port: u16,
-    pub checksum: u16,
+    /// The UDP length field: header and payload.
+    pub udp_len: u16,
 }
 
 /// The datagram an ICMP port unreachable at `offset` quotes; `None` for any
@@ -49,6 +50,6 @@ pub fn port_unreachable(frame: &impl Frame, offset: usize) -> Option<Quoted> {
         destination: quoted.destination,
         source_port: be16(&udp, UDP_SOURCE_PORT_OFFSET),
         destination_port: be16(&udp, UDP_DESTINATION_PORT_OFFSET),
-        checksum: be16(&udp, UDP_CHECKSUM_OFFSET),
+        udp_len: be16(&udp, UDP_LENGTH_OFFSET),
     })
 }

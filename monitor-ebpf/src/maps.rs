@@ -144,8 +144,8 @@ pub struct Scratch {
     pub stream_position: u32,
     /// Frame length, for the flow's byte counts.
     pub frame_len: u32,
-    /// The UDP checksum as written (0 for TCP): which request the server sent.
-    pub udp_checksum: u16,
+    /// The UDP length as written (0 for TCP): which request the server sent.
+    pub udp_len: u16,
     /// The classifier's answer (`Payload::encode`), read back opaquely so the flow
     /// update is verified once per kind of payload, not once per method or code.
     pub payload: u32,
@@ -158,6 +158,9 @@ pub struct Scratch {
     /// The sending side's WebSocket framing while its bytes are read (see
     /// `websocket_frame::take_side`).
     pub ws_side: WsSide,
+    /// The last frame head read: its length and its payload's (0: none read).
+    pub ws_head_len: u32,
+    pub ws_payload_len: u64,
     /// The walk through a TCP segment that holds more than one message.
     pub follow: Follow,
 }

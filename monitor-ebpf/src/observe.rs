@@ -67,7 +67,7 @@ fn observe_segment(frame: &impl Frame, segment: &Segment, direction: Direction) 
     scratch.tcp_acknowledgment = segment.tcp_acknowledgment;
     scratch.tcp_window = segment.tcp_window;
     scratch.tcp_payload_len = segment.payload_len as u32;
-    scratch.udp_checksum = segment.udp_checksum;
+    scratch.udp_len = segment.udp_len;
     scratch.frame_len = frame::len(frame) as u32;
     scratch.payload_offset = segment.payload_offset as u32;
     scratch.payload_len = segment.payload_len as u32;
@@ -129,7 +129,9 @@ fn observe_segment(frame: &impl Frame, segment: &Segment, direction: Direction) 
 /// client's host saying nobody listens there any more.
 #[inline(always)]
 fn observe_unreachable(quoted: &Segment, direction: Direction) {
-    let Some(side) = flow::server_side(quoted, direction) else {
+    // The quoted datagram left the host: its direction is the opposite of the error's.
+    let sent = if direction == Direction::Ingress { Direction::Egress } else { Direction::Ingress };
+    let Some(side) = flow::server_side(quoted, sent) else {
         return;
     };
     // Only what the server sent to the client tells of the client.
@@ -140,7 +142,7 @@ fn observe_unreachable(quoted: &Segment, direction: Direction) {
         return;
     };
     flow::key_into(&mut scratch.key, quoted, &side);
-    flow::client_unreachable(&scratch.key, quoted.udp_checksum);
+    flow::client_unreachable(&scratch.key, quoted.udp_len);
 }
 
 /// What the payload is, where the entry program reads it.

@@ -32,8 +32,9 @@ pub struct Segment {
     /// The TCP acknowledgment number and window as written; 0 for UDP.
     pub tcp_acknowledgment: u32,
     pub tcp_window: u16,
-    /// The UDP checksum as written; 0 for TCP. What tells one request from another.
-    pub udp_checksum: u16,
+    /// The UDP length as written (header and payload); 0 for TCP. What an
+    /// ICMP error's quote is matched by (a checksum may be left to the NIC).
+    pub udp_len: u16,
     pub payload_offset: usize,
     /// Payload bytes present in this packet (of a first fragment: up to its end).
     pub payload_len: usize,
@@ -45,7 +46,7 @@ pub struct Segment {
 pub enum Parsed {
     Segment(Segment),
     /// An ICMP port unreachable (IPv4): the UDP datagram it quotes, as a
-    /// segment without payload (its `udp_checksum` the quoted one).
+    /// segment without payload (its `udp_len` the quoted one).
     PortUnreachable(Segment),
     /// A fragment other than the first: it has no transport header to read.
     LaterFragment,
@@ -102,13 +103,13 @@ pub fn parse(frame: &impl Frame) -> Parsed {
             None => Parsed::Untracked,
         };
     }
-    let mut udp_checksum = 0;
+    let mut udp_len = 0;
     let (transport, source_port, destination_port, tcp, payload_offset, payload_end) = match network.protocol {
         IPPROTO_UDP => {
             let Some(header) = udp::parse(frame, network.transport_offset) else {
                 return Parsed::Malformed;
             };
-            udp_checksum = header.checksum;
+            udp_len = header.length as u16;
             let udp_end = network.transport_offset + header.length;
             // A first fragment holds only the start of the datagram's payload.
             let payload_end = if first_fragment {
@@ -161,7 +162,7 @@ pub fn parse(frame: &impl Frame) -> Parsed {
         tcp_sequence: tcp.sequence,
         tcp_acknowledgment: tcp.acknowledgment,
         tcp_window: tcp.window,
-        udp_checksum,
+        udp_len,
         payload_offset,
         payload_len: payload_end - payload_offset,
         vlan_id: ethernet.vlan_id,
@@ -185,7 +186,7 @@ fn quoted_segment(quoted: &icmp::Quoted, vlan_id: u16) -> Segment {
         tcp_sequence: 0,
         tcp_acknowledgment: 0,
         tcp_window: 0,
-        udp_checksum: quoted.checksum,
+        udp_len: quoted.udp_len,
         payload_offset: 0,
         payload_len: 0,
         vlan_id,

@@ -33,7 +33,7 @@ use crate::{
 /// Frame heads followed past the first in one segment or read: a segment of a
 /// browser's holds one frame or a few; past this many its framing is lost
 /// until the next frame carrying SIP shows it again.
-const MAX_HEADS: usize = 8;
+const MAX_HEADS: usize = 4;
 
 /// The `websocket` program's step: the frame's message counted and recorded on its flow.
 #[inline(always)]
@@ -210,7 +210,11 @@ fn classify_at(
     };
     let known = side.known & WS_FRAMED != 0;
     let payload = frame_at(frame, scratch, base + at, len - at);
-    let shows_framing = matches!(payload, Payload::Request(_) | Payload::Response(_));
+    // A frame that carries SIP shows where frames start; so does one whose head
+    // and length end exactly where the segment does (a ping frame of its own,
+    // a JavaScript UA's CRLF keepalive in a text frame), which the middle of a
+    // longer frame matches only by a rare chance.
+    let shows_framing = matches!(payload, Payload::Request(_) | Payload::Response(_)) || fills(scratch, at, len);
     if known || (shows_framing && scratch.ws_framed != 0) {
         follow_heads(frame, scratch, side, base, position, at, len);
         payload
@@ -220,6 +224,17 @@ fn classify_at(
     } else {
         payload
     }
+}
+
+/// The frame read at `at` ends exactly where these `len` bytes do (`frame_at`
+/// leaves its head length and payload length in the scratch).
+#[inline(always)]
+fn fills(scratch: &Scratch, at: usize, len: usize) -> bool {
+    // SAFETY: plain reads of the scratch slot (volatile: see `Scratch`).
+    let (head_len, frame_payload) = unsafe {
+        (core::ptr::read_volatile(&scratch.ws_head_len) as u64, core::ptr::read_volatile(&scratch.ws_payload_len))
+    };
+    head_len != 0 && (at as u64) + head_len + frame_payload == len as u64
 }
 
 /// The frame whose head is `offset` bytes into the frame (`len` bytes left).
@@ -232,10 +247,13 @@ fn frame_at(frame: &impl Frame, scratch: &mut Scratch, offset: usize, payload_le
     if !frame.load_bytes(offset, loaded, &mut scratch.window) {
         return Payload::Other;
     }
+    scratch.ws_head_len = 0;
     let Some(head) = websocket::frame_head(&scratch.window, loaded) else {
         return Payload::Other;
     };
     scratch.ws_framed = 1;
+    scratch.ws_head_len = head.head_len as u32;
+    scratch.ws_payload_len = head.payload_len;
     match head.opcode {
         Opcode::Ping => return Payload::Ping,
         Opcode::Pong => return Payload::Pong,

@@ -153,7 +153,7 @@ impl Lab {
             vec!["run", "-i", iface, "--listen", "127.0.0.1:9560", "--pin-dir", &pins, "--state-file", &state];
         full.extend_from_slice(args);
         let agent = self.spawn_in_network(&server, &sipflow_bin(), &full);
-        wait_healthy(&server, "http://127.0.0.1:9560/healthz", agent, Duration::from_secs(30));
+        wait_healthy(&server, "http://127.0.0.1:9560/healthz", agent, AGENT_START);
     }
 
     /// The lab's own directory for the agent's pins (its --pin-dir).
@@ -266,6 +266,11 @@ pub fn http_get(namespace: &str, url: &str) -> Option<(u16, String)> {
 }
 
 /// Polls `url` until it answers 200, the deadline passes, or `child` exits.
+/// How long an agent may take to be healthy: the kernel verifies its
+/// programs (some 3 million instructions, 10 s on an idle 2-core VM, more
+/// beside Kamailio, tshark and the other tests); the wait ends when it is.
+pub const AGENT_START: Duration = Duration::from_secs(90);
+
 pub fn wait_healthy(namespace: &str, url: &str, child: &mut Child, deadline: Duration) {
     let start = Instant::now();
     while start.elapsed() < deadline {

@@ -104,10 +104,6 @@ impl Default for Timers {
 /// longer once (a network outage) does not push every later verdict out.
 pub const MAX_CADENCE: Duration = Duration::from_secs(120);
 
-/// RFC 5626's slowest recommended pace over UDP (a STUN keepalive every 24-29 s):
-/// what a UDP client's first cycle is allowed, before its own pace is seen.
-pub const SLOWEST_UDP_CADENCE: Duration = Duration::from_secs(29);
-
 /// What became of a flow, and when (CLOCK_BOOTTIME ns); the CLI's own
 /// `failure::Failure` is what the agent says when it cannot run.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -130,14 +126,14 @@ impl Timers {
     /// interval between 80 and 100 % of its own (RFC 5626 §4.4.1), so a gap
     /// seen may be the short end, and its interval 5/4 of it (baresip: 16 s
     /// seen once, then 18.8 s). Before that: the Flow-Timer or RFC 5626's
-    /// slowest recommended pace (120 s on streams, 29 s on UDP), whichever is
-    /// longer, whatever `--flow-timer` says: a verdict late in a flow's first
-    /// cycle rather than a false one.
+    /// slowest recommended pace (a ping every 120 s), whichever is longer,
+    /// whatever `--flow-timer` says, on UDP too (CRLF NAT keepalives come as
+    /// slowly as a UA likes): a verdict late in a flow's first cycle rather
+    /// than a false one.
     pub fn cadence(&self, transport: FlowTransport, flow_timer: Option<u32>, state: &FlowState) -> Duration {
         let asked = self.keepalive(transport, flow_timer);
         if state.keepalive_gap_ms == 0 {
-            let slowest = if transport.is_stream() { MAX_CADENCE } else { SLOWEST_UDP_CADENCE };
-            return asked.max(slowest);
+            return asked.max(MAX_CADENCE);
         }
         let own = Duration::from_millis(u64::from(state.keepalive_gap_ms) * 5 / 4).min(MAX_CADENCE);
         asked.max(own)

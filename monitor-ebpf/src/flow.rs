@@ -473,8 +473,13 @@ fn judge_segment(state: &mut FlowState, scratch: &Scratch, direction: Direction,
         state.server_unacked_since_ns = now;
         state.server_retransmissions = 0;
         events::send_flow_event(&scratch.key, FlowEventKind::WaitBegan, now);
-    } else if judged.payload == tcp_sequence::Payload::Old && state.server_unacked_since_ns != 0 {
-        // The server's stack sent its data again: it, too, heard nothing back.
+    } else if resent(judged.payload) && state.server_unacked_since_ns != 0 {
+        // The server's stack sent its data again (maybe with more behind it,
+        // merged): it, too, heard nothing back. The first time, the wait's
+        // deadline comes nearer (see the agent's tcp_unacked): tell the agent.
+        if state.server_retransmissions == 0 {
+            events::send_flow_event(&scratch.key, FlowEventKind::WaitBegan, now);
+        }
         state.server_retransmissions = state.server_retransmissions.saturating_add(1);
     }
     // TLS payload is opaque, but any of it from the client is the client alive.
@@ -482,6 +487,16 @@ fn judge_segment(state: &mut FlowState, scratch: &Scratch, direction: Direction,
         state.last_client_activity_ns = now;
     }
     judged.payload
+}
+
+/// A segment that repeats bytes sent before: all of them, or some with new ones.
+#[inline(always)]
+fn resent(payload: tcp_sequence::Payload) -> bool {
+    match payload {
+        tcp_sequence::Payload::Old => true,
+        tcp_sequence::Payload::New { skip } => skip != 0,
+        _ => false,
+    }
 }
 
 /// The connection was closed: an RST, or a FIN each way, was accepted.

@@ -222,8 +222,10 @@ fn run_in(tag: &str, work_dir: &std::path::Path, say: &mut dyn FnMut(String)) ->
         say(format!("{:<5} registers over {} from {} -> {first}", ua.user, ua.transport.name(), ua.local));
     }
     say("carol registers over TCP from a sipp process -> SIP/2.0 200 OK".into());
-    // A round of keepalives on every flow.
-    thread::sleep(KEEPALIVE + Duration::from_millis(500));
+    // Two rounds of keepalives on every flow: the gap between them is each
+    // UA's own pace, which its silence is judged by (a real phone has pinged
+    // for hours before its link goes down).
+    thread::sleep(2 * KEEPALIVE + Duration::from_millis(500));
 
     let broken_at = Instant::now();
     signal_group(&carol, libc::SIGKILL);

@@ -25,11 +25,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use monitor_common::events::HEAD_MAX;
 use serde_json::Value;
 use sipflow_tests::{
     forge::{self, Control, RawSender, Sniffer, WireState},
-    netns::{CLIENT_IF, CLIENT_V4, Lab, SERVER_IF, SERVER_V4, http_get},
+    netns::{CLIENT_IF, CLIENT_V4, Lab, SERVER_IF, SERVER_V4, http_get, output_of},
     peers::{self, TcpServer, connect},
+    proc_stats::status_kb,
 };
 
 const FLOW_TIMER_S: f64 = 2.0;
@@ -906,4 +908,179 @@ fn a_flood_of_junk_flows_cannot_evict_a_registered_flow() {
         done_after.as_secs_f64(),
         judged_after.as_secs_f64()
     );
+}
+
+/// Issue 26: what the agent's resident memory may reach under the flood of
+/// [`a_contact_stuffed_register_flood_keeps_the_agent_under_its_memory_bound`].
+/// The DaemonSet's memory limit is 256 Mi. What the flood can make the agent
+/// hold is capped twice: 64 MiB of heads queued for its engine, 64 MiB of
+/// waiting REGISTERs (by its estimate; the heap holds somewhat more), on top
+/// of some 40 MiB at rest. A debug agent measured 179-180 MiB with both caps
+/// reached at once: 200 MiB is that with some room, and the limit's 56 Mi
+/// beyond it are for what the estimates leave out.
+const FLOOD_RSS_BOUND_KB: u64 = 200 * 1024;
+/// REGISTERs in the contact-stuffed flood, each with a Call-ID of its own.
+const STUFFED_REGISTERS: u32 = 100_000;
+/// Their rate: what the kernel's 4 MiB ring still passes (at the full speed
+/// of one socket, some 100 000 a second, it loses nearly all), faster than a
+/// debug engine parses 40 Contacts a head, so its queue fills too: 5 s.
+const STUFFED_PER_SECOND: u32 = 20_000;
+/// One tiny Contact: the most of them a head can hold.
+const TINY_CONTACT: &str = "Contact: <sip:a@b>\r\n";
+
+/// REGISTER number `n` from `local`, of about `len` bytes: as many tiny
+/// Contacts as fit. Under [`HEAD_MAX`] it reaches the agent whole; past it,
+/// the kernel hands up its first HEAD_MAX bytes, a cut head.
+fn stuffed_register(local: SocketAddr, n: u32, len: usize) -> Vec<u8> {
+    let mut message = format!(
+        "REGISTER sip:{SERVER_V4} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};branch=z9hG4bK-{n}\r\n\
+         From: <sip:u@{SERVER_V4}>;tag={n}\r\n\
+         To: <sip:u@{SERVER_V4}>\r\n\
+         Call-ID: {n}@stuffed\r\n\
+         CSeq: 1 REGISTER\r\n\
+         Content-Length: 0\r\n"
+    );
+    while message.len() + TINY_CONTACT.len() + 2 <= len {
+        message.push_str(TINY_CONTACT);
+    }
+    message.push_str("\r\n");
+    message.into_bytes()
+}
+
+/// Sends the flood from `socket`, [`STUFFED_PER_SECOND`] in bursts of 50:
+/// nine in ten of 1000-1024 bytes (38-40 Contacts, past the 32 kept), the
+/// tenth of 1100-1399 (a cut head). Returns how many failed to send, how
+/// many were past HEAD_MAX, the bytes sent and how long it took.
+fn stuffed_flood(socket: &UdpSocket) -> (u32, u32, usize, Duration) {
+    let local = socket.local_addr().expect("local addr");
+    let start = Instant::now();
+    let (mut failed, mut cut, mut bytes) = (0, 0, 0);
+    for n in 0..STUFFED_REGISTERS {
+        if n % 50 == 0 {
+            let due = Duration::from_secs_f64(f64::from(n) / f64::from(STUFFED_PER_SECOND));
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                thread::sleep(wait);
+            }
+        }
+        let len = if n % 10 == 9 { 1100 + n as usize % 300 } else { 1000 + n as usize % 25 };
+        let message = stuffed_register(local, n, len);
+        cut += u32::from(message.len() > HEAD_MAX);
+        bytes += message.len();
+        failed += u32::from(socket.send_to(&message, (SERVER_V4, 5060)).is_err());
+    }
+    (failed, cut, bytes, start.elapsed())
+}
+
+/// Issue 26: 100 000 REGISTERs of 1000-1400 bytes stuffed with tiny
+/// Contacts, over UDP from one client socket to the server's 5060, where
+/// nothing answers: each would wait its 32 s transaction lifetime. The agent,
+/// with its defaults, stays under [`FLOOD_RSS_BOUND_KB`] (VmRSS sampled every
+/// 200 ms from the flood's start until 5 s after its engine has accounted for
+/// every REGISTER, and its VmHWM), answers /healthz 200 throughout, and
+/// counts each REGISTER as lost, cut, refused for want of room, or kept with
+/// too many contacts.
+#[test]
+fn a_contact_stuffed_register_flood_keeps_the_agent_under_its_memory_bound() {
+    sipflow_tests::root_or_skip!();
+    const SAMPLE_EVERY: Duration = Duration::from_millis(200);
+    const AFTER: Duration = Duration::from_secs(5);
+    /// From the flood's start; the REGISTERs kept begin to expire at 32 s.
+    const WITHIN: Duration = Duration::from_secs(55);
+    let mut lab = Lab::new("stuffed");
+    let (client, server) = (lab.client.clone(), lab.server.clone());
+    lab.start_agent(SERVER_IF, &[]);
+    let agent = lab.spawned()[0].id();
+    let comm = std::fs::read_to_string(format!("/proc/{agent}/comm")).unwrap_or_default();
+    assert_eq!(comm.trim(), "sipflow", "pid {agent} is the agent");
+    // A bound UDP port that never reads: nothing answers, no ICMP port unreachable either.
+    let _sink = Lab::in_namespace(&server, || UdpSocket::bind((SERVER_V4, 5060)).unwrap());
+    let socket = Lab::in_namespace(&client, || UdpSocket::bind((CLIENT_V4, 0)).unwrap());
+    let at_rest_kb = status_kb(agent, "VmRSS");
+
+    let running = Running::new();
+    let sampler = {
+        let stopped = running.stopped();
+        thread::spawn(move || {
+            let start = Instant::now();
+            let mut samples = Vec::new();
+            while !stopped.load(Ordering::Relaxed) {
+                samples.push((start.elapsed(), status_kb(agent, "VmRSS")));
+                thread::sleep(SAMPLE_EVERY);
+            }
+            samples
+        })
+    };
+    let start = Instant::now();
+    let mut flooding = Some(thread::spawn(move || stuffed_flood(&socket)));
+
+    // Each second: /healthz, and whether the engine has accounted for every
+    // REGISTER the kernel saw (its counters move only when it has caught up).
+    let accounted = |text: &str| {
+        let refused = metric_sum(text, "sipflow_registrations_refused_total", &[]);
+        let lost = metric_sum(text, "sipflow_events_lost_total", &[]);
+        let seen = metric_sum(text, "sipflow_requests_total", &[("method", "REGISTER")]);
+        seen == f64::from(STUFFED_REGISTERS) && refused + lost == seen
+    };
+    let mut unhealthy = Vec::new();
+    let (mut flood, mut caught_up) = (None, None);
+    while caught_up.is_none_or(|at: Instant| at.elapsed() < AFTER) {
+        if start.elapsed() >= WITHIN {
+            break;
+        }
+        match http_get(&server, "http://127.0.0.1:9560/healthz") {
+            Some((200, _)) => {}
+            other => unhealthy.push(format!("{:.1} s: {other:?}", start.elapsed().as_secs_f64())),
+        }
+        if flooding.as_ref().is_some_and(|f| f.is_finished()) {
+            flood = Some(flooding.take().expect("running").join().expect("the flood"));
+        }
+        if flood.is_some() && caught_up.is_none() && accounted(&metrics(&server)) {
+            caught_up = Some(Instant::now());
+        }
+        if let Ok(Some(status)) = lab.spawned()[0].try_wait() {
+            panic!("the agent exited with {status} under the flood: {}", output_of(agent));
+        }
+        thread::sleep(Duration::from_secs(1));
+    }
+    drop(running);
+    let samples = sampler.join().expect("the sampler");
+    let (failed_sends, cut_sent, bytes_sent, took) = flood.expect("the flood ends within the test");
+    let caught_up_at = caught_up.map(|at| at.duration_since(start));
+    let hwm_kb = status_kb(agent, "VmHWM");
+    let final_kb = status_kb(agent, "VmRSS");
+    let (peak_at, peak_kb) = samples
+        .iter()
+        .copied()
+        // The first sample at the peak: when it was reached.
+        .max_by_key(|(at, kb)| (*kb, std::cmp::Reverse(*at)))
+        .unwrap_or_default();
+
+    let text = metrics(&server);
+    let refused = |reason| metric_sum(&text, "sipflow_registrations_refused_total", &[("reason", reason)]);
+    let (too_many, pending_full, cut_head) =
+        (refused("too_many_contacts"), refused("pending_full"), refused("cut_head"));
+    let lost = metric_sum(&text, "sipflow_events_lost_total", &[]);
+    let seen = metric_sum(&text, "sipflow_requests_total", &[("method", "REGISTER")]);
+    let report = format!(
+        "{STUFFED_REGISTERS} REGISTERs ({cut_sent} past HEAD_MAX, {} MB) in {:.1} s, {failed_sends} sends failed; \
+         the engine caught up at {caught_up_at:.1?}; RSS at rest {} MiB, sampled peak {} MiB at {:.1} s \
+         ({} samples), VmHWM {} MiB, at the end {} MiB (bound {} MiB); REGISTERs seen by the kernel {seen}, \
+         heads lost {lost}; refused too_many_contacts {too_many}, pending_full {pending_full}, cut_head {cut_head}",
+        bytes_sent / 1_000_000,
+        took.as_secs_f64(),
+        at_rest_kb / 1024,
+        peak_kb / 1024,
+        peak_at.as_secs_f64(),
+        samples.len(),
+        hwm_kb / 1024,
+        final_kb / 1024,
+        FLOOD_RSS_BOUND_KB / 1024,
+    );
+    println!("{report}");
+    assert_eq!(failed_sends, 0, "{report}");
+    assert!(unhealthy.is_empty(), "/healthz did not answer 200: {unhealthy:?}\n{report}");
+    assert!(peak_kb.max(hwm_kb) < FLOOD_RSS_BOUND_KB, "the agent's RSS past its bound: {report}");
+    assert!(caught_up.is_some(), "the engine did not account for every REGISTER within {WITHIN:?}: {report}");
+    assert!(too_many > 0.0 && pending_full > 0.0, "stuffed REGISTERs kept and refused are counted: {report}");
 }

@@ -27,6 +27,7 @@ use std::{
 use serde_json::Value;
 use sipflow_tests::{
     netns::{Lab, SERVER_IF, SERVER_V4, http_get, metric},
+    packets::ws_frame,
     peers::{self, connect, ok_for, outbound_register, response_to},
 };
 
@@ -259,31 +260,6 @@ const TEXT: u8 = 0x1;
 const CLOSE: u8 = 0x8;
 const PING: u8 = 0x9;
 const PONG: u8 = 0xa;
-
-/// A whole frame (FIN set): masked as a client must, unmasked as a server sends.
-fn ws_frame(opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
-    let mut frame = vec![0x80 | opcode];
-    let masked = if mask.is_some() { 0x80 } else { 0 };
-    match payload.len() {
-        n if n < 126 => frame.push(masked | n as u8),
-        n if n <= 0xffff => {
-            frame.push(masked | 126);
-            frame.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            frame.push(masked | 127);
-            frame.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    match mask {
-        Some(key) => {
-            frame.extend_from_slice(&key);
-            frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-        }
-        None => frame.extend_from_slice(payload),
-    }
-    frame
-}
 
 /// Frames as they come off a stream, from whatever the reads gave.
 #[derive(Default)]

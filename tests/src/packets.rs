@@ -273,9 +273,13 @@ pub fn ws_frame(opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
     let mut frame = vec![0x80 | opcode];
     match payload.len() {
         n if n < 126 => frame.push(mask_bit | n as u8),
-        n => {
+        n if n <= 0xffff => {
             frame.push(mask_bit | 126);
             frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(mask_bit | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
         }
     }
     match mask {

@@ -566,7 +566,8 @@ impl Tracker {
                 .then(|| seconds(now_ns.saturating_sub(s.last_client_activity_ns))),
             flow_timer: self.timers.keepalive(transport, flow_timer).as_secs(),
             flow_timer_from_registrar: flow_timer.is_some(),
-            keepalive_interval: self.timers.cadence(transport, flow_timer, s).as_secs(),
+            // Rounded: a 4 s timer seen as a 3.99 s gap is a 5 s cadence (4.99 s), not 4.
+            keepalive_interval: self.timers.cadence(transport, flow_timer, s).as_secs_f64().round() as u64,
             aor: binding.map(|k| k.aor().to_string()),
             instance: binding.and_then(|k| k.instance()).map(str::to_string),
             reg_id: binding.and_then(|k| k.reg_id()),

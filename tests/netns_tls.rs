@@ -15,7 +15,7 @@ use std::{
 
 use sipflow_tests::{
     memory_tls::MemoryTls,
-    netns::{Lab, SERVER_IF, SERVER_V4, http_get, metric, sipflow_bin},
+    netns::{Lab, SERVER_IF, SERVER_V4, await_tls_processes, http_get, metric, sipflow_bin},
     peers::{TcpServer, ok_for, outbound_register, response_to},
     scratch_dir::ScratchDir,
     tls::{acceptor, self_signed},
@@ -43,6 +43,8 @@ fn a_silent_ua_over_tls_fails_by_its_flow_timer() {
     let dir = ScratchDir::new("sipflow-netns-tls");
     lab.start_agent(SERVER_IF, &["--grace", "1s"]);
     let registrar = tls_registrar(&lab, &dir);
+    // This process holds the SIPS socket now: the agent probes it from its next scan.
+    await_tls_processes(&lab.server, 1);
     let ua = OutboundUa::register(&lab.client, registrar.addr, "alice", Transport::Tls, Duration::from_secs(1));
     thread::sleep(Duration::from_millis(2500));
 
@@ -126,6 +128,7 @@ fn tls_reads_of_two_connections_before_either_is_decrypted_go_into_no_flow() {
     let acceptor = acceptor(&cert, &key);
     let listener = Lab::in_namespace(&lab.server, || TcpListener::bind((SERVER_V4, 5061)).expect("bind 5061"));
     let proxy = listener.local_addr().unwrap();
+    await_tls_processes(&lab.server, 1);
     let (sent, both_sent) = mpsc::channel::<()>();
     let (done, stop) = mpsc::channel::<()>();
     let server = thread::spawn(move || {

@@ -24,6 +24,12 @@ pub struct SockOffsets {
     pub known: u32,
 }
 
+/// Processes whose SSL calls can be read at once (`TLS_PROCESSES`): a SIP
+/// server and the workers it forked; beyond, a process is left unread and said so.
+pub const MAX_TLS_PROCESSES: u32 = 1024;
+/// `TLS_PROCESSES`, the map the agent fills with the SIP servers' tgids.
+pub const TLS_PROCESSES: &str = "TLS_PROCESSES";
+
 /// The global the agent sets (`EbpfLoader::override_global`).
 pub const SOCK_OFFSETS: &str = "SOCK_OFFSETS";
 

@@ -9,12 +9,13 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use monitor_common::{
     counters::{KernelStat, PACKET_SLOTS, REQUEST_SLOTS, RESPONSE_SLOTS},
     flow::{FlowKey, FlowState, WsSide},
     maps::{DEFAULT_MAX_FLOWS, EVENTS_BYTES, FLOW_EVENTS_BYTES, MAX_PEER_NETWORKS, PORTS},
+    tls::MAX_TLS_PROCESSES,
 };
 use monitor_ebpf::{frame::Window, framing::HeadScan};
 
@@ -202,8 +203,11 @@ pub fn packet_scratch() -> Option<&'static mut Scratch> {
     Some(unsafe { &mut *scratch })
 }
 
-// The TLS plaintext path (see `tls`). Its maps are not pinned: what they hold
-// lasts one SSL call, and the probes go with the agent that attached them.
+// The TLS plaintext path (see `tls`). Its maps are pinned like the rest:
+// with --keep-attached the probes' links stay pinned too, and while a new
+// agent takes over, the old agent's probes and the new one's may run on the
+// same call; sharing the maps, they read it once (the first return takes the
+// call's entry, the second finds none).
 
 /// Threads (by pid_tgid) at most in an SSL call at once.
 const TLS_THREADS: u32 = 16384;
@@ -230,7 +234,7 @@ pub struct SslCall {
 }
 
 #[map]
-pub static SSL_CALLS: LruHashMap<u64, SslCall> = LruHashMap::with_max_entries(TLS_THREADS, 0);
+pub static SSL_CALLS: LruHashMap<u64, SslCall> = LruHashMap::pinned(TLS_THREADS, 0);
 
 /// The SIPS-port socket a thread last read from: the flow of its next
 /// SSL_read when the library decrypts from memory (Kamailio, Python's asyncio).
@@ -249,7 +253,7 @@ pub struct LastRecv {
 }
 
 #[map]
-pub static LAST_RECV: LruHashMap<u64, LastRecv> = LruHashMap::with_max_entries(TLS_THREADS, 0);
+pub static LAST_RECV: LruHashMap<u64, LastRecv> = LruHashMap::pinned(TLS_THREADS, 0);
 
 /// Working memory for reading one SSL call's plaintext, per thread: a probe
 /// may be preempted, so a per-CPU slot could be another thread's meanwhile.
@@ -262,16 +266,23 @@ pub struct TlsScratch {
 
 /// Threads reading plaintext at once; most calls are on other sockets and need none.
 #[map]
-pub static TLS_SCRATCH: LruHashMap<u64, TlsScratch> = LruHashMap::with_max_entries(4096, 0);
+pub static TLS_SCRATCH: LruHashMap<u64, TlsScratch> = LruHashMap::pinned(4096, 0);
 
 /// All zeroes: what a thread's `TLS_SCRATCH` entry is made from (it is too
 /// large for the stack). Never written.
 #[map]
-pub static TLS_SCRATCH_TEMPLATE: PerCpuArray<TlsScratch> = PerCpuArray::with_max_entries(1, 0);
+pub static TLS_SCRATCH_TEMPLATE: PerCpuArray<TlsScratch> = PerCpuArray::pinned(1, 0);
 
 /// The programs that read plaintext, by `monitor_common::tls::TLS_FOLLOW_PROGRAMS`.
 #[map]
-pub static FOLLOW_TLS: ProgramArray = ProgramArray::with_max_entries(3, 0);
+pub static FOLLOW_TLS: ProgramArray = ProgramArray::pinned(3, 0);
+
+/// The processes (by tgid) whose SSL calls are read: those the agent found
+/// holding a socket on a SIPS port (see the agent's `tls_processes`). The
+/// uprobes are attached to these processes only; the socket tracepoints fire
+/// for every process on the host, and leave at this lookup for all others.
+#[map]
+pub static TLS_PROCESSES: HashMap<u32, u8> = HashMap::pinned(MAX_TLS_PROCESSES, 0);
 
 /// Adds one to a per-CPU counter; per-CPU slots need no atomics.
 #[inline(always)]

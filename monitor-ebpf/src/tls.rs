@@ -36,7 +36,10 @@ use monitor_ebpf::frame::MAX_PAYLOAD;
 use crate::{
     flow,
     follow::{self, Next},
-    maps::{LAST_RECV, LastRecv, SSL_CALLS, SslCall, TLS_SCRATCH, TLS_SCRATCH_TEMPLATE, TlsScratch, bump_stat},
+    maps::{
+        LAST_RECV, LastRecv, SSL_CALLS, SslCall, TLS_PROCESSES, TLS_SCRATCH, TLS_SCRATCH_TEMPLATE, TlsScratch,
+        bump_stat,
+    },
     observe::classify_plaintext,
     sock,
     tally::count_message,
@@ -149,15 +152,28 @@ pub fn ssl_return(ctx: &RetProbeContext) -> bool {
     prepare(thread, &key, buffer, len, Direction::Ingress)
 }
 
+/// Whether `thread` (a pid_tgid) is in a process whose SSL calls are read.
+/// The socket tracepoints fire for every process on the host: for all but
+/// the SIP servers this lookup is all they cost.
+#[inline(always)]
+fn in_sip_server(thread: u64) -> bool {
+    let tgid = (thread >> 32) as u32;
+    // SAFETY: a lookup; the value is not read.
+    unsafe { TLS_PROCESSES.get(&tgid) }.is_some()
+}
+
 /// `sock_recv_length(sk, ret, flags)`: a thread read `ret` bytes from a socket.
 #[inline(always)]
 pub fn sock_recv(ctx: &RawTracePointContext) {
+    let thread = bpf_get_current_pid_tgid();
+    if !in_sip_server(thread) {
+        return;
+    }
     let sock: u64 = ctx.arg(0);
     let read: i64 = ctx.arg(1);
     if read as i32 <= 0 {
         return;
     }
-    let thread = bpf_get_current_pid_tgid();
     let mut key = FlowKey::UNSET;
     let on_sips = sock::tls_flow(sock, &mut key);
     let mut inside_read = false;
@@ -192,6 +208,9 @@ pub fn sock_recv(ctx: &RawTracePointContext) {
 #[inline(always)]
 pub fn sock_send(ctx: &RawTracePointContext) {
     let thread = bpf_get_current_pid_tgid();
+    if !in_sip_server(thread) {
+        return;
+    }
     // A server that writes to the SIPS socket it read (a handshake's reply, an
     // answer) has taken in what it read.
     if let Some(last) = LAST_RECV.get_ptr_mut(&thread) {

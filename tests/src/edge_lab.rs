@@ -47,7 +47,7 @@ use std::{
 use crate::{
     baresip::{self, Baresip},
     kamailio::{Kamailio, TRANSACTION_TIMER_MS, WS_PORT, WSS_PORT},
-    netns::{CLIENT_V4, Lab, PHONE_V4, SERVER_IF, SERVER_V4, http_get},
+    netns::{CLIENT_V4, Lab, PHONE_V4, SERVER_IF, SERVER_V4, await_tls_processes, http_get},
     process::signal_group,
     scratch_dir::ScratchDir,
     sipp::{self, Mode},
@@ -181,6 +181,8 @@ fn run_in(tag: &str, work_dir: &std::path::Path, say: &mut dyn FnMut(String)) ->
     lab.start_agent(SERVER_IF, &[&ports[..], &peers[..]].concat());
     say(format!("sipflow: XDP + TC egress on {server}/{SERVER_IF}; tshark captures the same interface"));
     let kamailio = Kamailio::start_with_lifetime(&server, SERVER_V4, FLOW_TIMER, TCP_LIFETIME_S);
+    // Kamailio holds the SIPS sockets: its TLS is read from the agent's next scan.
+    await_tls_processes(&server, 1);
     say(format!(
         "kamailio: edge proxy + registrar on {PROXY} udp/tcp, :5061 tls, :{WS_PORT} ws, :{WSS_PORT} wss; \
          outbound, Flow-Timer {FLOW_TIMER}, transaction timer {} s",

@@ -287,6 +287,32 @@ pub fn wait_healthy(namespace: &str, url: &str, child: &mut Child, deadline: Dur
     panic!("{url} did not answer 200 within {deadline:?}");
 }
 
+/// Waits until the agent in `namespace` (on the lab's port 9560) reads SIP
+/// inside TLS in at least `processes` processes (`sipflow_tls_processes`): a
+/// SIP server started after the agent is found at its next scan of the
+/// host's processes, within a second, and its first SSL calls before that
+/// go unread. Panics after 10 s.
+pub fn await_tls_processes(namespace: &str, processes: usize) {
+    let start = Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < Duration::from_secs(10) {
+        if let Some((_, text)) = http_get(namespace, "http://127.0.0.1:9560/metrics") {
+            let read = text
+                .lines()
+                .filter(|l| l.starts_with("sipflow_tls_processes{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>();
+            if read >= processes as f64 {
+                return;
+            }
+            last = text;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    let series: Vec<&str> = last.lines().filter(|l| l.starts_with("sipflow_tls_processes")).collect();
+    panic!("the agent reads TLS in fewer than {processes} processes after 10 s: {series:?}");
+}
+
 /// The `sipflow` binary next to the test executable (target/<profile>/sipflow), or $SIPFLOW_BIN.
 pub fn sipflow_bin() -> String {
     if let Ok(path) = std::env::var("SIPFLOW_BIN") {

@@ -30,7 +30,9 @@ use crate::{
         head_events::{FlowEvents, HeadEvents, QUIET_DRAIN},
         log::KernelLog,
         maps::FlowTable,
-        pins, tls_probes,
+        pins,
+        sip_servers::SipServerFinder,
+        tls_probes,
     },
     liveness::{
         registrations::{self, Limits},
@@ -188,6 +190,27 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         });
     }
     drop(queue);
+    // SIP inside TLS is read in the SIP server processes only: found now, and
+    // followed as they come and go.
+    let attached = Arc::new(Mutex::new(attached));
+    if tls.is_some() {
+        let mut finder = SipServerFinder::new(&ports.tls);
+        follow_sip_servers(&attached, &mut finder, &state);
+        let (attached, state) = (attached.clone(), state.clone());
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(FOLLOW_SIP_SERVERS);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let finder = Arc::new(Mutex::new(finder));
+            loop {
+                tick.tick().await;
+                let (attached, state, finder) = (attached.clone(), state.clone(), finder.clone());
+                let _ = tokio::task::spawn_blocking(move || {
+                    follow_sip_servers(&attached, &mut finder.lock().expect("finder lock"), &state)
+                })
+                .await;
+            }
+        });
+    }
     let engine = Engine::new(state.clone(), engine_inputs, args.sweep_interval, args.transactions);
     let engine_state = state.clone();
     let engine_stopped = stopped_tx.clone();
@@ -221,10 +244,24 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     // The readers held the engine's inputs: with them gone, it returns.
     let _ = tokio::task::spawn_blocking(move || engine_thread.join()).await;
     state.save_registrations(true);
-    for a in attached {
+    for a in std::mem::take(&mut *attached.lock().expect("attachments lock")) {
         a.detach(args.keep_attached);
     }
     served
+}
+
+/// How often the SIP server processes are looked for (see `sip_servers`):
+/// a new one's first SSL calls may go unread for this long.
+const FOLLOW_SIP_SERVERS: Duration = Duration::from_secs(1);
+
+/// Sets each interface's TLS probes on the SIP server processes there are now.
+fn follow_sip_servers(attached: &Mutex<Vec<Attached>>, finder: &mut SipServerFinder, state: &AgentState) {
+    let servers = finder.scan();
+    for a in attached.lock().expect("attachments lock").iter_mut() {
+        if let Some(count) = a.follow_sip_servers(servers) {
+            state.metrics.lock().expect("metrics lock").set_tls_processes(&a.iface, count);
+        }
+    }
 }
 
 /// Attaches to one interface and takes its maps; on a failure after the

@@ -54,6 +54,7 @@ pub struct Metrics {
     deadlines: prometheus::IntGauge,
     verdict_delay: HistogramVec,
     program_attached: IntGaugeVec,
+    tls_processes: IntGaugeVec,
     transactions: TransactionMetrics,
     /// The last snapshot seen per interface.
     last: HashMap<String, CounterSnapshot>,
@@ -257,6 +258,16 @@ impl Metrics {
         )
         .expect("valid metric");
         registry.register(Box::new(program_attached.clone())).expect("unique metric");
+        let tls_processes = IntGaugeVec::new(
+            Opts::new(
+                "sipflow_tls_processes",
+                "Processes whose SSL calls are read for SIP inside TLS: those holding a socket on a SIPS port (the \
+                 SIP server and the workers it forked). No other process on the host is probed.",
+            ),
+            &["iface"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(tls_processes.clone())).expect("unique metric");
         for reason in Reason::ALL {
             failures.with_label_values(&[reason.label(), OTHER]).inc_by(0);
             retracted.with_label_values(&[reason.label(), OTHER]).inc_by(0);
@@ -317,6 +328,7 @@ impl Metrics {
             deadlines,
             verdict_delay,
             program_attached,
+            tls_processes,
             last_evicted: HashMap::new(),
             eviction_base: HashMap::new(),
             last: HashMap::new(),
@@ -361,6 +373,11 @@ impl Metrics {
     /// Whether `program` (`xdp` or `tc_egress`) is attached to `iface`.
     pub fn record_attached(&mut self, iface: &str, program: &str, attached: bool) {
         self.program_attached.with_label_values(&[iface, program]).set(i64::from(attached));
+    }
+
+    /// How many processes this interface's TLS probes read (see `tls_probes`).
+    pub fn set_tls_processes(&self, iface: &str, count: usize) {
+        self.tls_processes.with_label_values(&[iface]).set(count as i64);
     }
 
     /// Flows waiting for a deadline of theirs.

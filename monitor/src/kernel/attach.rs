@@ -2,7 +2,7 @@
 //! each interface has its own maps and counters, pinned so that they outlive
 //! the agent.
 
-use std::{ffi::CString, path::Path};
+use std::{collections::BTreeMap, ffi::CString, path::Path};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -35,7 +35,8 @@ use crate::{
         maps::KernelCounters,
         object::EBPF_OBJECT,
         pins::{self, Pins, TC_LINK, XDP_LINK},
-        tls_probes::{self, TlsPlan},
+        sip_servers::SipServer,
+        tls_probes::{self, TlsPlan, TlsProbes},
         xdp_hook,
     },
     peers::Peers,
@@ -54,6 +55,8 @@ pub struct Attached {
     /// Entries the flow map holds: `--max-flows`, or what the pinned map was made with.
     pub flow_capacity: u32,
     ebpf: Ebpf,
+    /// The TLS readers, when SIP inside TLS is read.
+    tls: Option<TlsProbes>,
 }
 
 /// How to load and attach.
@@ -219,9 +222,10 @@ pub fn attach(iface: &str, options: &AttachOptions) -> Result<(Attached, KernelC
         );
     }
     // Before XDP is attached: a failure here leaves nothing attached behind.
+    let mut tls = None;
     if let Some(plan) = options.tls {
-        match tls_probes::attach(&mut ebpf, plan) {
-            Ok(()) => {}
+        match tls_probes::attach(&mut ebpf, plan, &pins.dir) {
+            Ok(probes) => tls = Some(probes),
             Err(source) if plan.named => return Err(Failure::Tls(source)),
             Err(reason) => {
                 warn!(iface, %reason, "SIP inside TLS will not be read; TLS flows are tracked at the TCP level only")
@@ -256,7 +260,7 @@ pub fn attach(iface: &str, options: &AttachOptions) -> Result<(Attached, KernelC
     info!(iface, mode, pins = %pins.dir.display(), "attached XDP program");
     let counters = KernelCounters::take_from(&mut ebpf, !options.peers.is_empty())
         .map_err(|e| load_failure(at("the counter maps")(e)))?;
-    let attached = Attached { iface: iface.to_string(), ifindex, mode, pins, egress: false, flow_capacity, ebpf };
+    let attached = Attached { iface: iface.to_string(), ifindex, mode, pins, egress: false, flow_capacity, ebpf, tls };
     Ok((attached, counters))
 }
 
@@ -454,6 +458,14 @@ impl Attached {
         }
     }
 
+    /// Reads SIP inside TLS in these SIP server processes, and no others
+    /// (see `tls_probes`); returns how many are read. Nothing when TLS is not read.
+    pub fn follow_sip_servers(&mut self, servers: &BTreeMap<u32, SipServer>) -> Option<usize> {
+        let tls = self.tls.as_mut()?;
+        tls.follow(&mut self.ebpf, &self.iface, servers);
+        Some(tls.processes())
+    }
+
     /// The loaded instance, for taking its other maps.
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf
@@ -462,7 +474,10 @@ impl Attached {
     /// Detaches the programs by removing their links' pins, or with `keep`
     /// leaves them attached and counting for the next agent to take over.
     /// The maps stay pinned either way: `sipflow detach` removes those.
-    pub fn detach(self, keep: bool) {
+    pub fn detach(mut self, keep: bool) {
+        if let Some(tls) = self.tls.take() {
+            tls.detach(&self.ebpf, &self.pins.dir, keep);
+        }
         if keep {
             info!(iface = self.iface, pins = %self.pins.dir.display(), "the programs stay attached and counting (--keep-attached)");
             return;

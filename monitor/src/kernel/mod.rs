@@ -14,5 +14,6 @@ pub mod log;
 pub mod maps;
 pub mod object;
 pub mod pins;
+pub mod sip_servers;
 pub mod tls_probes;
 pub mod xdp_hook;

@@ -1,24 +1,29 @@
 //! Attaches what reads SIP inside TLS (monitor-ebpf's `tls`): uprobes on the
-//! TLS library's SSL_read and SSL_write, raw tracepoints on every socket read
-//! and write, and the programs that walk the plaintext.
+//! TLS library's SSL_read and SSL_write in the SIP server processes only
+//! ([`crate::kernel::sip_servers`]), raw tracepoints on every socket read and
+//! write (which leave at once in any other process), and the programs that
+//! walk the plaintext.
 //!
-//! A uprobe is set on the library's file, so it fires in every process that
-//! maps the file: a SIP server started or restarted after sipflow is covered
-//! as it starts. The probes go when the agent exits; a restart loses the
-//! plaintext of the moments between, while the XDP and TC programs, pinned,
-//! go on tracking the flows themselves.
+//! A uprobe attached to one process sets its breakpoint in that process's
+//! memory only: an HTTPS server or a database client on the same host runs
+//! its SSL calls untouched. The links are pinned; with --keep-attached they
+//! read on while the agent restarts, and the next agent replaces them.
 
 use std::{
+    collections::BTreeMap,
+    num::NonZeroU32,
     path::{Path, PathBuf},
     process::Command,
 };
 
 use aya::{
     Ebpf,
-    programs::{ProgramError, RawTracePoint, UProbe, uprobe::UProbeScope},
+    maps::{HashMap, MapData},
+    programs::{ProgramError, RawTracePoint, UProbe, links::FdLink, uprobe::UProbeScope},
 };
 use monitor_common::tls::{
-    FOLLOW_TLS, SOCKET_TRACEPOINTS, SSL_FUNCTIONS, SSL_RETURN_PROGRAM, SockOffsets, TLS_FOLLOW_PROGRAMS,
+    FOLLOW_TLS, MAX_TLS_PROCESSES, SOCKET_TRACEPOINTS, SSL_FUNCTIONS, SSL_RETURN_PROGRAM, SockOffsets,
+    TLS_FOLLOW_PROGRAMS, TLS_PROCESSES,
 };
 use tracing::{info, warn};
 
@@ -28,6 +33,7 @@ use crate::{
         attach::install_followers,
         btf::{self, Btf},
         error::{KernelError, at, error_chain},
+        sip_servers::SipServer,
     },
 };
 
@@ -104,44 +110,211 @@ fn from_ld_cache(listed: &str, wide: bool) -> Option<PathBuf> {
     })
 }
 
-/// Loads the plaintext programs into this interface's instance and attaches
-/// them. Each interface's programs look up its own flow map.
-pub fn attach(ebpf: &mut Ebpf, plan: &TlsPlan) -> Result<(), KernelError> {
+/// The TLS readers of one interface's instance: the socket tracepoints,
+/// attached for the host (their programs leave at once in processes that are
+/// no SIP server), and the uprobes, attached to each SIP server process
+/// ([`sip_servers`]) and followed as they come and go. Every link is pinned
+/// under `<pins>/tls/`, so that with --keep-attached the next agent reads on
+/// without a gap; it attaches its own before it removes these.
+pub struct TlsProbes {
+    libraries: Vec<PathBuf>,
+    /// The SSL functions each library has (the `_ex` forms may be missing).
+    functions: Vec<Vec<&'static str>>,
+    /// `<pins>/tls/<agent pid>`: this agent's uprobe links.
+    dir: PathBuf,
+    /// Earlier agents' uprobe link directories, removed once this one's probes are set.
+    stale: Vec<PathBuf>,
+    processes: HashMap<MapData, u32, u8>,
+    probed: BTreeMap<u32, Probed>,
+    /// Warned once that [`MAX_TLS_PROCESSES`] were probed and more were not.
+    full_warned: bool,
+}
+
+/// A process whose SSL calls are read, and the pins of its probes' links.
+struct Probed {
+    started: u64,
+    pins: Vec<PathBuf>,
+}
+
+/// Loads the plaintext programs into this interface's instance, attaches the
+/// socket tracepoints and checks that each library can be probed. Each
+/// interface's programs look up its own flow map.
+pub fn attach(ebpf: &mut Ebpf, plan: &TlsPlan, pins: &Path) -> Result<TlsProbes, KernelError> {
     install_followers(ebpf, TLS_FOLLOW_PROGRAMS, FOLLOW_TLS)?;
-    for (tracepoint, name) in SOCKET_TRACEPOINTS {
-        let program: &mut RawTracePoint = program(ebpf, name)?;
-        program.load().map_err(KernelError::verifier(name))?;
-        program.attach(tracepoint).map_err(at(format!("the tracepoint {tracepoint}")))?;
-    }
     for (_, name) in SSL_FUNCTIONS {
         let program: &mut UProbe = program(ebpf, name)?;
         program.load().map_err(KernelError::verifier(name))?;
     }
     let ret: &mut UProbe = program(ebpf, SSL_RETURN_PROGRAM)?;
     ret.load().map_err(KernelError::verifier(SSL_RETURN_PROGRAM))?;
+    let mut functions = Vec::new();
     for library in &plan.libraries {
-        let probed = probe_library(ebpf, library)?;
-        info!(library = %library.display(), functions = %probed.join(" "), "reading SIP inside TLS");
+        functions.push(probe_check(ebpf, library)?);
     }
-    Ok(())
+    let root = pins.join(TLS_PIN_DIR);
+    let dir = root.join(std::process::id().to_string());
+    std::fs::create_dir_all(&dir).map_err(at(format!("making {}", dir.display())))?;
+    let stale = std::fs::read_dir(&root)
+        .map(|entries| entries.flatten().map(|e| e.path()).filter(|p| *p != dir).collect())
+        .unwrap_or_default();
+    for (tracepoint, name) in SOCKET_TRACEPOINTS {
+        let program: &mut RawTracePoint = program(ebpf, name)?;
+        program.load().map_err(KernelError::verifier(name))?;
+        let id = program.attach(tracepoint).map_err(at(format!("the tracepoint {tracepoint}")))?;
+        let link = FdLink::from(program.take_link(id).map_err(at(name))?);
+        // The new link runs before the old one's pin goes: no socket call is missed between.
+        let path = pins.join(format!("{tracepoint}_link"));
+        let _ = std::fs::remove_file(&path);
+        link.pin(&path).map(drop).map_err(at(format!("pinning the {tracepoint} link at {}", path.display())))?;
+    }
+    let map = ebpf.take_map(TLS_PROCESSES).ok_or_else(|| KernelError::missing_map(TLS_PROCESSES))?;
+    let processes = HashMap::try_from(map).map_err(at(TLS_PROCESSES))?;
+    Ok(TlsProbes {
+        libraries: plan.libraries.clone(),
+        functions,
+        dir,
+        stale,
+        processes,
+        probed: BTreeMap::new(),
+        full_warned: false,
+    })
 }
 
-/// Sets the entry and return probes on each SSL function the library has.
-fn probe_library(ebpf: &mut Ebpf, library: &Path) -> Result<Vec<&'static str>, KernelError> {
-    let mut probed = Vec::new();
+/// `<pins>/tls`: the uprobe links, a directory per agent that set them.
+const TLS_PIN_DIR: &str = "tls";
+
+impl TlsProbes {
+    /// Probes the SIP servers not probed yet and lets go of those gone. The
+    /// processes' tgids go into `TLS_PROCESSES` before their probes are set:
+    /// a call whose entry fires finds its socket hooks already on.
+    pub fn follow(&mut self, ebpf: &mut Ebpf, iface: &str, servers: &BTreeMap<u32, SipServer>) {
+        let gone: Vec<u32> = self
+            .probed
+            .iter()
+            .filter(|(pid, probed)| servers.get(pid).is_none_or(|s| s.started != probed.started))
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in gone {
+            if let Some(probed) = self.probed.remove(&pid) {
+                probed.pins.iter().for_each(|pin| drop(std::fs::remove_file(pin)));
+            }
+            let _ = self.processes.remove(&pid);
+            info!(iface, pid, "no longer reading SIP inside TLS in this process: it holds no SIPS socket now");
+        }
+        let new: Vec<&SipServer> = servers.values().filter(|s| !self.probed.contains_key(&s.pid)).collect();
+        for server in new {
+            if self.probed.len() >= MAX_TLS_PROCESSES as usize {
+                if !std::mem::replace(&mut self.full_warned, true) {
+                    warn!(iface, limit = MAX_TLS_PROCESSES, pid = server.pid, command = %server.command,
+                        "more SIP server processes than TLS is read in; this one's plaintext is not read");
+                }
+                continue;
+            }
+            if let Err(e) = self.processes.insert(server.pid, 1, 0) {
+                warn!(iface, pid = server.pid, error = %e, "cannot note a SIP server process; its TLS is not read");
+                continue;
+            }
+            match self.probe_process(ebpf, server) {
+                Ok(pins) => {
+                    info!(iface, pid = server.pid, command = %server.command, "reading SIP inside TLS in this process");
+                    self.probed.insert(server.pid, Probed { started: server.started, pins });
+                }
+                Err(e) => {
+                    // Most often it exited meanwhile; it is looked for again at the next scan.
+                    let _ = self.processes.remove(&server.pid);
+                    warn!(iface, pid = server.pid, command = %server.command, error = %error_chain(&e),
+                        "cannot probe a SIP server process's TLS library; its plaintext is not read");
+                }
+            }
+        }
+        // An earlier agent's probes, and processes it noted that are no SIP servers now.
+        if !self.stale.is_empty() {
+            for dir in std::mem::take(&mut self.stale) {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            let noted: Vec<u32> = self.processes.keys().flatten().collect();
+            for pid in noted.into_iter().filter(|pid| !self.probed.contains_key(pid)) {
+                let _ = self.processes.remove(&pid);
+            }
+        }
+    }
+
+    /// Processes whose SSL calls are read.
+    pub fn processes(&self) -> usize {
+        self.probed.len()
+    }
+
+    /// Sets the entry and return probes on each SSL function, in this process only.
+    fn probe_process(&self, ebpf: &mut Ebpf, server: &SipServer) -> Result<Vec<PathBuf>, KernelError> {
+        let Some(pid) = NonZeroU32::new(server.pid) else {
+            return Ok(Vec::new());
+        };
+        let scope = UProbeScope::OneProcess(pid);
+        let mut pins = Vec::new();
+        let result = (|| {
+            for (library, functions) in self.libraries.iter().zip(&self.functions) {
+                for function in functions {
+                    for (name, kind) in [(entry_program(function), "entry"), (SSL_RETURN_PROGRAM, "return")] {
+                        let probe: &mut UProbe = program(ebpf, name)?;
+                        let id = probe.attach(*function, library, scope).map_err(at(format!(
+                            "{}: {function} ({kind}) in pid {}",
+                            library.display(),
+                            server.pid
+                        )))?;
+                        let link = FdLink::try_from(probe.take_link(id).map_err(at(name))?).map_err(at(name))?;
+                        let path = self.dir.join(format!("{}-{}-{function}-{kind}", server.pid, server.started));
+                        link.pin(&path).map(drop).map_err(at(format!("pinning {}", path.display())))?;
+                        pins.push(path);
+                    }
+                }
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => Ok(pins),
+            Err(e) => {
+                pins.iter().for_each(|pin| drop(std::fs::remove_file(pin)));
+                Err(e)
+            }
+        }
+    }
+
+    /// Detaches the uprobes and tracepoints by removing their pins, unless
+    /// they are to stay (--keep-attached) or a newer agent has taken them over.
+    pub fn detach(self, ebpf: &Ebpf, pins: &Path, keep: bool) {
+        if keep {
+            return;
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+        for (tracepoint, name) in SOCKET_TRACEPOINTS {
+            let path = pins.join(format!("{tracepoint}_link"));
+            let ours = ebpf.program(name).and_then(|p| p.info().ok()).map(|info| info.id());
+            if crate::kernel::pins::link_program_id(&path).ok() == ours {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+}
+
+fn entry_program(function: &str) -> &'static str {
+    SSL_FUNCTIONS.iter().find(|(f, _)| *f == function).map(|(_, program)| *program).unwrap_or(SSL_FUNCTIONS[0].1)
+}
+
+/// Which SSL functions the library has: probed once in this process (which
+/// makes no SSL call), and let go at once. A library without SSL_read or
+/// SSL_write cannot be read.
+fn probe_check(ebpf: &mut Ebpf, library: &Path) -> Result<Vec<&'static str>, KernelError> {
+    let mut found = Vec::new();
     for (function, name) in SSL_FUNCTIONS {
         let entry: &mut UProbe = program(ebpf, name)?;
-        match entry.attach(function, library, UProbeScope::AllProcesses) {
-            Ok(_) => {}
+        match entry.attach(function, library, UProbeScope::CallingProcess) {
+            Ok(id) => entry.detach(id).map_err(at(format!("{}: {function}", library.display())))?,
             Err(e) if !REQUIRED.contains(&function) && missing_symbol(&e) => continue,
             Err(e) => return Err(at(format!("{}: {function}", library.display()))(e)),
         }
-        let ret: &mut UProbe = program(ebpf, SSL_RETURN_PROGRAM)?;
-        ret.attach(function, library, UProbeScope::AllProcesses)
-            .map_err(at(format!("{}: the return of {function}", library.display())))?;
-        probed.push(function);
+        found.push(function);
     }
-    Ok(probed)
+    Ok(found)
 }
 
 fn missing_symbol(e: &ProgramError) -> bool {

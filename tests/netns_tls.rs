@@ -211,3 +211,101 @@ fn tls_flows(server: &str) -> Vec<serde_json::Value> {
     let flows: Vec<serde_json::Value> = serde_json::from_str(&body).expect("JSON");
     flows.into_iter().filter(|f| f["transport"] == "tls").collect()
 }
+
+/// With --keep-attached the TLS probes stay pinned while the agent restarts,
+/// and the new agent sets its own before it lets go of them: every ping a UA
+/// sends inside TLS, before, while no agent runs and after, is read, and its
+/// binding stays.
+#[test]
+fn a_restart_under_tls_load_loses_no_ping_and_no_binding() {
+    sipflow_tests::root_or_skip!();
+    let mut lab = Lab::new("tlsR");
+    let dir = ScratchDir::new("sipflow-netns-tls-restart");
+    let args = ["--keep-attached", "--grace", "1s"];
+    lab.start_agent(SERVER_IF, &args);
+    let registrar = tls_registrar(&lab, &dir);
+    await_tls_processes(&lab.server, 1);
+
+    let stream = Lab::in_namespace(&lab.client, || TcpStream::connect_timeout(&registrar.addr, Duration::from_secs(3)))
+        .expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut tls = tls_connect(stream);
+    let local = tls.get_ref().local_addr().unwrap();
+    tls.write_all(&outbound_register("alice", "TLS", local, "alice", "alice-reg")).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = tls.read(&mut buf).expect("the 200");
+    assert!(buf[..n].starts_with(b"SIP/2.0 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+    thread::sleep(Duration::from_millis(300));
+    let calls_read = |server: &str| {
+        let (_, metrics) = http_get(server, "http://127.0.0.1:9560/metrics").expect("scrape");
+        metric(&metrics, "sipflow_tls_calls_total", &[("result", "read")]).unwrap_or(0.0)
+    };
+    // The REGISTER and its 200.
+    let before = calls_read(&lab.server);
+    assert_eq!(before, 2.0);
+    let (stop_pinging, stopped) = mpsc::channel::<()>();
+    let pinger = thread::spawn(move || {
+        let mut sent = 0u32;
+        while stopped.try_recv().is_err() {
+            tls.write_all(b"\r\n\r\n").expect("ping");
+            let mut pong = [0u8; 2];
+            tls.read_exact(&mut pong).expect("pong");
+            sent += 1;
+            thread::sleep(Duration::from_millis(50));
+        }
+        // The connection stays open: its close would fail the flow tcp_fin.
+        (sent, tls)
+    });
+
+    thread::sleep(Duration::from_secs(1));
+    let agent = &mut lab.spawned()[0];
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    assert!(agent.wait().expect("wait for sipflow").success(), "sipflow exits 0 on SIGTERM");
+    let tls_pins = std::path::Path::new(lab.pin_dir()).join(SERVER_IF);
+    let pinned = walk(&tls_pins).into_iter().filter(|p| p.contains("SSL_read")).count();
+    assert!(pinned >= 2, "the probes' links stay pinned: {:?}", walk(&tls_pins));
+    // Pings while no agent runs.
+    thread::sleep(Duration::from_secs(1));
+    lab.start_agent(SERVER_IF, &args);
+    await_tls_processes(&lab.server, 1);
+    thread::sleep(Duration::from_secs(1));
+    stop_pinging.send(()).unwrap();
+    let (sent, _open) = pinger.join().expect("the pinger");
+    thread::sleep(Duration::from_millis(300));
+
+    // The server's SSL_read of each ping and SSL_write of each pong.
+    let read = calls_read(&lab.server) - before;
+    assert_eq!(read, f64::from(2 * sent), "every ping and pong read, across the restart ({sent} pings)");
+    let flow = tls_flow(&lab.server).expect("the TLS flow");
+    assert_eq!(flow["aor"], "sip:alice@example.com", "the binding stays: {flow}");
+    assert_eq!(flow["state"], "alive", "{flow}");
+    // Only the new agent's probes are left.
+    let old_dirs = walk(&tls_pins).into_iter().filter(|p| p.contains("SSL_read_ex-entry")).count();
+    assert_eq!(old_dirs, 1, "one set of probes: {:?}", walk(&tls_pins));
+
+    let agent = &mut lab.spawned()[1];
+    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    let _ = agent.wait();
+    let pin_dir = lab.pin_dir().to_string();
+    let detached = std::process::Command::new("nsenter")
+        .arg(format!("--net=/var/run/netns/{}", lab.server))
+        .args([&sipflow_bin(), "detach", "-i", SERVER_IF, "--pin-dir", &pin_dir])
+        .output()
+        .expect("sipflow detach");
+    assert!(detached.status.success(), "{}", String::from_utf8_lossy(&detached.stderr));
+}
+
+/// Every path under `dir`, as text.
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            found.push(entry.path().display().to_string());
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                found.extend(walk(&entry.path()));
+            }
+        }
+    }
+    found
+}

@@ -476,7 +476,10 @@ impl Attached {
     /// The maps stay pinned either way: `sipflow detach` removes those.
     pub fn detach(mut self, keep: bool) {
         if let Some(tls) = self.tls.take() {
-            tls.detach(&self.ebpf, &self.pins.dir, keep);
+            // A newer agent that took the XDP link over took the TLS probes over too.
+            let ours = self.ebpf.program(XDP_PROGRAM).and_then(|p| p.info().ok()).map(|info| info.id());
+            let taken_over = pins::link_program_id(&self.pins.link(XDP_LINK)).ok() != ours;
+            tls.detach(&self.ebpf, &self.pins.dir, keep || taken_over);
         }
         if keep {
             info!(iface = self.iface, pins = %self.pins.dir.display(), "the programs stay attached and counting (--keep-attached)");

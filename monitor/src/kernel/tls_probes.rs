@@ -10,7 +10,7 @@
 //! read on while the agent restarts, and the next agent replaces them.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     num::NonZeroU32,
     path::{Path, PathBuf},
     process::Command,
@@ -113,17 +113,21 @@ fn from_ld_cache(listed: &str, wide: bool) -> Option<PathBuf> {
 /// The TLS readers of one interface's instance: the socket tracepoints,
 /// attached for the host (their programs leave at once in processes that are
 /// no SIP server), and the uprobes, attached to each SIP server process
-/// ([`sip_servers`]) and followed as they come and go. Every link is pinned
-/// under `<pins>/tls/`, so that with --keep-attached the next agent reads on
-/// without a gap; it attaches its own before it removes these.
+/// ([`crate::kernel::sip_servers`]) and followed as they come and go. Every
+/// link is pinned under `<pins>/tls/`, so that with --keep-attached the next
+/// agent reads on without a gap. It takes the uprobes of a process over as
+/// they are: a return probe is armed when its call begins, so replacing them
+/// would lose the return of a call under way, such as an SSL_read waiting
+/// for the next ping.
 pub struct TlsProbes {
     libraries: Vec<PathBuf>,
     /// The SSL functions each library has (the `_ex` forms may be missing).
     functions: Vec<Vec<&'static str>>,
-    /// `<pins>/tls/<agent pid>`: this agent's uprobe links.
+    /// `<pins>/tls`: the uprobe links, `<pid>-<start time>-<library>-<function>-<entry|return>`.
     dir: PathBuf,
-    /// Earlier agents' uprobe link directories, removed once this one's probes are set.
-    stale: Vec<PathBuf>,
+    /// Links an earlier agent pinned, not yet taken over or let go: once the
+    /// SIP servers have been looked for, those left are let go.
+    inherited: Option<BTreeSet<PathBuf>>,
     processes: HashMap<MapData, u32, u8>,
     probed: BTreeMap<u32, Probed>,
     /// Warned once that [`MAX_TLS_PROCESSES`] were probed and more were not.
@@ -151,12 +155,10 @@ pub fn attach(ebpf: &mut Ebpf, plan: &TlsPlan, pins: &Path) -> Result<TlsProbes,
     for library in &plan.libraries {
         functions.push(probe_check(ebpf, library)?);
     }
-    let root = pins.join(TLS_PIN_DIR);
-    let dir = root.join(std::process::id().to_string());
+    let dir = pins.join(TLS_PIN_DIR);
     std::fs::create_dir_all(&dir).map_err(at(format!("making {}", dir.display())))?;
-    let stale = std::fs::read_dir(&root)
-        .map(|entries| entries.flatten().map(|e| e.path()).filter(|p| *p != dir).collect())
-        .unwrap_or_default();
+    let inherited =
+        std::fs::read_dir(&dir).map(|entries| entries.flatten().map(|e| e.path()).collect()).unwrap_or_default();
     for (tracepoint, name) in SOCKET_TRACEPOINTS {
         let program: &mut RawTracePoint = program(ebpf, name)?;
         program.load().map_err(KernelError::verifier(name))?;
@@ -173,7 +175,7 @@ pub fn attach(ebpf: &mut Ebpf, plan: &TlsPlan, pins: &Path) -> Result<TlsProbes,
         libraries: plan.libraries.clone(),
         functions,
         dir,
-        stale,
+        inherited: Some(inherited),
         processes,
         probed: BTreeMap::new(),
         full_warned: false,
@@ -214,8 +216,20 @@ impl TlsProbes {
                 warn!(iface, pid = server.pid, error = %e, "cannot note a SIP server process; its TLS is not read");
                 continue;
             }
-            match self.probe_process(ebpf, server) {
-                Ok(pins) => {
+            let pins = self.pin_names(server);
+            if let Some(inherited) = self.inherited.as_mut()
+                && pins.iter().all(|pin| inherited.contains(pin))
+            {
+                for pin in &pins {
+                    inherited.remove(pin);
+                }
+                info!(iface, pid = server.pid, command = %server.command,
+                    "reading SIP inside TLS in this process (its probes taken over from the agent before)");
+                self.probed.insert(server.pid, Probed { started: server.started, pins });
+                continue;
+            }
+            match self.probe_process(ebpf, server, &pins) {
+                Ok(()) => {
                     info!(iface, pid = server.pid, command = %server.command, "reading SIP inside TLS in this process");
                     self.probed.insert(server.pid, Probed { started: server.started, pins });
                 }
@@ -227,11 +241,9 @@ impl TlsProbes {
                 }
             }
         }
-        // An earlier agent's probes, and processes it noted that are no SIP servers now.
-        if !self.stale.is_empty() {
-            for dir in std::mem::take(&mut self.stale) {
-                let _ = std::fs::remove_dir_all(&dir);
-            }
+        // An earlier agent's probes of processes that are no SIP servers now, and its notes of them.
+        if let Some(inherited) = self.inherited.take() {
+            inherited.iter().for_each(|pin| drop(std::fs::remove_file(pin)));
             let noted: Vec<u32> = self.processes.keys().flatten().collect();
             for pid in noted.into_iter().filter(|pid| !self.probed.contains_key(pid)) {
                 let _ = self.processes.remove(&pid);
@@ -244,13 +256,28 @@ impl TlsProbes {
         self.probed.len()
     }
 
-    /// Sets the entry and return probes on each SSL function, in this process only.
-    fn probe_process(&self, ebpf: &mut Ebpf, server: &SipServer) -> Result<Vec<PathBuf>, KernelError> {
+    /// Where the links of `server`'s probes are pinned, in the order they are set.
+    fn pin_names(&self, server: &SipServer) -> Vec<PathBuf> {
+        let mut pins = Vec::new();
+        for (library, functions) in self.functions.iter().enumerate() {
+            for function in functions {
+                for kind in ["entry", "return"] {
+                    let name = format!("{}-{}-{library}-{function}-{kind}", server.pid, server.started);
+                    pins.push(self.dir.join(name));
+                }
+            }
+        }
+        pins
+    }
+
+    /// Sets the entry and return probes on each SSL function, in this process
+    /// only, and pins their links at `pins` (from [`Self::pin_names`]).
+    fn probe_process(&self, ebpf: &mut Ebpf, server: &SipServer, pins: &[PathBuf]) -> Result<(), KernelError> {
         let Some(pid) = NonZeroU32::new(server.pid) else {
-            return Ok(Vec::new());
+            return Ok(());
         };
         let scope = UProbeScope::OneProcess(pid);
-        let mut pins = Vec::new();
+        let mut pin_paths = pins.iter();
         let result = (|| {
             for (library, functions) in self.libraries.iter().zip(&self.functions) {
                 for function in functions {
@@ -262,21 +289,21 @@ impl TlsProbes {
                             server.pid
                         )))?;
                         let link = FdLink::try_from(probe.take_link(id).map_err(at(name))?).map_err(at(name))?;
-                        let path = self.dir.join(format!("{}-{}-{function}-{kind}", server.pid, server.started));
-                        link.pin(&path).map(drop).map_err(at(format!("pinning {}", path.display())))?;
-                        pins.push(path);
+                        let Some(path) = pin_paths.next() else {
+                            continue;
+                        };
+                        // A pin left by an agent before, for a probe not all of whose links were there.
+                        let _ = std::fs::remove_file(path);
+                        link.pin(path).map(drop).map_err(at(format!("pinning {}", path.display())))?;
                     }
                 }
             }
             Ok(())
         })();
-        match result {
-            Ok(()) => Ok(pins),
-            Err(e) => {
-                pins.iter().for_each(|pin| drop(std::fs::remove_file(pin)));
-                Err(e)
-            }
+        if result.is_err() {
+            pins.iter().for_each(|pin| drop(std::fs::remove_file(pin)));
         }
+        result
     }
 
     /// Detaches the uprobes and tracepoints by removing their pins, unless
@@ -285,7 +312,9 @@ impl TlsProbes {
         if keep {
             return;
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        for probed in self.probed.values() {
+            probed.pins.iter().for_each(|pin| drop(std::fs::remove_file(pin)));
+        }
         for (tracepoint, name) in SOCKET_TRACEPOINTS {
             let path = pins.join(format!("{tracepoint}_link"));
             let ours = ebpf.program(name).and_then(|p| p.info().ok()).map(|info| info.id());

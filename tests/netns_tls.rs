@@ -309,3 +309,120 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
     }
     found
 }
+
+/// A SIP server that forks its workers (as Kamailio does; here Debian's
+/// Python, its ssl module on the host's libssl): the main process and both
+/// workers are read, and the REGISTER and pings a worker decrypts are read
+/// into the flow. An ordinary TLS program on the same host, on no SIP port
+/// (a TLS echo server and its client), is not a SIP server: its SSL calls are
+/// never probed, so it pays nothing.
+#[test]
+fn a_forking_sip_server_is_read_and_another_tls_program_is_not() {
+    sipflow_tests::root_or_skip!();
+    let mut lab = Lab::new("tlsF");
+    let dir = ScratchDir::new("sipflow-netns-tls-fork");
+    let (cert, key) = self_signed(dir.path());
+    lab.start_agent(SERVER_IF, &["--grace", "1s"]);
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let server = lab.server.clone();
+    lab.spawn_in_network(&server, "/usr/bin/python3", &["-c", PREFORK_SERVER, &cert, &key, SERVER_V4]);
+    // The other TLS program: a server on port 44330 and a client talking to it, in one process.
+    lab.spawn_in_network(&server, "/usr/bin/python3", &["-c", OTHER_TLS_PROGRAM, &cert, &key]);
+    await_tls_processes(&lab.server, 3);
+    let proxy = format!("{SERVER_V4}:5061").parse().unwrap();
+    let _ua = OutboundUa::register(&lab.client, proxy, "alice", Transport::Tls, Duration::from_millis(500));
+    thread::sleep(Duration::from_millis(2500));
+
+    let flow = tls_flow(&lab.server).expect("the TLS flow in /flows");
+    assert_eq!(flow["aor"], "sip:alice@example.com", "the REGISTER a worker read: {flow}");
+    assert_eq!(flow["kept_alive"], true, "pings a worker read: {flow}");
+    assert_eq!(flow["state"], "alive", "{flow}");
+    let (_, metrics) = http_get(&lab.server, "http://127.0.0.1:9560/metrics").expect("scrape");
+    assert_eq!(
+        metric(&metrics, "sipflow_tls_processes", &[]),
+        Some(3.0),
+        "the server and its two workers, and not the other TLS program\n{metrics}"
+    );
+}
+
+/// A TLS registrar on 5061 (argv: certificate, key, address) that forks two
+/// workers, each accepting connections and answering REGISTERs with a 200
+/// (Require: outbound, Flow-Timer: 3) and pings with pongs.
+const PREFORK_SERVER: &str = r#"
+import ctypes, os, signal, socket, ssl, sys
+cert, key, address = sys.argv[1], sys.argv[2], sys.argv[3]
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(cert, key)
+listener = socket.socket()
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listener.bind((address, 5061))
+listener.listen(16)
+
+def answer(head):
+    lines = head.decode().split("\r\n")
+    echo = [l for l in lines[1:] if l.split(":")[0].strip().lower() in ("via", "from", "to", "call-id", "cseq", "contact")]
+    return ("SIP/2.0 200 OK\r\n" + "\r\n".join(echo) + "\r\nRequire: outbound\r\nFlow-Timer: 3\r\nContent-Length: 0\r\n\r\n").encode()
+
+def serve(connection):
+    tls = context.wrap_socket(connection, server_side=True)
+    data = b""
+    while True:
+        more = tls.recv(4096)
+        if not more:
+            return
+        data += more
+        while True:
+            if data.startswith(b"\r\n\r\n"):
+                tls.sendall(b"\r\n")
+                data = data[4:]
+                continue
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                break
+            head, data = data[:end + 4], data[end + 4:]
+            tls.sendall(answer(head))
+
+for _ in range(2):
+    if os.fork() == 0:
+        # A worker goes with its server (the lab stops the server).
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)
+        while True:
+            connection, _ = listener.accept()
+            try:
+                serve(connection)
+            except Exception:
+                pass
+os.wait()
+"#;
+
+/// 32-byte TLS round trips over loopback on port 44330, server and client in
+/// one process (argv: certificate, key): a TLS program that is no SIP server.
+const OTHER_TLS_PROGRAM: &str = r#"
+import socket, ssl, sys, threading, time
+cert, key = sys.argv[1], sys.argv[2]
+server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+server_context.load_cert_chain(cert, key)
+listener = socket.socket()
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listener.bind(("127.0.0.1", 44330))
+listener.listen(1)
+
+def echo():
+    connection, _ = listener.accept()
+    tls = server_context.wrap_socket(connection, server_side=True)
+    while True:
+        data = tls.recv(32)
+        if not data:
+            return
+        tls.sendall(data)
+
+threading.Thread(target=echo, daemon=True).start()
+client_context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+client_context.check_hostname = False
+client_context.verify_mode = ssl.CERT_NONE
+tls = client_context.wrap_socket(socket.create_connection(("127.0.0.1", 44330)))
+while True:
+    tls.sendall(b"x" * 32)
+    tls.recv(32)
+    time.sleep(0.01)
+"#;

@@ -51,6 +51,11 @@ pub struct CheckArgs {
     /// XDP mode to try, as `sipflow run --xdp-mode`.
     #[arg(long, value_enum, default_value_t = XdpModeArg::Auto)]
     pub xdp_mode: XdpModeArg,
+
+    /// SIPS ports, as `sipflow run --sips-port` (default 5061): the processes
+    /// holding a socket on one are those whose TLS `sipflow run` reads.
+    #[arg(long = "sips-port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub sips_ports: Vec<u16>,
 }
 
 #[derive(Args, Debug, Clone)]

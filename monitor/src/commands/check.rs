@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use aya::{EbpfLoader, programs::Xdp};
 use monitor_common::maps::PASS_PROGRAM;
 
+use monitor_common::ports::DEFAULT_SIPS_PORT;
+
 use crate::{
     cli::CheckArgs,
     cli::XdpModeArg,
@@ -14,7 +16,9 @@ use crate::{
         attach,
         btf::{self, Btf},
         object::EBPF_OBJECT,
-        pins, tls_probes, xdp_hook,
+        pins,
+        sip_servers::SipServerFinder,
+        tls_probes, xdp_hook,
     },
     privileges,
 };
@@ -56,6 +60,8 @@ pub fn check(args: &CheckArgs) -> Result<(), Failure> {
     report("kernel", kernel_check());
     report("BTF", btf_check());
     report("SIP inside TLS", tls_check());
+    let sips_ports = if args.sips_ports.is_empty() { vec![DEFAULT_SIPS_PORT] } else { args.sips_ports.clone() };
+    report("TLS read in", sip_servers_check(&sips_ports));
     let bpffs = bpffs_check();
     let bpffs_ok = bpffs.is_ok();
     report("BPF filesystem", bpffs);
@@ -140,6 +146,26 @@ fn tls_check() -> Outcome {
         (_, Err(e), _) => format!("{e}: TLS flows are tracked at the TCP level"),
         (_, _, false) => "the socket tracepoints need Linux 6.4: TLS flows are tracked at the TCP level".into(),
     })
+}
+
+/// The processes `sipflow run` would read TLS in, here and now (see
+/// `sip_servers`); every other TLS program on the host is left alone.
+fn sip_servers_check(ports: &[u16]) -> Outcome {
+    let mut finder = SipServerFinder::new(ports);
+    let servers = finder.scan();
+    let ports = ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", ");
+    if servers.is_empty() {
+        return Ok(format!(
+            "no process holds a socket on port {ports} in this network namespace now; a SIP server started \
+             later is found within a second"
+        ));
+    }
+    let listed: Vec<String> = servers.values().map(|s| format!("{} ({})", s.command, s.pid)).collect();
+    Ok(format!(
+        "{} (holding a socket on port {ports}, or forked by the main process of one that does); no other \
+         process is probed",
+        listed.join(", ")
+    ))
 }
 
 fn bpffs_check() -> Outcome {

@@ -1,5 +1,7 @@
 //! SIP inside TLS, read where the host's TLS library holds it in clear: the
-//! buffer of each SSL_read and SSL_write (uprobes on libssl), handed to the
+//! buffer of each SSL_read and SSL_write (uprobes on libssl, attached to the
+//! SIP server's processes only; the socket tracepoints, which fire in every
+//! process, leave at once in the others: `TLS_PROCESSES`), handed to the
 //! same classifier and walker as a TCP segment's payload, and recorded on the
 //! flow the XDP and TC programs keep for the connection.
 //!

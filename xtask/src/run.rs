@@ -55,7 +55,7 @@ fn bench_smoke() -> Result<()> {
         ("sipflow-bench-storm", &["2000"]),
         ("sipflow-bench-verdicts", &["20"]),
         ("sipflow-bench-bindings", &["2000"]),
-        ("sipflow-bench-tls", &["1", "200"]),
+        ("sipflow-bench-tls", &["1", "200", "1"]),
     ] {
         let mut command = vec!["run", "--quiet", "-p", "sipflow-tests", "--bin", bin, "--"];
         command.extend_from_slice(args);

@@ -24,7 +24,8 @@
 //!
 //! Usage: sipflow-bench-tls [SECONDS] [RATE] [ROUNDS]. The processes it
 //! starts are itself again, with a hidden first argument (`--sip-server`,
-//! `--sip-client`, `--other-tls`).
+//! `--sip-client`, `--other-tls`), each under a name of its own (hard links
+//! in its scratch directory): to the agent, three programs.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -32,7 +33,7 @@ use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
     os::fd::OwnedFd,
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, ChildStdout, Command, Stdio},
     thread,
     time::{Duration, Instant},
@@ -79,7 +80,16 @@ fn main() {
     let (cert, key) = sipflow_tests::tls::self_signed(dir.path());
     let exchanges = seconds * rate;
     let round_trips = seconds * OTHER_PER_SECOND;
-    let setup = Setup { exchanges, rate, round_trips, cert: &cert, key: &key };
+    let setup = Setup {
+        exchanges,
+        rate,
+        round_trips,
+        cert: &cert,
+        key: &key,
+        sip_server: program_link(dir.path(), "sip-server"),
+        sip_client: program_link(dir.path(), "sip-client"),
+        other: program_link(dir.path(), "other-tls"),
+    };
     let mut runs: Vec<(Mode, Run)> = Vec::new();
     let mut programs: BTreeMap<String, ProgramTotals> = BTreeMap::new();
     let mut foreign = 0;
@@ -118,6 +128,7 @@ fn main() {
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
     let percent = |a: f64, b: f64| (ratio(a, b) - 1.0) * 100.0;
 
+    let agent = sipflow_tests::netns::sipflow_bin();
     let mut md = String::new();
     let _ = writeln!(md, "# SIP inside TLS: what it costs the SIP server, and a TLS program that is not SIP\n");
     let _ = writeln!(
@@ -126,7 +137,8 @@ fn main() {
          process on port {SIPS_PORT}, its client another); right after, with the same agent running, a non-SIP TLS \
          program (its own process: a client and a server thread on 127.0.0.1:{OTHER_PORT}, a network namespace of \
          its own, both threads on one CPU) does {round_trips} round trips of {OTHER_BYTES} bytes as fast as it \
-         can. CPU is the process's (user + system, all its threads). Means of {rounds} round(s), the modes alternating.\n"
+         can. CPU is the process's (user + system, all its threads). Means of {rounds} round(s), the modes \
+         alternating. The agent: {agent}.\n"
     );
     let _ = writeln!(
         md,
@@ -180,9 +192,9 @@ fn main() {
     );
     let _ = writeln!(
         md,
-        "Runs in the SIP phase are the server's and its client's (both call SSL_read_ex and SSL_write_ex); \
-         the non-SIP phase's are per round trip, its {OTHER_WARM_UP} of warm-up included; \
-         the socket tracepoints fire for every socket call on the host. Programs reached by tail call \
+        "The SIP phase's runs are the server's, and its client's where the agent probes every process \
+         (both call SSL_read_ex and SSL_write_ex); the non-SIP phase's are per round trip, its {OTHER_WARM_UP} \
+         of warm-up included. The socket tracepoints fire for every socket call on the host. Programs reached by tail call \
          (sipflow_tls_*) count no runs of their own: their time is in their caller's. The run time is the \
          programs' only: a uprobe's trap (breakpoint, single-step) comes on top.\n"
     );
@@ -210,7 +222,7 @@ fn main() {
     let _ = writeln!(
         md,
         "\nCPU added by reading TLS (vs --no-tls-plaintext): {sip_extra_us:.1} us per SIP exchange in the server alone \
-         (BPF run time in server and client: {:.1} us); {other_extra_us:.1} us per non-SIP round trip (BPF run time: {:.1} us).",
+         (BPF run time in the SIP phase: {:.1} us); {other_extra_us:.1} us per non-SIP round trip (BPF run time: {:.1} us).",
         total.sip_ns as f64 / all_exchanges / 1e3,
         total.other_ns as f64 / all_round_trips / 1e3
     );
@@ -223,6 +235,7 @@ fn main() {
         "exchanges": exchanges,
         "rate": rate,
         "rounds": rounds,
+        "agent": agent,
         "server_cpu_s_without_sipflow": cpu[0],
         "server_cpu_s_no_plaintext": cpu[1],
         "server_cpu_s_plaintext": cpu[2],
@@ -286,6 +299,10 @@ impl Mode {
 struct Setup<'a> {
     exchanges: u64,
     rate: u64,
+    /// This program under other names (see [`program_link`]).
+    sip_server: PathBuf,
+    sip_client: PathBuf,
+    other: PathBuf,
     round_trips: u64,
     cert: &'a Path,
     key: &'a Path,
@@ -355,20 +372,25 @@ fn run_mode(mode: Mode, setup: &Setup) -> Run {
     let (cert, key) = (setup.cert.to_str().expect("UTF-8 path"), setup.key.to_str().expect("UTF-8 path"));
     let exchanges = setup.exchanges.to_string();
     let rate = setup.rate.to_string();
-    let mut server =
-        Kid::spawn(&mut in_network(&lab.server, &["--sip-server", cert, key, &exchanges]), "the SIP server");
+    let mut server = Kid::spawn(
+        &mut in_network(&lab.server, &setup.sip_server, &["--sip-server", cert, key, &exchanges]),
+        "the SIP server",
+    );
     server.line();
     if mode == Mode::Plaintext {
         await_tls_process(&lab.server);
     }
-    let client = Kid::spawn(&mut in_network(&lab.client, &["--sip-client", &exchanges, &rate]), "the SIP client");
+    let client = Kid::spawn(
+        &mut in_network(&lab.client, &setup.sip_client, &["--sip-client", &exchanges, &rate]),
+        "the SIP client",
+    );
     let sip_wall_s = number(&client.report(), "wall_s");
     let server_cpu_s = number(&server.report(), "cpu_s");
     let after_sip = tls_program_stats(&mine());
     foreign = foreign.max(foreign_tls_programs(&mine()));
 
     let other = Kid::spawn(
-        Command::new(current_exe()).args(["--other-tls", cert, key, &setup.round_trips.to_string()]),
+        Command::new(&setup.other).args(["--other-tls", cert, key, &setup.round_trips.to_string()]),
         "the non-SIP TLS program",
     );
     let other = other.report();
@@ -405,14 +427,26 @@ fn run_mode(mode: Mode, setup: &Setup) -> Run {
     }
 }
 
-fn current_exe() -> std::path::PathBuf {
-    std::env::current_exe().expect("current exe")
+/// This program under another name in `dir` (a hard link, else a copy),
+/// for one of the processes it starts. The agent reads TLS in the processes
+/// on a SIPS port and in the rest of their program's family (the processes of
+/// the same executable descended from its eldest such ancestor, as a SIP
+/// server's forked workers are): started as this very file, the client and
+/// the non-SIP program would be the server's family, since the bench is.
+fn program_link(dir: &Path, name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let link = dir.join(name);
+    let _ = std::fs::remove_file(&link);
+    if std::fs::hard_link(&exe, &link).is_err() {
+        std::fs::copy(&exe, &link).unwrap_or_else(|e| panic!("copy {} to {}: {e}", exe.display(), link.display()));
+    }
+    link
 }
 
-/// This program again, in `namespace`'s network (nsenter execs it: the pid is its own).
-fn in_network(namespace: &str, args: &[&str]) -> Command {
+/// `program args` in `namespace`'s network (nsenter execs it: the pid is its own).
+fn in_network(namespace: &str, program: &Path, args: &[&str]) -> Command {
     let mut command = Command::new("nsenter");
-    command.arg(format!("--net=/var/run/netns/{namespace}")).arg(current_exe()).args(args);
+    command.arg(format!("--net=/var/run/netns/{namespace}")).arg(program).args(args);
     command
 }
 
@@ -541,7 +575,10 @@ fn wait_for_foreign_tls_programs() {
     let mut said = false;
     while foreign_tls_programs(&HashSet::new()) > 0 && Instant::now() < deadline {
         if !said {
-            eprintln!("another sipflow's TLS probes are loaded: waiting up to {FOREIGN_WAIT:?} for them to go");
+            eprintln!(
+                "TLS-path programs of another sipflow (or of the last lab's agent, going) are loaded: \
+                 waiting up to {FOREIGN_WAIT:?} for them to go"
+            );
             said = true;
         }
         thread::sleep(Duration::from_millis(500));

@@ -24,11 +24,21 @@ pub struct SockOffsets {
     pub known: u32,
 }
 
-/// Processes whose SSL calls can be read at once (`TLS_PROCESSES`): a SIP
-/// server and the workers it forked; beyond, a process is left unread and said so.
+/// Processes whose SSL calls are read at once: a SIP server and the workers
+/// it forked; beyond, a process is left unread and said so.
 pub const MAX_TLS_PROCESSES: u32 = 1024;
-/// `TLS_PROCESSES`, the map the agent fills with the SIP servers' tgids.
+/// `TLS_PROCESSES`: one bit per process id (tgid), set for the SIP servers'.
+/// A bitmap in an array, not a hash: the socket tracepoints look it up on
+/// every socket call of every process on the host, and an array lookup is a
+/// bounds check and an add (the verifier inlines it).
 pub const TLS_PROCESSES: &str = "TLS_PROCESSES";
+/// Process ids go up to 2^22 (the kernel's PID_MAX_LIMIT on 64-bit): 64 per word.
+pub const TLS_PROCESS_WORDS: u32 = (1 << 22) / 64;
+
+/// The word of `TLS_PROCESSES` that holds `tgid`'s bit, and the bit.
+pub const fn tls_process_bit(tgid: u32) -> (u32, u64) {
+    (tgid / 64, 1 << (tgid % 64))
+}
 
 /// The global the agent sets (`EbpfLoader::override_global`).
 pub const SOCK_OFFSETS: &str = "SOCK_OFFSETS";

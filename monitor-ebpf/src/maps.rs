@@ -9,13 +9,13 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
+    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use monitor_common::{
     counters::{KernelStat, PACKET_SLOTS, REQUEST_SLOTS, RESPONSE_SLOTS},
     flow::{FlowKey, FlowState, WsSide},
     maps::{DEFAULT_MAX_FLOWS, EVENTS_BYTES, FLOW_EVENTS_BYTES, MAX_PEER_NETWORKS, PORTS},
-    tls::MAX_TLS_PROCESSES,
+    tls::TLS_PROCESS_WORDS,
 };
 use monitor_ebpf::{frame::Window, framing::HeadScan};
 
@@ -277,12 +277,13 @@ pub static TLS_SCRATCH_TEMPLATE: PerCpuArray<TlsScratch> = PerCpuArray::pinned(1
 #[map]
 pub static FOLLOW_TLS: ProgramArray = ProgramArray::pinned(3, 0);
 
-/// The processes (by tgid) whose SSL calls are read: those the agent found
-/// holding a socket on a SIPS port (see the agent's `tls_processes`). The
-/// uprobes are attached to these processes only; the socket tracepoints fire
-/// for every process on the host, and leave at this lookup for all others.
+/// The processes (a bit per tgid, `monitor_common::tls::tls_process_bit`)
+/// whose SSL calls are read: those the agent found holding a socket on a SIPS
+/// port (see the agent's `sip_servers`). The uprobes are attached to these
+/// processes only; the socket tracepoints fire for every process on the
+/// host, and leave at this lookup for all others.
 #[map]
-pub static TLS_PROCESSES: HashMap<u32, u8> = HashMap::pinned(MAX_TLS_PROCESSES, 0);
+pub static TLS_PROCESSES: Array<u64> = Array::pinned(TLS_PROCESS_WORDS, 0);
 
 /// Adds one to a per-CPU counter; per-CPU slots need no atomics.
 #[inline(always)]

@@ -30,7 +30,7 @@ use aya_ebpf::{
 use monitor_common::{
     counters::{Direction, KernelStat},
     flow::FlowKey,
-    tls::SslOp,
+    tls::{SslOp, tls_process_bit},
 };
 
 use monitor_ebpf::frame::MAX_PAYLOAD;
@@ -159,9 +159,8 @@ pub fn ssl_return(ctx: &RetProbeContext) -> bool {
 /// the SIP servers this lookup is all they cost.
 #[inline(always)]
 fn in_sip_server(thread: u64) -> bool {
-    let tgid = (thread >> 32) as u32;
-    // SAFETY: a lookup; the value is not read.
-    unsafe { TLS_PROCESSES.get(&tgid) }.is_some()
+    let (word, bit) = tls_process_bit((thread >> 32) as u32);
+    TLS_PROCESSES.get(word).is_some_and(|bits| bits & bit != 0)
 }
 
 /// `sock_recv_length(sk, ret, flags)`: a thread read `ret` bytes from a socket.

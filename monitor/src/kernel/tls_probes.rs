@@ -18,12 +18,12 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{HashMap, MapData},
+    maps::{Array, MapData, MapError},
     programs::{ProgramError, RawTracePoint, UProbe, links::FdLink, uprobe::UProbeScope},
 };
 use monitor_common::tls::{
     FOLLOW_TLS, MAX_TLS_PROCESSES, SOCKET_TRACEPOINTS, SSL_FUNCTIONS, SSL_RETURN_PROGRAM, SockOffsets,
-    TLS_FOLLOW_PROGRAMS, TLS_PROCESSES,
+    TLS_FOLLOW_PROGRAMS, TLS_PROCESS_WORDS, TLS_PROCESSES, tls_process_bit,
 };
 use tracing::{info, warn};
 
@@ -128,7 +128,8 @@ pub struct TlsProbes {
     /// Links an earlier agent pinned, not yet taken over or let go: once the
     /// SIP servers have been looked for, those left are let go.
     inherited: Option<BTreeSet<PathBuf>>,
-    processes: HashMap<MapData, u32, u8>,
+    /// `TLS_PROCESSES`: a bit per SIP server process.
+    processes: Array<MapData, u64>,
     probed: BTreeMap<u32, Probed>,
     /// Warned once that [`MAX_TLS_PROCESSES`] were probed and more were not.
     full_warned: bool,
@@ -170,7 +171,7 @@ pub fn attach(ebpf: &mut Ebpf, plan: &TlsPlan, pins: &Path) -> Result<TlsProbes,
         link.pin(&path).map(drop).map_err(at(format!("pinning the {tracepoint} link at {}", path.display())))?;
     }
     let map = ebpf.take_map(TLS_PROCESSES).ok_or_else(|| KernelError::missing_map(TLS_PROCESSES))?;
-    let processes = HashMap::try_from(map).map_err(at(TLS_PROCESSES))?;
+    let processes = Array::try_from(map).map_err(at(TLS_PROCESSES))?;
     Ok(TlsProbes {
         libraries: plan.libraries.clone(),
         functions,
@@ -200,7 +201,7 @@ impl TlsProbes {
             if let Some(probed) = self.probed.remove(&pid) {
                 probed.pins.iter().for_each(|pin| drop(std::fs::remove_file(pin)));
             }
-            let _ = self.processes.remove(&pid);
+            let _ = self.note_process(pid, false);
             info!(iface, pid, "no longer reading SIP inside TLS in this process: it holds no SIPS socket now");
         }
         let new: Vec<&SipServer> = servers.values().filter(|s| !self.probed.contains_key(&s.pid)).collect();
@@ -212,7 +213,7 @@ impl TlsProbes {
                 }
                 continue;
             }
-            if let Err(e) = self.processes.insert(server.pid, 1, 0) {
+            if let Err(e) = self.note_process(server.pid, true) {
                 warn!(iface, pid = server.pid, error = %e, "cannot note a SIP server process; its TLS is not read");
                 continue;
             }
@@ -235,7 +236,7 @@ impl TlsProbes {
                 }
                 Err(e) => {
                     // Most often it exited meanwhile; it is looked for again at the next scan.
-                    let _ = self.processes.remove(&server.pid);
+                    let _ = self.note_process(server.pid, false);
                     warn!(iface, pid = server.pid, command = %server.command, error = %error_chain(&e),
                         "cannot probe a SIP server process's TLS library; its plaintext is not read");
                 }
@@ -244,9 +245,29 @@ impl TlsProbes {
         // An earlier agent's probes of processes that are no SIP servers now, and its notes of them.
         if let Some(inherited) = self.inherited.take() {
             inherited.iter().for_each(|pin| drop(std::fs::remove_file(pin)));
-            let noted: Vec<u32> = self.processes.keys().flatten().collect();
-            for pid in noted.into_iter().filter(|pid| !self.probed.contains_key(pid)) {
-                let _ = self.processes.remove(&pid);
+            self.note_only_probed();
+        }
+    }
+
+    /// Sets or clears `pid`'s bit in `TLS_PROCESSES`; only this agent writes it.
+    fn note_process(&mut self, pid: u32, on: bool) -> Result<(), MapError> {
+        let (word, bit) = tls_process_bit(pid);
+        let bits = self.processes.get(&word, 0)?;
+        self.processes.set(word, if on { bits | bit } else { bits & !bit }, 0)
+    }
+
+    /// Leaves in `TLS_PROCESSES` only the processes probed now: an agent
+    /// before may have noted others.
+    fn note_only_probed(&mut self) {
+        let mut wanted: BTreeMap<u32, u64> = BTreeMap::new();
+        for pid in self.probed.keys() {
+            let (word, bit) = tls_process_bit(*pid);
+            *wanted.entry(word).or_default() |= bit;
+        }
+        for word in 0..TLS_PROCESS_WORDS {
+            let want = wanted.get(&word).copied().unwrap_or(0);
+            if self.processes.get(&word, 0).is_ok_and(|bits| bits != want) {
+                let _ = self.processes.set(word, want, 0);
             }
         }
     }

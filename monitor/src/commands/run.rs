@@ -256,9 +256,16 @@ const FOLLOW_SIP_SERVERS: Duration = Duration::from_secs(1);
 
 /// Sets each interface's TLS probes on the SIP server processes there are now.
 fn follow_sip_servers(attached: &Mutex<Vec<Attached>>, finder: &mut SipServerFinder, state: &AgentState) {
-    let servers = finder.scan();
+    let servers = finder.scan().clone();
+    if let Some(denied) = finder.denied_once() {
+        warn!(
+            processes = denied,
+            "cannot look into other users' processes for the SIP server (sipflow needs CAP_SYS_PTRACE, or root): \
+             SIP inside TLS is not read in any of them; TLS flows there are tracked at the TCP level only"
+        );
+    }
     for a in attached.lock().expect("attachments lock").iter_mut() {
-        if let Some(count) = a.follow_sip_servers(servers) {
+        if let Some(count) = a.follow_sip_servers(&servers) {
             state.metrics.lock().expect("metrics lock").set_tls_processes(&a.iface, count);
         }
     }

@@ -40,6 +40,10 @@ pub struct SipServerFinder {
     known_sockets: HashSet<u64>,
     servers: BTreeMap<u32, SipServer>,
     last_full_scan: Option<Instant>,
+    /// Processes whose descriptors could not be read at the last full scan
+    /// (another user's, without CAP_SYS_PTRACE), and whether that was said.
+    denied: usize,
+    denied_said: bool,
 }
 
 impl SipServerFinder {
@@ -49,6 +53,8 @@ impl SipServerFinder {
             known_sockets: HashSet::new(),
             servers: BTreeMap::new(),
             last_full_scan: None,
+            denied: 0,
+            denied_said: false,
         }
     }
 
@@ -58,7 +64,7 @@ impl SipServerFinder {
         let new_socket = sockets.iter().any(|inode| !self.known_sockets.contains(inode));
         let due = self.last_full_scan.is_none_or(|at| at.elapsed() >= FULL_SCAN_EVERY);
         if new_socket || due {
-            self.servers = holders(Path::new("/proc"), &sockets);
+            (self.servers, self.denied) = holders(Path::new("/proc"), &sockets);
             self.last_full_scan = Some(Instant::now());
         } else {
             // Only those still running, as the same process.
@@ -69,6 +75,13 @@ impl SipServerFinder {
         }
         self.known_sockets = sockets;
         &self.servers
+    }
+
+    /// Once: how many processes' descriptors could not be read (another
+    /// user's, and the agent lacks CAP_SYS_PTRACE): a SIP server among them
+    /// would go unread.
+    pub fn denied_once(&mut self) -> Option<usize> {
+        (self.denied > 0 && !std::mem::replace(&mut self.denied_said, true)).then_some(self.denied)
     }
 }
 
@@ -104,14 +117,16 @@ fn socket_on(line: &str, ports: &[u16]) -> Option<u64> {
 /// for it, and reads it in whichever was handed the connection, so every
 /// process of the same program descended from the same ancestor of that
 /// program counts.
-pub fn holders(proc: &Path, sockets: &HashSet<u64>) -> BTreeMap<u32, SipServer> {
+/// Also says how many processes' descriptors could not be read.
+pub fn holders(proc: &Path, sockets: &HashSet<u64>) -> (BTreeMap<u32, SipServer>, usize) {
     let mut servers = BTreeMap::new();
+    let mut denied = 0;
     if sockets.is_empty() {
-        return servers;
+        return (servers, denied);
     }
     let own = std::process::id();
     let Ok(entries) = fs::read_dir(proc) else {
-        return servers;
+        return (servers, denied);
     };
     let mut table = BTreeMap::new();
     let mut holding = Vec::new();
@@ -122,8 +137,10 @@ pub fn holders(proc: &Path, sockets: &HashSet<u64>) -> BTreeMap<u32, SipServer> 
         let Some(process) = read_process(&entry.path()) else {
             continue;
         };
-        if pid != own && holds_one(&entry.path(), sockets) {
-            holding.push(pid);
+        match holds_one(&entry.path(), sockets) {
+            Ok(true) if pid != own => holding.push(pid),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => denied += 1,
+            _ => {}
         }
         table.insert(pid, process);
     }
@@ -133,7 +150,7 @@ pub fn holders(proc: &Path, sockets: &HashSet<u64>) -> BTreeMap<u32, SipServer> 
             servers.insert(*pid, SipServer { pid: *pid, started: process.started, command: process.command.clone() });
         }
     }
-    servers
+    (servers, denied)
 }
 
 /// What the family of a process is told by.
@@ -173,17 +190,15 @@ fn server_root(table: &BTreeMap<u32, Process>, pid: u32) -> u32 {
 }
 
 /// Whether the process at `dir` (/proc/PID) has a descriptor on one of `sockets`.
-fn holds_one(dir: &Path, sockets: &HashSet<u64>) -> bool {
-    let Ok(fds) = fs::read_dir(dir.join("fd")) else {
-        // Gone, or a kernel thread.
-        return false;
-    };
-    fds.flatten().any(|fd| {
+fn holds_one(dir: &Path, sockets: &HashSet<u64>) -> std::io::Result<bool> {
+    // Fails for a process gone meanwhile, and for another user's without CAP_SYS_PTRACE.
+    let fds = fs::read_dir(dir.join("fd"))?;
+    Ok(fds.flatten().any(|fd| {
         fs::read_link(fd.path())
             .ok()
             .and_then(|target| socket_inode(target.to_str()?))
             .is_some_and(|inode| sockets.contains(&inode))
-    })
+    }))
 }
 
 /// `socket:[12345]`: a descriptor's link when it is a socket.
@@ -242,8 +257,8 @@ mod tests {
         let sockets = sips_sockets(Path::new("/proc/self/net"), &[port]);
         assert_eq!(sockets.len(), 1, "the listening socket");
         // Found in /proc/self's own descriptors (the scan leaves the agent's own pid out).
-        assert!(holds_one(Path::new("/proc/self"), &sockets));
-        assert!(!holds_one(Path::new("/proc/self"), &HashSet::from([1])));
+        assert!(holds_one(Path::new("/proc/self"), &sockets).unwrap());
+        assert!(!holds_one(Path::new("/proc/self"), &HashSet::from([1])).unwrap());
     }
 
     #[test]

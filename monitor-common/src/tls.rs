@@ -74,6 +74,10 @@ pub const SOCKET_TRACEPOINTS: [(&str, &str); 2] =
 /// segments, and the first message of an SSL call (2).
 pub const TLS_FOLLOW_PROGRAMS: [&str; 3] = ["sipflow_tls_scan", "sipflow_tls_message", "sipflow_tls_first"];
 pub const FOLLOW_TLS: &str = "FOLLOW_TLS";
+/// The program that reads a write's first message once its socket showed,
+/// tail-called from the `sock_send_length` program through `FOLLOW_SOCK`.
+pub const SOCK_FOLLOW_PROGRAMS: [&str; 1] = ["sipflow_sock_first"];
+pub const FOLLOW_SOCK: &str = "FOLLOW_SOCK";
 /// `FOLLOW_TLS` slot of `sipflow_tls_first`.
 pub const TLS_FIRST_SLOT: u32 = 2;
 

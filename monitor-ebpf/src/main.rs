@@ -33,7 +33,7 @@ use monitor_common::{
 
 use crate::{
     follow::Next,
-    maps::{FOLLOW_TC, FOLLOW_TLS, FOLLOW_XDP, bump_stat, packet_scratch},
+    maps::{FOLLOW_SOCK, FOLLOW_TC, FOLLOW_TLS, FOLLOW_XDP, bump_stat, packet_scratch},
 };
 
 #[xdp]
@@ -191,7 +191,19 @@ pub fn sipflow_sock_recv(ctx: RawTracePointContext) -> i32 {
 
 #[raw_tracepoint(tracepoint = "sock_send_length")]
 pub fn sipflow_sock_send(ctx: RawTracePointContext) -> i32 {
-    tls::sock_send(&ctx);
+    if tls::sock_send(&ctx) {
+        // SAFETY: a tail call into our own program of the same type (raw tracepoint).
+        unsafe { FOLLOW_SOCK.tail_call(&ctx, 0) };
+    }
+    0
+}
+
+/// Tail-called only, from `sipflow_sock_send`: the first message of a write
+/// whose socket showed after the call (a server encrypting into memory).
+/// Never attached.
+#[raw_tracepoint(tracepoint = "sock_send_length")]
+pub fn sipflow_sock_first(_ctx: RawTracePointContext) -> i32 {
+    let _ = tls::first();
     0
 }
 

@@ -277,6 +277,10 @@ pub static TLS_SCRATCH_TEMPLATE: PerCpuArray<TlsScratch> = PerCpuArray::pinned(1
 #[map]
 pub static FOLLOW_TLS: ProgramArray = ProgramArray::pinned(3, 0);
 
+/// `sipflow_sock_first`, by `monitor_common::tls::SOCK_FOLLOW_PROGRAMS`.
+#[map]
+pub static FOLLOW_SOCK: ProgramArray = ProgramArray::pinned(1, 0);
+
 /// The processes (a bit per tgid, `monitor_common::tls::tls_process_bit`)
 /// whose SSL calls are read: those the agent found holding a socket on a SIPS
 /// port (see the agent's `sip_servers`). The uprobes are attached to these

@@ -205,12 +205,13 @@ pub fn sock_recv(ctx: &RawTracePointContext) {
 }
 
 /// `sock_send_length(sk, ret, flags)`: a thread wrote `ret` bytes to a
-/// socket. Reads the plaintext of a write that waited for it.
+/// socket. True when it was the socket of a write that waited for it: the
+/// thread's scratch is set up for `first`, which the caller tail-calls.
 #[inline(always)]
-pub fn sock_send(ctx: &RawTracePointContext) {
+pub fn sock_send(ctx: &RawTracePointContext) -> bool {
     let thread = bpf_get_current_pid_tgid();
     if !in_sip_server(thread) {
-        return;
+        return false;
     }
     // A server that writes to the SIPS socket it read (a handshake's reply, an
     // answer) has taken in what it read.
@@ -225,12 +226,12 @@ pub fn sock_send(ctx: &RawTracePointContext) {
     }
     // Most writes are by threads in no SSL call: one lookup, and done.
     let Some(call) = SSL_CALLS.get_ptr_mut(&thread) else {
-        return;
+        return false;
     };
     // SAFETY: this thread's entry; only this thread writes it.
     let call = unsafe { &mut *call };
     if call.op != SslOp::Write as u8 {
-        return;
+        return false;
     }
     let sock: u64 = ctx.arg(0);
     let sent: i64 = ctx.arg(1);
@@ -242,21 +243,20 @@ pub fn sock_send(ctx: &RawTracePointContext) {
             call.key = key;
             call.keyed = if on_sips { KEYED } else { FOREIGN };
         }
-        return;
+        return false;
     }
     // A record is longer than the plaintext it carries: a shorter write is not this one's.
     if !on_sips || (sent as u32) < call.waiting_len {
         bump_stat(KernelStat::TlsSocketUnknown);
         let _ = SSL_CALLS.remove(&thread);
-        return;
+        return false;
     }
     let (buffer, len) = (call.buffer, call.waiting_len);
     let _ = SSL_CALLS.remove(&thread);
-    // No tail call from a tracepoint into the walkers (another program type):
-    // the write's first message is read here. A server writes one message at a time.
-    if prepare(thread, &key, buffer, len, Direction::Egress) {
-        let _ = first();
-    }
+    // Its first message is read by a program of the tracepoint's own type
+    // (the walkers are uprobe programs, no tail call's target from here);
+    // verified apart, it keeps this one small. A server writes one message at a time.
+    prepare(thread, &key, buffer, len, Direction::Egress)
 }
 
 /// What the thread read from a SIPS socket has been taken in (see `LastRecv`).

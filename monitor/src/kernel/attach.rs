@@ -189,6 +189,7 @@ pub fn install_followers<const N: usize>(ebpf: &mut Ebpf, programs: [&str; N], a
             Program::Xdp(p) => p.load(),
             Program::SchedClassifier(p) => p.load(),
             Program::UProbe(p) => p.load(),
+            Program::RawTracePoint(p) => p.load(),
             _ => return Err(KernelError::UnexpectedType(name.to_string())),
         }
         .map_err(KernelError::verifier(name))?;

@@ -22,8 +22,8 @@ use aya::{
     programs::{ProgramError, RawTracePoint, UProbe, links::FdLink, uprobe::UProbeScope},
 };
 use monitor_common::tls::{
-    FOLLOW_TLS, MAX_TLS_PROCESSES, SOCKET_TRACEPOINTS, SSL_FUNCTIONS, SSL_RETURN_PROGRAM, SockOffsets,
-    TLS_FOLLOW_PROGRAMS, TLS_PROCESS_WORDS, TLS_PROCESSES, tls_process_bit,
+    FOLLOW_SOCK, FOLLOW_TLS, MAX_TLS_PROCESSES, SOCK_FOLLOW_PROGRAMS, SOCKET_TRACEPOINTS, SSL_FUNCTIONS,
+    SSL_RETURN_PROGRAM, SockOffsets, TLS_FOLLOW_PROGRAMS, TLS_PROCESS_WORDS, TLS_PROCESSES, tls_process_bit,
 };
 use tracing::{info, warn};
 
@@ -146,6 +146,7 @@ struct Probed {
 /// interface's programs look up its own flow map.
 pub fn attach(ebpf: &mut Ebpf, plan: &TlsPlan, pins: &Path) -> Result<TlsProbes, KernelError> {
     install_followers(ebpf, TLS_FOLLOW_PROGRAMS, FOLLOW_TLS)?;
+    install_followers(ebpf, SOCK_FOLLOW_PROGRAMS, FOLLOW_SOCK)?;
     for (_, name) in SSL_FUNCTIONS {
         let program: &mut UProbe = program(ebpf, name)?;
         program.load().map_err(KernelError::verifier(name))?;

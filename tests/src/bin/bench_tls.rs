@@ -39,7 +39,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use monitor_common::tls::{SOCKET_TRACEPOINTS, SSL_FUNCTIONS, SSL_RETURN_PROGRAM, TLS_FOLLOW_PROGRAMS};
+use monitor_common::tls::{
+    SOCK_FOLLOW_PROGRAMS, SOCKET_TRACEPOINTS, SSL_FUNCTIONS, SSL_RETURN_PROGRAM, TLS_FOLLOW_PROGRAMS,
+};
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 use serde_json::{Value, json};
 use sipflow_tests::{
@@ -548,6 +550,7 @@ fn tls_program_stats(mine: &HashSet<u32>) -> BTreeMap<String, (u64, u64)> {
         .collect();
     loaded.sort_by_key(|p| p.0);
     let mut order: Vec<&str> = TLS_FOLLOW_PROGRAMS.to_vec();
+    order.extend(SOCK_FOLLOW_PROGRAMS);
     order.extend(SOCKET_TRACEPOINTS.iter().map(|(_, n)| *n));
     order.extend(SSL_FUNCTIONS.iter().map(|(_, n)| *n));
     order.push(SSL_RETURN_PROGRAM);

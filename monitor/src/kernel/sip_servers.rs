@@ -6,10 +6,10 @@
 //!
 //! Found from /proc, as `ss -p` finds a socket's owner: the SIPS sockets'
 //! inodes in /proc/self/net/tcp{,6}, then the processes whose file
-//! descriptors are those sockets. Followed as they come and go: a worker
-//! forked by the server inherits its sockets, a restarted server opens new
-//! ones; either shows as a socket not seen before, and the processes are
-//! looked for again.
+//! descriptors are those sockets. Followed as they come and go: a restarted
+//! server opens new sockets, a worker forked by the server shows among its
+//! children (/proc/PID/task/*/children); either way the processes are looked
+//! for again.
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -44,6 +44,10 @@ pub struct SipServerFinder {
     /// (another user's, without CAP_SYS_PTRACE), and whether that was said.
     denied: usize,
     denied_said: bool,
+    /// The SIP servers' children seen so far: a new one (a worker forked
+    /// after the sockets were made, which makes no new socket) is looked for
+    /// at once.
+    children: HashSet<u32>,
 }
 
 impl SipServerFinder {
@@ -55,6 +59,7 @@ impl SipServerFinder {
             last_full_scan: None,
             denied: 0,
             denied_said: false,
+            children: HashSet::new(),
         }
     }
 
@@ -63,7 +68,8 @@ impl SipServerFinder {
         let sockets = sips_sockets(Path::new("/proc/self/net"), &self.ports);
         let new_socket = sockets.iter().any(|inode| !self.known_sockets.contains(inode));
         let due = self.last_full_scan.is_none_or(|at| at.elapsed() >= FULL_SCAN_EVERY);
-        if new_socket || due {
+        let new_child = self.new_children();
+        if new_socket || new_child || due {
             (self.servers, self.denied) = holders(Path::new("/proc"), &sockets);
             self.last_full_scan = Some(Instant::now());
         } else {
@@ -75,6 +81,17 @@ impl SipServerFinder {
         }
         self.known_sockets = sockets;
         &self.servers
+    }
+
+    /// Whether a SIP server forked a process not seen before (/proc/PID/task/*/children).
+    fn new_children(&mut self) -> bool {
+        let mut new = false;
+        for pid in self.servers.keys() {
+            for child in children(*pid) {
+                new |= self.children.insert(child);
+            }
+        }
+        new
     }
 
     /// Once: how many processes' descriptors could not be read (another
@@ -201,6 +218,18 @@ fn holds_one(dir: &Path, sockets: &HashSet<u64>) -> std::io::Result<bool> {
     }))
 }
 
+/// The processes `pid`'s threads forked that still run.
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| list.split_whitespace().filter_map(|c| c.parse().ok()).collect::<Vec<u32>>())
+        .collect()
+}
+
 /// `socket:[12345]`: a descriptor's link when it is a socket.
 fn socket_inode(target: &str) -> Option<u64> {
     target.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
@@ -285,5 +314,18 @@ mod tests {
         assert_eq!(server_root(&table, 20), 20, "another Kamailio is another server");
         assert_eq!(server_root(&table, 30), 30);
         assert_eq!(server_root(&table, 99), 99, "gone meanwhile");
+    }
+
+    #[test]
+    fn a_child_of_a_server_is_seen() {
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let own = std::process::id();
+        assert!(children(own).contains(&child.id()), "{:?}", children(own));
+        let mut finder = SipServerFinder::new(&[1]);
+        finder.servers.insert(own, SipServer { pid: own, started: 0, command: "test".into() });
+        assert!(finder.new_children(), "a new child");
+        assert!(!finder.new_children(), "seen already");
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }

@@ -345,6 +345,39 @@ fn a_forking_sip_server_is_read_and_another_tls_program_is_not() {
     );
 }
 
+/// A SIP server that runs a libssl of its own (a container's, or one it
+/// bundles; here a copy of the host's, found first through LD_LIBRARY_PATH):
+/// its probes go on the file it maps, through /proc/PID/root, not on the
+/// host's libssl.so.3, which it never calls.
+#[test]
+fn a_sip_server_with_a_libssl_of_its_own_is_read() {
+    sipflow_tests::root_or_skip!();
+    let mut lab = Lab::new("tlsO");
+    let dir = ScratchDir::new("sipflow-netns-tls-own-lib");
+    let (cert, key) = self_signed(dir.path());
+    let host_lib = sipflow::kernel::tls_probes::default_library().expect("the host's libssl.so.3");
+    let own = dir.path().join("lib");
+    std::fs::create_dir_all(&own).unwrap();
+    std::fs::copy(&host_lib, own.join("libssl.so.3")).expect("copy libssl.so.3");
+    lab.start_agent(SERVER_IF, &["--grace", "1s"]);
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let library_path = format!("LD_LIBRARY_PATH={}", own.display());
+    let net = format!("--net=/var/run/netns/{}", lab.server);
+    lab.spawn_command(
+        &["env", &library_path, "nsenter", &net, "/usr/bin/python3"],
+        &["-c", PREFORK_SERVER, &cert, &key, SERVER_V4],
+    );
+    await_tls_processes(&lab.server, 3);
+    let proxy = format!("{SERVER_V4}:5061").parse().unwrap();
+    let _ua = OutboundUa::register(&lab.client, proxy, "alice", Transport::Tls, Duration::from_millis(500));
+    thread::sleep(Duration::from_millis(2500));
+
+    let flow = tls_flow(&lab.server).expect("the TLS flow in /flows");
+    assert_eq!(flow["aor"], "sip:alice@example.com", "the REGISTER read in the server's own libssl: {flow}");
+    assert_eq!(flow["kept_alive"], true, "{flow}");
+    assert_eq!(flow["state"], "alive", "{flow}");
+}
+
 /// A TLS registrar on 5061 (argv: certificate, key, address) that forks two
 /// workers, each accepting connections and answering REGISTERs with a 200
 /// (Require: outbound, Flow-Timer: 3) and pings with pongs.

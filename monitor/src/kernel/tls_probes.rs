@@ -121,6 +121,8 @@ fn from_ld_cache(listed: &str, wide: bool) -> Option<PathBuf> {
 /// for the next ping.
 pub struct TlsProbes {
     libraries: Vec<PathBuf>,
+    /// The operator named the libraries (`--tls-lib`): each process is probed in those.
+    named: bool,
     /// The SSL functions each library has (the `_ex` forms may be missing).
     functions: Vec<Vec<&'static str>>,
     /// `<pins>/tls`: the uprobe links, `<pid>-<start time>-<library>-<function>-<entry|return>`.
@@ -175,6 +177,7 @@ pub fn attach(ebpf: &mut Ebpf, plan: &TlsPlan, pins: &Path) -> Result<TlsProbes,
     let processes = Array::try_from(map).map_err(at(TLS_PROCESSES))?;
     Ok(TlsProbes {
         libraries: plan.libraries.clone(),
+        named: plan.named,
         functions,
         dir,
         inherited: Some(inherited),
@@ -299,9 +302,15 @@ impl TlsProbes {
             return Ok(());
         };
         let scope = UProbeScope::OneProcess(pid);
+        // The libssl.so.3 the process maps, through its own root: a server in a
+        // container, or with a libssl of its own, runs another file than the host's.
+        let libraries = match (self.named, &self.libraries[..]) {
+            (false, [host]) => vec![mapped_library(server.pid).unwrap_or_else(|| host.clone())],
+            _ => self.libraries.clone(),
+        };
         let mut pin_paths = pins.iter();
         let result = (|| {
-            for (library, functions) in self.libraries.iter().zip(&self.functions) {
+            for (library, functions) in libraries.iter().zip(&self.functions) {
                 for function in functions {
                     for (name, kind) in [(entry_program(function), "entry"), (SSL_RETURN_PROGRAM, "return")] {
                         let probe: &mut UProbe = program(ebpf, name)?;
@@ -347,6 +356,23 @@ impl TlsProbes {
     }
 }
 
+/// `/proc/PID/root/...libssl.so.3` when the process maps a file of the
+/// default library's name (/proc/PID/maps); not one replaced on disk since.
+fn mapped_library(pid: u32) -> Option<PathBuf> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    mapped_in(&maps).map(|path| PathBuf::from(format!("/proc/{pid}/root{path}")))
+}
+
+fn mapped_in(maps: &str) -> Option<&str> {
+    // `start-end perms offset dev inode path`: a path holds no spaces unless it is ` (deleted)`.
+    maps.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let path = fields.nth(5)?;
+        (fields.next().is_none() && Path::new(path).file_name().is_some_and(|name| name == DEFAULT_LIBRARY))
+            .then_some(path)
+    })
+}
+
 fn entry_program(function: &str) -> &'static str {
     SSL_FUNCTIONS.iter().find(|(f, _)| *f == function).map(|(_, program)| *program).unwrap_or(SSL_FUNCTIONS[0].1)
 }
@@ -382,6 +408,17 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_process_s_own_libssl_is_found_in_its_maps() {
+        let maps = "7f0000000000-7f0000001000 r--p 00000000 fe:00 123 /usr/lib/x86_64-linux-gnu/libcrypto.so.3\n\
+            7f0000002000-7f0000003000 r-xp 00020000 fe:00 456 /opt/app/lib/libssl.so.3\n\
+            7f0000004000-7f0000005000 rw-p 00000000 00:00 0 \n";
+        assert_eq!(mapped_in(maps), Some("/opt/app/lib/libssl.so.3"));
+        let replaced = "7f0000002000-7f0000003000 r-xp 00020000 fe:00 456 /usr/lib/libssl.so.3 (deleted)\n";
+        assert_eq!(mapped_in(replaced), None, "the file on disk is another now");
+        assert_eq!(mapped_in("7f00-7f01 r-xp 0 fe:00 1 /usr/lib/libssl.so.3.0.1\n"), None);
+    }
 
     #[test]
     fn finds_libssl_3_of_the_right_width() {

@@ -329,14 +329,7 @@ fn a_forking_sip_server_is_read_and_another_tls_program_is_not() {
     // The other TLS program: a server on port 44330 and a client talking to it, in one process.
     lab.spawn_in_network(&server, "/usr/bin/python3", &["-c", OTHER_TLS_PROGRAM, &cert, &key]);
     await_tls_processes(&lab.server, 3);
-    let proxy = format!("{SERVER_V4}:5061").parse().unwrap();
-    let _ua = OutboundUa::register(&lab.client, proxy, "alice", Transport::Tls, Duration::from_millis(500));
-    thread::sleep(Duration::from_millis(2500));
-
-    let flow = tls_flow(&lab.server).expect("the TLS flow in /flows");
-    assert_eq!(flow["aor"], "sip:alice@example.com", "the REGISTER a worker read: {flow}");
-    assert_eq!(flow["kept_alive"], true, "pings a worker read: {flow}");
-    assert_eq!(flow["state"], "alive", "{flow}");
+    let _ua = alice_registers_and_pings(&lab, "the REGISTER and pings a worker read");
     let (_, metrics) = http_get(&lab.server, "http://127.0.0.1:9560/metrics").expect("scrape");
     assert_eq!(
         metric(&metrics, "sipflow_tls_processes", &[]),
@@ -368,14 +361,20 @@ fn a_sip_server_with_a_libssl_of_its_own_is_read() {
         &["-c", PREFORK_SERVER, &cert, &key, SERVER_V4],
     );
     await_tls_processes(&lab.server, 3);
-    let proxy = format!("{SERVER_V4}:5061").parse().unwrap();
-    let _ua = OutboundUa::register(&lab.client, proxy, "alice", Transport::Tls, Duration::from_millis(500));
-    thread::sleep(Duration::from_millis(2500));
+    let _ua = alice_registers_and_pings(&lab, "the REGISTER and pings read in the server's own libssl");
+}
 
+/// alice registers over TLS with the lab's registrar on 5061 and pings every
+/// 0.5 s: her flow is bound and kept alive from what the server decrypted.
+fn alice_registers_and_pings(lab: &Lab, read: &str) -> OutboundUa {
+    let proxy = format!("{SERVER_V4}:5061").parse().unwrap();
+    let ua = OutboundUa::register(&lab.client, proxy, "alice", Transport::Tls, Duration::from_millis(500));
+    thread::sleep(Duration::from_millis(2500));
     let flow = tls_flow(&lab.server).expect("the TLS flow in /flows");
-    assert_eq!(flow["aor"], "sip:alice@example.com", "the REGISTER read in the server's own libssl: {flow}");
-    assert_eq!(flow["kept_alive"], true, "{flow}");
+    assert_eq!(flow["aor"], "sip:alice@example.com", "{read}: {flow}");
+    assert_eq!(flow["kept_alive"], true, "{read}: {flow}");
     assert_eq!(flow["state"], "alive", "{flow}");
+    ua
 }
 
 /// A TLS registrar on 5061 (argv: certificate, key, address) that forks two

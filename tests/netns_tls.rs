@@ -265,6 +265,11 @@ fn a_restart_under_tls_load_loses_no_ping_and_no_binding() {
     let tls_pins = std::path::Path::new(lab.pin_dir()).join(SERVER_IF);
     let pinned = walk(&tls_pins).into_iter().filter(|p| p.contains("SSL_read")).count();
     assert!(pinned >= 2, "the probes' links stay pinned: {:?}", walk(&tls_pins));
+    // A write's plaintext is read at its socket write: its entry is probed, its return is not.
+    let writes =
+        |kind: &str| walk(&tls_pins).into_iter().filter(|p| p.contains("SSL_write") && p.ends_with(kind)).count();
+    assert!(writes("-entry") >= 1, "SSL_write's entry is probed: {:?}", walk(&tls_pins));
+    assert_eq!(writes("-return"), 0, "SSL_write's return is not: {:?}", walk(&tls_pins));
     // Pings while no agent runs.
     thread::sleep(Duration::from_secs(1));
     lab.start_agent(SERVER_IF, &args);
@@ -277,6 +282,9 @@ fn a_restart_under_tls_load_loses_no_ping_and_no_binding() {
     // The server's SSL_read of each ping and SSL_write of each pong.
     let read = calls_read(&lab.server) - before;
     assert_eq!(read, f64::from(2 * sent), "every ping and pong read, across the restart ({sent} pings)");
+    let (_, metrics) = http_get(&lab.server, "http://127.0.0.1:9560/metrics").expect("scrape");
+    let unknown = metric(&metrics, "sipflow_tls_calls_total", &[("result", "socket_unknown")]).unwrap_or(0.0);
+    assert_eq!(unknown, 0.0, "every pong's write found its socket");
     let flow = tls_flow(&lab.server).expect("the TLS flow");
     assert_eq!(flow["aor"], "sip:alice@example.com", "the binding stays: {flow}");
     assert_eq!(flow["state"], "alive", "{flow}");

@@ -53,14 +53,17 @@ pub enum SslOp {
     Write = 2,
 }
 
-/// The OpenSSL functions sipflow probes, with the entry program of each. The
-/// `_ex` forms (OpenSSL 1.1.1) return 1 and the count through a pointer; the
-/// others return the count. One return program serves all four.
-pub const SSL_FUNCTIONS: [(&str, &str); 4] = [
-    ("SSL_read", "sipflow_ssl_read"),
-    ("SSL_read_ex", "sipflow_ssl_read_ex"),
-    ("SSL_write", "sipflow_ssl_write"),
-    ("SSL_write_ex", "sipflow_ssl_write_ex"),
+/// The OpenSSL functions sipflow probes: (function, entry program, what it
+/// does). The `_ex` forms (OpenSSL 1.1.1) return 1 and the count through a
+/// pointer; the others return the count. A read's plaintext is there when
+/// the call returns, so reads get the return program too (one serves both);
+/// a write's is there at its entry, with its length, and is read when the
+/// thread writes its socket: writes get no return probe, a trap fewer.
+pub const SSL_FUNCTIONS: [(&str, &str, SslOp); 4] = [
+    ("SSL_read", "sipflow_ssl_read", SslOp::Read),
+    ("SSL_read_ex", "sipflow_ssl_read_ex", SslOp::Read),
+    ("SSL_write", "sipflow_ssl_write", SslOp::Write),
+    ("SSL_write_ex", "sipflow_ssl_write_ex", SslOp::Write),
 ];
 pub const SSL_RETURN_PROGRAM: &str = "sipflow_ssl_return";
 
@@ -74,6 +77,8 @@ pub const SOCKET_TRACEPOINTS: [(&str, &str); 2] =
 /// segments, and the first message of an SSL call (2).
 pub const TLS_FOLLOW_PROGRAMS: [&str; 3] = ["sipflow_tls_scan", "sipflow_tls_message", "sipflow_tls_first"];
 pub const FOLLOW_TLS: &str = "FOLLOW_TLS";
+/// Plaintext one TLS record carries at most (RFC 8446 §5.1, RFC 5246 §6.2.1).
+pub const MAX_RECORD_PLAINTEXT: u32 = 1 << 14;
 /// The program that reads a write's first message once its socket showed,
 /// tail-called from the `sock_send_length` program through `FOLLOW_SOCK`.
 pub const SOCK_FOLLOW_PROGRAMS: [&str; 1] = ["sipflow_sock_first"];

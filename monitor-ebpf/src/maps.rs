@@ -212,24 +212,24 @@ pub fn packet_scratch() -> Option<&'static mut Scratch> {
 /// Threads (by pid_tgid) at most in an SSL call at once.
 const TLS_THREADS: u32 = 16384;
 
-/// An SSL_read or SSL_write under way in a thread, from its entry to its
-/// return; a write whose socket is not known yet waits here for the thread's
-/// next write to a SIPS socket.
+/// An SSL_read under way in a thread, from its entry to its return; or an
+/// SSL_write, from its entry until the thread writes the record to its socket
+/// (inside the call, or just after it for a server encrypting into memory).
 pub struct SslCall {
     /// The caller's plaintext buffer.
     pub buffer: u64,
-    /// `_ex` forms: where the count is written (0 for the others).
+    /// `SSL_read_ex`: where the count is written (0 for the others).
     pub count_at: u64,
-    /// The flow, once a socket read or written in this call has shown it.
+    /// A read's flow, once a socket read in the call has shown it.
     pub key: FlowKey,
-    /// Plaintext bytes of a returned write that waits for its socket.
+    /// A write's plaintext bytes, which wait for its socket.
     pub waiting_len: u32,
     /// A `monitor_common::tls::SslOp`.
     pub op: u8,
-    /// Whether a socket was seen in the call, and whose (see `tls`).
+    /// Whether a socket was read in the call, and whose (see `tls`).
     pub keyed: u8,
-    /// 1 once the call returned (a write waiting for its socket).
-    pub returned: u8,
+    /// 1 for a write: its plaintext waits for the thread's next socket write.
+    pub waiting: u8,
     pub _reserved: u8,
 }
 

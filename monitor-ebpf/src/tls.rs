@@ -15,8 +15,10 @@
 //! inside SSL_read, and writes inside SSL_write. Servers that decrypt from
 //! memory (Kamailio's tls module, Python's asyncio) read the socket just
 //! before SSL_read and write it just after SSL_write, in the same thread:
-//! their read is the thread's last SIPS-socket read, and their write waits for
-//! the thread's next socket write, which must be at least as long. A thread
+//! their read is the thread's last SIPS-socket read. Either way a write's
+//! plaintext, there from the call's entry, waits for the thread's next socket
+//! write, which must be at least as long (a record is longer than what it
+//! carries) and is read then: a write needs no return probe. A thread
 //! that read two SIPS sockets before it decrypted either is not guessed at:
 //! those reads are counted as `socket_unknown` and read into no flow. Only
 //! sockets whose local port is a SIPS port count: the host as the TLS server,
@@ -30,7 +32,7 @@ use aya_ebpf::{
 use monitor_common::{
     counters::{Direction, KernelStat},
     flow::FlowKey,
-    tls::{SslOp, tls_process_bit},
+    tls::{MAX_RECORD_PLAINTEXT, SslOp, tls_process_bit},
 };
 
 use monitor_ebpf::frame::MAX_PAYLOAD;
@@ -55,16 +57,28 @@ const UNKEYED: u8 = 0;
 const KEYED: u8 = 1;
 const FOREIGN: u8 = 2;
 
-/// An SSL call begins: remember its buffer until it returns.
+/// An SSL call begins: remember a read's buffer until it returns, a write's
+/// until the thread writes its socket.
 #[inline(always)]
 pub fn ssl_entry(ctx: &ProbeContext, op: SslOp, ex: bool) {
     let Some(buffer) = ctx.arg::<u64>(1) else {
         return;
     };
-    let count_at = if ex { ctx.arg::<u64>(3).unwrap_or(0) } else { 0 };
-    if ex && count_at == 0 {
-        return;
-    }
+    let (count_at, waiting_len) = if op == SslOp::Write {
+        // `int num` for SSL_write, `size_t num` for SSL_write_ex.
+        let requested = ctx.arg::<u64>(2).unwrap_or(0);
+        let len = if ex { requested } else { (requested as i32).max(0) as u64 };
+        if len == 0 {
+            return;
+        }
+        (0, if len > MAX_PAYLOAD as u64 { MAX_PAYLOAD as u32 } else { len as u32 })
+    } else {
+        let count_at = if ex { ctx.arg::<u64>(3).unwrap_or(0) } else { 0 };
+        if ex && count_at == 0 {
+            return;
+        }
+        (count_at, 0)
+    };
     let thread = bpf_get_current_pid_tgid();
     if op == SslOp::Read {
         // Decrypting from memory consumes what the thread read, whatever the call returns.
@@ -72,7 +86,7 @@ pub fn ssl_entry(ctx: &ProbeContext, op: SslOp, ex: bool) {
     }
     // SAFETY: a read of this thread's entry; only this thread writes it.
     if let Some(before) = SSL_CALLS.get_ptr(&thread)
-        && unsafe { (*before).returned } != 0
+        && unsafe { (*before).waiting } != 0
     {
         // A write never followed by a write to its socket: its plaintext goes unread.
         bump_stat(KernelStat::TlsSocketUnknown);
@@ -81,16 +95,16 @@ pub fn ssl_entry(ctx: &ProbeContext, op: SslOp, ex: bool) {
         buffer,
         count_at,
         key: FlowKey::UNSET,
-        waiting_len: 0,
+        waiting_len,
         op: op as u8,
         keyed: UNKEYED,
-        returned: 0,
+        waiting: (op == SslOp::Write) as u8,
         _reserved: 0,
     };
     let _ = SSL_CALLS.insert(&thread, &call, 0);
 }
 
-/// An SSL call returns. True when its plaintext is to be read: the thread's
+/// An SSL_read returns. True when its plaintext is to be read: the thread's
 /// scratch is set up for `first`.
 #[inline(always)]
 pub fn ssl_return(ctx: &RetProbeContext) -> bool {
@@ -100,6 +114,10 @@ pub fn ssl_return(ctx: &RetProbeContext) -> bool {
     };
     // SAFETY: this thread's entry; only this thread writes it.
     let call = unsafe { &mut *call };
+    if call.op != SslOp::Read as u8 {
+        // A write waiting for its socket (writes have no return probe; one left by another agent).
+        return false;
+    }
     let rc: i64 = ctx.ret();
     let rc = rc as i32;
     let len = if call.count_at != 0 {
@@ -110,29 +128,14 @@ pub fn ssl_return(ctx: &RetProbeContext) -> bool {
     } else {
         0
     };
-    if len == 0 {
+    if len == 0 || call.keyed == FOREIGN {
+        // Nothing read; or the call read a socket that is no SIPS port's: not SIP over TLS to this host.
         let _ = SSL_CALLS.remove(&thread);
         return false;
     }
     // More than a TLS record (16 KiB), which is what one SSL_read returns.
     let len = if len > MAX_PAYLOAD as u64 { MAX_PAYLOAD as u64 } else { len } as u32;
     let buffer = call.buffer;
-    if call.keyed == FOREIGN {
-        // The call read or wrote a socket that is no SIPS port's: not SIP over TLS to this host.
-        let _ = SSL_CALLS.remove(&thread);
-        return false;
-    }
-    if call.op == SslOp::Write as u8 {
-        if call.keyed == UNKEYED {
-            // Encrypted into memory: the socket write comes next (`tcp_sendmsg`).
-            call.returned = 1;
-            call.waiting_len = len;
-            return false;
-        }
-        let key = call.key;
-        let _ = SSL_CALLS.remove(&thread);
-        return prepare(thread, &key, buffer, len, Direction::Egress);
-    }
     let key = if call.keyed == KEYED {
         call.key
     } else {
@@ -181,7 +184,7 @@ pub fn sock_recv(ctx: &RawTracePointContext) {
     if let Some(call) = SSL_CALLS.get_ptr_mut(&thread) {
         // SAFETY: this thread's entry; only this thread writes it.
         let call = unsafe { &mut *call };
-        if call.op == SslOp::Read as u8 && call.returned == 0 {
+        if call.op == SslOp::Read as u8 {
             call.key = key;
             call.keyed = if on_sips { KEYED } else { FOREIGN };
             inside_read = true;
@@ -230,29 +233,32 @@ pub fn sock_send(ctx: &RawTracePointContext) -> bool {
     };
     // SAFETY: this thread's entry; only this thread writes it.
     let call = unsafe { &mut *call };
-    if call.op != SslOp::Write as u8 {
+    if call.waiting == 0 {
+        // A read under way: what it writes (a handshake's reply, a key update) carries no SIP.
         return false;
     }
     let sock: u64 = ctx.arg(0);
     let sent: i64 = ctx.arg(1);
     let sent = sent as i32;
-    let mut key = FlowKey::UNSET;
-    let on_sips = sent > 0 && sock::tls_flow(sock, &mut key);
-    if call.returned == 0 {
-        if sent > 0 {
-            call.key = key;
-            call.keyed = if on_sips { KEYED } else { FOREIGN };
-        }
+    if sent <= 0 {
+        // Nothing went out: the record is written again later.
         return false;
     }
-    // A record is longer than the plaintext it carries: a shorter write is not this one's.
-    if !on_sips || (sent as u32) < call.waiting_len {
-        bump_stat(KernelStat::TlsSocketUnknown);
+    let mut key = FlowKey::UNSET;
+    if !sock::tls_flow(sock, &mut key) {
+        // TLS on another port (the host as a TLS client): not SIP over TLS to this host.
         let _ = SSL_CALLS.remove(&thread);
         return false;
     }
+    // A record is longer than the plaintext it carries (up to 16 KiB of it):
+    // a shorter write is not this one's.
     let (buffer, len) = (call.buffer, call.waiting_len);
+    let carried = if len < MAX_RECORD_PLAINTEXT { len } else { MAX_RECORD_PLAINTEXT };
     let _ = SSL_CALLS.remove(&thread);
+    if (sent as u32) < carried {
+        bump_stat(KernelStat::TlsSocketUnknown);
+        return false;
+    }
     // Its first message is read by a program of the tracepoint's own type
     // (the walkers are uprobe programs, no tail call's target from here);
     // verified apart, it keeps this one small. A server writes one message at a time.

@@ -19,7 +19,7 @@ use std::{
 use crate::kernel::bpf_syscall::{bpf, bpf_cmd, bpf_link_info, bpf_link_type, zeroed_attr};
 
 /// The layout of the pinned maps; bump it with any change to their types.
-pub const SCHEMA: u32 = 10;
+pub const SCHEMA: u32 = 11;
 /// Where the BPF filesystem is mounted, and where sipflow pins by default.
 pub const BPFFS: &str = "/sys/fs/bpf";
 pub const DEFAULT_ROOT: &str = "/sys/fs/bpf/sipflow";

@@ -23,7 +23,7 @@ use aya::{
 };
 use monitor_common::tls::{
     FOLLOW_SOCK, FOLLOW_TLS, MAX_TLS_PROCESSES, SOCK_FOLLOW_PROGRAMS, SOCKET_TRACEPOINTS, SSL_FUNCTIONS,
-    SSL_RETURN_PROGRAM, SockOffsets, TLS_FOLLOW_PROGRAMS, TLS_PROCESS_WORDS, TLS_PROCESSES, tls_process_bit,
+    SSL_RETURN_PROGRAM, SockOffsets, SslOp, TLS_FOLLOW_PROGRAMS, TLS_PROCESS_WORDS, TLS_PROCESSES, tls_process_bit,
 };
 use tracing::{info, warn};
 
@@ -149,7 +149,7 @@ struct Probed {
 pub fn attach(ebpf: &mut Ebpf, plan: &TlsPlan, pins: &Path) -> Result<TlsProbes, KernelError> {
     install_followers(ebpf, TLS_FOLLOW_PROGRAMS, FOLLOW_TLS)?;
     install_followers(ebpf, SOCK_FOLLOW_PROGRAMS, FOLLOW_SOCK)?;
-    for (_, name) in SSL_FUNCTIONS {
+    for (_, name, _) in SSL_FUNCTIONS {
         let program: &mut UProbe = program(ebpf, name)?;
         program.load().map_err(KernelError::verifier(name))?;
     }
@@ -281,22 +281,33 @@ impl TlsProbes {
         self.probed.len()
     }
 
-    /// Where the links of `server`'s probes are pinned, in the order they are set.
-    fn pin_names(&self, server: &SipServer) -> Vec<PathBuf> {
-        let mut pins = Vec::new();
+    /// `server`'s probes, in the order they are set: (library, function,
+    /// program, where its link is pinned).
+    fn probes(&self, server: &SipServer) -> Vec<(usize, &'static str, &'static str, PathBuf)> {
+        let mut probes = Vec::new();
         for (library, functions) in self.functions.iter().enumerate() {
-            for function in functions {
-                for kind in ["entry", "return"] {
+            for &function in functions {
+                let Some(&(_, entry, op)) = SSL_FUNCTIONS.iter().find(|(f, ..)| *f == function) else {
+                    continue;
+                };
+                let returns = (op == SslOp::Read).then_some((SSL_RETURN_PROGRAM, "return"));
+                for (program, kind) in [(entry, "entry")].into_iter().chain(returns) {
                     let name = format!("{}-{}-{library}-{function}-{kind}", server.pid, server.started);
-                    pins.push(self.dir.join(name));
+                    probes.push((library, function, program, self.dir.join(name)));
                 }
             }
         }
-        pins
+        probes
     }
 
-    /// Sets the entry and return probes on each SSL function, in this process
-    /// only, and pins their links at `pins` (from [`Self::pin_names`]).
+    /// Where the links of `server`'s probes are pinned.
+    fn pin_names(&self, server: &SipServer) -> Vec<PathBuf> {
+        self.probes(server).into_iter().map(|(.., pin)| pin).collect()
+    }
+
+    /// Sets the probes on each SSL function (an entry, and a return for
+    /// reads), in this process only, and pins their links at `pins` (from
+    /// [`Self::pin_names`]).
     fn probe_process(&self, ebpf: &mut Ebpf, server: &SipServer, pins: &[PathBuf]) -> Result<(), KernelError> {
         let Some(pid) = NonZeroU32::new(server.pid) else {
             return Ok(());
@@ -308,26 +319,21 @@ impl TlsProbes {
             (false, [host]) => vec![mapped_library(server.pid).unwrap_or_else(|| host.clone())],
             _ => self.libraries.clone(),
         };
-        let mut pin_paths = pins.iter();
         let result = (|| {
-            for (library, functions) in libraries.iter().zip(&self.functions) {
-                for function in functions {
-                    for (name, kind) in [(entry_program(function), "entry"), (SSL_RETURN_PROGRAM, "return")] {
-                        let probe: &mut UProbe = program(ebpf, name)?;
-                        let id = probe.attach(*function, library, scope).map_err(at(format!(
-                            "{}: {function} ({kind}) in pid {}",
-                            library.display(),
-                            server.pid
-                        )))?;
-                        let link = FdLink::try_from(probe.take_link(id).map_err(at(name))?).map_err(at(name))?;
-                        let Some(path) = pin_paths.next() else {
-                            continue;
-                        };
-                        // A pin left by an agent before, for a probe not all of whose links were there.
-                        let _ = std::fs::remove_file(path);
-                        link.pin(path).map(drop).map_err(at(format!("pinning {}", path.display())))?;
-                    }
-                }
+            for (library, function, name, path) in self.probes(server) {
+                let Some(library) = libraries.get(library) else {
+                    continue;
+                };
+                let probe: &mut UProbe = program(ebpf, name)?;
+                let id = probe.attach(function, library, scope).map_err(at(format!(
+                    "{}: {function} ({name}) in pid {}",
+                    library.display(),
+                    server.pid
+                )))?;
+                let link = FdLink::try_from(probe.take_link(id).map_err(at(name))?).map_err(at(name))?;
+                // A pin left by an agent before, for a probe not all of whose links were there.
+                let _ = std::fs::remove_file(&path);
+                link.pin(&path).map(drop).map_err(at(format!("pinning {}", path.display())))?;
             }
             Ok(())
         })();
@@ -373,16 +379,12 @@ fn mapped_in(maps: &str) -> Option<&str> {
     })
 }
 
-fn entry_program(function: &str) -> &'static str {
-    SSL_FUNCTIONS.iter().find(|(f, _)| *f == function).map(|(_, program)| *program).unwrap_or(SSL_FUNCTIONS[0].1)
-}
-
 /// Which SSL functions the library has: probed once in this process (which
 /// makes no SSL call), and let go at once. A library without SSL_read or
 /// SSL_write cannot be read.
 fn probe_check(ebpf: &mut Ebpf, library: &Path) -> Result<Vec<&'static str>, KernelError> {
     let mut found = Vec::new();
-    for (function, name) in SSL_FUNCTIONS {
+    for (function, name, _) in SSL_FUNCTIONS {
         let entry: &mut UProbe = program(ebpf, name)?;
         match entry.attach(function, library, UProbeScope::CallingProcess) {
             Ok(id) => entry.detach(id).map_err(at(format!("{}: {function}", library.display())))?,

@@ -1,6 +1,11 @@
 //! `cargo xtask bench`: the XDP program's cost per packet, by class, through
 //! BPF_PROG_TEST_RUN (the kernel's own mean over `repeat` runs), beside a
 //! program that only passes. Writes target/bench/test_run.{md,json}.
+//!
+//! `sipflow-bench REPEAT SAMPLES`: each class is run SAMPLES times and the
+//! fastest mean is given. On a shared VM a run's mean takes in whatever the
+//! host did meanwhile (interrupts, steal); the fastest of many short runs is
+//! the program's own cost, which is what a before/after comparison needs.
 
 use std::fmt::Write as _;
 
@@ -13,6 +18,14 @@ use sipflow_tests::{
 
 fn main() {
     let repeat: u32 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let samples: u32 = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(1).max(1);
+    // The fastest of `samples` runs: (verdict, ns per packet).
+    let fastest = |run: &mut dyn FnMut() -> (u32, std::time::Duration)| {
+        (0..samples).map(|_| run()).map(|(verdict, mean)| (verdict, mean.as_nanos() as f64)).fold(
+            (XDP_PASS, f64::MAX),
+            |(worst, best), (verdict, ns)| (if verdict == XDP_PASS { worst } else { verdict }, best.min(ns)),
+        )
+    };
     let mut xdp = LoadedXdp::load();
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("SIP request (UDP INVITE)", udp4(CLIENT_PORT, SIP_PORT, INVITE)),
@@ -25,20 +38,19 @@ fn main() {
         ("TCP ACK on the SIP port", tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), b"")),
         ("IPv6 + QinQ SIP request", udp6_vlan(&[100, 200], CLIENT_PORT, SIP_PORT, INVITE)),
     ];
-    let (verdict, pass) = xdp.run_pass_repeat(&cases[0].1, repeat);
+    let (verdict, pass_ns) = fastest(&mut || xdp.run_pass_repeat(&cases[0].1, repeat));
     assert_eq!(verdict, XDP_PASS);
-    let pass_ns = pass.as_nanos() as f64;
 
+    let runs = if samples > 1 { format!(", the fastest of {samples} runs") } else { String::new() };
     let mut md = format!(
-        "# XDP cost per packet (BPF_PROG_TEST_RUN, repeat {repeat})\n\n\
+        "# XDP cost per packet (BPF_PROG_TEST_RUN, repeat {repeat}{runs})\n\n\
          | packet | ns | x an empty XDP_PASS program |\n| --- | ---: | ---: |\n\
          | empty XDP_PASS program | {pass_ns:.0} | 1.0 |\n"
     );
     let mut json = vec![format!(r#"{{"packet":"empty XDP_PASS program","ns":{pass_ns}}}"#)];
     for (name, frame) in &cases {
-        let (verdict, mean) = xdp.run_repeat(frame, repeat);
+        let (verdict, ns) = fastest(&mut || xdp.run_repeat(frame, repeat));
         assert_eq!(verdict, XDP_PASS, "{name}");
-        let ns = mean.as_nanos() as f64;
         let _ = writeln!(md, "| {name} | {ns:.0} | {:.1} |", ns / pass_ns.max(1.0));
         json.push(format!(r#"{{"packet":"{name}","ns":{ns}}}"#));
     }
@@ -51,9 +63,8 @@ fn main() {
         .expect("64 peers");
     let named = LoadedXdp::load_with_peers(&Peers::new(&peers).expect("64 peers"));
     for (name, frame) in [&cases[0], &cases[1]] {
-        let (verdict, mean) = named.run_repeat(frame, repeat);
+        let (verdict, ns) = fastest(&mut || named.run_repeat(frame, repeat));
         assert_eq!(verdict, XDP_PASS, "{name}");
-        let ns = mean.as_nanos() as f64;
         let _ = writeln!(md, "| {name}, 64 peers named | {ns:.0} | {:.1} |", ns / pass_ns.max(1.0));
         json.push(format!(r#"{{"packet":"{name}, 64 peers named","ns":{ns}}}"#));
     }
@@ -63,9 +74,8 @@ fn main() {
     // ring holds, each row on a fresh load.
     let transactions = LoadedXdp::load_with_transactions();
     for (name, frame) in [&cases[0], &cases[1]] {
-        let (verdict, mean) = transactions.run_repeat(frame, repeat);
+        let (verdict, ns) = fastest(&mut || transactions.run_repeat(frame, repeat));
         assert_eq!(verdict, XDP_PASS, "{name}");
-        let ns = mean.as_nanos() as f64;
         let _ = writeln!(md, "| {name}, --transactions | {ns:.0} | {:.1} |", ns / pass_ns.max(1.0));
         json.push(format!(r#"{{"packet":"{name}, --transactions","ns":{ns}}}"#));
     }

@@ -552,7 +552,7 @@ fn tls_program_stats(mine: &HashSet<u32>) -> BTreeMap<String, (u64, u64)> {
     let mut order: Vec<&str> = TLS_FOLLOW_PROGRAMS.to_vec();
     order.extend(SOCK_FOLLOW_PROGRAMS);
     order.extend(SOCKET_TRACEPOINTS.iter().map(|(_, n)| *n));
-    order.extend(SSL_FUNCTIONS.iter().map(|(_, n)| *n));
+    order.extend(SSL_FUNCTIONS.iter().map(|(_, n, _)| *n));
     order.push(SSL_RETURN_PROGRAM);
     let mut taken: HashMap<String, usize> = HashMap::new();
     let mut out = BTreeMap::new();

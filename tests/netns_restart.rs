@@ -135,6 +135,11 @@ fn another_xdp_program_is_never_replaced_unasked() {
     let report = String::from_utf8_lossy(&check.stdout);
     assert_eq!(check.status.code(), Some(1), "{report}");
     assert!(report.contains("FAIL  sip0 XDP hook: program"), "{report}");
+    // Under its own pin directory, the running agent's program is no failure.
+    let own = sipflow_in(&server, &["check", "-i", SERVER_IF, "--pin-dir", lab.pin_dir()]);
+    let report = String::from_utf8_lossy(&own.stdout);
+    assert!(report.contains("ok    sip0 XDP hook: sipflow's own, program "), "{report}");
+    assert!(!report.contains("FAIL  sip0 XDP"), "{report}");
     stop(&mut lab.spawned()[0]);
     let check = sipflow_in(&server, &["check", "-i", SERVER_IF]);
     let report = String::from_utf8_lossy(&check.stdout);

@@ -23,6 +23,7 @@ use aya_ebpf::{
     EbpfContext,
     bindings::{TC_ACT_UNSPEC, xdp_action},
     macros::{classifier, raw_tracepoint, uprobe, uretprobe, xdp},
+    maps::ProgramArray,
     programs::{ProbeContext, RawTracePointContext, RetProbeContext, TcContext, XdpContext},
 };
 use aya_log_ebpf::debug;
@@ -50,13 +51,13 @@ pub fn sipflow_xdp(ctx: XdpContext) -> u32 {
 /// The rest of a TCP segment after its first message (see `follow`).
 #[xdp]
 pub fn sipflow_xdp_scan(ctx: XdpContext) -> u32 {
-    follow_xdp(&ctx, follow::scan(&xdp_frame::XdpFrame(&ctx), packet_scratch()));
+    follow(&ctx, &FOLLOW_XDP, follow::scan(&xdp_frame::XdpFrame(&ctx), packet_scratch()));
     xdp_action::XDP_PASS
 }
 
 #[xdp]
 pub fn sipflow_xdp_message(ctx: XdpContext) -> u32 {
-    follow_xdp(&ctx, follow::message(&xdp_frame::XdpFrame(&ctx), packet_scratch(), Direction::Ingress));
+    follow(&ctx, &FOLLOW_XDP, follow::message(&xdp_frame::XdpFrame(&ctx), packet_scratch(), Direction::Ingress));
     xdp_action::XDP_PASS
 }
 
@@ -81,13 +82,13 @@ pub fn sipflow_tc_egress(ctx: TcContext) -> i32 {
 
 #[classifier]
 pub fn sipflow_tc_scan(ctx: TcContext) -> i32 {
-    follow_tc(&ctx, follow::scan(&tc_frame::TcFrame(&ctx), packet_scratch()));
+    follow(&ctx, &FOLLOW_TC, follow::scan(&tc_frame::TcFrame(&ctx), packet_scratch()));
     TC_ACT_UNSPEC
 }
 
 #[classifier]
 pub fn sipflow_tc_message(ctx: TcContext) -> i32 {
-    follow_tc(&ctx, follow::message(&tc_frame::TcFrame(&ctx), packet_scratch(), Direction::Egress));
+    follow(&ctx, &FOLLOW_TC, follow::message(&tc_frame::TcFrame(&ctx), packet_scratch(), Direction::Egress));
     TC_ACT_UNSPEC
 }
 
@@ -97,31 +98,18 @@ pub fn sipflow_tc_websocket(ctx: TcContext) -> i32 {
     TC_ACT_UNSPEC
 }
 
-/// Hands the packet to the next step of the walk. A tail call from a walker
-/// that returns failed at the kernel's limit of 33: the rest of the segment
-/// goes unread, and that is counted.
+/// Hands the packet (or an SSL call's plaintext) to the next step of the
+/// walk, among `walkers`: the programs of the caller's own type, as a tail
+/// call stays within its type. A tail call from a walker that returns failed
+/// at the kernel's limit of 33: the rest goes unread, and that is counted.
 #[inline(always)]
-fn follow_xdp(ctx: &XdpContext, next: Next) {
+fn follow(ctx: &impl EbpfContext, walkers: &ProgramArray, next: Next) {
     match next {
         Next::Done => {}
         Next::Bound => log_bound(ctx, MAX_MESSAGES_BOUND),
         _ => {
             // SAFETY: a tail call into one of our own programs of the same type.
-            unsafe { FOLLOW_XDP.tail_call(ctx, next as u32) };
-            bump_stat(KernelStat::MessageBoundReached);
-            log_bound(ctx, TAIL_CALL_BOUND);
-        }
-    }
-}
-
-#[inline(always)]
-fn follow_tc(ctx: &TcContext, next: Next) {
-    match next {
-        Next::Done => {}
-        Next::Bound => log_bound(ctx, MAX_MESSAGES_BOUND),
-        _ => {
-            // SAFETY: as in `follow_xdp`.
-            unsafe { FOLLOW_TC.tail_call(ctx, next as u32) };
+            unsafe { walkers.tail_call(ctx, next as u32) };
             bump_stat(KernelStat::MessageBoundReached);
             log_bound(ctx, TAIL_CALL_BOUND);
         }
@@ -211,19 +199,19 @@ pub fn sipflow_sock_first(_ctx: RawTracePointContext) -> i32 {
 /// as every uprobe program is), and never attached.
 #[uprobe]
 pub fn sipflow_tls_first(ctx: ProbeContext) -> u32 {
-    follow_tls(&ctx, tls::first());
+    follow(&ctx, &FOLLOW_TLS, tls::first());
     0
 }
 
 #[uprobe]
 pub fn sipflow_tls_scan(ctx: ProbeContext) -> u32 {
-    follow_tls(&ctx, tls::scan());
+    follow(&ctx, &FOLLOW_TLS, tls::scan());
     0
 }
 
 #[uprobe]
 pub fn sipflow_tls_message(ctx: ProbeContext) -> u32 {
-    follow_tls(&ctx, tls::message());
+    follow(&ctx, &FOLLOW_TLS, tls::message());
     0
 }
 
@@ -233,20 +221,6 @@ pub fn sipflow_tls_message(ctx: ProbeContext) -> u32 {
 fn read_plaintext(ctx: &RetProbeContext) {
     // SAFETY: a tail call into our own program of the same type (kprobe).
     unsafe { FOLLOW_TLS.tail_call(ctx, TLS_FIRST_SLOT) };
-}
-
-#[inline(always)]
-fn follow_tls(ctx: &ProbeContext, next: Next) {
-    match next {
-        Next::Done => {}
-        Next::Bound => log_bound(ctx, MAX_MESSAGES_BOUND),
-        _ => {
-            // SAFETY: as in `follow_xdp`.
-            unsafe { FOLLOW_TLS.tail_call(ctx, next as u32) };
-            bump_stat(KernelStat::MessageBoundReached);
-            log_bound(ctx, TAIL_CALL_BOUND);
-        }
-    }
 }
 
 /// Does nothing but pass: the benchmark's yardstick, so that per-packet

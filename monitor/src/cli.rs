@@ -56,6 +56,11 @@ pub struct CheckArgs {
     /// holding a socket on one are those whose TLS `sipflow run` reads.
     #[arg(long = "sips-port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub sips_ports: Vec<u16>,
+
+    /// Where sipflow pins its programs, maps and links: a program on the hook
+    /// linked from here is sipflow's own, not a failure.
+    #[arg(long, value_name = "DIR", default_value = crate::kernel::pins::DEFAULT_ROOT)]
+    pub pin_dir: PathBuf,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -40,25 +40,35 @@ fn keys() -> Vec<(String, String, Kind)> {
         .collect()
 }
 
+/// What is wrong with a config file, as the one sentence the CLI prints.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {file}: {source}; check the path given to --config")]
+    Unreadable { file: String, source: std::io::Error },
+    #[error("the config file {file} is not valid TOML{at}: {what}")]
+    NotToml { file: String, at: String, what: String },
+    #[error("the config file {file} has an unknown key `{key}`; the keys are {known}")]
+    UnknownKey { file: String, key: String, known: String },
+    #[error("the config file {file}: `{key}` must be {shape}")]
+    WrongShape { file: String, key: String, shape: String },
+}
+
 /// The options `text` (the file at `path`) gives, skipping those for which
 /// `given(clap id)` says the command line has its own.
-pub fn options(path: &Path, text: &str, given: impl Fn(&str) -> bool) -> Result<Vec<OsString>, String> {
-    let file = path.display();
+pub fn options(path: &Path, text: &str, given: impl Fn(&str) -> bool) -> Result<Vec<OsString>, ConfigError> {
+    let file = path.display().to_string();
     let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
         let what = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
         let line = e.span().map(|span| text[..span.start].lines().count().max(1));
         let at = line.map(|l| format!(" at line {l}")).unwrap_or_default();
-        format!("the config file {file} is not valid TOML{at}: {}", what.trim_end_matches('.'))
+        ConfigError::NotToml { file: file.clone(), at, what: what.trim_end_matches('.').to_string() }
     })?;
     let keys = keys();
     let mut out = Vec::new();
     for (key, value) in &table {
         let Some((_, id, kind)) = keys.iter().find(|(k, _, _)| k == key) else {
             let known: Vec<&str> = keys.iter().map(|(k, _, _)| k.as_str()).collect();
-            return Err(format!(
-                "the config file {file} has an unknown key `{key}`; the keys are {}",
-                known.join(", ")
-            ));
+            return Err(ConfigError::UnknownKey { file, key: key.clone(), known: known.join(", ") });
         };
         if given(id) {
             continue;
@@ -69,7 +79,8 @@ pub fn options(path: &Path, text: &str, given: impl Fn(&str) -> bool) -> Result<
             toml::Value::Integer(i) => Some(i.to_string()),
             _ => None,
         };
-        let wrong = |shape: &str| format!("the config file {file}: `{key}` must be {shape}");
+        let wrong =
+            |shape: &str| ConfigError::WrongShape { file: file.clone(), key: key.clone(), shape: shape.to_string() };
         match kind {
             Kind::Flag => match value {
                 toml::Value::Boolean(true) => out.push(option.into()),
@@ -94,10 +105,9 @@ pub fn options(path: &Path, text: &str, given: impl Fn(&str) -> bool) -> Result<
 
 /// The command line `args` (`sipflow run ...`) with the options of the file
 /// at `path` inserted after `run`.
-pub fn merge(path: &Path, args: Vec<OsString>, given: impl Fn(&str) -> bool) -> Result<Vec<OsString>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        format!("cannot read the config file {}: {e}; check the path given to --config", path.display())
-    })?;
+pub fn merge(path: &Path, args: Vec<OsString>, given: impl Fn(&str) -> bool) -> Result<Vec<OsString>, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Unreadable { file: path.display().to_string(), source })?;
     let from_file = options(path, &text, given)?;
     let run = args.iter().position(|a| a == "run").map_or(args.len(), |i| i + 1);
     let mut merged = args[..run].to_vec();
@@ -113,6 +123,7 @@ mod tests {
     fn opts(text: &str, given: &[&str]) -> Result<Vec<String>, String> {
         options(Path::new("f.toml"), text, |id| given.contains(&id))
             .map(|v| v.into_iter().map(|s| s.into_string().unwrap()).collect())
+            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -226,7 +237,8 @@ mod tests {
                 }
             }
             let text = String::from_utf8_lossy(&text);
-            if let Err(sentence) = options(Path::new("f.toml"), &text, |_| false) {
+            if let Err(error) = options(Path::new("f.toml"), &text, |_| false) {
+                let sentence = error.to_string();
                 assert!(!sentence.contains('\n'), "one line: {sentence}");
             }
         }

@@ -155,6 +155,12 @@ impl LoadedXdp {
         run_program(program, frame, repeat)
     }
 
+    /// The do-nothing program again, once `run_pass_repeat` has loaded it.
+    pub fn run_pass_once_loaded(&self, frame: &[u8], repeat: u32) -> (u32, std::time::Duration) {
+        let program: &Xdp = self.ebpf.program(PASS_PROGRAM).expect("pass program").try_into().expect("xdp");
+        run_program(program, frame, repeat)
+    }
+
     pub fn counters(&self) -> CounterSnapshot {
         self.counters.read().expect("read counters")
     }

@@ -79,6 +79,11 @@ pub fn check(args: &CheckArgs) -> Result<(), Failure> {
             &format!("{iface} XDP hook"),
             match &other {
                 None => Ok("free".into()),
+                Some(program) if is_own(&args.pin_dir, iface, program) => Ok(format!(
+                    "sipflow's own, {} (linked under {}: a running agent's, or one left by --keep-attached, which `sipflow run` takes over)",
+                    program.describe(),
+                    args.pin_dir.display()
+                )),
                 Some(program) => Err(Fix(format!(
                     "{} is attached; sipflow leaves it alone unless `sipflow run --replace` (if it is sipflow's own, from --keep-attached, `sipflow run` takes it over and `sipflow detach` removes it)",
                     program.describe()
@@ -93,6 +98,17 @@ pub fn check(args: &CheckArgs) -> Result<(), Failure> {
         return Err(Failure::Preflight(failed));
     }
     Ok(())
+}
+
+/// Whether the program on `iface`'s hook is linked through a pin under the
+/// pin directory (any layout version): sipflow's own, not another's.
+fn is_own(pin_dir: &Path, iface: &str, program: &xdp_hook::XdpProgram) -> bool {
+    let Ok(versions) = std::fs::read_dir(pin_dir.join(iface)) else {
+        return false;
+    };
+    versions.flatten().any(|version| {
+        pins::link_program_id(&version.path().join(pins::XDP_LINK)).is_ok_and(|id| u64::from(id) == program.id)
+    })
 }
 
 fn privileges_check(privileged: bool) -> Outcome {

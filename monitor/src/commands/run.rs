@@ -29,10 +29,10 @@ use crate::{
         error::{KernelError, at},
         head_events::{FlowEvents, HeadEvents, QUIET_DRAIN},
         log::KernelLog,
-        maps::FlowTable,
+        maps::{FlowTable, KernelCounters},
         pins,
         sip_servers::SipServerFinder,
-        tls_probes,
+        tls_probes::{self, TlsPlan},
     },
     liveness::{
         registrations::{self, Limits},
@@ -44,6 +44,42 @@ use crate::{
 };
 
 pub async fn run(args: RunArgs) -> Result<(), Failure> {
+    let plan = plan(&args)?;
+    // Bind before attaching, so a busy port fails before anything changes on the host.
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| Failure::Listen { addr: args.listen, reason: e.to_string() })?;
+    let (attachments, interfaces) = attach_all(&args, &plan)?;
+    let (instances, rings): (Vec<_>, Vec<_>) = interfaces.into_iter().map(|i| (i.instance, i.rings)).unzip();
+    let state = build_state(&args, plan.peers, instances);
+    let mut running = Running::default();
+    let engine_inputs = spawn_readers(rings, &state, &mut running);
+    if plan.tls.is_some() {
+        spawn_sip_server_follower(&plan.ports.tls, &attachments, &state, &mut running);
+    }
+    let engine_thread = spawn_engine(&args, &state, engine_inputs, &running)?;
+    spawn_saver(&state, &mut running);
+
+    info!(listen = %args.listen, "serving /metrics, /flows and /healthz");
+    let serving = http::serve(listener, router(state.clone()), shutdown_signal());
+    let served = until_something_ends(serving, &mut running.stopped, &mut running.tasks).await;
+    running.tasks.abort_all();
+    // The readers held the engine's inputs: with them gone, it returns.
+    let _ = tokio::task::spawn_blocking(move || engine_thread.join()).await;
+    state.save_registrations(true);
+    drop(attachments);
+    served
+}
+
+/// What the command line asks for, checked before anything changes on the host.
+struct Plan {
+    ports: SipPorts,
+    peers: Peers,
+    /// Where SIP inside TLS is read, when it is.
+    tls: Option<TlsPlan>,
+}
+
+fn plan(args: &RunArgs) -> Result<Plan, Failure> {
     if args.ifaces.is_empty() {
         return Err(Failure::Usage(
             "no interface to monitor; give one with -i IFACE, or as iface = [\"IFACE\"] in the --config file".into(),
@@ -81,42 +117,89 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
             );
         }
     }
-    // Bind before attaching, so a busy port fails before anything changes on the host.
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| Failure::Listen { addr: args.listen, reason: e.to_string() })?;
-
     let tls = tls_probes::plan(&ports.tls, &args.tls_libs, args.no_tls_plaintext)?;
-    let mut attached = Vec::new();
-    let mut instances = Vec::new();
-    let mut event_sources = Vec::new();
+    Ok(Plan { ports, peers, tls })
+}
+
+/// The interfaces sipflow is attached to. Dropped, whether the agent ends or
+/// a step of its start fails, it detaches them all, unless the programs are
+/// to stay (--keep-attached); no step detaches on its own.
+struct Attachments {
+    attached: Arc<Mutex<Vec<Attached>>>,
+    keep: bool,
+}
+
+impl Drop for Attachments {
+    fn drop(&mut self) {
+        let attached = match self.attached.lock() {
+            Ok(mut attached) => std::mem::take(&mut *attached),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        for a in attached {
+            a.detach(self.keep);
+        }
+    }
+}
+
+/// One interface attached: what the engine reads of it, and its ring buffers.
+struct Interface {
+    instance: Instance,
+    rings: (String, HeadEvents, FlowEvents),
+}
+
+fn attach_all(args: &RunArgs, plan: &Plan) -> Result<(Attachments, Vec<Interface>), Failure> {
     let options = AttachOptions {
-        ports: &ports,
-        peers: &peers,
+        ports: &plan.ports,
+        peers: &plan.peers,
         max_flows: args.max_flows,
         mode: args.xdp_mode,
         pin_root: &args.pin_dir,
         replace: args.replace,
         ingress_only: args.ingress_only,
         transactions: args.transactions,
-        tls: tls.as_ref(),
+        tls: plan.tls.as_ref(),
     };
+    let attachments = Attachments { attached: Arc::default(), keep: args.keep_attached };
+    let mut interfaces = Vec::new();
     for iface in &args.ifaces {
-        match attach_one(iface, &options, args.sees_egress(), args.keep_attached) {
-            Ok((a, instance, (heads, news))) => {
-                instances.push(instance);
-                event_sources.push((iface.clone(), heads, news));
-                attached.push(a);
-            }
-            Err(failure) => {
-                // Leave nothing behind that the operator did not ask to keep.
-                for a in attached {
-                    a.detach(args.keep_attached);
-                }
-                return Err(failure);
-            }
-        }
+        let (attached, counters) = attach::attach(iface, &options)?;
+        let mut all = attachments.attached.lock().expect("attachments lock");
+        all.push(attached);
+        let a = all.last_mut().expect("just pushed");
+        interfaces.push(take_maps(a, counters, args.sees_egress())?);
     }
+    Ok((attachments, interfaces))
+}
+
+/// Attaches the egress program where it is wanted, and takes the maps the
+/// agent reads of an attached interface.
+fn take_maps(a: &mut Attached, counters: KernelCounters, egress: bool) -> Result<Interface, Failure> {
+    if egress {
+        a.attach_egress()?;
+    } else {
+        a.drop_stale_egress();
+    }
+    let iface = a.iface.clone();
+    let maps_failure = |source: KernelError| Failure::Load { iface: iface.clone(), source };
+    let flows = FlowTable::take_from(a.ebpf_mut()).map_err(|e| maps_failure(at("the flow map")(e)))?;
+    let heads = HeadEvents::take_from(a.ebpf_mut()).map_err(maps_failure)?;
+    let news = FlowEvents::take_from(a.ebpf_mut()).map_err(maps_failure)?;
+    tokio::spawn(KernelLog::take_from(a.ebpf_mut(), &iface).map_err(maps_failure)?.forward());
+    let instance = Instance {
+        iface: iface.clone(),
+        counters,
+        flows: Mutex::new(flows),
+        max_flows: a.flow_capacity,
+        pins: a.pins.clone(),
+        ifindex: a.ifindex,
+        egress: a.egress,
+    };
+    Ok(Interface { instance, rings: (iface, heads, news) })
+}
+
+/// The liveness tracker, the metrics and the bindings an agent before this
+/// one saved.
+fn build_state(args: &RunArgs, peers: Peers, instances: Vec<Instance>) -> Arc<AgentState> {
     let limits = Limits {
         max_bindings: args.max_bindings,
         max_pending: args.max_pending_registers,
@@ -141,7 +224,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
             warn!(file = %args.state_file.display(), error = %e, "cannot read the saved registrations; starting without")
         }
     }
-    let state = Arc::new(AgentState {
+    Arc::new(AgentState {
         metrics: Mutex::new(metrics),
         instances,
         saved_generation: AtomicU64::new(tracker.registrations.generation),
@@ -150,19 +233,38 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         engine_alive: AtomicBool::new(true),
         tracker: Mutex::new(tracker),
         state_file: args.state_file.clone(),
-    });
+    })
+}
 
-    // The kernel's ring buffers are drained by tasks that only forward: the
-    // engine, on its own thread, owns every decision.
+/// The agent's tasks. Every one runs for the agent's life: one that ends,
+/// however (an error, a panic), ends the agent, so that the service manager
+/// restarts it; one that fails says why on `stopped`.
+struct Running {
+    tasks: tokio::task::JoinSet<()>,
+    stopped_tx: tokio::sync::mpsc::UnboundedSender<String>,
+    stopped: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+impl Default for Running {
+    fn default() -> Self {
+        let (stopped_tx, stopped) = tokio::sync::mpsc::unbounded_channel();
+        Self { tasks: tokio::task::JoinSet::new(), stopped_tx, stopped }
+    }
+}
+
+/// The kernel's ring buffers are drained by tasks that only forward: the
+/// engine, on its own thread, owns every decision. Returns the engine's end
+/// of the queue.
+fn spawn_readers(
+    rings: Vec<(String, HeadEvents, FlowEvents)>,
+    state: &AgentState,
+    running: &mut Running,
+) -> engine::InputReceiver {
     let (queue, engine_inputs) = engine::input_queue(INPUT_QUEUE_BYTES);
-    let (stopped_tx, mut stopped) = tokio::sync::mpsc::unbounded_channel::<String>();
-    // Every task runs for the agent's life: one that ends, however (an error,
-    // a panic), ends the agent, so that the service manager restarts it.
-    let mut tasks = tokio::task::JoinSet::new();
-    for (i, (iface, mut heads, mut news)) in event_sources.into_iter().enumerate() {
+    for (i, (iface, mut heads, mut news)) in rings.into_iter().enumerate() {
         let lost = state.metrics.lock().expect("metrics lock").lost_inputs(&iface);
-        let (inputs, stopped_tx) = (queue.sender(lost), stopped_tx.clone());
-        tasks.spawn(async move {
+        let (inputs, stopped_tx) = (queue.sender(lost), running.stopped_tx.clone());
+        running.tasks.spawn(async move {
             // One steady period for both rings, whatever wakes the task in between.
             let mut quiet = tokio::time::interval(QUIET_DRAIN);
             quiet.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -189,32 +291,45 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
             let _ = stopped_tx.send(failed);
         });
     }
-    drop(queue);
-    // SIP inside TLS is read in the SIP server processes only: found now, and
-    // followed as they come and go.
-    let attached = Arc::new(Mutex::new(attached));
-    if tls.is_some() {
-        let mut finder = SipServerFinder::new(&ports.tls);
-        follow_sip_servers(&attached, &mut finder, &state);
-        let (attached, state) = (attached.clone(), state.clone());
-        tasks.spawn(async move {
-            let mut tick = tokio::time::interval(FOLLOW_SIP_SERVERS);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let finder = Arc::new(Mutex::new(finder));
-            loop {
-                tick.tick().await;
-                let (attached, state, finder) = (attached.clone(), state.clone(), finder.clone());
-                let _ = tokio::task::spawn_blocking(move || {
-                    follow_sip_servers(&attached, &mut finder.lock().expect("finder lock"), &state)
-                })
-                .await;
-            }
-        });
-    }
-    let engine = Engine::new(state.clone(), engine_inputs, args.sweep_interval, args.transactions);
-    let engine_state = state.clone();
-    let engine_stopped = stopped_tx.clone();
-    let engine_thread = std::thread::Builder::new()
+    engine_inputs
+}
+
+/// SIP inside TLS is read in the SIP server processes only: found now, and
+/// followed as they come and go.
+fn spawn_sip_server_follower(
+    tls_ports: &[u16],
+    attachments: &Attachments,
+    state: &Arc<AgentState>,
+    running: &mut Running,
+) {
+    let mut finder = SipServerFinder::new(tls_ports);
+    follow_sip_servers(&attachments.attached, &mut finder, state);
+    let (attached, state) = (attachments.attached.clone(), state.clone());
+    running.tasks.spawn(async move {
+        let mut tick = tokio::time::interval(FOLLOW_SIP_SERVERS);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let finder = Arc::new(Mutex::new(finder));
+        loop {
+            tick.tick().await;
+            let (attached, state, finder) = (attached.clone(), state.clone(), finder.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                follow_sip_servers(&attached, &mut finder.lock().expect("finder lock"), &state)
+            })
+            .await;
+        }
+    });
+}
+
+/// The liveness engine, on a thread of its own.
+fn spawn_engine(
+    args: &RunArgs,
+    state: &Arc<AgentState>,
+    inputs: engine::InputReceiver,
+    running: &Running,
+) -> Result<std::thread::JoinHandle<()>, Failure> {
+    let engine = Engine::new(state.clone(), inputs, args.sweep_interval, args.transactions);
+    let (engine_state, engine_stopped) = (state.clone(), running.stopped_tx.clone());
+    std::thread::Builder::new()
         .name("engine".into())
         .spawn(move || {
             let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.run()));
@@ -222,32 +337,23 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
             let why = if ran.is_err() { "the liveness engine failed" } else { "the liveness engine stopped" };
             let _ = engine_stopped.send(why.to_string());
         })
-        .map_err(|e| Failure::Runtime(format!("cannot start the liveness engine: {e}")))?;
-    let saver_state = state.clone();
-    tasks.spawn(async move {
-        // The bindings are written off the engine's thread: at a million they take seconds.
+        .map_err(|e| Failure::Runtime(format!("cannot start the liveness engine: {e}")))
+}
+
+/// The bindings are written off the engine's thread: at a million they take seconds.
+fn spawn_saver(state: &Arc<AgentState>, running: &mut Running) {
+    let (state, stopped_tx) = (state.clone(), running.stopped_tx.clone());
+    running.tasks.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tick.tick().await;
-            let state = saver_state.clone();
+            let state = state.clone();
             if tokio::task::spawn_blocking(move || state.save_registrations(false)).await.is_err() {
                 let _ = stopped_tx.send("saving the registrations failed".to_string());
                 return;
             }
         }
     });
-
-    info!(listen = %args.listen, "serving /metrics, /flows and /healthz");
-    let serving = http::serve(listener, router(state.clone()), shutdown_signal());
-    let served = until_something_ends(serving, &mut stopped, &mut tasks).await;
-    tasks.abort_all();
-    // The readers held the engine's inputs: with them gone, it returns.
-    let _ = tokio::task::spawn_blocking(move || engine_thread.join()).await;
-    state.save_registrations(true);
-    for a in std::mem::take(&mut *attached.lock().expect("attachments lock")) {
-        a.detach(args.keep_attached);
-    }
-    served
 }
 
 /// How often the SIP server processes are looked for (see `sip_servers`):
@@ -267,48 +373,6 @@ fn follow_sip_servers(attached: &Mutex<Vec<Attached>>, finder: &mut SipServerFin
     for a in attached.lock().expect("attachments lock").iter_mut() {
         if let Some(count) = a.follow_sip_servers(&servers) {
             state.metrics.lock().expect("metrics lock").set_tls_processes(&a.iface, count);
-        }
-    }
-}
-
-/// Attaches to one interface and takes its maps; on a failure after the
-/// attachment, detaches again (unless the programs are to stay).
-fn attach_one(
-    iface: &str,
-    options: &AttachOptions,
-    egress: bool,
-    keep: bool,
-) -> Result<(Attached, Instance, (HeadEvents, FlowEvents)), Failure> {
-    let (mut a, counters) = attach::attach(iface, options)?;
-    let mut taken = || {
-        if egress {
-            a.attach_egress()?;
-        } else {
-            a.drop_stale_egress();
-        }
-        let maps_failure = |source: KernelError| Failure::Load { iface: iface.to_string(), source };
-        let flows = FlowTable::take_from(a.ebpf_mut()).map_err(|e| maps_failure(at("the flow map")(e)))?;
-        let heads = HeadEvents::take_from(a.ebpf_mut()).map_err(maps_failure)?;
-        let news = FlowEvents::take_from(a.ebpf_mut()).map_err(maps_failure)?;
-        tokio::spawn(KernelLog::take_from(a.ebpf_mut(), iface).map_err(maps_failure)?.forward());
-        Ok((flows, (heads, news)))
-    };
-    match taken() {
-        Ok((flows, events)) => {
-            let instance = Instance {
-                iface: iface.to_string(),
-                counters,
-                flows: Mutex::new(flows),
-                max_flows: a.flow_capacity,
-                pins: a.pins.clone(),
-                ifindex: a.ifindex,
-                egress: a.egress,
-            };
-            Ok((a, instance, events))
-        }
-        Err(failure) => {
-            a.detach(keep);
-            Err(failure)
         }
     }
 }

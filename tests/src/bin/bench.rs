@@ -2,8 +2,8 @@
 //! BPF_PROG_TEST_RUN (the kernel's own mean over `repeat` runs), beside a
 //! program that only passes. Writes target/bench/test_run.{md,json}.
 //!
-//! `sipflow-bench REPEAT SAMPLES`: each class is run SAMPLES times and the
-//! fastest mean is given. On a shared VM a run's mean takes in whatever the
+//! `sipflow-bench REPEAT SAMPLES`: each class is run SAMPLES times, in rounds
+//! over all classes, and the fastest mean is given. On a shared VM a run's mean takes in whatever the
 //! host did meanwhile (interrupts, steal); the fastest of many short runs is
 //! the program's own cost, which is what a before/after comparison needs.
 
@@ -19,13 +19,6 @@ use sipflow_tests::{
 fn main() {
     let repeat: u32 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
     let samples: u32 = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(1).max(1);
-    // The fastest of `samples` runs: (verdict, ns per packet).
-    let fastest = |run: &mut dyn FnMut() -> (u32, std::time::Duration)| {
-        (0..samples).map(|_| run()).map(|(verdict, mean)| (verdict, mean.as_nanos() as f64)).fold(
-            (XDP_PASS, f64::MAX),
-            |(worst, best), (verdict, ns)| (if verdict == XDP_PASS { worst } else { verdict }, best.min(ns)),
-        )
-    };
     let mut xdp = LoadedXdp::load();
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("SIP request (UDP INVITE)", udp4(CLIENT_PORT, SIP_PORT, INVITE)),
@@ -38,22 +31,6 @@ fn main() {
         ("TCP ACK on the SIP port", tcp4(CLIENT_PORT, SIP_PORT, Flags::default(), b"")),
         ("IPv6 + QinQ SIP request", udp6_vlan(&[100, 200], CLIENT_PORT, SIP_PORT, INVITE)),
     ];
-    let (verdict, pass_ns) = fastest(&mut || xdp.run_pass_repeat(&cases[0].1, repeat));
-    assert_eq!(verdict, XDP_PASS);
-
-    let runs = if samples > 1 { format!(", the fastest of {samples} runs") } else { String::new() };
-    let mut md = format!(
-        "# XDP cost per packet (BPF_PROG_TEST_RUN, repeat {repeat}{runs})\n\n\
-         | packet | ns | x an empty XDP_PASS program |\n| --- | ---: | ---: |\n\
-         | empty XDP_PASS program | {pass_ns:.0} | 1.0 |\n"
-    );
-    let mut json = vec![format!(r#"{{"packet":"empty XDP_PASS program","ns":{pass_ns}}}"#)];
-    for (name, frame) in &cases {
-        let (verdict, ns) = fastest(&mut || xdp.run_repeat(frame, repeat));
-        assert_eq!(verdict, XDP_PASS, "{name}");
-        let _ = writeln!(md, "| {name} | {ns:.0} | {:.1} |", ns / pass_ns.max(1.0));
-        json.push(format!(r#"{{"packet":"{name}","ns":{ns}}}"#));
-    }
     // The same messages where 64 peers are named (`--peer`): the client's peer is
     // looked up once per flow, and each message adds one more to its peer's row.
     let peers: Vec<PeerArg> = (0..63)
@@ -62,30 +39,58 @@ fn main() {
         .collect::<Result<_, _>>()
         .expect("64 peers");
     let named = LoadedXdp::load_with_peers(&Peers::new(&peers).expect("64 peers"));
-    for (name, frame) in [&cases[0], &cases[1]] {
-        let (verdict, ns) = fastest(&mut || named.run_repeat(frame, repeat));
-        assert_eq!(verdict, XDP_PASS, "{name}");
-        let _ = writeln!(md, "| {name}, 64 peers named | {ns:.0} | {:.1} |", ns / pass_ns.max(1.0));
-        json.push(format!(r#"{{"packet":"{name}, 64 peers named","ns":{ns}}}"#));
-    }
     // --transactions: every SIP message's head goes to the ring buffer. Run a
     // million times the ring fills and the rest are dropped (and counted), so
-    // the price of a head delivered is measured apart, over fewer runs than the
-    // ring holds, each row on a fresh load.
+    // the price of a head delivered is measured apart below, over fewer runs
+    // than the ring holds, each row on a fresh load.
     let transactions = LoadedXdp::load_with_transactions();
-    for (name, frame) in [&cases[0], &cases[1]] {
-        let (verdict, ns) = fastest(&mut || transactions.run_repeat(frame, repeat));
-        assert_eq!(verdict, XDP_PASS, "{name}");
-        let _ = writeln!(md, "| {name}, --transactions | {ns:.0} | {:.1} |", ns / pass_ns.max(1.0));
-        json.push(format!(r#"{{"packet":"{name}, --transactions","ns":{ns}}}"#));
+    let (verdict, _) = xdp.run_pass_repeat(&cases[0].1, 1);
+    assert_eq!(verdict, XDP_PASS);
+
+    // Rows: (name, loaded object, frame); no object is the empty program.
+    let mut rows: Vec<(String, Option<&LoadedXdp>, &[u8])> =
+        vec![("empty XDP_PASS program".to_string(), None, &cases[0].1[..])];
+    rows.extend(cases.iter().map(|(name, frame)| (name.to_string(), Some(&xdp), &frame[..])));
+    for (option, loaded) in [(", 64 peers named", &named), (", --transactions", &transactions)] {
+        rows.extend(cases[..2].iter().map(|(name, frame)| (format!("{name}{option}"), Some(loaded), &frame[..])));
+    }
+    // Round after round over every row, so that each row's runs are spread
+    // over the whole benchmark rather than bunched where the host was busy.
+    let mut fastest = vec![f64::MAX; rows.len()];
+    for _ in 0..samples {
+        for (row, (name, loaded, frame)) in rows.iter().enumerate() {
+            let (verdict, mean) = match loaded {
+                Some(loaded) => loaded.run_repeat(frame, repeat),
+                None => xdp.run_pass_once_loaded(frame, repeat),
+            };
+            assert_eq!(verdict, XDP_PASS, "{name}");
+            fastest[row] = fastest[row].min(mean.as_nanos() as f64);
+        }
+    }
+    let pass_ns = fastest[0];
+    let runs = if samples > 1 { format!(", the fastest of {samples} runs") } else { String::new() };
+    let mut md = format!(
+        "# XDP cost per packet (BPF_PROG_TEST_RUN, repeat {repeat}{runs})\n\n\
+         | packet | ns | x an empty XDP_PASS program |\n| --- | ---: | ---: |\n"
+    );
+    let mut json = Vec::new();
+    for ((name, ..), ns) in rows.iter().zip(&fastest) {
+        let _ = writeln!(md, "| {name} | {ns:.0} | {:.1} |", ns / pass_ns.max(1.0));
+        json.push(format!(r#"{{"packet":"{name}","ns":{ns}}}"#));
     }
     let delivered_runs = 900;
     type Load = fn() -> LoadedXdp;
     let loads: [(&str, Load); 2] = [("", LoadedXdp::load), (", --transactions", LoadedXdp::load_with_transactions)];
     for (option, load) in loads {
-        let (verdict, mean) = load().run_repeat(&cases[0].1, delivered_runs);
-        assert_eq!(verdict, XDP_PASS);
-        let ns = mean.as_nanos() as f64;
+        // Drained between runs, so that every run's heads find room.
+        let mut loaded = load();
+        let mut ns = f64::MAX;
+        for _ in 0..samples {
+            let (verdict, mean) = loaded.run_repeat(&cases[0].1, delivered_runs);
+            assert_eq!(verdict, XDP_PASS);
+            ns = ns.min(mean.as_nanos() as f64);
+            let _ = loaded.heads();
+        }
         let name = format!("SIP request (UDP INVITE){option}, {delivered_runs} runs, every head delivered");
         let _ = writeln!(md, "| {name} | {ns:.0} | {:.1} |", ns / pass_ns.max(1.0));
         json.push(format!(r#"{{"packet":"{name}","ns":{ns}}}"#));

@@ -28,7 +28,10 @@ use tracing::{debug, info, warn};
 
 use crate::{
     clock::boot_time_ns,
-    export::metrics::{FlowMapFill, LostInputs, Metrics},
+    export::{
+        census,
+        metrics::{FlowMapFill, LostInputs, Metrics},
+    },
     kernel::{
         head_events::{FlowNews, Head},
         maps::{FlowTable, KernelCounters},
@@ -496,7 +499,7 @@ impl Engine {
     fn record_census(&self) {
         let (census, grades, refused) = {
             let tracker = self.state.tracker.lock().expect("tracker lock");
-            (tracker.census(), tracker.grades, tracker.registrations.refused)
+            (census::of(&tracker), tracker.grades, tracker.registrations.refused)
         };
         let mut metrics = self.state.metrics.lock().expect("metrics lock");
         metrics.record_census(&census);

@@ -18,7 +18,7 @@ use axum::{
 };
 use serde::Deserialize;
 
-use crate::{clock::boot_time_ns, engine::AgentState};
+use crate::{clock::boot_time_ns, engine::AgentState, export::flow_view};
 
 /// How long a connection may take to send a request head, and may stay idle
 /// between requests: a scraper sends its head at once; a connection that
@@ -97,7 +97,8 @@ async fn flows(State(state): State<Arc<AgentState>>, Query(query): Query<FlowsQu
                 kernel_flows.extend(table.entries().map(|(key, flow)| (instance.iface.as_str(), key, flow)));
             }
         }
-        let view = state.tracker.lock().expect("tracker lock").view(kernel_flows, boot_time_ns(), only_failed);
+        let view =
+            flow_view::flows(&state.tracker.lock().expect("tracker lock"), kernel_flows, boot_time_ns(), only_failed);
         let page: Vec<_> = view.iter().skip(query.offset).take(query.limit.unwrap_or(usize::MAX)).collect();
         serde_json::to_vec(&page)
     })

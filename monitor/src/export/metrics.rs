@@ -14,11 +14,11 @@ use prometheus::{
 };
 
 use crate::{
-    export::transaction_metrics::TransactionMetrics,
+    export::{census::Census, transaction_metrics::TransactionMetrics},
     kernel::maps::CounterSnapshot,
     liveness::{
         registrations::Refused,
-        tracker::{Census, Grades, Sweep},
+        tracker::{Grades, Sweep},
         verdict::Reason,
     },
     peers::{OTHER, Peers},

@@ -16,11 +16,7 @@ use super::{
     registrations::{Change, FlowId, Limits, Registrations},
     verdict::{self, FlowFailure, Reason, Timers},
 };
-use crate::{
-    kernel::head_events::Head,
-    peers::{OTHER, Peers},
-    sip_head,
-};
+use crate::{kernel::head_events::Head, peers::Peers, sip_head};
 
 /// The agent's memory of flows is kept to what the kernel's map cannot tell:
 /// failed flows (a verdict is reached once, and listed for `retention`), and
@@ -54,7 +50,7 @@ pub struct TrackedFlow {
     /// The sweep that last met it in the kernel's map.
     seen_in: u64,
     /// The verdict as it was reached, against the bindings of that moment.
-    judged: Judged,
+    pub judged: Judged,
 }
 
 /// A verdict as it was reached: the binding may move on afterwards (a UA that
@@ -143,67 +139,15 @@ enum Looked {
     Healthy((&'static str, &'static str)),
 }
 
-/// The counts the gauges export.
-#[derive(Default, Debug, PartialEq, Eq)]
-pub struct Census {
-    /// (transport, state) -> flows
-    pub flows: BTreeMap<(&'static str, &'static str), i64>,
-    /// (transport, peer) -> failed flows that would warrant 430
-    pub would_430: BTreeMap<(&'static str, String), i64>,
-    /// (outbound?, peer) -> bindings
-    pub registrations: BTreeMap<(bool, String), i64>,
-}
-
-/// One flow as GET /flows shows it.
-#[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct FlowView {
-    pub iface: String,
-    pub transport: &'static str,
-    /// The SIP server's side.
-    pub local: String,
-    /// The client's side.
-    pub remote: String,
-    /// The client's peer (`--peer`), or `other`.
-    pub peer: String,
-    pub vlan: u16,
-    pub state: &'static str,
-    pub reason: Option<&'static str>,
-    pub seconds_since_last_packet: f64,
-    /// The client was seen keeping the flow alive (CRLF pings, STUN): only then
-    /// can its silence fail it. A flow in state `no_keepalive` fails only on evidence.
-    pub kept_alive: bool,
-    /// Since the client's last ping, STUN request or SIP message; null when none was seen.
-    pub seconds_since_last_keepalive: Option<f64>,
-    /// The keepalive interval in force: the registrar's Flow-Timer, else the default.
-    pub flow_timer: u64,
-    pub flow_timer_from_registrar: bool,
-    /// The interval a keepalive timeout is judged by (s): the Flow-Timer, or the
-    /// client's own slower cadence (5/4 of its longest quiet before a keepalive), up to 120 s.
-    pub keepalive_interval: u64,
-    pub aor: Option<String>,
-    pub instance: Option<String>,
-    pub reg_id: Option<u32>,
-    /// Bindings on the flow: each made by a 2xx seen on it.
-    pub bindings: u32,
-    /// An edge proxy routes by this flow (an outbound binding, or --all-bindings-by-flow).
-    pub routed_by_flow: bool,
-    pub would_430: bool,
-    /// A failed flow's verdict as it was reached (null for others): `would_430`
-    /// above is as the bindings stand now, this one as they stood then.
-    pub verdict: Option<Judged>,
-    pub packets_from_client: u64,
-    pub packets_from_server: u64,
-}
-
 /// The state of a flow that kept alive is `alive`; of one that never did, this.
 pub const NO_KEEPALIVE: &str = "no_keepalive";
 
 /// A flow not failed: `alive` when its client keeps it alive, else `no_keepalive`.
-fn liveness_state(state: &FlowState) -> &'static str {
+pub(crate) fn liveness_state(state: &FlowState) -> &'static str {
     if verdict::kept_alive(state) { "alive" } else { NO_KEEPALIVE }
 }
 
-fn seconds(ns: u64) -> f64 {
+pub(crate) fn seconds(ns: u64) -> f64 {
     ns as f64 / 1e9
 }
 
@@ -216,7 +160,7 @@ pub fn socket_addr(family: u8, addr: &[u8; 16], port: u16) -> SocketAddr {
     SocketAddr::new(ip, port)
 }
 
-fn transport_of(key: &FlowKey) -> FlowTransport {
+pub(crate) fn transport_of(key: &FlowKey) -> FlowTransport {
     FlowTransport::from_u8(key.transport).unwrap_or(FlowTransport::Udp)
 }
 
@@ -240,6 +184,26 @@ impl Tracker {
         }
     }
 
+    /// The failed flows the agent keeps, by interface.
+    pub fn failed_flows(&self) -> impl Iterator<Item = (&str, &FlowKey, &TrackedFlow)> {
+        self.failed
+            .iter()
+            .flat_map(|(iface, flows)| flows.iter().map(move |(key, tracked)| (iface.as_str(), key, tracked)))
+    }
+
+    pub fn is_failed(&self, iface: &str, key: &FlowKey) -> bool {
+        self.failed.get(iface).is_some_and(|f| f.contains_key(key))
+    }
+
+    /// Flows not failed at the last sweep, by (transport, state) label, summed over interfaces.
+    pub fn alive_counts(&self) -> impl Iterator<Item = (&(&'static str, &'static str), &i64)> {
+        self.alive.values().flatten()
+    }
+
+    pub fn timers(&self) -> &Timers {
+        &self.timers
+    }
+
     /// The peer of a flow's client.
     pub fn peer_of(&self, key: &FlowKey) -> &str {
         self.peers().of_client(key)
@@ -252,7 +216,7 @@ impl Tracker {
         self.registrations.set_peers(peers);
     }
 
-    fn peers(&self) -> &Peers {
+    pub fn peers(&self) -> &Peers {
         self.registrations.peers()
     }
 
@@ -327,7 +291,7 @@ impl Tracker {
     /// Whether a failed flow would warrant 430: it still carries a binding, seen
     /// made by its 2xx and not moved elsewhere, that an edge proxy routes by
     /// this flow (RFC 5626 §5.3.1).
-    fn would_430(&self, iface: &str, key: &FlowKey, failure: &FlowFailure) -> bool {
+    pub fn would_430(&self, iface: &str, key: &FlowKey, failure: &FlowFailure) -> bool {
         failure.reason != Reason::Replaced && self.registrations.on_flow(iface, key).is_some_and(|b| b.by_flow)
     }
 
@@ -465,125 +429,15 @@ impl Tracker {
         }
         Looked::Healthy((transport.label(), liveness_state(&state)))
     }
-
-    pub fn census(&self) -> Census {
-        let mut census = Census::default();
-        for transport in [FlowTransport::Udp, FlowTransport::Tcp, FlowTransport::Tls] {
-            for state in ["alive", NO_KEEPALIVE, "failed"] {
-                census.flows.insert((transport.label(), state), 0);
-            }
-            for peer in self.peers().names() {
-                census.would_430.insert((transport.label(), peer.to_string()), 0);
-            }
-        }
-        for counts in self.alive.values() {
-            for (labels, n) in counts {
-                *census.flows.entry(*labels).or_default() += n;
-            }
-        }
-        for (iface, flows) in &self.failed {
-            for (key, tracked) in flows {
-                let transport = transport_of(key).label();
-                *census.flows.entry((transport, "failed")).or_default() += 1;
-                if self.would_430(iface, key, &tracked.failure) {
-                    *census.would_430.entry((transport, self.peer_of(key).to_string())).or_default() += 1;
-                }
-            }
-        }
-        for peer in self.peers().names() {
-            for outbound in [true, false] {
-                census.registrations.insert((outbound, peer.to_string()), 0);
-            }
-        }
-        if self.peers().is_empty() {
-            let outbound = self.registrations.outbound_count() as i64;
-            census.registrations.insert((true, OTHER.into()), outbound);
-            census.registrations.insert((false, OTHER.into()), self.registrations.len() as i64 - outbound);
-        } else {
-            for (peer, outbound, n) in self.registrations.count_by_peer() {
-                census.registrations.insert((outbound, self.peers().name(peer).to_string()), n as i64);
-            }
-        }
-        census
-    }
-
-    /// The flows as the API shows them, failed ones first, then by address:
-    /// the failed ones the agent keeps, and with `all`, every other flow of
-    /// `flows` (the kernel's maps, by interface) too.
-    pub fn view<'a>(
-        &self,
-        flows: impl IntoIterator<Item = (&'a str, FlowKey, FlowState)>,
-        now_ns: u64,
-        only_failed: bool,
-    ) -> Vec<FlowView> {
-        let mut out: Vec<FlowView> = Vec::new();
-        for (iface, flows) in &self.failed {
-            for (key, tracked) in flows {
-                let mut view = self.flow_view(iface, key, &tracked.state, Some(tracked.failure), now_ns);
-                view.verdict = Some(Judged {
-                    seconds_ago: seconds(now_ns.saturating_sub(tracked.judged.at_ns)),
-                    ..tracked.judged.clone()
-                });
-                out.push(view);
-            }
-        }
-        if !only_failed {
-            for (iface, key, state) in flows {
-                let failed = self.failed.get(iface).is_some_and(|f| f.contains_key(&key));
-                if !failed {
-                    out.push(self.flow_view(iface, &key, &state, None, now_ns));
-                }
-            }
-        }
-        out.sort_by(|a, b| (a.state != "failed", &a.iface, &a.remote).cmp(&(b.state != "failed", &b.iface, &b.remote)));
-        out
-    }
-
-    fn flow_view(
-        &self,
-        iface: &str,
-        key: &FlowKey,
-        s: &FlowState,
-        failure: Option<FlowFailure>,
-        now_ns: u64,
-    ) -> FlowView {
-        let transport = transport_of(key);
-        let bindings = self.registrations.on_flow(iface, key);
-        let flow_timer = bindings.and_then(|b| b.flow_timer);
-        let binding = bindings.and_then(|b| b.shown);
-        FlowView {
-            iface: iface.to_string(),
-            transport: transport.label(),
-            local: socket_addr(key.family, &key.server_addr, key.server_port).to_string(),
-            remote: socket_addr(key.family, &key.client_addr, key.client_port).to_string(),
-            peer: self.peer_of(key).to_string(),
-            vlan: key.vlan_id,
-            state: if failure.is_some() { "failed" } else { liveness_state(s) },
-            reason: failure.map(|f| f.reason.label()),
-            seconds_since_last_packet: seconds(now_ns.saturating_sub(s.last_seen_ns)),
-            kept_alive: verdict::kept_alive(s),
-            seconds_since_last_keepalive: (s.last_client_activity_ns != 0)
-                .then(|| seconds(now_ns.saturating_sub(s.last_client_activity_ns))),
-            flow_timer: self.timers.keepalive(transport, flow_timer).as_secs(),
-            flow_timer_from_registrar: flow_timer.is_some(),
-            // Rounded: a 4 s timer seen as a 3.99 s gap is a 5 s cadence (4.99 s), not 4.
-            keepalive_interval: self.timers.cadence(transport, flow_timer, s).as_secs_f64().round() as u64,
-            aor: binding.map(|k| k.aor().to_string()),
-            instance: binding.and_then(|k| k.instance()).map(str::to_string),
-            reg_id: binding.and_then(|k| k.reg_id()),
-            bindings: bindings.map_or(0, |b| b.count),
-            routed_by_flow: bindings.is_some_and(|b| b.by_flow),
-            would_430: failure.as_ref().is_some_and(|f| self.would_430(iface, key, f)),
-            verdict: None,
-            packets_from_client: s.packets_from_client,
-            packets_from_server: s.packets_from_server,
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        export::{census, flow_view},
+        peers::OTHER,
+    };
     use monitor_common::counters::Direction;
 
     const S: u64 = 1_000_000_000;
@@ -664,11 +518,11 @@ mod tests {
         assert!(v.would_430);
         assert_eq!(v.aor.as_deref(), Some("sip:alice@example.com"));
         assert_eq!(v.delay_s, 1.0);
-        let census = t.census();
+        let census = census::of(&t);
         assert_eq!(census.would_430[&("tcp", OTHER.to_string())], 1);
         assert_eq!(census.flows[&("tcp", "failed")], 1);
         assert_eq!(census.registrations[&(true, OTHER.to_string())], 1);
-        let view = t.view([], 17 * S, true);
+        let view = flow_view::flows(&t, [], 17 * S, true);
         assert_eq!(view.len(), 1);
         assert_eq!((view[0].reason, view[0].would_430, view[0].flow_timer), (Some("keepalive_timeout"), true, 5));
         assert_eq!(view[0].reg_id, Some(1));
@@ -692,7 +546,7 @@ mod tests {
             t.on_head("eth0", &head(k, S, &register(1).replace("alice", user)));
             t.on_head("eth0", &head(k, S, &ok(1, 5).replace("alice", user)));
         }
-        let census = t.census();
+        let census = census::of(&t);
         for peer in ["pbx", "carrier", OTHER] {
             assert_eq!(census.registrations[&(true, peer.to_string())], 1, "{peer}");
         }
@@ -701,12 +555,12 @@ mod tests {
         let mut peers: Vec<&str> = sweep.verdicts.iter().map(|v| v.peer.as_str()).collect();
         peers.sort_unstable();
         assert_eq!(peers, ["carrier", "other", "pbx"], "the longest network wins for 192.0.2.1");
-        let census = t.census();
+        let census = census::of(&t);
         for peer in ["pbx", "carrier", OTHER] {
             assert_eq!(census.would_430[&("tcp", peer.to_string())], 1, "{peer}");
             assert_eq!(census.would_430[&("udp", peer.to_string())], 0, "every peer's series exists");
         }
-        let view = t.view([], 17 * S, true);
+        let view = flow_view::flows(&t, [], 17 * S, true);
         let shown: Vec<(&str, &str)> = view.iter().map(|v| (v.remote.as_str(), v.peer.as_str())).collect();
         assert!(shown.contains(&("192.0.2.1:40000", "pbx")) && shown.contains(&("203.0.113.5:40002", "other")));
     }
@@ -742,11 +596,11 @@ mod tests {
         assert_eq!(t.sweep("eth0", vec![(k, alive_at(S))], 41 * S).verdicts.len(), 1);
         let sweep = t.sweep("eth0", vec![(k, alive_at(50 * S))], 50 * S);
         assert_eq!(sweep.recovered.len(), 1);
-        assert_eq!(t.census().flows[&("udp", "alive")], 1);
+        assert_eq!(census::of(&t).flows[&("udp", "alive")], 1);
         assert_eq!(t.sweep("eth0", vec![(k, alive_at(50 * S))], 90 * S).verdicts.len(), 1);
         let sweep = t.sweep("eth0", vec![(k, alive_at(50 * S))], 90 * S + 301 * S);
         assert_eq!(sweep.expired, vec![k]);
-        assert!(t.view([], 400 * S, false).is_empty());
+        assert!(flow_view::flows(&t, [], 400 * S, false).is_empty());
     }
 
     #[test]
@@ -755,7 +609,7 @@ mod tests {
         let k = key(40000, FlowTransport::Tcp);
         t.on_head("eth0", &head(k, S, &register(1)));
         t.on_head("eth0", &Head { from_client: true, ..head(k, S, &ok(1, 5)) });
-        assert_eq!(t.census().registrations[&(true, OTHER.to_string())], 0);
+        assert_eq!(census::of(&t).registrations[&(true, OTHER.to_string())], 0);
     }
 
     #[test]
@@ -764,7 +618,7 @@ mod tests {
         t.quiet_before(100 * S);
         let k = key(40000, FlowTransport::Udp);
         assert!(t.sweep("eth0", vec![(k, alive_at(S))], 101 * S).verdicts.is_empty());
-        assert_eq!(t.view([], 101 * S, true).len(), 1);
+        assert_eq!(flow_view::flows(&t, [], 101 * S, true).len(), 1);
     }
 
     #[test]
@@ -794,19 +648,19 @@ mod tests {
         let k = key(40000, FlowTransport::Tcp);
         t.sweep("eth0", vec![(k, alive_at(S))], 200 * S);
         t.sweep("eth1", vec![], 200 * S);
-        assert_eq!(t.view([], 200 * S, true).len(), 1, "another interface's sweep keeps it");
+        assert_eq!(flow_view::flows(&t, [], 200 * S, true).len(), 1, "another interface's sweep keeps it");
         // Evicted from the kernel's map (a flood of junk flows): the verdict stands.
         t.sweep("eth0", vec![], 201 * S);
-        assert_eq!(t.view([], 201 * S, true).len(), 1);
-        assert_eq!(t.census().flows[&("tcp", "failed")], 1);
+        assert_eq!(flow_view::flows(&t, [], 201 * S, true).len(), 1);
+        assert_eq!(census::of(&t).flows[&("tcp", "failed")], 1);
         let retention_s = t.retention.as_secs();
         let failed_at = t.failed["eth0"][&k].failure.at_ns;
         let after = failed_at + (retention_s + 1) * S;
         assert!(after > 201 * S);
         let sweep = t.sweep("eth0", vec![], after);
-        assert!(t.view([], after, true).is_empty());
+        assert!(flow_view::flows(&t, [], after, true).is_empty());
         assert!(sweep.expired.is_empty(), "nothing to remove from the kernel: it is gone");
-        assert_eq!(t.census().flows[&("tcp", "failed")], 0);
+        assert_eq!(census::of(&t).flows[&("tcp", "failed")], 0);
     }
 
     #[test]
@@ -815,12 +669,12 @@ mod tests {
         let k = key(40000, FlowTransport::Tcp);
         t.sweep("eth0", vec![(k, alive_at(S))], 200 * S);
         t.sweep_walk("eth0", vec![], 201 * S, || false);
-        assert_eq!(t.view([], 201 * S, true).len(), 1, "kept");
+        assert_eq!(flow_view::flows(&t, [], 201 * S, true).len(), 1, "kept");
         let late = 200 * S + t.retention.as_nanos() as u64 + S;
         t.sweep_walk("eth0", vec![], late, || false);
-        assert_eq!(t.view([], late, true).len(), 1, "past its retention, but perhaps still in the map");
+        assert_eq!(flow_view::flows(&t, [], late, true).len(), 1, "past its retention, but perhaps still in the map");
         t.sweep_walk("eth0", vec![], late, || true);
-        assert!(t.view([], late, true).is_empty(), "gone after a whole walk");
+        assert!(flow_view::flows(&t, [], late, true).is_empty(), "gone after a whole walk");
     }
 
     #[test]
@@ -828,9 +682,9 @@ mod tests {
         let mut t = tracker();
         let flows: Vec<_> = (0..1000).map(|p| (key(40000 + p, FlowTransport::Udp), alive_at(S))).collect();
         assert!(t.sweep("eth0", flows.clone(), 2 * S).verdicts.is_empty());
-        assert_eq!(t.census().flows[&("udp", "alive")], 1000);
-        assert!(t.view([], 2 * S, true).is_empty());
-        let all = t.view(flows.iter().map(|(k, s)| ("eth0", *k, *s)), 2 * S, false);
+        assert_eq!(census::of(&t).flows[&("udp", "alive")], 1000);
+        assert!(flow_view::flows(&t, [], 2 * S, true).is_empty());
+        let all = flow_view::flows(&t, flows.iter().map(|(k, s)| ("eth0", *k, *s)), 2 * S, false);
         assert_eq!(all.len(), 1000);
         assert!(all.iter().all(|f| f.state == "alive"));
     }
@@ -854,8 +708,8 @@ mod tests {
         for now in [3 * S, 45 * S, 400 * S] {
             assert!(t.sweep("eth0", vec![(k, s)], now).verdicts.is_empty(), "at {now}");
         }
-        assert_eq!(t.census().registrations[&(false, OTHER.to_string())], 0);
-        assert_eq!(t.census().would_430[&("udp", OTHER.to_string())], 0);
+        assert_eq!(census::of(&t).registrations[&(false, OTHER.to_string())], 0);
+        assert_eq!(census::of(&t).would_430[&("udp", OTHER.to_string())], 0);
     }
 
     #[test]
@@ -865,8 +719,8 @@ mod tests {
         let mut s = FlowState::new(S);
         s.last_client_activity_ns = S;
         assert!(t.sweep("eth0", vec![(k, s)], 200 * S).verdicts.is_empty());
-        assert_eq!(t.census().flows[&("tls", NO_KEEPALIVE)], 1);
-        let view = t.view([("eth0", k, s)], 200 * S, false);
+        assert_eq!(census::of(&t).flows[&("tls", NO_KEEPALIVE)], 1);
+        let view = flow_view::flows(&t, [("eth0", k, s)], 200 * S, false);
         assert_eq!((view[0].state, view[0].kept_alive), (NO_KEEPALIVE, false));
         // Idle past the keepalive interval, grace and retention: gone from the kernel's map, no verdict.
         let sweep = t.sweep("eth0", vec![(k, s)], 1000 * S);
@@ -910,8 +764,8 @@ mod tests {
         let sweep = t.sweep("eth0", vec![(k, alive_at(S))], 17 * S);
         assert_eq!(sweep.verdicts.len(), 1);
         assert!(sweep.verdicts[0].would_430, "routed by its flow, as the registrar required");
-        assert_eq!(t.census().would_430[&("tcp", OTHER.to_string())], 1);
-        let view = t.view([], 17 * S, true);
+        assert_eq!(census::of(&t).would_430[&("tcp", OTHER.to_string())], 1);
+        let view = flow_view::flows(&t, [], 17 * S, true);
         assert_eq!((view[0].instance.as_deref(), view[0].reg_id), (Some("<urn:uuid:a>"), None));
         assert!(view[0].routed_by_flow && view[0].would_430);
     }
@@ -935,7 +789,7 @@ mod tests {
         assert_eq!(r.failure, FlowFailure { reason: Reason::TcpReset, at_ns: 2 * S });
         assert_eq!((r.judged.aor.as_deref(), r.judged.would_430), (Some("sip:alice@example.com"), true));
         assert_eq!(r.stood_s, 2.0, "judged at 3 s, taken back at 5 s");
-        assert!(t.view([], 5 * S, true).is_empty());
+        assert!(flow_view::flows(&t, [], 5 * S, true).is_empty());
         assert!(t.sweep("eth0", vec![(k, s)], 6 * S).verdicts.is_empty(), "not judged again");
     }
 }

@@ -89,12 +89,28 @@ pub struct FlowMapFill {
 /// `reason` labels of sipflow_registrations_refused_total.
 const REFUSED_REASONS: [&str; 4] = ["bindings_full", "pending_full", "cut_head", "too_many_contacts"];
 
-fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
+/// Buckets of the latency histograms, 100 us to 10 s.
+const SECONDS_BUCKETS: [f64; 16] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// Registers `metric` in `registry` and hands it back: each family is made
+/// and registered in one place.
+fn registered<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
+    registry.register(Box::new(metric.clone())).expect("unique metric");
+    metric
 }
 
-fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    registered(registry, IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    registered(registry, IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+}
+
+fn histogram_vec(registry: &Registry, name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
+    let options = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+    registered(registry, HistogramVec::new(options, labels).expect("valid metric"))
 }
 
 impl Default for Metrics {
@@ -105,234 +121,203 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let registry = Registry::new();
-        let packets = IntCounterVec::new(
-            Opts::new("sipflow_packets_total", "Packets seen on monitored interfaces, by class."),
-            &["iface", "direction", "class"],
-        )
-        .expect("valid metric");
-        let requests = IntCounterVec::new(
-            Opts::new("sipflow_requests_total", "SIP requests seen, by method and the client's peer (--peer)."),
-            &["method", "peer"],
-        )
-        .expect("valid metric");
-        let responses = IntCounterVec::new(
-            Opts::new(
+        let r = Registry::new();
+        let build_info =
+            gauge_vec(&r, "sipflow_build_info", "Always 1; labels tell which sipflow is running.", &["version"]);
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let metrics = Self {
+            packets: counter_vec(
+                &r,
+                "sipflow_packets_total",
+                "Packets seen on monitored interfaces, by class.",
+                &["iface", "direction", "class"],
+            ),
+            requests: counter_vec(
+                &r,
+                "sipflow_requests_total",
+                "SIP requests seen, by method and the client's peer (--peer).",
+                &["method", "peer"],
+            ),
+            responses: counter_vec(
+                &r,
                 "sipflow_responses_total",
                 "SIP responses seen, by exact status code and the client's peer (--peer).",
+                &["code", "peer"],
             ),
-            &["code", "peer"],
-        )
-        .expect("valid metric");
-        let build_info = IntGaugeVec::new(
-            Opts::new("sipflow_build_info", "Always 1; labels tell which sipflow is running."),
-            &["version"],
-        )
-        .expect("valid metric");
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        let events_lost = counter_vec(
-            "sipflow_events_lost_total",
-            "Message heads dropped on their way to the agent's engine: the kernel's ring buffer to the agent \
-             was full, or the agent's queue from that ring to its engine was.",
-            &["iface"],
-        );
-        let flow_events_lost = counter_vec(
-            "sipflow_flow_events_lost_total",
-            "Flow events (a close, a wait begun) dropped because their ring buffer, or the agent's queue from \
-             it to its engine, was full: those flows are judged at the next walk of the map instead, later.",
-            &["iface"],
-        );
-        let evictions = counter_vec(
-            "sipflow_flow_evictions_total",
-            "Flows the kernel's LRU map evicted to make room (raise --max-flows if this grows).",
-            &["iface"],
-        );
-        let map_entries = gauge_vec("sipflow_map_entries", "Entries in a kernel map.", &["iface", "map"]);
-        let map_capacity = gauge_vec("sipflow_map_capacity", "Size of a kernel map.", &["iface", "map"]);
-        let flows =
-            gauge_vec("sipflow_flows", "Flows the agent tracks, by transport and state.", &["transport", "state"]);
-        let failures = counter_vec(
-            "sipflow_flow_failures_total",
-            "Flows that failed in the sense of RFC 5626, by reason and the client's peer (--peer).",
-            &["reason", "peer"],
-        );
-        let would_430 = gauge_vec(
-            "sipflow_flows_would_430",
-            "Failed flows that still carry a registration: an edge proxy would answer 430 Flow Failed over them.",
-            &["transport", "peer"],
-        );
-        let registrations = gauge_vec(
-            "sipflow_registrations",
-            "Bindings seen in REGISTERs, by whether they use RFC 5626 outbound (reg-id and +sip.instance), \
-             and their flow's peer (--peer).",
-            &["outbound", "peer"],
-        );
-        let rtt = HistogramVec::new(
-            HistogramOpts::new(
+            events_lost: counter_vec(
+                &r,
+                "sipflow_events_lost_total",
+                "Message heads dropped on their way to the agent's engine: the kernel's ring buffer to the agent \
+                 was full, or the agent's queue from that ring to its engine was.",
+                &["iface"],
+            ),
+            flow_events_lost: counter_vec(
+                &r,
+                "sipflow_flow_events_lost_total",
+                "Flow events (a close, a wait begun) dropped because their ring buffer, or the agent's queue from \
+                 it to its engine, was full: those flows are judged at the next walk of the map instead, later.",
+                &["iface"],
+            ),
+            evictions: counter_vec(
+                &r,
+                "sipflow_flow_evictions_total",
+                "Flows the kernel's LRU map evicted to make room (raise --max-flows if this grows).",
+                &["iface"],
+            ),
+            map_entries: gauge_vec(&r, "sipflow_map_entries", "Entries in a kernel map.", &["iface", "map"]),
+            map_capacity: gauge_vec(&r, "sipflow_map_capacity", "Size of a kernel map.", &["iface", "map"]),
+            flows: gauge_vec(
+                &r,
+                "sipflow_flows",
+                "Flows the agent tracks, by transport and state.",
+                &["transport", "state"],
+            ),
+            failures: counter_vec(
+                &r,
+                "sipflow_flow_failures_total",
+                "Flows that failed in the sense of RFC 5626, by reason and the client's peer (--peer).",
+                &["reason", "peer"],
+            ),
+            would_430: gauge_vec(
+                &r,
+                "sipflow_flows_would_430",
+                "Failed flows that still carry a registration: an edge proxy would answer 430 Flow Failed over them.",
+                &["transport", "peer"],
+            ),
+            registrations: gauge_vec(
+                &r,
+                "sipflow_registrations",
+                "Bindings seen in REGISTERs, by whether they use RFC 5626 outbound (reg-id and +sip.instance), \
+                 and their flow's peer (--peer).",
+                &["outbound", "peer"],
+            ),
+            rtt: histogram_vec(
+                &r,
                 "sipflow_keepalive_rtt_seconds",
                 "Ping to pong on stream flows (RFC 5626 §4.4.1), where both directions are seen.",
-            )
-            .buckets(vec![
-                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ]),
-            &["transport"],
-        )
-        .expect("valid metric");
-        let answers_430 = counter_vec(
-            "sipflow_430_sent_total",
-            "430 Flow Failed answers this host sent, by whether sipflow had flagged the callee's flow before.",
-            &["predicted"],
-        );
-        for predicted in ["true", "false"] {
-            answers_430.with_label_values(&[predicted]).inc_by(0);
-        }
-        let received_430 = IntCounter::new(
-            "sipflow_430_received_total",
-            "430 Flow Failed responses that arrived at this host rather than left it: not its edge proxy's answers.",
-        )
-        .expect("valid metric");
-        let segments_ignored = counter_vec(
-            "sipflow_tcp_segments_ignored_total",
-            "RSTs and FINs the host's own TCP stack would not act on (RFC 5961), so no verdict was made of them: \
-             in the window but not at the next sequence number, outside it, or from a side never seen.",
-            &["iface", "reason"],
-        );
-        let tls_calls = counter_vec(
-            "sipflow_tls_calls_total",
-            "SSL reads and writes on a SIPS port's sockets, by what became of their plaintext: read into the \
-             flow's state (result=read); on a flow this interface has not seen (flow_unseen); or a write \
-             whose socket never showed in its thread, or a read after its thread read two SIPS sockets \
-             (socket_unknown).",
-            &["iface", "result"],
-        );
-        let retracted = counter_vec(
-            "sipflow_verdicts_retracted_total",
-            "Verdicts taken back (RST, FIN, unacknowledged data): the connection carried valid data both ways \
-             after them; by the verdict's reason and the client's peer (--peer).",
-            &["reason", "peer"],
-        );
-        let refused = counter_vec(
-            "sipflow_registrations_refused_total",
-            "REGISTERs and 2xx that made no binding: the binding table or the REGISTERs waiting for answers \
-             were full (--max-bindings, --max-pending-registers, or the waiting ones' memory budget), the head \
-             was cut before its end, or a REGISTER carried more contacts than are kept (the rest bind nothing).",
-            &["reason"],
-        );
-        for reason in REFUSED_REASONS {
-            refused.with_label_values(&[reason]).inc_by(0);
-        }
-        registry.register(Box::new(received_430.clone())).expect("unique metric");
-        registry.register(Box::new(rtt.clone())).expect("unique metric");
-        // Pings and pongs are stream keepalives: their series exist from the start.
-        for transport in ["tcp", "tls"] {
-            rtt.with_label_values(&[transport]);
-        }
-        let sweep_seconds = Gauge::new(
-            "sipflow_sweep_seconds",
-            "How long the last sweep took: reading every interface's flow map and deciding verdicts.",
-        )
-        .expect("valid metric");
-        registry.register(Box::new(sweep_seconds.clone())).expect("unique metric");
-        let deadlines = prometheus::IntGauge::new(
-            "sipflow_deadlines",
-            "Flows the engine will look at when a deadline of theirs passes (keepalive, pong, ack, request).",
-        )
-        .expect("valid metric");
-        registry.register(Box::new(deadlines.clone())).expect("unique metric");
-        let verdict_delay = HistogramVec::new(
-            HistogramOpts::new(
+                &SECONDS_BUCKETS,
+                &["transport"],
+            ),
+            answers_430: counter_vec(
+                &r,
+                "sipflow_430_sent_total",
+                "430 Flow Failed answers this host sent, by whether sipflow had flagged the callee's flow before.",
+                &["predicted"],
+            ),
+            received_430: registered(
+                &r,
+                IntCounter::new(
+                    "sipflow_430_received_total",
+                    "430 Flow Failed responses that arrived at this host rather than left it: not its edge proxy's \
+                     answers.",
+                )
+                .expect("valid metric"),
+            ),
+            last_grades: Grades::default(),
+            segments_ignored: counter_vec(
+                &r,
+                "sipflow_tcp_segments_ignored_total",
+                "RSTs and FINs the host's own TCP stack would not act on (RFC 5961), so no verdict was made of \
+                 them: in the window but not at the next sequence number, outside it, or from a side never seen.",
+                &["iface", "reason"],
+            ),
+            tls_calls: counter_vec(
+                &r,
+                "sipflow_tls_calls_total",
+                "SSL reads and writes on a SIPS port's sockets, by what became of their plaintext: read into the \
+                 flow's state (result=read); on a flow this interface has not seen (flow_unseen); or a write \
+                 whose socket never showed in its thread, or a read after its thread read two SIPS sockets \
+                 (socket_unknown).",
+                &["iface", "result"],
+            ),
+            retracted: counter_vec(
+                &r,
+                "sipflow_verdicts_retracted_total",
+                "Verdicts taken back (RST, FIN, unacknowledged data): the connection carried valid data both ways \
+                 after them; by the verdict's reason and the client's peer (--peer).",
+                &["reason", "peer"],
+            ),
+            refused: counter_vec(
+                &r,
+                "sipflow_registrations_refused_total",
+                "REGISTERs and 2xx that made no binding: the binding table or the REGISTERs waiting for answers \
+                 were full (--max-bindings, --max-pending-registers, or the waiting ones' memory budget), the \
+                 head was cut before its end, or a REGISTER carried more contacts than are kept (the rest bind \
+                 nothing).",
+                &["reason"],
+            ),
+            last_refused: Refused::default(),
+            sweep_seconds: registered(
+                &r,
+                Gauge::new(
+                    "sipflow_sweep_seconds",
+                    "How long the last sweep took: reading every interface's flow map and deciding verdicts.",
+                )
+                .expect("valid metric"),
+            ),
+            deadlines: registered(
+                &r,
+                prometheus::IntGauge::new(
+                    "sipflow_deadlines",
+                    "Flows the engine will look at when a deadline of theirs passes (keepalive, pong, ack, request).",
+                )
+                .expect("valid metric"),
+            ),
+            verdict_delay: histogram_vec(
+                &r,
                 "sipflow_verdict_delay_seconds",
                 "From the packet (or the deadline) that failed a flow to the agent's verdict, by reason.",
-            )
-            .buckets(vec![
-                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                30.0,
-            ]),
-            &["reason"],
-        )
-        .expect("valid metric");
-        registry.register(Box::new(verdict_delay.clone())).expect("unique metric");
-        let program_attached = IntGaugeVec::new(
-            Opts::new("sipflow_program_attached", "1 while the program is attached to the interface, else 0."),
-            &["iface", "program"],
-        )
-        .expect("valid metric");
-        registry.register(Box::new(program_attached.clone())).expect("unique metric");
-        let tls_processes = IntGaugeVec::new(
-            Opts::new(
+                &[&SECONDS_BUCKETS[..], &[30.0]].concat(),
+                &["reason"],
+            ),
+            program_attached: gauge_vec(
+                &r,
+                "sipflow_program_attached",
+                "1 while the program is attached to the interface, else 0.",
+                &["iface", "program"],
+            ),
+            tls_processes: gauge_vec(
+                &r,
                 "sipflow_tls_processes",
                 "Processes whose SSL calls are read for SIP inside TLS: those holding a socket on a SIPS port (the \
                  SIP server and the workers it forked). No other process on the host is probed.",
+                &["iface"],
             ),
-            &["iface"],
-        )
-        .expect("valid metric");
-        registry.register(Box::new(tls_processes.clone())).expect("unique metric");
-        for reason in Reason::ALL {
-            failures.with_label_values(&[reason.label(), OTHER]).inc_by(0);
-            retracted.with_label_values(&[reason.label(), OTHER]).inc_by(0);
-        }
-        // Series that alerts and dashboards name exist from the start: every
-        // method, and the two codes this product is about (300 and 430).
-        for method in (0..Method::COUNT).map(Method::from_index) {
-            requests.with_label_values(&[method.label(), OTHER]).inc_by(0);
-        }
-        for code in ["300", "430"] {
-            responses.with_label_values(&[code, OTHER]).inc_by(0);
-        }
-        for collector in [
-            &packets,
-            &requests,
-            &responses,
-            &events_lost,
-            &flow_events_lost,
-            &evictions,
-            &failures,
-            &retracted,
-            &answers_430,
-            &segments_ignored,
-            &tls_calls,
-            &refused,
-        ] {
-            registry.register(Box::new(collector.clone())).expect("unique metric");
-        }
-        for collector in [&build_info, &map_entries, &map_capacity, &flows, &would_430, &registrations] {
-            registry.register(Box::new(collector.clone())).expect("unique metric");
-        }
-        let transactions = TransactionMetrics::new(&registry);
-        Self {
-            registry,
-            transactions,
-            packets,
-            requests,
-            responses,
-            events_lost,
-            flow_events_lost,
-            evictions,
-            flows,
-            failures,
-            rtt,
-            answers_430,
-            received_430,
-            last_grades: Grades::default(),
-            segments_ignored,
-            tls_calls,
-            retracted,
-            refused,
-            last_refused: Refused::default(),
-            would_430,
-            registrations,
-            map_entries,
-            map_capacity,
-            sweep_seconds,
-            deadlines,
-            verdict_delay,
-            program_attached,
-            tls_processes,
+            transactions: TransactionMetrics::new(&r),
             last_evicted: HashMap::new(),
             eviction_base: HashMap::new(),
             last: HashMap::new(),
             peers: Peers::default(),
+            registry: r,
+        };
+        // Series that alerts and dashboards name exist from the start.
+        for predicted in ["true", "false"] {
+            metrics.answers_430.with_label_values(&[predicted]).inc_by(0);
+        }
+        for reason in REFUSED_REASONS {
+            metrics.refused.with_label_values(&[reason]).inc_by(0);
+        }
+        // Pings and pongs are stream keepalives.
+        for transport in ["tcp", "tls"] {
+            metrics.rtt.with_label_values(&[transport]);
+        }
+        metrics.start_peer_series(OTHER);
+        metrics
+    }
+
+    /// Every series with a `peer` label that alerts and dashboards name, at
+    /// zero, for `peer`: every method, the two codes this product is about
+    /// (300 and 430), every failure reason.
+    fn start_peer_series(&self, peer: &str) {
+        for method in (0..Method::COUNT).map(Method::from_index) {
+            self.requests.with_label_values(&[method.label(), peer]).inc_by(0);
+        }
+        for code in ["300", "430"] {
+            self.responses.with_label_values(&[code, peer]).inc_by(0);
+        }
+        for reason in Reason::ALL {
+            self.failures.with_label_values(&[reason.label(), peer]).inc_by(0);
+            self.retracted.with_label_values(&[reason.label(), peer]).inc_by(0);
         }
     }
 
@@ -340,16 +325,7 @@ impl Metrics {
     /// for each of them from the start.
     pub fn set_peers(&mut self, peers: Peers) {
         for peer in peers.names() {
-            for method in (0..Method::COUNT).map(Method::from_index) {
-                self.requests.with_label_values(&[method.label(), peer]).inc_by(0);
-            }
-            for code in ["300", "430"] {
-                self.responses.with_label_values(&[code, peer]).inc_by(0);
-            }
-            for reason in Reason::ALL {
-                self.failures.with_label_values(&[reason.label(), peer]).inc_by(0);
-                self.retracted.with_label_values(&[reason.label(), peer]).inc_by(0);
-            }
+            self.start_peer_series(peer);
         }
         self.transactions.start_series(&peers);
         self.peers = peers;

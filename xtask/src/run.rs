@@ -124,7 +124,7 @@ fn cargo_test(args: &[&str], tally: &mut Tally) -> Result<()> {
     Ok(())
 }
 
-pub fn bench(repeat: u32, live_seconds: u32, rate: u32, scale_flows: &str) -> Result<()> {
+pub fn bench(repeat: u32, samples: u32, live_seconds: u32, rate: u32, scale_flows: &str) -> Result<()> {
     // The agent as operators run it: a release build (a debug agent spends
     // most of a storm parsing heads unoptimised).
     cargo(&["build", "--release", "-p", "monitor", "--bins"])?;
@@ -133,7 +133,7 @@ pub fn bench(repeat: u32, live_seconds: u32, rate: u32, scale_flows: &str) -> Re
         all.extend_from_slice(args);
         cargo(&all)
     };
-    bench("sipflow-bench", &[&repeat.to_string()])?;
+    bench("sipflow-bench", &[&repeat.to_string(), &samples.to_string()])?;
     if live_seconds > 0 {
         bench("sipflow-bench-live", &[&live_seconds.to_string(), &rate.to_string()])?;
     }

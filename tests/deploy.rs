@@ -153,3 +153,20 @@ fn the_kubernetes_manifest_configures_a_real_run() {
         assert!(help.contains(option), "the manifest passes {option}, which `sipflow run` does not have");
     }
 }
+
+/// docs/architecture.md names every test binary there is (they drifted once:
+/// the list named 11 of 20).
+#[test]
+fn the_docs_name_every_test_binary() {
+    let manifest = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap();
+    let docs = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/architecture.md")).unwrap();
+    let tests: Vec<&str> = manifest
+        .split("[[test]]")
+        .skip(1)
+        .filter_map(|entry| entry.lines().find_map(|l| l.trim().strip_prefix("name = \"")?.strip_suffix('"')))
+        .collect();
+    assert!(tests.len() >= 20, "the manifest's [[test]] entries: {tests:?}");
+    for test in tests {
+        assert!(docs.contains(test), "docs/architecture.md does not name the test binary {test}");
+    }
+}

@@ -150,7 +150,7 @@ fn another_xdp_program_is_never_replaced_unasked() {
     }
 }
 
-/// CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON are enough (README, "Least privilege").
+/// CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON are enough (docs/operating.md, "Least privilege").
 #[test]
 fn runs_as_nobody_with_three_capabilities() {
     sipflow_tests::root_or_skip!();

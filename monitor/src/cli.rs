@@ -1,4 +1,4 @@
-//! The command line (README, "Running it on a real interface").
+//! The command line (docs/options.md).
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -407,6 +407,50 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// docs/options.md lists every option and command clap defines, and no other.
+    #[test]
+    fn docs_options_lists_every_option_and_command() {
+        let docs = include_str!("../../docs/options.md");
+        let rows: Vec<&str> = docs.lines().filter(|line| line.starts_with("| `")).collect();
+        let first_cell = |row: &str| row.split('|').nth(1).unwrap_or_default().to_string();
+        let longs = |command: &clap::Command| -> Vec<String> {
+            command.get_arguments().filter_map(|a| a.get_long()).map(|l| format!("--{l}")).collect()
+        };
+        let cli = Cli::command();
+        // `sipflow run`: one row per option, named first.
+        let run = cli.find_subcommand("run").expect("run");
+        let documented: Vec<String> =
+            rows.iter().map(|row| first_cell(row)).filter(|cell| cell.trim_start().starts_with("`-")).collect();
+        for long in longs(run) {
+            assert!(
+                documented.iter().any(|cell| cell.contains(&format!("{long} ")) || cell.contains(&format!("{long}`"))),
+                "docs/options.md has no row for `sipflow run {long}`"
+            );
+        }
+        for cell in &documented {
+            let named = cell.split(['`', ' ', ',']).find(|w| w.starts_with("--")).expect("a long option");
+            assert!(
+                longs(run).iter().any(|l| l == named),
+                "docs/options.md lists {named}, which `sipflow run` does not have"
+            );
+        }
+        // The other commands: a row each, naming each of its options.
+        for command in cli.get_subcommands().filter(|c| c.get_name() != "run" && c.get_name() != "help") {
+            let name = format!("`sipflow {}", command.get_name());
+            let row = rows.iter().find(|row| first_cell(row).trim_start().starts_with(&name));
+            let row = row.unwrap_or_else(|| panic!("docs/options.md has no row for {name}`"));
+            for arg in command.get_arguments().filter(|a| a.get_long().is_some()) {
+                let long = format!("--{}", arg.get_long().unwrap_or_default());
+                let short = arg.get_short().map(|c| format!("-{c} "));
+                let cell = first_cell(row);
+                assert!(
+                    cell.contains(&long) || short.is_some_and(|s| cell.contains(&s)),
+                    "docs/options.md's row for {name}` does not name {long}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -297,7 +297,7 @@ fn run_in(tag: &str, work_dir: &std::path::Path, say: &mut dyn FnMut(String)) ->
     // Not the TLS zombie: what Kamailio writes into a flow whose earlier data
     // waits in TCP's retransmission backoff stays in the socket, never on the
     // wire. sipflow reads TLS where the server writes it and would count those
-    // messages; tshark, from the wire, would not (README, "SIP inside TLS").
+    // messages; tshark, from the wire, would not (docs/tls-and-websocket.md, "SIP inside TLS").
     let mut aors: Vec<&str> = LIVE.iter().chain(BROKEN.iter()).copied().filter(|a| *a != TLS_ZOMBIE).collect();
     aors.push(REDIRECT);
     say(format!("caller (sipp) sends INVITE over UDP and MESSAGE over TCP to {}", aors.join(", ")));

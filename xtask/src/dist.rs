@@ -61,6 +61,14 @@ pub fn package(binary: &Path, out: &Path) -> Result<PathBuf> {
         write(&root.join(to), &fs::read(deploy.join(from)).with_context(|| format!("read deploy/{from}"))?, 0o644)?;
     }
     write(&root.join("usr/share/doc/sipflow/README.md"), &fs::read(workspace().join("README.md"))?, 0o644)?;
+    // The references the README points to, beside it as in the repository.
+    for entry in fs::read_dir(workspace().join("docs")).context("read docs/")? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "md") {
+            let name = path.file_name().context("a file name")?;
+            write(&root.join("usr/share/doc/sipflow/docs").join(name), &fs::read(&path)?, 0o644)?;
+        }
+    }
 
     // The man pages and the completions, from the clap definitions of this very binary.
     for command in ["", "run", "flows", "check", "detach"] {
@@ -129,6 +137,9 @@ pub fn check(binary: &Path) -> Result<()> {
         "./usr/share/man/man1/sipflow.1.gz",
         "./usr/share/man/man1/sipflow-run.1.gz",
         "./usr/share/bash-completion/completions/sipflow",
+        "./usr/share/doc/sipflow/README.md",
+        "./usr/share/doc/sipflow/docs/options.md",
+        "./usr/share/doc/sipflow/docs/metrics.md",
     ] {
         if !listing.lines().any(|l| l.ends_with(file)) {
             bail!("the package lacks {file}");

@@ -1,5 +1,5 @@
 //! Installs, idempotently, what sipflow's kernel side and its lab need on a
-//! Debian or Ubuntu host (README, "Building"):
+//! Debian or Ubuntu host (docs/architecture.md, "Building"):
 //!
 //! - a compiler that can build `core` for the BPF target: a rustup nightly with
 //!   rust-src where one is installed, else Debian's rustc-web + rust-web-src,

@@ -23,7 +23,7 @@ use crate::{
     privileges,
 };
 
-/// The oldest kernel with everything sipflow uses (README, "Kernel requirements").
+/// The oldest kernel with everything sipflow uses (docs/operating.md, "Kernel requirements").
 const MIN_KERNEL: (u8, u8) = (5, 18);
 const BTF: &str = "/sys/kernel/btf/vmlinux";
 

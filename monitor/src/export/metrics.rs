@@ -1,4 +1,4 @@
-//! The Prometheus metrics (README, "Metrics"), fed from kernel counter snapshots.
+//! The Prometheus metrics (docs/metrics.md), fed from kernel counter snapshots.
 //!
 //! The kernel's counters are cumulative; each snapshot adds its growth since
 //! the previous one to the exported counters, so several interfaces sum up
@@ -626,5 +626,37 @@ mod tests {
         assert!(text.contains(r#"sipflow_map_entries{iface="eth0",map="flows"} 1"#), "{text}");
         assert!(text.contains(r#"sipflow_map_entries{iface="eth0",map="bound_flows"} 1"#), "{text}");
         assert!(text.contains(r#"sipflow_map_capacity{iface="eth0",map="flows"} 16"#), "{text}");
+    }
+
+    /// `sipflow_...` names quoted in `text` (string literals in code, code spans in docs).
+    fn quoted_names(text: &str, quote: char) -> std::collections::BTreeSet<String> {
+        text.split(quote)
+            .skip(1)
+            .step_by(2)
+            .filter(|word| word.starts_with("sipflow_") && word.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn docs_metrics_lists_every_metric_and_no_other() {
+        let defined: std::collections::BTreeSet<String> =
+            [include_str!("metrics.rs"), include_str!("transaction_metrics.rs")]
+                .iter()
+                .flat_map(|source| quoted_names(source, '"'))
+                .filter(|name| !name.starts_with("sipflow_tests"))
+                .collect();
+        let docs = include_str!("../../../docs/metrics.md");
+        // The table: its rows' first cells.
+        let table: String = docs
+            .lines()
+            .filter(|line| line.starts_with("| `sipflow_"))
+            .map(|line| line.split('|').nth(1).unwrap_or_default())
+            .collect();
+        let listed = quoted_names(&table, '`');
+        let missing: Vec<_> = defined.difference(&listed).collect();
+        assert!(missing.is_empty(), "docs/metrics.md's table lacks {missing:?}");
+        let unknown: Vec<_> = listed.difference(&defined).collect();
+        assert!(unknown.is_empty(), "docs/metrics.md's table lists {unknown:?}, which no code defines");
     }
 }

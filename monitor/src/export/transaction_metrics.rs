@@ -1,4 +1,4 @@
-//! The transaction KPIs (README, "Transactions and calls"): times, repeats
+//! The transaction KPIs (docs/metrics.md, "Transactions and calls"): times, repeats
 //! and INVITE outcomes by method and peer, from what `transactions` paired.
 
 use monitor_common::counters::Method;

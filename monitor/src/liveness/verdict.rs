@@ -8,7 +8,7 @@ use std::time::Duration;
 use monitor_common::flow::{FlowState, FlowTransport};
 use serde::Serialize;
 
-/// Why a flow is considered failed (README, "Flows and verdicts").
+/// Why a flow is considered failed (docs/verdicts.md).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {

@@ -44,3 +44,25 @@ pub fn parse(frame: &impl Frame) -> Option<Ethernet> {
     }
     Some(Ethernet { ethertype, l3_offset, vlan_id })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{frame::SliceFrame, test_frames::udp4};
+
+    #[test]
+    fn tags_are_stepped_over_and_the_outer_one_names_the_vlan() {
+        for (tags, offset, vlan) in [(&[][..], 14, 0), (&[100][..], 18, 100), (&[200, 300][..], 22, 200)] {
+            let frame = udp4(tags, (5060, 5060), b"x");
+            let eth = parse(&SliceFrame(&frame)).expect("parsed");
+            assert_eq!((eth.ethertype, eth.l3_offset, eth.vlan_id), (ETHERTYPE_IPV4, offset, vlan), "{tags:?}");
+        }
+    }
+
+    #[test]
+    fn a_frame_that_ends_inside_a_tag_is_none() {
+        let frame = udp4(&[100], (5060, 5060), b"x");
+        assert!(parse(&SliceFrame(&frame[..16])).is_none());
+        assert!(parse(&SliceFrame(&frame[..13])).is_none());
+    }
+}

@@ -55,3 +55,42 @@ pub fn parse(frame: &impl Frame, offset: usize) -> Option<Ipv4> {
         ],
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        frame::SliceFrame,
+        test_frames::{CLIENT_V4, IP_OFFSET, SERVER_V4, udp4},
+    };
+
+    #[test]
+    fn the_header_is_read_by_its_named_offsets() {
+        let frame = udp4(&[], (5060, 5061), b"hello");
+        let ip = parse(&SliceFrame(&frame), IP_OFFSET).expect("parsed");
+        assert_eq!((ip.header_len, ip.total_len, ip.protocol), (20, 20 + 8 + 5, 17));
+        assert_eq!((ip.source, ip.destination), (CLIENT_V4, SERVER_V4));
+        assert!(!ip.more_fragments && ip.fragment_offset == 0);
+    }
+
+    #[test]
+    fn options_fragments_and_bad_headers() {
+        let frame = udp4(&[], (5060, 5061), b"hello");
+        let mut options = frame.clone();
+        options[IP_OFFSET] = 0x46; // IHL 6: four bytes of options
+        assert_eq!(parse(&SliceFrame(&options), IP_OFFSET).map(|ip| ip.header_len), Some(24));
+        let mut fragment = frame.clone();
+        fragment[IP_OFFSET + FLAGS_FRAGMENT_OFFSET..][..2].copy_from_slice(&(MORE_FRAGMENTS | 3).to_be_bytes());
+        let ip = parse(&SliceFrame(&fragment), IP_OFFSET).expect("parsed");
+        assert!(ip.more_fragments && ip.fragment_offset == 3);
+        for (byte, value) in [(0, 0x65), (0, 0x44), (3, 0x10)] {
+            let mut bad = frame.clone();
+            bad[IP_OFFSET + byte] = value;
+            if byte == 3 {
+                bad[IP_OFFSET + 2] = 0; // total length 16, below the header's 20
+            }
+            assert!(parse(&SliceFrame(&bad), IP_OFFSET).is_none(), "byte {byte} = {value:#x}");
+        }
+        assert!(parse(&SliceFrame(&frame[..IP_OFFSET + 19]), IP_OFFSET).is_none(), "truncated");
+    }
+}

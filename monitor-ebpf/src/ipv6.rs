@@ -95,3 +95,51 @@ fn address(h: &[u8; HEADER_LEN], at: usize) -> [u8; 16] {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        frame::SliceFrame,
+        test_frames::{CLIENT_V6, IP_OFFSET, SERVER_V6, tcp6},
+    };
+
+    /// `frame` with an 8-byte extension header of `kind` after the fixed header.
+    fn with_extension(frame: &[u8], kind: u8, body: [u8; 6]) -> Vec<u8> {
+        let mut out = frame[..IP_OFFSET + HEADER_LEN].to_vec();
+        out.extend_from_slice(&[frame[IP_OFFSET + NEXT_HEADER_OFFSET], 0]);
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&frame[IP_OFFSET + HEADER_LEN..]);
+        out[IP_OFFSET + NEXT_HEADER_OFFSET] = kind;
+        let length = u16::from_be_bytes([out[IP_OFFSET + 4], out[IP_OFFSET + 5]]) + 8;
+        out[IP_OFFSET + PAYLOAD_LENGTH_OFFSET..][..2].copy_from_slice(&length.to_be_bytes());
+        out
+    }
+
+    #[test]
+    fn the_fixed_header_and_the_extension_chain() {
+        let frame = tcp6((40000, 5060), 1, b"hi");
+        let ip = parse(&SliceFrame(&frame), IP_OFFSET).expect("parsed");
+        assert_eq!((ip.transport_offset, ip.protocol), (IP_OFFSET + 40, 6));
+        assert_eq!((ip.source, ip.destination), (CLIENT_V6, SERVER_V6));
+        let options = with_extension(&frame, DESTINATION_OPTIONS, [1, 4, 0, 0, 0, 0]);
+        let ip = parse(&SliceFrame(&options), IP_OFFSET).expect("parsed");
+        assert_eq!((ip.transport_offset, ip.protocol), (IP_OFFSET + 48, 6));
+        let [high, low] = (5u16 << 3 | MORE_FRAGMENTS).to_be_bytes();
+        let fragment = with_extension(&options, FRAGMENT, [high, low, 0, 0, 0x12, 0x34]);
+        let ip = parse(&SliceFrame(&fragment), IP_OFFSET).expect("parsed");
+        assert_eq!((ip.transport_offset, ip.more_fragments, ip.fragment_offset), (IP_OFFSET + 56, true, 5));
+    }
+
+    #[test]
+    fn too_many_extension_headers_or_a_wrong_version_is_none() {
+        let mut frame = tcp6((40000, 5060), 1, b"hi");
+        for _ in 0..MAX_EXTENSION_HEADERS {
+            frame = with_extension(&frame, DESTINATION_OPTIONS, [1, 4, 0, 0, 0, 0]);
+        }
+        assert!(parse(&SliceFrame(&frame), IP_OFFSET).is_none(), "{MAX_EXTENSION_HEADERS} extension headers");
+        let mut v4 = tcp6((40000, 5060), 1, b"hi");
+        v4[IP_OFFSET] = 0x45;
+        assert!(parse(&SliceFrame(&v4), IP_OFFSET).is_none());
+    }
+}

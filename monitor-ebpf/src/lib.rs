@@ -17,5 +17,7 @@ pub mod payload;
 pub mod sip;
 pub mod stun;
 pub mod tcp;
+#[cfg(test)]
+mod test_frames;
 pub mod udp;
 pub mod websocket;

@@ -227,3 +227,38 @@ fn network_v6(frame: &impl Frame, offset: usize) -> Option<Network> {
         fragment_offset: header.fragment_offset,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        frame::SliceFrame,
+        test_frames::{CLIENT_V4, tcp6, udp4},
+    };
+
+    #[test]
+    fn a_tagged_udp_datagram_is_a_segment_with_its_payload() {
+        let frame = udp4(&[100, 200], (40000, 5060), b"OPTIONS");
+        let Parsed::Segment(segment) = parse(&SliceFrame(&frame)) else { panic!("a segment") };
+        assert!(segment.transport == Transport::Udp);
+        assert_eq!((segment.family, segment.vlan_id), (4, 100));
+        assert_eq!(&segment.source[..4], &CLIENT_V4);
+        assert_eq!((segment.source_port, segment.destination_port, segment.udp_len), (40000, 5060, 15));
+        assert_eq!(&frame[segment.payload_offset..][..segment.payload_len], b"OPTIONS");
+    }
+
+    #[test]
+    fn a_tcp_segment_over_ipv6_starts_its_payload_past_the_options() {
+        let frame = tcp6((40000, 5060), 99, b"\r\n\r\n");
+        let Parsed::Segment(segment) = parse(&SliceFrame(&frame)) else { panic!("a segment") };
+        assert!(segment.transport == Transport::Tcp);
+        assert_eq!((segment.family, segment.tcp_sequence, segment.tcp_acknowledgment), (6, 99, 7));
+        assert_eq!(&frame[segment.payload_offset..][..segment.payload_len], b"\r\n\r\n");
+    }
+
+    #[test]
+    fn a_datagram_longer_than_its_frame_is_malformed() {
+        let frame = udp4(&[], (40000, 5060), b"OPTIONS");
+        assert!(matches!(parse(&SliceFrame(&frame[..frame.len() - 3])), Parsed::Malformed));
+    }
+}

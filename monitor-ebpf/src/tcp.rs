@@ -49,3 +49,32 @@ pub fn parse(frame: &impl Frame, offset: usize) -> Option<Tcp> {
         flags: h[FLAGS_OFFSET],
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        frame::SliceFrame,
+        test_frames::{IP_OFFSET, tcp6},
+    };
+
+    const TCP_OFFSET: usize = IP_OFFSET + 40;
+
+    #[test]
+    fn ports_numbers_flags_and_options_length() {
+        let frame = tcp6((40000, 5060), 0xdead_beef, b"hi");
+        let tcp = parse(&SliceFrame(&frame), TCP_OFFSET).expect("parsed");
+        assert_eq!((tcp.source_port, tcp.destination_port), (40000, 5060));
+        assert_eq!((tcp.sequence, tcp.acknowledgment, tcp.window), (0xdead_beef, 7, 1000));
+        assert_eq!(tcp.header_len, 32, "12 bytes of options");
+        assert_eq!(tcp.flags & (ACK | SYN | FIN | RST), ACK);
+    }
+
+    #[test]
+    fn a_data_offset_below_five_words_or_a_cut_header_is_none() {
+        let mut frame = tcp6((40000, 5060), 1, b"hi");
+        frame[TCP_OFFSET + DATA_OFFSET_OFFSET] = 4 << 4;
+        assert!(parse(&SliceFrame(&frame), TCP_OFFSET).is_none());
+        assert!(parse(&SliceFrame(&frame[..TCP_OFFSET + 19]), TCP_OFFSET).is_none());
+    }
+}

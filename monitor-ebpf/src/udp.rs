@@ -30,3 +30,28 @@ pub fn parse(frame: &impl Frame, offset: usize) -> Option<Udp> {
         checksum: be16(&h, CHECKSUM_OFFSET),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        frame::SliceFrame,
+        test_frames::{IP_OFFSET, udp4},
+    };
+
+    const UDP_OFFSET: usize = IP_OFFSET + 20;
+
+    #[test]
+    fn ports_and_length() {
+        let frame = udp4(&[], (40000, 5060), b"hello");
+        let udp = parse(&SliceFrame(&frame), UDP_OFFSET).expect("parsed");
+        assert_eq!((udp.source_port, udp.destination_port, udp.length), (40000, 5060, 13));
+    }
+
+    #[test]
+    fn a_length_below_the_header_is_none() {
+        let mut frame = udp4(&[], (40000, 5060), b"hello");
+        frame[UDP_OFFSET + LENGTH_OFFSET..][..2].copy_from_slice(&7u16.to_be_bytes());
+        assert!(parse(&SliceFrame(&frame), UDP_OFFSET).is_none());
+    }
+}

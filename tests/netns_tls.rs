@@ -293,6 +293,7 @@ fn a_restart_under_tls_load_loses_no_ping_and_no_binding() {
     assert_eq!(old_dirs, 1, "one set of probes: {:?}", walk(&tls_pins));
 
     let agent = &mut lab.spawned()[1];
+    // SAFETY: a signal to our own child.
     unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
     let _ = agent.wait();
     let pin_dir = lab.pin_dir().to_string();

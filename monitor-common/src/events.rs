@@ -37,6 +37,8 @@ pub struct HeadEvent {
     pub head: [u8; HEAD_MAX],
 }
 
+// SAFETY: `HeadEvent` is `#[repr(C)]` of integers and integer arrays: every bit
+// pattern is a valid value, so aya may copy it to and from the kernel as bytes.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for HeadEvent {}
 
@@ -81,6 +83,8 @@ pub struct FlowEvent {
     pub rtt_us: u32,
 }
 
+// SAFETY: `FlowEvent` is `#[repr(C)]` of integers and integer arrays: every bit
+// pattern is a valid value, so aya may copy it to and from the kernel as bytes.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for FlowEvent {}
 

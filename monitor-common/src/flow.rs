@@ -215,10 +215,16 @@ impl FlowState {
     }
 }
 
+// SAFETY: `FlowKey` is `#[repr(C)]` of integers and integer arrays: every bit
+// pattern is a valid value, so aya may copy it to and from the kernel as bytes.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for FlowKey {}
+// SAFETY: `FlowState` is `#[repr(C)]` of integers and integer arrays: every bit
+// pattern is a valid value, so aya may copy it to and from the kernel as bytes.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for FlowState {}
+// SAFETY: `WsSide` is `#[repr(C)]` of integers and integer arrays: every bit
+// pattern is a valid value, so aya may copy it to and from the kernel as bytes.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for WsSide {}
 

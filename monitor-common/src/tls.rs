@@ -86,5 +86,7 @@ pub const FOLLOW_SOCK: &str = "FOLLOW_SOCK";
 /// `FOLLOW_TLS` slot of `sipflow_tls_first`.
 pub const TLS_FIRST_SLOT: u32 = 2;
 
+// SAFETY: `SockOffsets` is `#[repr(C)]` of integers and integer arrays: every bit
+// pattern is a valid value, so aya may copy it to and from the kernel as bytes.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for SockOffsets {}

@@ -373,7 +373,7 @@ impl Engine {
                             continue;
                         };
                         if let Some(transactions) = &mut self.transactions {
-                            let peer = tracker.registrations.peers().id_of_client(&head.key);
+                            let peer = tracker.peers().id_of_client(&head.key);
                             kpis.extend(transactions.on_head(i, head, &parsed, peer));
                         }
                         // A request sent again binds nothing new.

@@ -208,6 +208,8 @@ fn build_state(args: &RunArgs, peers: Peers, instances: Vec<Instance>) -> Arc<Ag
     };
     let mut tracker = Tracker::with_limits(args.timers(), args.retention, limits, args.ingress_only);
     let mut metrics = Metrics::new();
+    // One set of peers for the agent, shared by the binding table and the metrics.
+    let peers = Arc::new(peers);
     metrics.set_peers(peers.clone());
     tracker.set_peers(peers);
     match saved::load(&args.state_file, boot_time_ns(), args.max_bindings, &args.ifaces) {

@@ -4,7 +4,7 @@
 //! the previous one to the exported counters, so several interfaces sum up
 //! and a counter never goes backwards.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use monitor_common::counters::{
     Direction, KernelStat, MIN_STATUS_CODE, Method, PacketClass, STATUS_CODE_SLOTS, packet_index,
@@ -28,7 +28,7 @@ use crate::{
 pub struct Metrics {
     registry: Registry,
     /// `--peer`: the names the kernel's per-peer counters are numbered by.
-    peers: Peers,
+    peers: Arc<Peers>,
     packets: IntCounterVec,
     requests: IntCounterVec,
     responses: IntCounterVec,
@@ -287,7 +287,7 @@ impl Metrics {
             last_evicted: HashMap::new(),
             eviction_base: HashMap::new(),
             last: HashMap::new(),
-            peers: Peers::default(),
+            peers: Arc::default(),
             registry: r,
         };
         // Series that alerts and dashboards name exist from the start.
@@ -323,7 +323,7 @@ impl Metrics {
 
     /// The peers `--peer` named: every series that has a `peer` label exists
     /// for each of them from the start.
-    pub fn set_peers(&mut self, peers: Peers) {
+    pub fn set_peers(&mut self, peers: Arc<Peers>) {
         for peer in peers.names() {
             self.start_peer_series(peer);
         }
@@ -523,7 +523,7 @@ mod tests {
         use monitor_common::counters::{peer_request_index, peer_response_index};
         let mut metrics = Metrics::new();
         let arg = |text: &str| crate::peers::peer_arg(text).unwrap();
-        metrics.set_peers(Peers::new(&[arg("carrier=192.0.2.0/24"), arg("pbx=198.51.100.7")]).unwrap());
+        metrics.set_peers(Arc::new(Peers::new(&[arg("carrier=192.0.2.0/24"), arg("pbx=198.51.100.7")]).unwrap()));
         let mut s = snapshot();
         s.peer_requests = vec![0; 3 * Method::COUNT];
         s.peer_responses = vec![0; 3 * STATUS_CODE_SLOTS];
@@ -553,7 +553,7 @@ mod tests {
             verdict::FlowFailure,
         };
         let mut metrics = Metrics::new();
-        metrics.set_peers(Peers::new(&[crate::peers::peer_arg("carrier=192.0.2.0/24").unwrap()]).unwrap());
+        metrics.set_peers(Arc::new(Peers::new(&[crate::peers::peer_arg("carrier=192.0.2.0/24").unwrap()]).unwrap()));
         let key = monitor_common::flow::FlowKey {
             server_addr: [0; 16],
             client_addr: [0; 16],

@@ -161,9 +161,10 @@ fn open_pinned(path: &Path) -> io::Result<OwnedFd> {
 /// longer is (its interface went away, or someone detached it).
 pub fn link_ifindex(path: &Path) -> io::Result<u32> {
     let info = link_info(path)?;
-    // SAFETY: the union member read is the one the link's type says the kernel filled.
     match info.type_ {
+        // SAFETY: the union member read is the one the link's type says the kernel filled.
         t if t == bpf_link_type::BPF_LINK_TYPE_XDP as u32 => Ok(unsafe { info.__bindgen_anon_1.xdp.ifindex }),
+        // SAFETY: as above.
         t if t == bpf_link_type::BPF_LINK_TYPE_TCX as u32 => Ok(unsafe { info.__bindgen_anon_1.tcx.ifindex }),
         other => Err(io::Error::other(format!("{} is a link of type {other}, not XDP or TCX", path.display()))),
     }

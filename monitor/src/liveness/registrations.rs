@@ -387,7 +387,7 @@ pub struct Registrations {
     outbound: usize,
     /// The peers bindings are counted by, and the counts: by peer number,
     /// [plain, outbound], kept as bindings come and go, for the census.
-    peers: Peers,
+    peers: Arc<Peers>,
     by_peer: Vec<[usize; 2]>,
     /// Slots of `flows` by their flow: the index holds only slot numbers,
     /// hashed and compared through the entries they point at.
@@ -408,7 +408,7 @@ impl Registrations {
     }
 
     /// Counts bindings by these peers from now on, those there already included.
-    pub fn set_peers(&mut self, peers: Peers) {
+    pub fn set_peers(&mut self, peers: Arc<Peers>) {
         self.by_peer = vec![[0; 2]; peers.len() + 1];
         for entry in &mut self.flows {
             entry.peer = peers.id_of_client(&entry.id.key);
@@ -863,7 +863,7 @@ mod tests {
         let plain = |n: u16| BindingKey::plain("sip:a@example.com", &format!("sip:a@192.0.2.1:{n}"));
         let (on_zero, on_ten) = (r.flow_ref(&from(1, false)), r.flow_ref(&from(2, true)));
         r.bind(plain(1), on_zero, 100, 0, false);
-        r.set_peers(peers);
+        r.set_peers(Arc::new(peers));
         let counts = |r: &Registrations| r.count_by_peer().filter(|c| c.2 > 0).collect::<Vec<_>>();
         assert_eq!(counts(&r), [(1, false, 1)], "counted when the peers were named");
         r.bind(outbound_key(), on_ten, 100, 0, true);

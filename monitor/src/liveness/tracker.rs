@@ -4,6 +4,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::Arc,
     time::Duration,
 };
 
@@ -211,8 +212,9 @@ impl Tracker {
 
     /// The operator's names for client networks (`--peer`), for the
     /// verdicts, the census and the bindings' counts alike: the binding
-    /// table keeps them, as it counts by them.
-    pub fn set_peers(&mut self, peers: Peers) {
+    /// table keeps them, as it counts by them. One `Peers` for the whole
+    /// agent, shared, never changed after start.
+    pub fn set_peers(&mut self, peers: Arc<Peers>) {
         self.registrations.set_peers(peers);
     }
 
@@ -536,7 +538,7 @@ mod tests {
     fn verdicts_430s_and_bindings_carry_the_clients_peer() {
         let mut t = tracker();
         let arg = |text: &str| crate::peers::peer_arg(text).unwrap();
-        t.set_peers(Peers::new(&[arg("carrier=192.0.2.0/24"), arg("pbx=192.0.2.1")]).unwrap());
+        t.set_peers(Arc::new(Peers::new(&[arg("carrier=192.0.2.0/24"), arg("pbx=192.0.2.1")]).unwrap()));
         let pbx = key(40000, FlowTransport::Tcp);
         let mut carrier = key(40001, FlowTransport::Tcp);
         carrier.client_addr[3] = 9;
@@ -773,7 +775,7 @@ mod tests {
     #[test]
     fn an_rst_verdict_followed_by_data_both_ways_is_retracted() {
         let mut t = tracker();
-        t.set_peers(Peers::new(&[crate::peers::peer_arg("carrier=192.0.2.0/24").unwrap()]).unwrap());
+        t.set_peers(Arc::new(Peers::new(&[crate::peers::peer_arg("carrier=192.0.2.0/24").unwrap()]).unwrap()));
         let k = key(40000, FlowTransport::Tcp);
         t.on_head("eth0", &head(k, S, &register(1)));
         t.on_head("eth0", &head(k, S, &ok(1, 60)));

@@ -87,8 +87,9 @@ fn main() {
     // SIGTERM, not SIGINT: see tshark::Capture::stop.
     sipflow_tests::process::signal_group(&tshark, libc::SIGTERM);
     let mut status = 0;
-    // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
+    // SAFETY: an all-zero rusage is valid.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 fills `status` and `usage` for our own child.
     unsafe { libc::wait4(tshark.id() as i32, &mut status, 0, &mut usage) };
     let tshark_cpu = usage.ru_utime.tv_sec as f64
         + usage.ru_utime.tv_usec as f64 / 1e6

@@ -632,6 +632,7 @@ fn tls_calls_read(server: &str) -> u64 {
 
 /// CPU seconds (user + system) of this whole process, all its threads.
 fn process_cpu() -> f64 {
+    // SAFETY: an all-zero rusage is valid.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: a valid rusage to fill.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };

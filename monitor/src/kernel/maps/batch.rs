@@ -42,6 +42,7 @@ impl<'a> Batches<'a> {
             cut_short,
             // SAFETY: both are plain-old-data `#[repr(C)]` types for which all zeroes is valid.
             keys: vec![unsafe { std::mem::zeroed() }; CHUNK],
+            // SAFETY: as for the keys.
             values: vec![unsafe { std::mem::zeroed() }; CHUNK],
             filled: 0,
             taken: 0,

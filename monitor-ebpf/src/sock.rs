@@ -87,6 +87,16 @@ pub fn tls_flow(sock: u64, key: &mut FlowKey) -> bool {
     }
 }
 
+/// Whether `sock` is an IPv4 or IPv6 socket (not a Unix one, a netlink one...).
+#[inline(always)]
+pub fn is_inet(sock: u64) -> bool {
+    // SAFETY: a read of a constant the loader may have rewritten (see `tls_flow`).
+    let offsets = unsafe { core::ptr::read_volatile(&SOCK_OFFSETS) };
+    offsets.known != 0
+        && sock != 0
+        && field::<u16>(sock, offsets.family).is_some_and(|family| family == AF_INET || family == AF_INET6)
+}
+
 /// IPv4 addresses sit in a key's first four bytes (see `FlowKey`).
 #[inline(always)]
 fn ipv4_in_key([a, b, c, d]: [u8; 4]) -> [u8; 16] {

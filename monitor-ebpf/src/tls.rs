@@ -16,9 +16,11 @@
 //! memory (Kamailio's tls module, Python's asyncio) read the socket just
 //! before SSL_read and write it just after SSL_write, in the same thread:
 //! their read is the thread's last SIPS-socket read. Either way a write's
-//! plaintext, there from the call's entry, waits for the thread's next socket
-//! write, which must be at least as long (a record is longer than what it
-//! carries) and is read then: a write needs no return probe. A thread
+//! plaintext, there from the call's entry, waits for the thread's next write
+//! to a SIPS socket at least as long as its record (a record is longer than
+//! what it carries), and is read then: a write needs no return probe. A write
+//! that failed never shows: the thread's next SSL call counts it
+//! (`socket_unknown`). A thread
 //! that read two SIPS sockets before it decrypted either is not guessed at:
 //! those reads are counted as `socket_unknown` and read into no flow. Only
 //! sockets whose local port is a SIPS port count: the host as the TLS server,
@@ -244,21 +246,25 @@ pub fn sock_send(ctx: &RawTracePointContext) -> bool {
         // Nothing went out: the record is written again later.
         return false;
     }
+    let (buffer, len) = (call.buffer, call.waiting_len);
+    // A record is longer than the plaintext it carries (up to 16 KiB of it):
+    // a shorter write is another record first (the rest of one, a session
+    // ticket, an alert), and the plaintext waits on.
+    let carried = if len < MAX_RECORD_PLAINTEXT { len } else { MAX_RECORD_PLAINTEXT };
+    if (sent as u32) < carried {
+        return false;
+    }
     let mut key = FlowKey::UNSET;
     if !sock::tls_flow(sock, &mut key) {
-        // TLS on another port (the host as a TLS client): not SIP over TLS to this host.
-        let _ = SSL_CALLS.remove(&thread);
+        if sock::is_inet(sock) {
+            // As long as its record, to an IP socket on another port: TLS
+            // there (the host as a TLS client), not SIP over TLS to this host.
+            let _ = SSL_CALLS.remove(&thread);
+        }
+        // Another kind of socket (a log, a pipe): the record is yet to be written.
         return false;
     }
-    // A record is longer than the plaintext it carries (up to 16 KiB of it):
-    // a shorter write is not this one's.
-    let (buffer, len) = (call.buffer, call.waiting_len);
-    let carried = if len < MAX_RECORD_PLAINTEXT { len } else { MAX_RECORD_PLAINTEXT };
     let _ = SSL_CALLS.remove(&thread);
-    if (sent as u32) < carried {
-        bump_stat(KernelStat::TlsSocketUnknown);
-        return false;
-    }
     // Its first message is read by a program of the tracepoint's own type
     // (the walkers are uprobe programs, no tail call's target from here);
     // verified apart, it keeps this one small. A server writes one message at a time.

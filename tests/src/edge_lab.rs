@@ -152,6 +152,7 @@ fn now() -> f64 {
 pub fn run(tag: &str, say: &mut dyn FnMut(String)) -> Outcome {
     let work_dir = ScratchDir::new(&format!("sipflow-{tag}-{}", std::process::id()));
     let outcome = run_in(tag, work_dir.path(), say);
+    crate::ua::clear_tls_key_log();
     // For a closer look: SIPFLOW_LAB_PCAP=/path keeps the capture.
     if let Some(keep) = std::env::var_os("SIPFLOW_LAB_PCAP") {
         let keep = std::path::PathBuf::from(keep);

@@ -8,6 +8,7 @@ use std::{
     collections::VecDeque,
     io::{ErrorKind, Read, Write},
     net::TcpStream,
+    thread,
     time::Duration,
 };
 
@@ -96,6 +97,16 @@ impl MemoryTls {
     pub fn send(&mut self, plaintext: &[u8]) {
         self.tls.ssl_write(plaintext).expect("SSL_write");
         flush(&mut self.socket, self.tls.get_mut());
+    }
+
+    /// SSL_write into the buffer, then its records in two socket writes, the
+    /// first of `first` bytes: as a socket whose buffer was nearly full takes them.
+    pub fn send_in_pieces(&mut self, plaintext: &[u8], first: usize) {
+        self.tls.ssl_write(plaintext).expect("SSL_write");
+        let records = std::mem::take(&mut self.tls.get_mut().outgoing);
+        self.socket.write_all(&records[..first]).expect("socket write");
+        thread::sleep(Duration::from_millis(50));
+        self.socket.write_all(&records[first..]).expect("socket write");
     }
 }
 

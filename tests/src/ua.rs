@@ -62,6 +62,11 @@ pub fn set_tls_key_log(path: &Path) {
     *KEY_LOG.lock().unwrap() = Some(path.to_path_buf());
 }
 
+/// TLS clients made from now on log no keys (the lab that wanted them is over).
+pub fn clear_tls_key_log() {
+    *KEY_LOG.lock().unwrap() = None;
+}
+
 /// A TLS client as a phone would be: the proxy's self-signed certificate is not checked.
 pub fn tls_connect(stream: TcpStream) -> SslStream<TcpStream> {
     let mut connector = SslConnector::builder(SslMethod::tls_client()).expect("TLS context");

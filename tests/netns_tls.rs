@@ -7,12 +7,13 @@
 
 use std::{
     io::{Read, Write},
-    net::{TcpListener, TcpStream},
+    net::{SocketAddr, TcpListener, TcpStream},
     sync::mpsc,
     thread,
     time::{Duration, Instant},
 };
 
+use openssl::ssl::{SslAcceptor, SslStream};
 use sipflow_tests::{
     memory_tls::MemoryTls,
     netns::{Lab, SERVER_IF, SERVER_V4, await_tls_processes, http_get, metric, sipflow_bin},
@@ -111,6 +112,36 @@ fn a_named_library_that_cannot_be_probed_fails_plainly() {
     assert!(!Lab::link_show(&lab.server, SERVER_IF).contains("xdp"), "XDP left attached");
 }
 
+/// A lab whose agent fails an unanswered ping in 2 s, and the TLS listener on
+/// the server's SIPS port that a memory-BIO server (`MemoryTls`) accepts on.
+struct MemoryBioLab {
+    lab: Lab,
+    _dir: ScratchDir,
+    acceptor: SslAcceptor,
+    listener: TcpListener,
+    proxy: SocketAddr,
+}
+
+fn memory_bio_lab(tag: &str) -> MemoryBioLab {
+    let mut lab = Lab::new(tag);
+    let dir = ScratchDir::new(&format!("sipflow-netns-tls-{tag}"));
+    lab.start_agent(SERVER_IF, &["--pong-timeout", "2s"]);
+    let (cert, key) = self_signed(dir.path());
+    let acceptor = acceptor(&cert, &key);
+    let listener = Lab::in_namespace(&lab.server, || TcpListener::bind((SERVER_V4, 5061)).expect("bind 5061"));
+    let proxy = listener.local_addr().unwrap();
+    await_tls_processes(&lab.server, 1);
+    MemoryBioLab { lab, _dir: dir, acceptor, listener, proxy }
+}
+
+/// A UA's TLS connection to `proxy`, from the lab's client namespace.
+fn connect_tls(lab: &Lab, proxy: SocketAddr) -> SslStream<TcpStream> {
+    let stream =
+        Lab::in_namespace(&lab.client, || TcpStream::connect_timeout(&proxy, Duration::from_secs(3))).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    tls_connect(stream)
+}
+
 /// A server that reads every ready connection before it decrypts any (one
 /// thread, TLS decrypted from memory): which connection a plaintext came from
 /// cannot be told from the thread's socket reads. Taking the last one read
@@ -121,14 +152,7 @@ fn a_named_library_that_cannot_be_probed_fails_plainly() {
 #[test]
 fn tls_reads_of_two_connections_before_either_is_decrypted_go_into_no_flow() {
     sipflow_tests::root_or_skip!();
-    let mut lab = Lab::new("tlsI");
-    let dir = ScratchDir::new("sipflow-netns-tls-interleaved");
-    lab.start_agent(SERVER_IF, &["--pong-timeout", "2s"]);
-    let (cert, key) = self_signed(dir.path());
-    let acceptor = acceptor(&cert, &key);
-    let listener = Lab::in_namespace(&lab.server, || TcpListener::bind((SERVER_V4, 5061)).expect("bind 5061"));
-    let proxy = listener.local_addr().unwrap();
-    await_tls_processes(&lab.server, 1);
+    let MemoryBioLab { lab, _dir, acceptor, listener, proxy } = memory_bio_lab("tlsI");
     let (sent, both_sent) = mpsc::channel::<()>();
     let (done, stop) = mpsc::channel::<()>();
     let server = thread::spawn(move || {
@@ -154,13 +178,7 @@ fn tls_reads_of_two_connections_before_either_is_decrypted_go_into_no_flow() {
         let _ = stop.recv_timeout(Duration::from_secs(30));
     });
 
-    let connect = || {
-        let stream = Lab::in_namespace(&lab.client, || TcpStream::connect_timeout(&proxy, Duration::from_secs(3)))
-            .expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        tls_connect(stream)
-    };
-    let (mut alice, mut bob) = (connect(), connect());
+    let (mut alice, mut bob) = (connect_tls(&lab, proxy), connect_tls(&lab, proxy));
     for (tls, user) in [(&mut alice, "alice"), (&mut bob, "bob")] {
         let local = tls.get_ref().local_addr().unwrap();
         tls.write_all(&outbound_register(user, "TLS", local, user, &format!("{user}-reg"))).unwrap();
@@ -214,14 +232,7 @@ fn tls_reads_of_two_connections_before_either_is_decrypted_go_into_no_flow() {
 #[test]
 fn a_record_written_in_pieces_is_read_once() {
     sipflow_tests::root_or_skip!();
-    let mut lab = Lab::new("tlsP");
-    let dir = ScratchDir::new("sipflow-netns-tls-pieces");
-    lab.start_agent(SERVER_IF, &["--pong-timeout", "2s"]);
-    let (cert, key) = self_signed(dir.path());
-    let acceptor = acceptor(&cert, &key);
-    let listener = Lab::in_namespace(&lab.server, || TcpListener::bind((SERVER_V4, 5061)).expect("bind 5061"));
-    let proxy = listener.local_addr().unwrap();
-    await_tls_processes(&lab.server, 1);
+    let MemoryBioLab { lab, _dir, acceptor, listener, proxy } = memory_bio_lab("tlsP");
     let (done, stop) = mpsc::channel::<()>();
     let server = thread::spawn(move || {
         let mut tls = MemoryTls::accept(&acceptor, listener.accept().expect("accept").0);
@@ -232,10 +243,7 @@ fn a_record_written_in_pieces_is_read_once() {
         let _ = stop.recv_timeout(Duration::from_secs(30));
     });
 
-    let stream =
-        Lab::in_namespace(&lab.client, || TcpStream::connect_timeout(&proxy, Duration::from_secs(3))).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    let mut alice = tls_connect(stream);
+    let mut alice = connect_tls(&lab, proxy);
     let local = alice.get_ref().local_addr().unwrap();
     alice.write_all(&outbound_register("alice", "TLS", local, "alice", "alice-reg")).unwrap();
     let mut buf = [0u8; 4096];

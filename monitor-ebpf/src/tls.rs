@@ -218,34 +218,42 @@ pub fn sock_send(ctx: &RawTracePointContext) -> bool {
     if !in_sip_server(thread) {
         return false;
     }
-    // A server that writes to the SIPS socket it read (a handshake's reply, an
-    // answer) has taken in what it read.
-    if let Some(last) = LAST_RECV.get_ptr_mut(&thread) {
-        let sock: u64 = ctx.arg(0);
-        let sent: i64 = ctx.arg(1);
-        let mut written = FlowKey::UNSET;
-        // SAFETY: this thread's entry; only this thread writes it.
-        if sent as i32 > 0 && sock::tls_flow(sock, &mut written) && unsafe { (*last).key == written } {
-            unsafe { (*last).unread = 0 };
-        }
-    }
-    // Most writes are by threads in no SSL call: one lookup, and done.
-    let Some(call) = SSL_CALLS.get_ptr_mut(&thread) else {
-        return false;
-    };
-    // SAFETY: this thread's entry; only this thread writes it.
-    let call = unsafe { &mut *call };
-    if call.waiting == 0 {
-        // A read under way: what it writes (a handshake's reply, a key update) carries no SIP.
-        return false;
-    }
     let sock: u64 = ctx.arg(0);
     let sent: i64 = ctx.arg(1);
     let sent = sent as i32;
     if sent <= 0 {
-        // Nothing went out: the record is written again later.
+        // Nothing went out: a record not written is written again later.
         return false;
     }
+    let last = LAST_RECV.get_ptr_mut(&thread);
+    // SAFETY: this thread's entry; only this thread writes it.
+    let call = SSL_CALLS.get_ptr_mut(&thread).filter(|call| unsafe { (**call).waiting } != 0);
+    // Most writes are by threads that read no SIPS socket and wait to write
+    // none: two lookups, and done. The others learn the socket's flow once.
+    if last.is_none() && call.is_none() {
+        return false;
+    }
+    let mut key = FlowKey::UNSET;
+    let on_sips = sock::tls_flow(sock, &mut key);
+    // A server that writes to the SIPS socket it read (a handshake's reply, an
+    // answer) has taken in what it read.
+    if let Some(last) = last
+        && on_sips
+    {
+        // SAFETY: this thread's entry; only this thread writes it.
+        let last = unsafe { &mut *last };
+        if last.key == key {
+            last.unread = 0;
+        }
+    }
+    // A write waiting for its record (an SSL call's entry put it there; a
+    // read under way waits for nothing: what it writes, a handshake's reply
+    // or a key update, carries no SIP).
+    let Some(call) = call else {
+        return false;
+    };
+    // SAFETY: this thread's entry; only this thread writes it.
+    let call = unsafe { &mut *call };
     let (buffer, len) = (call.buffer, call.waiting_len);
     // A record is longer than the plaintext it carries (up to 16 KiB of it):
     // a shorter write is another record first (the rest of one, a session
@@ -254,8 +262,7 @@ pub fn sock_send(ctx: &RawTracePointContext) -> bool {
     if (sent as u32) < carried {
         return false;
     }
-    let mut key = FlowKey::UNSET;
-    if !sock::tls_flow(sock, &mut key) {
+    if !on_sips {
         if sock::is_inet(sock) {
             // As long as its record, to an IP socket on another port: TLS
             // there (the host as a TLS client), not SIP over TLS to this host.
